@@ -1,0 +1,208 @@
+"""The SimulationRun aggregate: one execution of a pattern on a copy of a twin.
+
+RunQueued is self-contained: it holds the twin's state at queue time, the pattern, the
+parameters, the seed and the engine version, so the run can be executed again from that one
+event (domain/engine.py). Status: queued -> running -> completed | failed | cancelled.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from domain.aggregate import Aggregate, Created, Event
+from domain.errors import InvalidTransition
+from domain.values import (
+    BodyState,
+    Economic,
+    Environment,
+    KeyEvent,
+    Pattern,
+    RunParameters,
+    RunStatus,
+    RunSummary,
+    YearResult,
+)
+
+
+class RunQueued(Created, frozen=True, kw_only=True):
+    """A run was asked for. Everything needed to execute it again is here."""
+
+    twin_id: UUID
+    source_body: str
+    twin_state: BodyState
+    pattern: Pattern
+    duration_years: int
+    parameters: RunParameters
+    seed: int
+    engine_version: str
+    initiated_by: str
+
+    def apply(self, run: SimulationRun) -> None:
+        run.twin_id = self.twin_id
+        run.source_body = self.source_body
+        run.twin_state = self.twin_state
+        run.pattern = self.pattern
+        run.duration_years = self.duration_years
+        run.parameters = self.parameters
+        run.seed = self.seed
+        run.engine_version = self.engine_version
+        run.initiated_by = self.initiated_by
+
+
+class RunStarted(Event, frozen=True, kw_only=True):
+    """The engine began (or resumed) executing the run."""
+
+    resumed_from_year: int = 0
+
+    def apply(self, run: SimulationRun) -> None:
+        run.status = RunStatus.RUNNING
+
+
+class YearResultRecorded(Event, frozen=True, kw_only=True):
+    """One simulated year's results: economic (cents), environmental, and key events."""
+
+    year: int
+    economic: Economic
+    environment: Environment
+    key_events: list[KeyEvent]
+
+    def apply(self, run: SimulationRun) -> None:
+        run.years_recorded = self.year
+
+    def to_result(self) -> YearResult:
+        return YearResult(
+            year=self.year,
+            economic=self.economic,
+            environment=self.environment,
+            key_events=self.key_events,
+        )
+
+
+class RunCompleted(Event, frozen=True, kw_only=True):
+    """All years were recorded; carries the summary and the SHA-256 digest of the results."""
+
+    summary: RunSummary
+    result_digest: str
+
+    def apply(self, run: SimulationRun) -> None:
+        run.status = RunStatus.COMPLETED
+        run.summary = self.summary
+        run.result_digest = self.result_digest
+
+
+class RunFailed(Event, frozen=True, kw_only=True):
+    """The run stopped on an error; years recorded before it stay recorded."""
+
+    error_message: str
+    at_year: int
+
+    def apply(self, run: SimulationRun) -> None:
+        run.status = RunStatus.FAILED
+        run.error_message = self.error_message
+
+
+class RunCancelled(Event, frozen=True, kw_only=True):
+    """The run was stopped on request, at a chunk boundary."""
+
+    reason: str
+    cancelled_by: str
+    at_year: int
+
+    def apply(self, run: SimulationRun) -> None:
+        run.status = RunStatus.CANCELLED
+        run.error_message = self.reason
+
+
+class SimulationRun(Aggregate):
+    def __init__(self) -> None:
+        self.status = RunStatus.QUEUED
+        self.years_recorded = 0
+        self.summary: RunSummary | None = None
+        self.result_digest: str | None = None
+        self.error_message: str | None = None
+
+    # Set by RunQueued.apply; declared for type checkers.
+    twin_id: UUID
+    source_body: str
+    twin_state: BodyState
+    pattern: Pattern
+    duration_years: int
+    parameters: RunParameters
+    seed: int
+    engine_version: str
+    initiated_by: str
+
+    @classmethod
+    def queue(
+        cls,
+        *,
+        twin_id: UUID,
+        source_body: str,
+        twin_state: BodyState,
+        pattern: Pattern,
+        duration_years: int,
+        parameters: RunParameters,
+        seed: int,
+        engine_version: str,
+        initiated_by: str,
+    ) -> SimulationRun:
+        return cls._create(
+            RunQueued,
+            twin_id=twin_id,
+            source_body=source_body,
+            twin_state=twin_state,
+            pattern=pattern,
+            duration_years=duration_years,
+            parameters=parameters,
+            seed=seed,
+            engine_version=engine_version,
+            initiated_by=initiated_by,
+        )
+
+    @property
+    def progress(self) -> float:
+        return self.years_recorded / self.duration_years
+
+    @property
+    def ended(self) -> bool:
+        return self.status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+    def start(self) -> None:
+        if self.status != RunStatus.QUEUED and self.status != RunStatus.RUNNING:
+            raise InvalidTransition(f"run_id: run {self.id} is {self.status} and cannot start")
+        self.trigger_event(RunStarted, resumed_from_year=self.years_recorded)
+
+    def record_year(self, result: YearResult) -> None:
+        if self.status != RunStatus.RUNNING:
+            raise InvalidTransition(f"run_id: run {self.id} is {self.status}, not running")
+        if result.year != self.years_recorded + 1:
+            raise InvalidTransition(
+                f"year: expected year {self.years_recorded + 1} of run {self.id}, got {result.year}"
+            )
+        self.trigger_event(
+            YearResultRecorded,
+            year=result.year,
+            economic=result.economic,
+            environment=result.environment,
+            key_events=result.key_events,
+        )
+
+    def complete(self, summary: RunSummary, result_digest: str) -> None:
+        if self.status != RunStatus.RUNNING or self.years_recorded != self.duration_years:
+            raise InvalidTransition(
+                f"run_id: run {self.id} cannot complete at year {self.years_recorded} "
+                f"of {self.duration_years} ({self.status})"
+            )
+        self.trigger_event(RunCompleted, summary=summary, result_digest=result_digest)
+
+    def fail(self, error_message: str) -> None:
+        if self.ended:
+            raise InvalidTransition(f"run_id: run {self.id} has already ended ({self.status})")
+        self.trigger_event(RunFailed, error_message=error_message, at_year=self.years_recorded)
+
+    def cancel(self, reason: str, cancelled_by: str) -> None:
+        if self.ended:
+            raise InvalidTransition(f"run_id: run {self.id} has already ended ({self.status})")
+        self.trigger_event(
+            RunCancelled, reason=reason, cancelled_by=cancelled_by, at_year=self.years_recorded
+        )

@@ -1,0 +1,331 @@
+"""The TwinLedger application: the domain API over one event store.
+
+One eventsourcing Application holds both aggregates, so a command that changes a twin and a
+run saves both in one atomic write. Methods validate their inputs (infrastructure/inputs.py)
+before making any event; a refused command writes nothing.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError
+from eventsourcing.utils import get_topic
+
+from domain.aggregate import Aggregate
+from domain.catalog import find_body
+from domain.digest import ResultDigest
+from domain.engine import ENGINE_VERSION, RunInputs, Simulation
+from domain.errors import ConcurrentWrite, InvalidTransition, NotFound, ValidationError
+from domain.run import SimulationRun, YearResultRecorded
+from domain.twin import DigitalTwin
+from domain.values import RunStatus, YearResult
+from infrastructure.codec import MsgspecMapper, NullTranscoder
+from infrastructure.inputs import CloneTwin, QueueRun, ReasonText, read_body_file, validate
+from infrastructure.settings import Database, resolve_database
+
+Clock = Callable[[], datetime]
+Progress = Callable[[int, int], None]
+
+DEFAULT_CHUNK_YEARS = 50
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class TwinLedger(Application[UUID]):
+    """Clone twins, queue and execute runs, read them back."""
+
+    name = "TwinLedger"
+    env = {
+        "MAPPER_TOPIC": get_topic(MsgspecMapper),
+        "TRANSCODER_TOPIC": get_topic(NullTranscoder),
+    }
+
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        *,
+        clock: Clock = utc_now,
+        database: Database | None = None,
+    ) -> None:
+        super().__init__(env)
+        self.clock = clock
+        self.database = database
+        self.after_write: list[Callable[[], None]] = []
+
+    @classmethod
+    def open(cls, url: str | None = None, *, clock: Clock = utc_now) -> TwinLedger:
+        """Open the ledger at a database URL (see infrastructure/settings.py)."""
+        database = resolve_database(url)
+        if database.is_postgres:
+            from infrastructure.postgres import ensure_schema
+
+            ensure_schema(database)
+        return cls(database.eventsourcing_env(), clock=clock, database=database)
+
+    # --- writing -----------------------------------------------------------------------------
+
+    def _save(self, *aggregates: Aggregate) -> None:
+        try:
+            self.save(*aggregates)
+        except IntegrityError as error:
+            names = ", ".join(f"{type(a).__name__} {a.id}" for a in aggregates)
+            raise ConcurrentWrite(
+                f"another writer changed {names} first; nothing was written, try again"
+            ) from error
+        for hook in self.after_write:
+            hook()
+
+    # --- twins -------------------------------------------------------------------------------
+
+    def clone_twin(
+        self,
+        *,
+        name: str,
+        body: str | None = None,
+        body_file: str | None = None,
+        expires_at: datetime | None = None,
+        expires_in: timedelta | None = None,
+        description: str | None = None,
+        created_by: str = "cli",
+        simulation_type: str | None = None,
+        simulation_parameters: dict[str, Any] | None = None,
+    ) -> UUID:
+        """Clone a catalog body (``body``) or a described one (``body_file``) into a twin."""
+        if (body is None) == (body_file is None):
+            raise ValidationError("body", "give exactly one of a catalog body or a body file")
+        now = self.clock()
+        if expires_at is None:
+            expires_at = now + (expires_in if expires_in is not None else timedelta(days=30))
+        data: dict[str, Any] = {
+            "body": body,
+            "body_file": None if body_file is None else read_body_file(body_file),
+            "name": name,
+            "description": description,
+            "created_by": created_by,
+            "simulation_type": simulation_type,
+            "simulation_parameters": simulation_parameters or {},
+            "expires_at": expires_at,
+        }
+        request = validate(CloneTwin, data)
+        if request.expires_at <= now:
+            raise ValidationError("expires_at", f"{request.expires_at.isoformat()} is in the past")
+        if request.body is not None:
+            reference = find_body(request.body)
+            assert reference is not None  # checked by CloneTwin
+            key, state = reference.key, reference.state
+            solar_system, default_type = reference.solar_system, reference.simulation_type
+            default_description = reference.description
+        else:
+            assert request.body_file is not None
+            described = request.body_file
+            key, state = described.key, described.body_state()
+            solar_system, default_type = described.solar_system, described.simulation_type
+            default_description = described.description
+        twin = DigitalTwin.clone(
+            name=request.name,
+            description=request.description if request.description is not None
+            else default_description,
+            source_body=key,
+            solar_system=solar_system,
+            created_by=request.created_by,
+            simulation_type=request.simulation_type or default_type,
+            state=state,
+            simulation_parameters=dict(request.simulation_parameters),
+            expires_at=request.expires_at,
+        )
+        self._save(twin)
+        return twin.id
+
+    def get_twin(self, twin_id: UUID | str) -> DigitalTwin:
+        return self._get(DigitalTwin, "twin_id", twin_id)
+
+    def delete_twin(self, twin_id: UUID | str, *, by: str = "cli", reason: str = "") -> None:
+        """Soft-delete a twin: its events stay, it accepts no more runs."""
+        text = validate(ReasonText, {"reason": reason, "by": by})
+        twin = self.get_twin(twin_id)
+        if twin.active_runs:
+            raise InvalidTransition(
+                f"twin_id: twin {twin.id} has {len(twin.active_runs)} run(s) under way; "
+                "cancel them first"
+            )
+        twin.delete(self.clock(), text.by, text.reason)
+        self._save(twin)
+
+    # --- runs --------------------------------------------------------------------------------
+
+    def queue_run(
+        self,
+        twin_id: UUID | str,
+        *,
+        pattern: str,
+        duration_years: int,
+        budget_cents: int,
+        tech_level: int = 5,
+        priority: str = "normal",
+        pattern_params: dict[str, Any] | None = None,
+        custom_spec: dict[str, Any] | None = None,
+        seed: int | None = None,
+        initiated_by: str = "cli",
+    ) -> UUID:
+        """Queue a run on a twin; RunQueued records everything needed to execute it."""
+        request = validate(
+            QueueRun,
+            {
+                "pattern": pattern,
+                "duration_years": duration_years,
+                "budget_cents": budget_cents,
+                "tech_level": tech_level,
+                "priority": priority,
+                "pattern_params": pattern_params or {},
+                "custom_spec": custom_spec,
+                "seed": seed,
+                "initiated_by": initiated_by,
+            },
+        )
+        parameters = request.run_parameters()
+        twin = self.get_twin(twin_id)
+        twin.check_accepts_runs(self.clock())
+        run = SimulationRun.queue(
+            twin_id=twin.id,
+            source_body=twin.source_body,
+            twin_state=twin.state,
+            pattern=request.pattern,
+            duration_years=request.duration_years,
+            parameters=parameters,
+            seed=request.seed if request.seed is not None else secrets.randbits(63),
+            engine_version=ENGINE_VERSION,
+            initiated_by=request.initiated_by,
+        )
+        self._save(run)
+        return run.id
+
+    def get_run(self, run_id: UUID | str) -> SimulationRun:
+        return self._get(SimulationRun, "run_id", run_id)
+
+    def execute_run(
+        self,
+        run_id: UUID | str,
+        *,
+        chunk_years: int = DEFAULT_CHUNK_YEARS,
+        on_progress: Progress | None = None,
+    ) -> SimulationRun:
+        """Execute a queued run, or resume one left running by a crash.
+
+        Years are saved in chunks of ``chunk_years``: readers see progress, and a crash loses
+        at most the chunk in flight. Resuming re-simulates from RunQueued (deterministic) and
+        records only the years not yet recorded. A cancel written by another process is seen
+        at the next chunk boundary.
+        """
+        if chunk_years < 1:
+            raise ValidationError("chunk_years", "must be at least 1")
+        run = self.get_run(run_id)
+        if run.ended:
+            raise InvalidTransition(f"run_id: run {run.id} has already ended ({run.status})")
+        twin = self.get_twin(run.twin_id)
+        run.start()
+        try:
+            twin.start_run(run.id, self.clock())
+        except InvalidTransition as refusal:
+            run.cancel(str(refusal), "twinledger")
+            self._save(run)
+            raise
+        self._save(run, twin)
+
+        simulation = Simulation(run_inputs(run))
+        digest = ResultDigest()
+        try:
+            while simulation.year < run.duration_years:
+                result = simulation.step()
+                digest.add_year(result)
+                if result.year > run.years_recorded:
+                    run.record_year(result)
+                if result.year % chunk_years == 0 or result.year == run.duration_years:
+                    if not self._save_chunk(run):
+                        return self.get_run(run.id)
+                    if on_progress is not None:
+                        on_progress(run.years_recorded, run.duration_years)
+            summary = simulation.summary()
+            digest.add_summary(summary)
+        except (ConcurrentWrite, InvalidTransition):
+            raise
+        except Exception as error:
+            return self._fail(run.id, f"{type(error).__name__}: {error}")
+        run.complete(summary, digest.hexdigest())
+        twin = self.get_twin(run.twin_id)
+        twin.end_run(run.id, RunStatus.COMPLETED)
+        self._save(run, twin)
+        return run
+
+    def _save_chunk(self, run: SimulationRun) -> bool:
+        """Save recorded years; False if the run was ended (cancelled) by another writer."""
+        try:
+            self._save(run)
+        except ConcurrentWrite:
+            stored = self.get_run(run.id)
+            if stored.ended:
+                return False
+            raise
+        return True
+
+    def _fail(self, run_id: UUID, message: str) -> SimulationRun:
+        """Record RunFailed on the stored run (the chunk in flight is dropped, not half-written)."""
+        run = self.get_run(run_id)
+        twin = self.get_twin(run.twin_id)
+        run.fail(message)
+        twin.end_run(run.id, RunStatus.FAILED)
+        self._save(run, twin)
+        return run
+
+    def cancel_run(self, run_id: UUID | str, *, reason: str = "", by: str = "cli") -> None:
+        """Cancel a queued or running run; a running executor stops at its next chunk."""
+        text = validate(ReasonText, {"reason": reason, "by": by})
+        run = self.get_run(run_id)
+        run.cancel(text.reason, text.by)
+        twin = self.get_twin(run.twin_id)
+        twin.end_run(run.id, RunStatus.CANCELLED)
+        self._save(run, twin)
+
+    def recorded_years(self, run_id: UUID | str) -> Iterator[YearResult]:
+        """The year results as recorded in the run's events, in order."""
+        run = self.get_run(run_id)
+        for event in self.repository.event_store.get(run.id):
+            if isinstance(event, YearResultRecorded):
+                yield event.to_result()
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _get(self, cls: type[Any], field: str, ident: UUID | str) -> Any:
+        try:
+            key = ident if isinstance(ident, UUID) else UUID(str(ident).strip())
+        except ValueError:
+            raise ValidationError(field, f"{ident!r} is not a valid id") from None
+        try:
+            aggregate = self.repository.get(key)
+        except AggregateNotFoundError:
+            raise NotFound(field, str(key)) from None
+        if not isinstance(aggregate, cls):
+            raise NotFound(field, str(key))
+        return aggregate
+
+    def event_count(self) -> int:
+        """How many events the log holds (its head position)."""
+        return self.recorder.max_notification_id() or 0
+
+
+def run_inputs(run: SimulationRun) -> RunInputs:
+    """The engine's inputs, taken from the run's RunQueued alone."""
+    return RunInputs(
+        state=run.twin_state,
+        pattern=run.pattern,
+        duration_years=run.duration_years,
+        parameters=run.parameters,
+        seed=run.seed,
+    )
