@@ -60,7 +60,9 @@ class Simulation:
 
     def step(self) -> YearResult:
         self.year += 1
-        spend = min(self._balance, self.inputs.parameters.budget_cents // self.inputs.duration_years)
+        spend = min(
+            self._balance, self.inputs.parameters.budget_cents // self.inputs.duration_years
+        )
         self._balance -= spend
         self._spend += spend
         warming = 0.01 * self.inputs.parameters.tech_level + (self.inputs.seed % 7) * 0.001

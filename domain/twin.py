@@ -195,7 +195,9 @@ class DigitalTwin(Aggregate):
 
     def delete(self, now: datetime, deleted_by: str, reason: str) -> None:
         if self.ended:
-            raise InvalidTransition(f"twin_id: twin {self.id} has already ended ({self.ended_reason})")
+            raise InvalidTransition(
+                f"twin_id: twin {self.id} has already ended ({self.ended_reason})"
+            )
         self.trigger_event(TwinDeleted, deleted_at=now, deleted_by=deleted_by, reason=reason)
 
 

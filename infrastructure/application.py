@@ -131,7 +131,8 @@ class TwinLedger(Application[UUID]):
             default_description = described.description
         twin = DigitalTwin.clone(
             name=request.name,
-            description=request.description if request.description is not None
+            description=request.description
+            if request.description is not None
             else default_description,
             source_body=key,
             solar_system=solar_system,

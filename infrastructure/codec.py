@@ -8,7 +8,7 @@ number, and older stored states are lifted by ``upcast_vK_vK+1(state: dict)`` me
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any, cast
 from uuid import UUID
 
@@ -25,7 +25,7 @@ from eventsourcing.utils import get_topic, resolve_topic
 _encoder = msgspec.json.Encoder()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _decoder(cls: type[Any]) -> msgspec.json.Decoder[Any]:
     return msgspec.json.Decoder(cls)
 

@@ -255,12 +255,16 @@ class QueueRun(_Strict):
         if self.pattern == Pattern.CUSTOM and self.custom_spec is None:
             raise ValidationError("custom_spec", "the custom pattern needs a spec")
         if self.pattern != Pattern.CUSTOM and self.custom_spec is not None:
-            raise ValidationError("custom_spec", f"only the custom pattern takes a spec, not {self.pattern}")
+            raise ValidationError(
+                "custom_spec", f"only the custom pattern takes a spec, not {self.pattern}"
+            )
         return RunParameters(
             budget_cents=self.budget_cents,
             tech_level=self.tech_level,
             priority=self.priority,
-            pattern_params={key: float(value) for key, value in sorted(self.pattern_params.items())},
+            pattern_params={
+                key: float(value) for key, value in sorted(self.pattern_params.items())
+            },
             custom_spec=None
             if self.custom_spec is None
             else msgspec.convert(self.custom_spec.model_dump(), CustomSpec),

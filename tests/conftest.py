@@ -76,7 +76,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[s
     base = postgres_base_url()
     yield f"{base}{'&' if '?' in base else '?'}schema={schema}"
     with psycopg.connect(base, autocommit=True) as connection:
-        connection.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+        connection.execute(
+            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+        )
 
 
 @pytest.fixture

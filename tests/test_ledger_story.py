@@ -33,7 +33,9 @@ def test_clone_queue_execute_and_read_back(ledger: TwinLedger) -> None:
     assert queued.progress == 0
 
     seen: list[int] = []
-    finished = ledger.execute_run(run_id, chunk_years=50, on_progress=lambda done, _: seen.append(done))
+    finished = ledger.execute_run(
+        run_id, chunk_years=50, on_progress=lambda done, _: seen.append(done)
+    )
     assert seen == [50, 100, 120]
     assert finished.status == RunStatus.COMPLETED
     assert finished.progress == 1
@@ -50,10 +52,14 @@ def test_clone_queue_execute_and_read_back(ledger: TwinLedger) -> None:
 
 def test_a_twin_is_running_while_its_run_is(ledger: TwinLedger) -> None:
     twin_id = ledger.clone_twin(name="Venus A", body="venus")
-    run_id = ledger.queue_run(twin_id, pattern="venus_industrial", duration_years=10, budget_cents=BUDGET)
+    run_id = ledger.queue_run(
+        twin_id, pattern="venus_industrial", duration_years=10, budget_cents=BUDGET
+    )
     statuses: list[str] = []
     ledger.execute_run(
-        run_id, chunk_years=5, on_progress=lambda *_: statuses.append(ledger.get_twin(twin_id).status)
+        run_id,
+        chunk_years=5,
+        on_progress=lambda *_: statuses.append(ledger.get_twin(twin_id).status),
     )
     assert statuses[0] == TwinStatus.RUNNING_SIMULATION
     assert ledger.get_twin(twin_id).status == TwinStatus.COMPLETED
@@ -64,7 +70,7 @@ def test_an_ended_twin_refuses_new_runs(ledger: TwinLedger) -> None:
     ledger.delete_twin(twin_id, reason="done with it")
     assert ledger.get_twin(twin_id).status == TwinStatus.DELETED
     before = ledger.event_count()
-    with pytest.raises(InvalidTransition, match="twin_id: .* has ended"):
+    with pytest.raises(InvalidTransition, match=r"twin_id: .* has ended"):
         ledger.queue_run(twin_id, pattern="venus_industrial", duration_years=5, budget_cents=BUDGET)
     assert ledger.event_count() == before
 
@@ -80,7 +86,9 @@ def test_an_expired_twin_refuses_new_runs(ledger: TwinLedger, clock) -> None:
 
 def test_cancelling_a_queued_run(ledger: TwinLedger) -> None:
     twin_id = ledger.clone_twin(name="Europa A", body="europa")
-    run_id = ledger.queue_run(twin_id, pattern="europa_ocean", duration_years=10, budget_cents=BUDGET)
+    run_id = ledger.queue_run(
+        twin_id, pattern="europa_ocean", duration_years=10, budget_cents=BUDGET
+    )
     ledger.cancel_run(run_id, reason="changed my mind")
     run = ledger.get_run(run_id)
     assert run.status == RunStatus.CANCELLED
@@ -94,7 +102,9 @@ def test_a_run_cancelled_by_another_writer_stops_at_the_next_chunk(
 ) -> None:
     executor, other = open_ledger(), open_ledger()
     twin_id = executor.clone_twin(name="Mars B", body="mars")
-    run_id = executor.queue_run(twin_id, pattern="mars_terraform", duration_years=100, budget_cents=BUDGET)
+    run_id = executor.queue_run(
+        twin_id, pattern="mars_terraform", duration_years=100, budget_cents=BUDGET
+    )
 
     def cancel_once(done: int, total: int) -> None:
         if done == 20:
@@ -108,7 +118,9 @@ def test_a_run_cancelled_by_another_writer_stops_at_the_next_chunk(
 
 def test_a_crashed_run_resumes_where_it_stopped(ledger: TwinLedger) -> None:
     twin_id = ledger.clone_twin(name="Mars C", body="mars")
-    run_id = ledger.queue_run(twin_id, pattern="mars_terraform", duration_years=60, budget_cents=BUDGET, seed=7)
+    run_id = ledger.queue_run(
+        twin_id, pattern="mars_terraform", duration_years=60, budget_cents=BUDGET, seed=7
+    )
 
     class Crash(BaseException):
         pass
@@ -127,15 +139,21 @@ def test_a_crashed_run_resumes_where_it_stopped(ledger: TwinLedger) -> None:
     assert [y.year for y in ledger.recorded_years(run_id)] == list(range(1, 61))
 
     fresh_twin = ledger.clone_twin(name="Mars D", body="mars")
-    fresh = ledger.queue_run(fresh_twin, pattern="mars_terraform", duration_years=60, budget_cents=BUDGET, seed=7)
+    fresh = ledger.queue_run(
+        fresh_twin, pattern="mars_terraform", duration_years=60, budget_cents=BUDGET, seed=7
+    )
     assert ledger.execute_run(fresh).result_digest == resumed.result_digest
 
 
 def test_the_same_run_has_the_same_digest_on_every_back_end(ledger: TwinLedger) -> None:
     """Same inputs, same digest: execution depends on RunQueued alone."""
     twin_id = ledger.clone_twin(name="Mars E", body="mars")
-    run_id = ledger.queue_run(twin_id, pattern="mars_terraform", duration_years=30, budget_cents=BUDGET, seed=42)
+    run_id = ledger.queue_run(
+        twin_id, pattern="mars_terraform", duration_years=30, budget_cents=BUDGET, seed=42
+    )
     first = ledger.execute_run(run_id).result_digest
     again_twin = ledger.clone_twin(name="Mars F", body="mars")
-    again = ledger.queue_run(again_twin, pattern="mars_terraform", duration_years=30, budget_cents=BUDGET, seed=42)
+    again = ledger.queue_run(
+        again_twin, pattern="mars_terraform", duration_years=30, budget_cents=BUDGET, seed=42
+    )
     assert ledger.execute_run(again).result_digest == first

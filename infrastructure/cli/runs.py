@@ -1,187 +1,28 @@
-"""The ``twinledger`` command line: a thin layer over the TwinLedger application.
-
-Errors a user can fix (bad input, unknown ids, refused transitions) print one line naming the
-field and exit with code 2; nothing is written. Other failures exit 1 with one line.
-"""
+"""Commands about runs: queue, execute (with progress), cancel, show, and the demo."""
 
 from __future__ import annotations
 
-import json
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-import msgspec
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from domain.catalog import CATALOG
-from domain.errors import TwinLedgerError, ValidationError
 from domain.run import SimulationRun
-from domain.twin import DigitalTwin
 from domain.values import RunSummary
 from infrastructure.application import TwinLedger
-from infrastructure.inputs import parse_duration
-
-app = typer.Typer(
-    help="TwinLedger: an event-sourced ledger for digital-twin simulations.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
+from infrastructure.cli.base import (
+    app,
+    console,
+    errors,
+    format_cents,
+    guarded,
+    ledger,
+    parse_cents,
+    parse_params,
 )
-console = Console()
-errors = Console(stderr=True)
-T = TypeVar("T")
-
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        envvar="TWINLEDGER_DATABASE_URL",
-        help="Database: a SQLite path (default ./twinledger.db) or postgresql://...",
-        show_envvar=True,
-    ),
-]
-
-
-class State:
-    db: str | None = None
-
-
-state = State()
-
-
-@app.callback()
-def _global(db: DbOption = None) -> None:
-    state.db = db
-
-
-@contextmanager
-def ledger() -> Iterator[TwinLedger]:
-    application = TwinLedger.open(state.db)
-    try:
-        yield application
-    finally:
-        application.close()
-
-
-def fail(message: str, code: int) -> None:
-    errors.print(f"error: {message}", markup=False, highlight=False)
-    raise typer.Exit(code)
-
-
-def guarded(command: Callable[..., T]) -> Callable[..., T]:
-    """Turn ledger errors into one-line messages and exit codes instead of tracebacks."""
-    import functools
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        try:
-            return command(*args, **kwargs)
-        except TwinLedgerError as error:
-            fail(str(error), 2)
-        except (typer.Exit, typer.Abort):
-            raise
-        except Exception as error:  # an unexpected failure: still one line, exit code 1
-            fail(f"{type(error).__name__}: {error}", 1)
-        raise AssertionError("unreachable")
-
-    return wrapper
-
-
-def parse_cents(text: str, field: str = "budget_cents") -> int:
-    cleaned = text.replace("_", "").strip()
-    if not cleaned.isdigit():
-        raise ValidationError(
-            field, f"{text!r} must be an integer number of GCC cents (no floats, no signs)"
-        )
-    return int(cleaned)
-
-
-def parse_params(pairs: list[str]) -> dict[str, float | int]:
-    params: dict[str, float | int] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValidationError("param", f"{pair!r} is not KEY=NUMBER")
-        try:
-            params[key] = int(value) if value.lstrip("-").isdigit() else float(value)
-        except ValueError:
-            raise ValidationError(f"pattern_params.{key}", f"{value!r} is not a number") from None
-    return params
-
-
-# --- twins ---------------------------------------------------------------------------------------
-
-
-@app.command()
-@guarded
-def bodies() -> None:
-    """List the built-in reference bodies a twin can be cloned from."""
-    table = Table("key", "name", "T (K)", "P (kPa)", "g (m/s²)", "type")
-    for body in CATALOG.values():
-        atmosphere = body.state.atmosphere
-        table.add_row(
-            body.key,
-            body.name,
-            f"{atmosphere.mean_temperature_k:g}",
-            f"{atmosphere.surface_pressure_kpa:g}",
-            f"{body.state.geosphere.surface_gravity_m_s2:g}",
-            body.simulation_type,
-        )
-    console.print(table)
-
-
-@app.command()
-@guarded
-def clone(
-    body: Annotated[str | None, typer.Argument(help="Catalog body key (see `twinledger bodies`)")] = None,
-    name: Annotated[str, typer.Option(help="Name of the new twin")] = "",
-    from_file: Annotated[Path | None, typer.Option(help="JSON file describing a body")] = None,
-    expires_in: Annotated[str, typer.Option(help="Lifetime: 30d, 12h, 90m")] = "30d",
-    description: Annotated[str | None, typer.Option()] = None,
-    created_by: Annotated[str, typer.Option()] = "cli",
-    simulation_type: Annotated[str | None, typer.Option("--type")] = None,
-) -> None:
-    """Clone a body into a new digital twin and print its id."""
-    lifetime = parse_duration(expires_in)
-    with ledger() as application:
-        twin_id = application.clone_twin(
-            name=name or (body or "").capitalize() or "twin",
-            body=body,
-            body_file=None if from_file is None else str(from_file),
-            expires_in=lifetime,
-            description=description,
-            created_by=created_by,
-            simulation_type=simulation_type,
-        )
-        print_twin(application.get_twin(twin_id))
-
-
-@app.command()
-@guarded
-def delete(
-    twin_id: str,
-    reason: Annotated[str, typer.Option()] = "",
-    by: Annotated[str, typer.Option()] = "cli",
-) -> None:
-    """Soft-delete a twin: it keeps its history and accepts no new runs."""
-    with ledger() as application:
-        application.delete_twin(twin_id, by=by, reason=reason)
-        print_twin(application.get_twin(twin_id))
-
-
-@app.command()
-@guarded
-def twin(twin_id: str) -> None:
-    """Show one twin, read from its events."""
-    with ledger() as application:
-        print_twin(application.get_twin(twin_id))
-
+from infrastructure.cli.twins import print_twin  # noqa: F401
 
 # --- runs ----------------------------------------------------------------------------------------
 
@@ -217,7 +58,9 @@ def _queue(
     return str(run_id)
 
 
-PatternOption = Annotated[str, typer.Option(help="mars_terraform, venus_industrial, titan_fuel, europa_ocean, custom")]
+PatternOption = Annotated[
+    str, typer.Option(help="mars_terraform, venus_industrial, titan_fuel, europa_ocean, custom")
+]
 YearsOption = Annotated[int, typer.Option("--years", help="Duration in years, 1 to 1000")]
 BudgetOption = Annotated[str, typer.Option(help="Budget in integer GCC cents")]
 SeedOption = Annotated[int | None, typer.Option(help="PRNG seed (random and recorded if omitted)")]
@@ -244,7 +87,18 @@ def queue(
     """Queue a run without executing it; prints the run id."""
     with ledger() as application:
         console.print(
-            _queue(application, twin_id, pattern, years, budget, seed, tech_level, priority, param, spec)
+            _queue(
+                application,
+                twin_id,
+                pattern,
+                years,
+                budget,
+                seed,
+                tech_level,
+                priority,
+                param,
+                spec,
+            )
         )
 
 
@@ -339,32 +193,14 @@ def execute_with_progress(application: TwinLedger, run_id: str, chunk: int) -> S
         console=errors,
         transient=False,
     ) as progress:
-        task = progress.add_task("run", total=stored.duration_years, completed=stored.years_recorded)
+        task = progress.add_task(
+            "run", total=stored.duration_years, completed=stored.years_recorded
+        )
 
         def advance(done: int, total: int) -> None:
             progress.update(task, completed=done)
 
         return application.execute_run(stored.id, chunk_years=chunk, on_progress=advance)
-
-
-def print_twin(twin: DigitalTwin) -> None:
-    table = Table(show_header=False, title=f"twin {twin.id}")
-    atmosphere = twin.state.atmosphere
-    rows = [
-        ("name", twin.name),
-        ("status", twin.status),
-        ("source body", f"{twin.source_body} ({twin.solar_system})"),
-        ("simulation type", twin.simulation_type),
-        ("created by", twin.created_by),
-        ("expires at", twin.expires_at.isoformat() if twin.expires_at else "-"),
-        ("temperature", f"{atmosphere.mean_temperature_k:g} K"),
-        ("pressure", f"{atmosphere.surface_pressure_kpa:g} kPa"),
-    ]
-    if twin.ended_reason:
-        rows.append(("ended", f"{twin.ended_reason} at {twin.ended_at}"))
-    for key, value in rows:
-        table.add_row(key, str(value))
-    console.print(table)
 
 
 def print_run(run: SimulationRun) -> None:
@@ -405,22 +241,3 @@ def summary_rows(summary: RunSummary) -> list[tuple[str, str]]:
     for event in summary.key_events:
         rows.append((f"year {event.year}", f"{event.name}: {event.description}"))
     return rows
-
-
-def format_cents(cents: int) -> str:
-    """Integer cents as GCC with two decimals, computed with integers only."""
-    sign = "-" if cents < 0 else ""
-    whole, part = divmod(abs(cents), 100)
-    return f"{sign}{whole:,}.{part:02d} GCC"
-
-
-def to_json(value: Any) -> str:
-    return json.dumps(msgspec.to_builtins(value), indent=2)
-
-
-def main() -> None:
-    try:
-        app()
-    except KeyboardInterrupt:
-        errors.print("interrupted")
-        sys.exit(130)

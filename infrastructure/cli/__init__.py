@@ -1,0 +1,21 @@
+"""The ``twinledger`` command line: a thin layer over the TwinLedger application.
+
+Errors a user can fix (bad input, unknown ids, refused transitions) print one line naming the
+field and exit with code 2; nothing is written. Other failures exit 1 with one line.
+Each module registers its commands on the shared Typer app (infrastructure/cli/base.py).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from infrastructure.cli import runs, twins  # noqa: F401  (registers the commands)
+from infrastructure.cli.base import app, errors
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        errors.print("interrupted")
+        sys.exit(130)
