@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -30,6 +30,7 @@ from infrastructure.inputs import CloneTwin, QueueRun, ReasonText, read_body_fil
 from infrastructure.settings import Database, resolve_database
 
 Clock = Callable[[], datetime]
+AggregateT = TypeVar("AggregateT", bound=Aggregate)
 Progress = Callable[[int, int], None]
 
 DEFAULT_CHUNK_YEARS = 50
@@ -303,13 +304,13 @@ class TwinLedger(Application[UUID]):
 
     # --- helpers -----------------------------------------------------------------------------
 
-    def _get(self, cls: type[Any], field: str, ident: UUID | str) -> Any:
+    def _get(self, cls: type[AggregateT], field: str, ident: UUID | str) -> AggregateT:
         try:
             key = ident if isinstance(ident, UUID) else UUID(str(ident).strip())
         except ValueError:
             raise ValidationError(field, f"{ident!r} is not a valid id") from None
         try:
-            aggregate = self.repository.get(key)
+            aggregate: Any = self.repository.get(key)
         except AggregateNotFoundError:
             raise NotFound(field, str(key)) from None
         if not isinstance(aggregate, cls):

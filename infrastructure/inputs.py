@@ -36,7 +36,7 @@ MAX_DESCRIPTION = 2000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 Cents = Annotated[StrictInt, Field(ge=0, le=2**62)]
-Number = StrictFloat | StrictInt
+Number = StrictFloat  # strict: accepts int and float, refuses strings and bools
 Model = TypeVar("Model", bound=BaseModel)
 
 
@@ -51,6 +51,14 @@ def _text(value: str, limit: int, *, allow_newlines: bool = False) -> str:
     if len(value) > limit:
         raise ValueError(f"must be at most {limit} characters")
     return value
+
+
+def _name(value: str) -> str:
+    """A one-line name: no control characters, not blank, surrounding spaces dropped."""
+    _text(value, MAX_TEXT)
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value.strip()
 
 
 def _finite(values: dict[str, Any]) -> dict[str, Any]:
@@ -162,7 +170,10 @@ def read_body_file(path: str | Path) -> BodyFile:
         raise ValidationError("from_file", f"{file} is not valid JSON: {error}") from None
     if not isinstance(data, dict):
         raise ValidationError("from_file", f"{file} must hold a JSON object")
-    return validate(BodyFile, data)
+    try:
+        return validate(BodyFile, data)
+    except ValidationError as error:
+        raise ValidationError(error.field, f"{error.message} (in {file})") from None
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -195,7 +206,7 @@ class CloneTwin(_Strict):
     @field_validator("name", "created_by")
     @classmethod
     def _short_text(cls, value: str) -> str:
-        return _text(value.strip(), MAX_TEXT)
+        return _name(value)
 
     @field_validator("description")
     @classmethod
@@ -249,7 +260,7 @@ class QueueRun(_Strict):
     @field_validator("initiated_by")
     @classmethod
     def _short_text(cls, value: str) -> str:
-        return _text(value.strip(), MAX_TEXT)
+        return _name(value)
 
     def run_parameters(self) -> RunParameters:
         if self.pattern == Pattern.CUSTOM and self.custom_spec is None:

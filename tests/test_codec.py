@@ -1,0 +1,206 @@
+"""Stored events are msgspec JSON: they round-trip exactly, refuse float money, and upcast."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+from uuid import UUID, uuid4
+
+import msgspec
+import pytest
+from eventsourcing.persistence import MapperDeserialisationError, StoredEvent
+from eventsourcing.utils import get_topic
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from domain.aggregate import Event
+from domain.run import RunQueued, YearResultRecorded
+from domain.values import (
+    Atmosphere,
+    Biosphere,
+    BodyState,
+    Economic,
+    Environment,
+    Geosphere,
+    Hydrosphere,
+    KeyEvent,
+    Pattern,
+    RunParameters,
+)
+from infrastructure.codec import MsgspecMapper, NullTranscoder
+
+mapper = MsgspecMapper(transcoder=NullTranscoder())
+floats = st.floats(allow_nan=False, allow_infinity=False, width=64)
+cents = st.integers(min_value=-(2**62), max_value=2**62)
+moments = st.datetimes(
+    min_value=datetime(2000, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
+)
+gases = st.dictionaries(st.sampled_from(["CO2", "N2", "O2", "Ar", "CH4"]), floats, max_size=5)
+
+
+environments = st.builds(
+    Environment,
+    temperature_k=floats,
+    pressure_kpa=floats,
+    composition_pct=gases,
+    liquid_water_kg=floats,
+    water_ice_kg=floats,
+    biomass_kg=floats,
+    habitability=floats,
+)
+key_events = st.lists(
+    st.builds(
+        KeyEvent, year=st.integers(1, 1000), name=st.text(), description=st.text(), data=gases
+    ),
+    max_size=3,
+)
+
+
+def round_trip(event: Any) -> Any:
+    return mapper.to_domain_event(mapper.to_stored_event(event))
+
+
+@settings(max_examples=200)
+@given(
+    originator=st.uuids(),
+    version=st.integers(1, 2000),
+    moment=moments,
+    year=st.integers(1, 1000),
+    spend=cents,
+    revenue=cents,
+    balance=cents,
+    environment=environments,
+    events=key_events,
+)
+def test_year_results_round_trip_exactly(
+    originator: UUID,
+    version: int,
+    moment: datetime,
+    year: int,
+    spend: int,
+    revenue: int,
+    balance: int,
+    environment: Environment,
+    events: list[KeyEvent],
+) -> None:
+    event = YearResultRecorded(
+        originator_id=originator,
+        originator_version=version,
+        timestamp=moment,
+        year=year,
+        economic=Economic(spend_cents=spend, revenue_cents=revenue, balance_cents=balance),
+        environment=environment,
+        key_events=events,
+    )
+    assert round_trip(event) == event
+
+
+def make_queued(budget: int = 10**12) -> RunQueued:
+    state = BodyState(
+        atmosphere=Atmosphere(
+            surface_pressure_kpa=0.6, mean_temperature_k=210.0, composition_pct={"CO2": 95.0}
+        ),
+        hydrosphere=Hydrosphere(water_ice_kg=1e18, liquid_water_kg=0.0),
+        geosphere=Geosphere(
+            mass_kg=6.4e23,
+            mean_radius_km=3389.5,
+            surface_gravity_m_s2=3.71,
+            bond_albedo=0.25,
+            solar_flux_w_m2=586.0,
+        ),
+        biosphere=Biosphere(),
+    )
+    return RunQueued(
+        originator_id=uuid4(),
+        originator_version=1,
+        timestamp=datetime(2030, 1, 1, tzinfo=UTC),
+        originator_topic="domain.run:SimulationRun",
+        twin_id=uuid4(),
+        source_body="mars",
+        twin_state=state,
+        pattern=Pattern.MARS_TERRAFORM,
+        duration_years=100,
+        parameters=RunParameters(budget_cents=budget, pattern_params={"mirrors": 2.0}),
+        seed=2**63 - 1,
+        engine_version="1.0.0",
+        initiated_by="test",
+    )
+
+
+def test_run_queued_round_trips_with_its_full_inputs() -> None:
+    event = make_queued()
+    decoded = round_trip(event)
+    assert decoded == event
+    assert type(decoded.parameters.budget_cents) is int
+    assert decoded.seed == 2**63 - 1
+
+
+def test_a_stored_float_budget_is_refused_on_decode() -> None:
+    stored = mapper.to_stored_event(make_queued())
+    tampered = stored.state.replace(
+        b'"budget_cents":1000000000000', b'"budget_cents":1000000000000.5'
+    )
+    assert tampered != stored.state
+    with pytest.raises(MapperDeserialisationError, match=r"budget_cents"):
+        mapper.to_domain_event(
+            StoredEvent(stored.originator_id, stored.originator_version, stored.topic, tampered)
+        )
+
+
+# --- upcasting --------------------------------------------------------------------------------
+
+
+class ProbeRecorded(Event, frozen=True, kw_only=True):
+    """Version 1 of an event: only a reading in kelvin."""
+
+    reading_k: float
+
+
+class ProbeRecordedV3(Event, frozen=True, kw_only=True):
+    """The same event two versions later: a unit was added, then an instrument name."""
+
+    class_version: ClassVar[int] = 3
+    reading_k: float
+    unit: str
+    instrument: str
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["unit"] = "K"
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        state["instrument"] = "unknown"
+
+
+def test_an_old_version_is_upcast_on_decode() -> None:
+    old = ProbeRecorded(
+        originator_id=uuid4(), originator_version=1, timestamp=datetime.now(UTC), reading_k=210.5
+    )
+    stored_v1 = mapper.to_stored_event(old)
+    assert b"class_version" not in stored_v1.state
+    # The class evolved: the stored v1 state is now read as the v3 class.
+    as_v3 = StoredEvent(stored_v1.originator_id, 1, get_topic(ProbeRecordedV3), stored_v1.state)
+    decoded = mapper.to_domain_event(as_v3)
+    assert isinstance(decoded, ProbeRecordedV3)
+    assert (decoded.reading_k, decoded.unit, decoded.instrument) == (210.5, "K", "unknown")
+
+
+def test_a_new_version_records_its_class_version_and_reads_back() -> None:
+    event = ProbeRecordedV3(
+        originator_id=uuid4(),
+        originator_version=1,
+        timestamp=datetime.now(UTC),
+        reading_k=1.0,
+        unit="K",
+        instrument="x",
+    )
+    stored = mapper.to_stored_event(event)
+    assert msgspec.json.decode(stored.state)["class_version"] == 3
+    assert mapper.to_domain_event(stored) == event
+
+
+def test_an_unknown_topic_is_a_clear_error() -> None:
+    stored = StoredEvent(uuid4(), 1, "domain.run:NoSuchEvent", b"{}")
+    with pytest.raises(MapperDeserialisationError, match="NoSuchEvent"):
+        mapper.to_domain_event(stored)
