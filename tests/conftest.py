@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -67,6 +69,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[s
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/ledger.db"
         return
+    with fresh_postgres_url() as url:
+        yield url
+
+
+@contextmanager
+def fresh_postgres_url() -> Iterator[str]:
+    """A URL naming a new, empty PostgreSQL schema, dropped afterwards."""
     problem = postgres_problem()
     if problem is not None:
         if REQUIRE_POSTGRES:
@@ -74,11 +83,23 @@ def database_url(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[s
         pytest.skip(f"POSTGRESQL NOT REACHABLE, PostgreSQL half skipped: {problem}")
     schema = f"t_{uuid.uuid4().hex[:12]}"
     base = postgres_base_url()
-    yield f"{base}{'&' if '?' in base else '?'}schema={schema}"
-    with psycopg.connect(base, autocommit=True) as connection:
-        connection.execute(
-            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
-        )
+    try:
+        yield f"{base}{'&' if '?' in base else '?'}schema={schema}"
+    finally:
+        with psycopg.connect(base, autocommit=True) as connection:
+            connection.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+            )
+
+
+@pytest.fixture
+def other_database_url(database_url: str, tmp_path: Path) -> Iterator[str]:
+    """A fresh database on the other back end than ``database_url`` (SQLite <-> PostgreSQL)."""
+    if database_url.startswith("sqlite"):
+        with fresh_postgres_url() as url:
+            yield url
+    else:
+        yield f"sqlite:///{tmp_path}/other.db"
 
 
 @pytest.fixture

@@ -1,0 +1,234 @@
+"""Archive files: the complete event streams of a run, or of a twin and its runs, in one file.
+
+Format (JSON lines, UTF-8):
+- line 1, the header: {"format": "twinledger-archive", "version": 1, "kind": "run"|"twin",
+  "root_id": ..., "created_at": ..., "streams": N, "events": M}
+- one line per stored event, streams in order and each stream by version:
+  {"originator_id": ..., "originator_version": ..., "topic": ..., "state": "<the stored JSON>"}
+  ``state`` is the stored event's bytes as text, so an import writes back exactly what was stored.
+- the last line, the trailer: {"end": true, "events": M, "sha256": ...}, SHA-256 over the event
+  lines (each with its newline), so a truncated or altered file is refused.
+
+A run archive holds the run's stream and its twin's stream (so the run has its twin wherever it
+is imported); a twin archive holds the twin's stream and every run queued on it.
+
+Import merges: a stream absent from the target store is added whole; a stream the target already
+holds a prefix of gets its missing tail; a stream the target holds entirely is left alone; a
+stream that differs at some version is refused. Everything is written in one transaction, so an
+import is all or nothing and importing the same file twice writes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+from uuid import UUID
+
+import msgspec
+from eventsourcing.persistence import MapperDeserialisationError, StoredEvent
+from eventsourcing.utils import get_topic
+
+from domain.errors import TwinLedgerError, ValidationError
+from domain.run import RunQueued
+from infrastructure.application import TwinLedger
+
+FORMAT = "twinledger-archive"
+VERSION = 1
+PAGE = 1000
+
+
+class Header(msgspec.Struct, kw_only=True):
+    format: str
+    version: int
+    kind: str
+    root_id: UUID
+    created_at: str
+    streams: int
+    events: int
+
+
+class Line(msgspec.Struct, kw_only=True):
+    originator_id: UUID
+    originator_version: int
+    topic: str
+    state: str
+
+
+class Trailer(msgspec.Struct, kw_only=True):
+    end: bool
+    events: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    streams: int
+    events_in_file: int
+    events_written: int
+    streams_already_present: int
+
+
+def _stream(ledger: TwinLedger, originator_id: UUID) -> Sequence[StoredEvent]:
+    return ledger.recorder.select_events(originator_id)
+
+
+def _runs_of_twin(ledger: TwinLedger, twin_id: UUID) -> list[UUID]:
+    """Ids of every run queued on a twin, found by scanning RunQueued notifications."""
+    runs: list[UUID] = []
+    position = 0
+    topic = get_topic(RunQueued)
+    decoder = msgspec.json.Decoder(_TwinOfRun)
+    while True:
+        page = ledger.recorder.select_notifications(
+            start=position, limit=PAGE, topics=[topic], inclusive_of_start=False
+        )
+        if not page:
+            return runs
+        for notification in page:
+            if decoder.decode(notification.state).twin_id == twin_id:
+                runs.append(UUID(str(notification.originator_id)))
+        position = page[-1].id
+
+
+class _TwinOfRun(msgspec.Struct):
+    twin_id: UUID
+
+
+def export(
+    ledger: TwinLedger, out: IO[bytes], *, run_id: str | None = None, twin_id: str | None = None
+) -> int:
+    """Write the archive of a run or of a twin to ``out``; returns the number of events."""
+    if (run_id is None) == (twin_id is None):
+        raise ValidationError("run_id", "give a run id or --twin, not both")
+    if run_id is not None:
+        run = ledger.get_run(run_id)
+        kind, root, stream_ids = "run", run.id, [run.twin_id, run.id]
+    else:
+        twin = ledger.get_twin(str(twin_id))
+        kind, root, stream_ids = "twin", twin.id, [twin.id, *_runs_of_twin(ledger, twin.id)]
+    streams = [_stream(ledger, stream_id) for stream_id in stream_ids]
+    total = sum(len(stream) for stream in streams)
+    header = Header(
+        format=FORMAT,
+        version=VERSION,
+        kind=kind,
+        root_id=root,
+        created_at=ledger.clock().isoformat(),
+        streams=len(streams),
+        events=total,
+    )
+    out.write(msgspec.json.encode(header) + b"\n")
+    digest = hashlib.sha256()
+    for stream in streams:
+        for stored in stream:
+            line = (
+                msgspec.json.encode(
+                    Line(
+                        originator_id=UUID(str(stored.originator_id)),
+                        originator_version=stored.originator_version,
+                        topic=stored.topic,
+                        state=stored.state.decode(),
+                    )
+                )
+                + b"\n"
+            )
+            digest.update(line)
+            out.write(line)
+    out.write(
+        msgspec.json.encode(Trailer(end=True, events=total, sha256=digest.hexdigest())) + b"\n"
+    )
+    return total
+
+
+def read_archive(path: str | Path) -> tuple[Header, list[StoredEvent]]:
+    """Read and check an archive file: header, every line, trailer count and checksum."""
+    file = Path(path)
+    try:
+        lines = file.read_bytes().splitlines(keepends=True)
+    except OSError as error:
+        raise ValidationError("file", f"cannot read {file}: {error.strerror}") from None
+    if len(lines) < 2:
+        raise ValidationError("file", f"{file} is not a TwinLedger archive (too short)")
+    try:
+        header = msgspec.json.decode(lines[0], type=Header)
+    except msgspec.DecodeError as error:
+        raise ValidationError("file", f"{file} has no valid archive header: {error}") from None
+    if header.format != FORMAT:
+        raise ValidationError(
+            "file", f"{file} is not a TwinLedger archive (format {header.format!r})"
+        )
+    if header.version != VERSION:
+        raise ValidationError(
+            "file",
+            f"{file} is archive format version {header.version}; this version reads {VERSION}",
+        )
+    try:
+        trailer = msgspec.json.decode(lines[-1], type=Trailer)
+    except msgspec.DecodeError:
+        raise ValidationError("file", f"{file} is truncated: no trailer line") from None
+    body = lines[1:-1]
+    digest = hashlib.sha256(b"".join(body)).hexdigest()
+    if trailer.events != len(body) or header.events != len(body) or digest != trailer.sha256:
+        raise ValidationError(
+            "file", f"{file} is damaged: its checksum or event count does not match"
+        )
+    decoder = msgspec.json.Decoder(Line)
+    events = []
+    for number, raw in enumerate(body, start=2):
+        try:
+            line = decoder.decode(raw)
+        except msgspec.DecodeError as error:
+            raise ValidationError("file", f"{file} line {number}: {error}") from None
+        events.append(
+            StoredEvent(
+                line.originator_id, line.originator_version, line.topic, line.state.encode()
+            )
+        )
+    return header, events
+
+
+def import_archive(ledger: TwinLedger, path: str | Path) -> ImportReport:
+    """Merge an archive's streams into the ledger's store, in one transaction."""
+    _, events = read_archive(path)
+    for stored in events:  # every event must decode here, before anything is written
+        try:
+            ledger.mapper.to_domain_event(stored)
+        except MapperDeserialisationError as error:
+            raise ValidationError("file", f"{path}: {error}") from None
+    streams: dict[UUID, list[StoredEvent]] = {}
+    for stored in events:
+        streams.setdefault(UUID(str(stored.originator_id)), []).append(stored)
+    to_write: list[StoredEvent] = []
+    present = 0
+    for originator_id, archived in streams.items():
+        existing = _stream(ledger, originator_id)
+        for index, (ours, theirs) in enumerate(zip(existing, archived, strict=False)):
+            if (ours.originator_version, ours.topic, bytes(ours.state)) != (
+                theirs.originator_version,
+                theirs.topic,
+                theirs.state,
+            ):
+                raise ImportConflict(
+                    f"file: stream {originator_id} differs from this store at version {index + 1}; "
+                    "nothing was imported"
+                )
+        if len(existing) >= len(archived):
+            present += 1
+        to_write.extend(archived[len(existing) :])
+    if to_write:
+        ledger.recorder.insert_events(to_write)
+        for hook in ledger.after_write:
+            hook()
+    return ImportReport(
+        streams=len(streams),
+        events_in_file=len(events),
+        events_written=len(to_write),
+        streams_already_present=present,
+    )
+
+
+class ImportConflict(TwinLedgerError):
+    """The archive and the store disagree about a stream."""
