@@ -161,6 +161,17 @@ class TwinLedger(Application[UUID]):
         twin.delete(self.clock(), text.by, text.reason)
         self._save(twin)
 
+    def extend_twin(self, twin_id: UUID | str, *, by: timedelta) -> datetime:
+        """Move a twin's expiry later by ``by``; returns the new expires_at."""
+        if by <= timedelta(0):
+            raise ValidationError("by", "must be a positive duration")
+        twin = self.get_twin(twin_id)
+        now = self.clock()
+        base = twin.expires_at if twin.expires_at is not None and twin.expires_at > now else now
+        twin.extend_expiry(base + by, now)
+        self._save(twin)
+        return base + by
+
     # --- runs --------------------------------------------------------------------------------
 
     def queue_run(
