@@ -36,6 +36,10 @@ class RunQueued(Created, frozen=True, kw_only=True):
     seed: int
     engine_version: str
     initiated_by: str
+    experiment_id: UUID | None = None
+    iteration: int | None = None
+    sample_index: int | None = None
+    run_purpose: str | None = None
 
     def apply(self, run: SimulationRun) -> None:
         run.twin_id = self.twin_id
@@ -47,6 +51,10 @@ class RunQueued(Created, frozen=True, kw_only=True):
         run.seed = self.seed
         run.engine_version = self.engine_version
         run.initiated_by = self.initiated_by
+        run.experiment_id = self.experiment_id
+        run.iteration = self.iteration
+        run.sample_index = self.sample_index
+        run.run_purpose = self.run_purpose
 
 
 class RunStarted(Event, frozen=True, kw_only=True):
@@ -131,6 +139,10 @@ class SimulationRun(Aggregate):
     seed: int
     engine_version: str
     initiated_by: str
+    experiment_id: UUID | None
+    iteration: int | None
+    sample_index: int | None
+    run_purpose: str | None
 
     @classmethod
     def queue(
@@ -145,6 +157,10 @@ class SimulationRun(Aggregate):
         seed: int,
         engine_version: str,
         initiated_by: str,
+        experiment_id: UUID | None = None,
+        iteration: int | None = None,
+        sample_index: int | None = None,
+        run_purpose: str | None = None,
     ) -> SimulationRun:
         return cls._create(
             RunQueued,
@@ -157,6 +173,10 @@ class SimulationRun(Aggregate):
             seed=seed,
             engine_version=engine_version,
             initiated_by=initiated_by,
+            experiment_id=experiment_id,
+            iteration=iteration,
+            sample_index=sample_index,
+            run_purpose=run_purpose,
         )
 
     @property

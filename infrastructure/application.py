@@ -10,12 +10,12 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
-from eventsourcing.utils import get_topic
+from eventsourcing.utils import get_topic, retry
 
 from domain.aggregate import Aggregate
 from domain.catalog import find_body
@@ -24,7 +24,7 @@ from domain.engine import ENGINE_VERSION, RunInputs, Simulation
 from domain.errors import ConcurrentWrite, InvalidTransition, NotFound, ValidationError
 from domain.run import SimulationRun, YearResultRecorded
 from domain.twin import DigitalTwin
-from domain.values import RunStatus, YearResult
+from domain.values import YearResult
 from infrastructure.codec import MsgspecMapper, NullTranscoder
 from infrastructure.inputs import CloneTwin, QueueRun, ReasonText, read_body_file, validate
 from infrastructure.settings import Database, resolve_database
@@ -34,6 +34,15 @@ AggregateT = TypeVar("AggregateT", bound=Aggregate)
 Progress = Callable[[int, int], None]
 
 DEFAULT_CHUNK_YEARS = 50
+
+
+class RunLink(NamedTuple):
+    """Where a run made by an experiment belongs."""
+
+    experiment_id: UUID
+    iteration: int
+    sample_index: int | None
+    run_purpose: str
 
 
 def utc_now() -> datetime:
@@ -62,14 +71,23 @@ class TwinLedger(Application[UUID]):
         self.after_write: list[Callable[[], None]] = []
 
     @classmethod
-    def open(cls, url: str | None = None, *, clock: Clock = utc_now) -> TwinLedger:
-        """Open the ledger at a database URL (see infrastructure/settings.py)."""
+    def open(
+        cls, url: str | None = None, *, clock: Clock = utc_now, create_tables: bool = True
+    ) -> TwinLedger:
+        """Open the ledger at a database URL (see infrastructure/settings.py).
+
+        ``create_tables=False`` skips all DDL: for worker processes opening a store that exists,
+        where concurrent CREATE ... IF NOT EXISTS statements would race in PostgreSQL's catalog.
+        """
         database = resolve_database(url)
-        if database.is_postgres:
+        env = database.eventsourcing_env()
+        if not create_tables:
+            env["CREATE_TABLE"] = "no"
+        elif database.is_postgres:
             from infrastructure.postgres import ensure_schema
 
             ensure_schema(database)
-        return cls(database.eventsourcing_env(), clock=clock, database=database)
+        return cls(env, clock=clock, database=database)
 
     # --- writing -----------------------------------------------------------------------------
 
@@ -83,6 +101,10 @@ class TwinLedger(Application[UUID]):
             ) from error
         for hook in self.after_write:
             hook()
+
+    def save_and_notify(self, *aggregates: Aggregate) -> None:
+        """Save aggregates in one write (ConcurrentWrite on a conflict), then after-write hooks."""
+        self._save(*aggregates)
 
     # --- twins -------------------------------------------------------------------------------
 
@@ -187,8 +209,12 @@ class TwinLedger(Application[UUID]):
         custom_spec: dict[str, Any] | None = None,
         seed: int | None = None,
         initiated_by: str = "cli",
+        link: RunLink | None = None,
     ) -> UUID:
-        """Queue a run on a twin; RunQueued records everything needed to execute it."""
+        """Queue a run on a twin; RunQueued records everything needed to execute it.
+
+        ``link`` ties the run to an experiment (experiment id, iteration, sample, purpose).
+        """
         request = validate(
             QueueRun,
             {
@@ -216,6 +242,7 @@ class TwinLedger(Application[UUID]):
             seed=request.seed if request.seed is not None else secrets.randbits(63),
             engine_version=ENGINE_VERSION,
             initiated_by=request.initiated_by,
+            **(link._asdict() if link is not None else {}),
         )
         self._save(run)
         return run.id
@@ -242,15 +269,20 @@ class TwinLedger(Application[UUID]):
         run = self.get_run(run_id)
         if run.ended:
             raise InvalidTransition(f"run_id: run {run.id} has already ended ({run.status})")
-        twin = self.get_twin(run.twin_id)
-        run.start()
+        now = self.clock()
+
+        def start(run: SimulationRun, twin: DigitalTwin) -> None:
+            run.start()
+            twin.start_run(run.id, now)
+
         try:
-            twin.start_run(run.id, self.clock())
+            run = self._change_run_and_twin(run.id, start)
         except InvalidTransition as refusal:
-            run.cancel(str(refusal), "twinledger")
-            self._save(run)
+            reason = str(refusal)
+            if not reason.startswith("twin_id"):
+                raise
+            self._change_run_and_twin(run.id, lambda r, t: r.cancel(reason, "twinledger"))
             raise
-        self._save(run, twin)
 
         simulation = Simulation(run_inputs(run))
         digest = ResultDigest()
@@ -270,12 +302,14 @@ class TwinLedger(Application[UUID]):
         except (ConcurrentWrite, InvalidTransition):
             raise
         except Exception as error:
-            return self._fail(run.id, f"{type(error).__name__}: {error}")
-        run.complete(summary, digest.hexdigest())
-        twin = self.get_twin(run.twin_id)
-        twin.end_run(run.id, RunStatus.COMPLETED)
-        self._save(run, twin)
-        return run
+            message = f"{type(error).__name__}: {error}"
+            failed: SimulationRun = self._change_run_and_twin(run.id, lambda r, t: r.fail(message))
+            return failed
+        result_digest = digest.hexdigest()
+        completed: SimulationRun = self._change_run_and_twin(
+            run.id, lambda r, t: r.complete(summary, result_digest)
+        )
+        return completed
 
     def _save_chunk(self, run: SimulationRun) -> bool:
         """Save recorded years; False if the run was ended (cancelled) by another writer."""
@@ -288,12 +322,21 @@ class TwinLedger(Application[UUID]):
             raise
         return True
 
-    def _fail(self, run_id: UUID, message: str) -> SimulationRun:
-        """Record RunFailed on the stored run (the chunk in flight is dropped, not half-written)."""
+    @retry(ConcurrentWrite, max_attempts=10, wait=0.01)
+    def _change_run_and_twin(
+        self, run_id: UUID, change: Callable[[SimulationRun, DigitalTwin], None]
+    ) -> SimulationRun:
+        """Apply ``change`` to freshly loaded run and twin and save both in one write.
+
+        Runs of one twin may execute in several processes at once, and each start or end also
+        changes the twin's status, so a conflict on the twin is expected: reload and retry.
+        When the run has ended, its twin stops following it in the same write.
+        """
         run = self.get_run(run_id)
         twin = self.get_twin(run.twin_id)
-        run.fail(message)
-        twin.end_run(run.id, RunStatus.FAILED)
+        change(run, twin)
+        if run.ended:
+            twin.end_run(run.id, run.status)
         self._save(run, twin)
         return run
 
@@ -301,10 +344,7 @@ class TwinLedger(Application[UUID]):
         """Cancel a queued or running run; a running executor stops at its next chunk."""
         text = validate(ReasonText, {"reason": reason, "by": by})
         run = self.get_run(run_id)
-        run.cancel(text.reason, text.by)
-        twin = self.get_twin(run.twin_id)
-        twin.end_run(run.id, RunStatus.CANCELLED)
-        self._save(run, twin)
+        self._change_run_and_twin(run.id, lambda r, t: r.cancel(text.reason, text.by))
 
     def recorded_years(self, run_id: UUID | str) -> Iterator[YearResult]:
         """The year results as recorded in the run's events, in order."""

@@ -68,13 +68,16 @@ def _finite(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def validate(model: type[Model], data: dict[str, Any]) -> Model:
-    """Validate ``data`` into ``model``; raise ValidationError naming the first bad field."""
+def validate(model: type[Model], data: dict[str, Any], *, root: str | None = None) -> Model:
+    """Validate ``data`` into ``model``; raise ValidationError naming the first bad field.
+
+    An error about the whole object (no field) is named ``root`` (default: the model's name).
+    """
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as error:
         first = error.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or model.__name__
+        field = ".".join(str(part) for part in first["loc"]) or root or model.__name__
         message = first["msg"]
         if first["type"] in ("int_type", "int_from_float") and "cents" in field:
             message = "must be an integer number of GCC cents (no floats, no strings)"

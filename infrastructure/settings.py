@@ -2,7 +2,7 @@
 
 - no URL: $TWINLEDGER_DATABASE_URL, else the SQLite file ./twinledger.db (the embedded default)
 - a path, or sqlite:///relative/path or sqlite:////absolute/path: a SQLite file
-- sqlite://:memory: : a private in-memory SQLite database (shared cache, so pooled connections agree)
+- sqlite://:memory: : a private in-memory SQLite database (shared cache: pooled connections agree)
 - postgresql://user:password@host:port/dbname?schema=NAME : PostgreSQL (schema created if missing)
 """
 

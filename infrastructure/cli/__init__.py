@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from infrastructure.cli import archive, runs, twins  # noqa: F401  (registers the commands)
+from infrastructure.cli import archive, experiments, runs, twins  # noqa: F401  (registers the commands)
 from infrastructure.cli.base import app, errors
 
 

@@ -1,0 +1,495 @@
+"""Running, replaying and reading experiments: the service layer over domain/experiment.py.
+
+Live, each iteration's K sample runs are queued and executed in the ledger like any other run
+(linked by experiment_id, iteration, sample_index and run_purpose), serially or in worker
+processes; the search decides from their results. Replay re-runs the same search in memory from
+ExperimentStarted alone and compares every candidate, run digest and decision with the record.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import tomllib
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, model_validator
+
+from domain.digest import ResultDigest
+from domain.engine import ENGINE_VERSION, RunInputs, Simulation
+from domain.errors import InvalidTransition, NotFound, ValidationError
+from domain.experiment import (
+    Evaluation,
+    Experiment,
+    ExperimentSpec,
+    IterationEvaluated,
+    Objective,
+    RunPurpose,
+    SampleOutcome,
+    final_seed,
+    judge,
+    next_candidate,
+    outcome,
+    parameters_of,
+    run_parameters,
+    sample_seed,
+    structured_id,
+)
+from domain.values import MAX_SEED, MAX_YEARS, Pattern, Priority, RunStatus, YearResult
+from infrastructure.application import RunLink, TwinLedger
+from infrastructure.inputs import MAX_BODY_FILE_BYTES, validate
+
+Cents = Annotated[StrictInt, Field(ge=0, le=2**62)]
+OnIteration = Callable[[Evaluation], None]
+
+
+# --- the spec file -----------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ObjectiveIn(_Strict):
+    kind: Objective
+    max_cost_cents: Cents | None = None
+    target_event: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    min_improvement: Annotated[StrictFloat, Field(ge=0, allow_inf_nan=False)] = 0.0
+
+    @model_validator(mode="after")
+    def _event_for_cost(self) -> ObjectiveIn:
+        if self.kind == Objective.MINIMIZE_COST_TO_EVENT and self.target_event is None:
+            raise ValueError("minimize_cost_to_event needs target_event")
+        return self
+
+
+class BaseIn(_Strict):
+    budget_cents: Cents
+    tech_level: Annotated[StrictInt, Field(ge=1, le=10)] = 5
+    priority: Priority = Priority.NORMAL
+    pattern_params: dict[str, Annotated[StrictFloat, Field(allow_inf_nan=False)]] = {}
+
+
+class SpaceIn(_Strict):
+    budget_cents: Annotated[list[Cents], Field(max_length=50)] = []
+    tech_level: Annotated[list[Annotated[StrictInt, Field(ge=1, le=10)]], Field(max_length=10)] = []
+    priority: list[Priority] = []
+    pattern_params: dict[
+        str,
+        Annotated[
+            list[Annotated[StrictFloat, Field(allow_inf_nan=False)]],
+            Field(min_length=1, max_length=50),
+        ],
+    ] = {}
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> SpaceIn:
+        if not (self.budget_cents or self.tech_level or self.priority or self.pattern_params):
+            raise ValueError("search at least one parameter")
+        return self
+
+
+class ExperimentFile(_Strict):
+    """An experiment spec file (TOML); docs/experiments.md describes each field."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    twin: str | None = None
+    body: str | None = None
+    pattern: Pattern
+    years: Annotated[StrictInt, Field(ge=1, le=MAX_YEARS)]
+    master_seed: Annotated[StrictInt, Field(ge=0, le=MAX_SEED)]
+    samples: Annotated[StrictInt, Field(ge=1, le=32)] = 3
+    max_iterations: Annotated[StrictInt, Field(ge=1, le=500)] = 20
+    workers: Annotated[StrictInt, Field(ge=1, le=32)] = 1
+    objective: ObjectiveIn
+    base: BaseIn
+    space: SpaceIn
+
+    @model_validator(mode="after")
+    def _one_twin_source(self) -> ExperimentFile:
+        if (self.twin is None) == (self.body is None):
+            raise ValueError(
+                "give exactly one of twin (an existing twin id) or body (a catalog key)"
+            )
+        if self.pattern == Pattern.CUSTOM:
+            raise ValueError("experiments search the built-in patterns, not custom")
+        return self
+
+    def spec(self) -> ExperimentSpec:
+        return ExperimentSpec(
+            name=self.name,
+            pattern=self.pattern,
+            duration_years=self.years,
+            master_seed=self.master_seed,
+            samples=self.samples,
+            max_iterations=self.max_iterations,
+            objective=self.objective.kind,
+            space=msgspec.convert(self.space.model_dump(mode="json"), type=_space_type()),
+            base_budget_cents=self.base.budget_cents,
+            base_tech_level=self.base.tech_level,
+            base_priority=self.base.priority,
+            base_pattern_params=dict(sorted(self.base.pattern_params.items())),
+            max_cost_cents=self.objective.max_cost_cents,
+            target_event=self.objective.target_event,
+            min_improvement=self.objective.min_improvement,
+        )
+
+
+def _space_type() -> type[Any]:
+    from domain.experiment import SearchSpace
+
+    return SearchSpace
+
+
+def read_experiment_file(path: str | Path) -> ExperimentFile:
+    file = Path(path)
+    try:
+        raw = file.read_bytes()
+    except OSError as error:
+        raise ValidationError("spec", f"cannot read {file}: {error.strerror}") from None
+    if len(raw) > MAX_BODY_FILE_BYTES:
+        raise ValidationError(
+            "spec", f"{file} is {len(raw)} bytes; the limit is {MAX_BODY_FILE_BYTES}"
+        )
+    try:
+        data = tomllib.loads(raw.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ValidationError("spec", f"{file} is not valid TOML: {error}") from None
+    return validate(ExperimentFile, data, root="spec")
+
+
+# --- running -----------------------------------------------------------------------------------
+
+
+def _execute_elsewhere(url: str, run_id: str) -> None:
+    """Execute one sample run in a worker process, on its own connection to the same store."""
+    ledger = TwinLedger.open(url, create_tables=False)
+    try:
+        ledger.execute_run(run_id)
+    finally:
+        ledger.close()
+
+
+def run_experiment(
+    ledger: TwinLedger,
+    file: ExperimentFile,
+    *,
+    workers: int | None = None,
+    started_by: str = "cli",
+    on_iteration: OnIteration | None = None,
+) -> Experiment:
+    """Run a whole experiment and return it, completed."""
+    spec = file.spec()
+    workers = workers or file.workers
+    if workers > 1 and (ledger.database is None or "mode=memory" in ledger.database.sqlite_path):
+        raise ValidationError("workers", "parallel samples need a database file or PostgreSQL")
+    if file.twin is not None:
+        twin = ledger.get_twin(file.twin)
+    else:
+        assert file.body is not None
+        twin = ledger.get_twin(
+            ledger.clone_twin(name=spec.name[:200], body=file.body, created_by=started_by)
+        )
+    twin.check_accepts_runs(ledger.clock())
+    experiment = Experiment.start(
+        twin_id=twin.id,
+        twin_state=twin.state,
+        spec=spec,
+        engine_version=ENGINE_VERSION,
+        started_by=started_by,
+    )
+    ledger.save_and_notify(experiment)
+    pool = (
+        ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        if workers > 1
+        else None
+    )
+    try:
+        tried: list[list[int]] = []
+        reason = "max_iterations"
+        while len(experiment.iterations) < spec.max_iterations:
+            candidate = next_candidate(spec, tried, experiment.best)
+            if candidate is None:
+                reason = "converged"
+                break
+            tried.append(candidate)
+            iteration = len(experiment.iterations)
+            purpose = RunPurpose.INITIAL if iteration == 0 else RunPurpose.EVALUATION
+            samples = _evaluate_live(ledger, experiment, spec, candidate, iteration, purpose, pool)
+            evaluation = judge(spec, iteration, candidate, samples, experiment.best)
+            experiment.record(evaluation)
+            ledger.save_and_notify(experiment)
+            if on_iteration is not None:
+                on_iteration(evaluation)
+        final = None
+        best = experiment.best
+        if best is not None:
+            final = _evaluate_live(
+                ledger, experiment, spec, best.indexes, best.iteration, RunPurpose.FINAL, None
+            )[0]
+        experiment.complete(reason, final)
+        ledger.save_and_notify(experiment)
+    except BaseException as error:
+        if not isinstance(error, KeyboardInterrupt):
+            stored = get_experiment(ledger, experiment.id)
+            stored.fail(f"{type(error).__name__}: {error}")
+            ledger.save_and_notify(stored)
+        raise
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return experiment
+
+
+def _evaluate_live(
+    ledger: TwinLedger,
+    experiment: Experiment,
+    spec: ExperimentSpec,
+    candidate: list[int],
+    iteration: int,
+    purpose: RunPurpose,
+    pool: ProcessPoolExecutor | None,
+) -> list[SampleOutcome]:
+    params = parameters_of(spec, candidate)
+    parameters = run_parameters(params)
+    if purpose == RunPurpose.FINAL:
+        seeds: list[tuple[int | None, int]] = [(None, final_seed(spec.master_seed))]
+    else:
+        seeds = [(k, sample_seed(spec.master_seed, k)) for k in range(spec.samples)]
+    run_ids = [
+        ledger.queue_run(
+            experiment.twin_id,
+            pattern=spec.pattern,
+            duration_years=spec.duration_years,
+            budget_cents=parameters.budget_cents,
+            tech_level=parameters.tech_level,
+            priority=parameters.priority,
+            pattern_params=dict(parameters.pattern_params),
+            seed=seed,
+            initiated_by=f"experiment:{experiment.id}",
+            link=RunLink(experiment.id, iteration, sample, str(purpose)),
+        )
+        for sample, seed in seeds
+    ]
+    if pool is not None and ledger.database is not None:
+        url = ledger.database.url
+        for future in [pool.submit(_execute_elsewhere, url, str(run_id)) for run_id in run_ids]:
+            future.result()
+    else:
+        for run_id in run_ids:
+            ledger.execute_run(run_id)
+    outcomes = []
+    for (_, seed), run_id in zip(seeds, run_ids, strict=True):
+        run = ledger.get_run(run_id)
+        if run.status != RunStatus.COMPLETED or run.summary is None or run.result_digest is None:
+            raise InvalidTransition(
+                f"run_id: sample run {run_id} ended {run.status}: {run.error_message}"
+            )
+        results = list(ledger.recorded_years(run_id))
+        outcomes.append(outcome(run.id, seed, run.result_digest, run.summary, results, spec))
+    return outcomes
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def get_experiment(ledger: TwinLedger, experiment_id: UUID | str) -> Experiment:
+    try:
+        key = experiment_id if isinstance(experiment_id, UUID) else UUID(str(experiment_id).strip())
+    except ValueError:
+        raise ValidationError("experiment_id", f"{experiment_id!r} is not a valid id") from None
+    try:
+        found: Any = ledger.repository.get(key)
+    except Exception:
+        raise NotFound("experiment_id", str(key)) from None
+    if not isinstance(found, Experiment):
+        raise NotFound("experiment_id", str(key))
+    return found
+
+
+def runs_of(experiment: Experiment) -> dict[str, UUID]:
+    """Every run of an experiment by its structured id."""
+    runs: dict[str, UUID] = {}
+    for it in experiment.iterations:
+        for index, sample in enumerate(it.samples):
+            runs[structured_id(experiment.id, it.iteration, it.purpose, index)] = sample.run_id
+    best = experiment.best
+    if experiment.final_run is not None and best is not None:
+        runs[structured_id(experiment.id, best.iteration, RunPurpose.FINAL, None)] = (
+            experiment.final_run.run_id
+        )
+    return runs
+
+
+def resolve_run(ledger: TwinLedger, ref: str) -> UUID:
+    """Resolve ``{experiment_id}-iter{N}-{purpose}[-sample{K}]`` to its run id."""
+    experiment_part = ref[:36]
+    experiment = get_experiment(ledger, experiment_part)
+    runs = runs_of(experiment)
+    if ref in runs:
+        return runs[ref]
+    raise NotFound("run_ref", ref)
+
+
+# --- replay ------------------------------------------------------------------------------------
+
+
+@dataclass
+class ExperimentReplay:
+    iterations: int
+    runs_checked: int
+    differences: list[str] = field(default_factory=list)
+
+    @property
+    def identical(self) -> bool:
+        return not self.differences
+
+
+def _simulate(
+    experiment: Experiment, params: dict[str, Any], seed: int
+) -> tuple[str, Any, list[YearResult]]:
+    spec = experiment.spec
+    simulation = Simulation(
+        RunInputs(
+            state=experiment.twin_state,
+            pattern=spec.pattern,
+            duration_years=spec.duration_years,
+            parameters=run_parameters(params),
+            seed=seed,
+        )
+    )
+    digest = ResultDigest()
+    results = []
+    while simulation.year < spec.duration_years:
+        result = simulation.step()
+        digest.add_year(result)
+        results.append(result)
+    summary = simulation.summary()
+    digest.add_summary(summary)
+    return digest.hexdigest(), summary, results
+
+
+def replay_experiment(
+    ledger: TwinLedger,
+    experiment_id: UUID | str,
+    *,
+    only: str | None = None,
+    allow_other_engine: bool = False,
+) -> ExperimentReplay:
+    """Re-run the search from ExperimentStarted alone and compare everything with the record.
+
+    ``only`` ("iter5:evaluation" or "iter5:evaluation:sample2") re-simulates just those runs.
+    """
+    experiment = get_experiment(ledger, experiment_id)
+    if experiment.engine_version != ENGINE_VERSION and not allow_other_engine:
+        raise InvalidTransition(
+            f"engine_version: experiment {experiment.id} was recorded by engine "
+            f"{experiment.engine_version}, this is {ENGINE_VERSION}; "
+            "pass --allow-other-engine to replay anyway"
+        )
+    spec = experiment.spec
+    report = ExperimentReplay(iterations=len(experiment.iterations), runs_checked=0)
+    if only is not None:
+        _replay_only(ledger, experiment, only, report)
+        return report
+    tried: list[list[int]] = []
+    best: Evaluation | None = None
+    for recorded in experiment.iterations:
+        n = recorded.iteration
+        candidate = next_candidate(spec, tried, best)
+        if candidate != recorded.indexes:
+            report.differences.append(
+                f"iteration {n}: candidate recorded {recorded.indexes}, replay {candidate}"
+            )
+            return report
+        tried.append(candidate)
+        samples = []
+        for k, sample in enumerate(recorded.samples):
+            seed = sample_seed(spec.master_seed, k)
+            digest, summary, results = _simulate(experiment, parameters_of(spec, candidate), seed)
+            report.runs_checked += 1
+            _check_run(ledger, report, f"iteration {n} sample {k}", sample, digest)
+            samples.append(outcome(sample.run_id, seed, digest, summary, results, spec))
+        evaluation = judge(spec, n, candidate, samples, best)
+        for name in ("parameters", "objective_value", "cost_cents", "feasible", "accepted"):
+            ours, theirs = getattr(evaluation, name), getattr(recorded, name)
+            if ours != theirs:
+                report.differences.append(
+                    f"iteration {n}: {name} recorded {theirs!r}, replay {ours!r}"
+                )
+        if evaluation.accepted:
+            best = evaluation
+    expected_reason = None
+    if experiment.status == "completed":
+        more = next_candidate(spec, tried, best) if len(tried) < spec.max_iterations else None
+        expected_reason = (
+            "converged" if more is None and len(tried) < spec.max_iterations else "max_iterations"
+        )
+        if experiment.reason != expected_reason:
+            report.differences.append(
+                f"completion: reason recorded {experiment.reason!r}, replay {expected_reason!r}"
+            )
+        if best is not None and experiment.final_run is not None:
+            digest, _, _ = _simulate(
+                experiment, parameters_of(spec, best.indexes), final_seed(spec.master_seed)
+            )
+            report.runs_checked += 1
+            _check_run(ledger, report, "final run", experiment.final_run, digest)
+    return report
+
+
+def _check_run(
+    ledger: TwinLedger, report: ExperimentReplay, label: str, sample: SampleOutcome, digest: str
+) -> None:
+    if sample.result_digest != digest:
+        report.differences.append(
+            f"{label}: digest recorded {sample.result_digest}, replay {digest}"
+        )
+    stored = ledger.get_run(sample.run_id)
+    if stored.result_digest != digest:
+        report.differences.append(
+            f"{label}: run {sample.run_id} stored digest {stored.result_digest}, replay {digest}"
+        )
+
+
+def _replay_only(
+    ledger: TwinLedger, experiment: Experiment, only: str, report: ExperimentReplay
+) -> None:
+    parts = only.split(":")
+    try:
+        n = int(parts[0].removeprefix("iter"))
+        purpose = RunPurpose(parts[1])
+        sample_filter = int(parts[2].removeprefix("sample")) if len(parts) > 2 else None
+    except (ValueError, IndexError):
+        raise ValidationError(
+            "run", f"{only!r} is not like iter5:evaluation or iter5:evaluation:sample2"
+        ) from None
+    spec = experiment.spec
+    if purpose == RunPurpose.FINAL:
+        best = experiment.best
+        if best is None or best.iteration != n or experiment.final_run is None:
+            raise NotFound("run", only)
+        digest, _, _ = _simulate(
+            experiment, parameters_of(spec, best.indexes), final_seed(spec.master_seed)
+        )
+        report.runs_checked += 1
+        _check_run(ledger, report, "final run", experiment.final_run, digest)
+        return
+    if n >= len(experiment.iterations) or experiment.iterations[n].purpose != purpose:
+        raise NotFound("run", only)
+    recorded: IterationEvaluated = experiment.iterations[n]
+    for k, sample in enumerate(recorded.samples):
+        if sample_filter is not None and k != sample_filter:
+            continue
+        digest, _, _ = _simulate(
+            experiment, parameters_of(spec, recorded.indexes), sample_seed(spec.master_seed, k)
+        )
+        report.runs_checked += 1
+        _check_run(ledger, report, f"iteration {n} sample {k}", sample, digest)
+    if report.runs_checked == 0:
+        raise NotFound("run", only)
