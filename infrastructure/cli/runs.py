@@ -151,10 +151,17 @@ def cancel(
 
 @app.command("show-run")
 @guarded
-def show_run(run_id: str) -> None:
+def show_run(
+    run_id: Annotated[str, typer.Argument(help="Run id, or EXPERIMENT_ID-iterN-PURPOSE[-sampleK]")],
+) -> None:
     """Show one run, read from its events."""
     with ledger() as application:
-        print_run(application.get_run(run_id))
+        if len(run_id.strip()) > 36:
+            from infrastructure.experiments import resolve_run
+
+            print_run(application.get_run(resolve_run(application, run_id.strip())))
+        else:
+            print_run(application.get_run(run_id))
 
 
 @app.command()
