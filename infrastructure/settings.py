@@ -48,6 +48,7 @@ class Database:
                 "POSTGRES_CONNECT_TIMEOUT": "5",
                 "POSTGRES_POOL_SIZE": "2",
                 "POSTGRES_MAX_OVERFLOW": "4",
+                "APPLICATION_RECORDER_TOPIC": "infrastructure.pg_recorder:CopyApplicationRecorder",
             }
         return {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
