@@ -1,13 +1,38 @@
 """The simulation engine: advances a body's state one year at a time under a pattern.
 
-A run's results are a pure function of its inputs (RunInputs, built from RunQueued).
-PLACEHOLDER MODEL: a simple deterministic step, replaced by the real five-pattern engine.
+A run's results are a pure function of its inputs (RunInputs, built from RunQueued alone):
+the body's state, the pattern, the duration, the parameters and the seed of the SplitMix64
+generator (domain/prng.py). docs/simulation.md describes the model; in short, every year:
+
+1. hazard: with the pattern's small probability, a random event destroys part of one project;
+2. money: the program's annual cost (pattern, priority, ``spend_scale``) varies by
+   +-``funding_variance``; what the balance allows is split between the projects, which pay
+   their upkeep first and build new capacity with the rest; each project may suffer an
+   equipment failure; unspent money stays in the balance;
+3. physics: the pattern turns the projects' output into changes of the world, and revenue;
+4. thresholds: key events fire the first year a threshold is crossed.
+
+When the budget runs out (the balance cannot pay the year's program), a ``budget_exhausted``
+key event fires once; from then on only the money left plus revenue is spent, projects idle
+(capacity without upkeep decays 5 %/year faster) and the world drifts on its own physics.
+The balance never goes below zero. Money is integer GCC cents throughout.
 """
 
 from __future__ import annotations
 
 import msgspec
 
+from domain.errors import ValidationError
+from domain.physics import (
+    ARMSTRONG_LIMIT_KPA,
+    BREATHABLE_O2_KPA,
+    TRIPLE_POINT_K,
+    TRIPLE_POINT_KPA,
+    clamp,
+    habitability,
+    quantize,
+)
+from domain.prng import SplitMix64
 from domain.values import (
     BodyState,
     Economic,
@@ -19,8 +44,18 @@ from domain.values import (
     SuccessMetrics,
     YearResult,
 )
+from domain.world import Milestone, PatternModel, Project, World, ceil_cents
 
-ENGINE_VERSION = "0.1.0"
+ENGINE_VERSION = "1.0.0"
+
+NEGLECT_DECAY = 0.05  # extra yearly decay of capacity whose upkeep is not paid
+DEFAULT_FUNDING_VARIANCE = 0.10
+HABITABILITY_VALUE_CENTS = 2_000_000_000_000  # 20 bn GCC per unit of habitability gained
+COMMON_PARAMETERS: dict[str, tuple[float, float]] = {
+    "failure_rate": (0.0, 0.5),
+    "funding_variance": (0.0, 0.5),
+    "hazard_rate": (0.0, 0.5),
+}
 
 
 class RunInputs(msgspec.Struct, frozen=True, kw_only=True):
@@ -33,61 +68,356 @@ class RunInputs(msgspec.Struct, frozen=True, kw_only=True):
     seed: int
 
 
+def _model_class(pattern: Pattern) -> type[PatternModel]:
+    from domain.patterns import MODELS
+
+    return MODELS[pattern]
+
+
+def check_parameters(pattern: Pattern, parameters: RunParameters) -> None:
+    """Raise ValidationError naming the first pattern parameter that is unknown or out of range.
+
+    Every pattern takes failure_rate, funding_variance and hazard_rate; the built-in patterns
+    also take spend_scale and share_<project> (docs/simulation.md lists them).
+    """
+    allowed = dict(COMMON_PARAMETERS)
+    allowed.update(_model_class(pattern).parameter_ranges())
+    for name in sorted(parameters.pattern_params):
+        value = parameters.pattern_params[name]
+        if name not in allowed:
+            known = ", ".join(sorted(allowed))
+            raise ValidationError(
+                f"pattern_params.{name}", f"unknown parameter for {pattern}; known: {known}"
+            )
+        low, high = allowed[name]
+        if not low <= value <= high:
+            raise ValidationError(
+                f"pattern_params.{name}", f"{value} is outside [{low:g}, {high:g}]"
+            )
+    if not 1 <= parameters.tech_level <= 10:
+        raise ValidationError("tech_level", "must be between 1 and 10")
+    if parameters.budget_cents < 0:
+        raise ValidationError("budget_cents", "must not be negative")
+
+
 class Simulation:
     """Steps a run year by year; ``summary()`` is valid once the last year is done."""
 
     def __init__(self, inputs: RunInputs) -> None:
+        check_parameters(inputs.pattern, inputs.parameters)
+        if inputs.duration_years < 1:
+            raise ValidationError("duration_years", "must be at least 1")
         self.inputs = inputs
         self.year = 0
-        atmosphere = inputs.state.atmosphere
-        self._start = self._environment(atmosphere.mean_temperature_k, 0)
-        self._current = self._start
-        self._balance = inputs.parameters.budget_cents
-        self._spend = 0
-        self._events: list[KeyEvent] = []
-
-    def _environment(self, temperature_k: float, year: int) -> Environment:
-        state = self.inputs.state
-        return Environment(
-            temperature_k=temperature_k,
-            pressure_kpa=state.atmosphere.surface_pressure_kpa,
-            composition_pct=dict(state.atmosphere.composition_pct),
-            liquid_water_kg=state.hydrosphere.liquid_water_kg,
-            water_ice_kg=state.hydrosphere.water_ice_kg,
-            biomass_kg=state.biosphere.biomass_kg,
-            habitability=0.0,
+        params = inputs.parameters.pattern_params
+        self.rng = SplitMix64(inputs.seed)
+        self.world = World(inputs.state)
+        self.model = _model_class(inputs.pattern)(inputs.parameters, self.world)
+        self.projects: dict[str, Project] = {p.name: p for p in self.model.projects()}
+        self.tech_efficiency = (5 + inputs.parameters.tech_level) / 10.0
+        self.failure_probability = (
+            params.get("failure_rate", self.model.failure_rate)
+            * (15 - inputs.parameters.tech_level)
+            / 10.0
         )
+        self.hazard_probability = params.get("hazard_rate", self.model.hazard.annual_probability)
+        variance = params.get("funding_variance", DEFAULT_FUNDING_VARIANCE)
+        self.variance_permille = int(variance * 1000)
+        self.balance = inputs.parameters.budget_cents
+        self.total_spend = 0
+        self.total_revenue = 0
+        self.last_spend = 0
+        self.last_revenue = 0
+        self.exhausted = False
+        self.consumption: dict[str, float] = {}
+        self.valued_output = 0.0
+        self.valued_potential = 0.0
+        self._events: list[KeyEvent] = []
+        self._reached: dict[str, int] = {}
+        self._milestones = self._generic_milestones() + self.model.milestones()
+        self._held_at_start = {m.name for m in self._milestones if m.reached()}
+        self._start = self.environment()
+        self._current = self._start
+
+    # --- one year ------------------------------------------------------------------------------
 
     def step(self) -> YearResult:
         self.year += 1
-        spend = min(
-            self._balance, self.inputs.parameters.budget_cents // self.inputs.duration_years
-        )
-        self._balance -= spend
-        self._spend += spend
-        warming = 0.01 * self.inputs.parameters.tech_level + (self.inputs.seed % 7) * 0.001
-        self._current = self._environment(self._current.temperature_k + warming, self.year)
+        events: list[KeyEvent] = []
+        self._hazard(events)
+        spend = self._fund_projects(events)
+        outcome = self.model.apply(self.projects, self.rng)
+        revenue = max(0, outcome.revenue_cents)
+        self.balance += revenue
+        self.total_spend += spend
+        self.total_revenue += revenue
+        self.last_spend, self.last_revenue = spend, revenue
+        for name in sorted(outcome.consumption):
+            self.consumption[name] = self.consumption.get(name, 0.0) + outcome.consumption[name]
+        self._check_milestones(events)
+        self._events.extend(events)
+        self._current = self.environment()
         return YearResult(
             year=self.year,
-            economic=Economic(spend_cents=spend, revenue_cents=0, balance_cents=self._balance),
+            economic=Economic(spend_cents=spend, revenue_cents=revenue, balance_cents=self.balance),
             environment=self._current,
-            key_events=[],
+            key_events=events,
+        )
+
+    def _hazard(self, events: list[KeyEvent]) -> None:
+        """Maybe strike one project: it loses a share of its capacity (and of this year's
+        build) when it operates this year."""
+        hazard = self.model.hazard
+        if not self.rng.chance(self.hazard_probability):
+            return
+        names = sorted(self.projects)
+        name = names[self.rng.below(len(names))]
+        severity = self.rng.between(0.1, 0.4)
+        self.projects[name].damage = severity
+        events.append(
+            self._event(
+                hazard.name,
+                f"{hazard.description}: {name} lost {severity * 100:.0f}% of its capacity",
+                {"capacity_lost_pct": severity * 100.0},
+            )
+        )
+
+    def _fund_projects(self, events: list[KeyEvent]) -> int:
+        plan = self.model.plan_cents()
+        variance = self.variance_permille
+        permille = 1000 - variance + self.rng.below(2 * variance + 1)
+        appropriation = plan * permille // 1000
+        available = min(appropriation, self.balance)
+        if appropriation > available and not self.exhausted:
+            self.exhausted = True
+            events.append(
+                self._event(
+                    "budget_exhausted",
+                    f"the budget ran out: {gcc(available)} left for this year's program of "
+                    f"{gcc(appropriation)}; from now on only revenue is spent and unfunded "
+                    "projects idle",
+                    {"balance_cents": float(self.balance), "program_cents": float(appropriation)},
+                )
+            )
+        allocations = _split(available, self.model.shares(self.projects))
+        spend = 0
+        for name in sorted(self.projects):
+            spend += self._operate(self.projects[name], allocations.get(name, 0))
+        self.balance -= spend
+        return spend
+
+    def _operate(self, project: Project, allocation: int) -> int:
+        """Pay upkeep, build with the rest, draw an equipment failure; returns cents used."""
+        efficiency = self.tech_efficiency if self.model.tech_scaled() else 1.0
+        upkeep = project.capacity * project.unit_cost_cents * project.upkeep_rate
+        if upkeep > 0.0:
+            utilization = min(1.0, allocation / upkeep)
+            used = min(allocation, ceil_cents(upkeep))
+        else:
+            utilization = 1.0
+            used = 0
+        decay = project.depreciation + NEGLECT_DECAY * (1.0 - utilization)
+        existing = project.capacity * (1.0 - clamp(decay, 0.0, 1.0))
+        built = 0.0
+        remaining = allocation - used
+        if project.unit_cost_cents <= 0.0:
+            built = max(0.0, (project.max_capacity or 1.0) - existing)
+        elif remaining > 0:
+            built = remaining / project.unit_cost_cents * efficiency
+            cost = remaining
+            if project.max_capacity is not None and existing + built > project.max_capacity:
+                built = max(0.0, project.max_capacity - existing)
+                cost = min(remaining, ceil_cents(built / efficiency * project.unit_cost_cents))
+            used += cost
+        failed = self.rng.chance(self.failure_probability)
+        loss = self.rng.between(0.05, 0.3) if failed else 0.0
+        intact = (1.0 - loss) * (1.0 - project.damage)
+        project.damage = 0.0
+        project.capacity = (existing + built) * intact
+        project.potential = existing + built
+        project.output = (existing * utilization + built) * intact
+        unit_value = project.unit_cost_cents if project.unit_cost_cents > 0.0 else 1.0
+        self.valued_output += project.output * unit_value
+        self.valued_potential += project.potential * unit_value
+        return used
+
+    # --- key events ----------------------------------------------------------------------------
+
+    def _event(self, name: str, description: str, data: dict[str, float]) -> KeyEvent:
+        return KeyEvent(
+            year=self.year,
+            name=name,
+            description=description,
+            data={key: quantize(data[key]) for key in sorted(data)},
+        )
+
+    def _check_milestones(self, events: list[KeyEvent]) -> None:
+        for milestone in self._milestones:
+            name = milestone.name
+            if name in self._reached or name in self._held_at_start or not milestone.reached():
+                continue
+            self._reached[name] = self.year
+            events.append(self._event(name, milestone.description, milestone.data()))
+
+    def _generic_milestones(self) -> list[Milestone]:
+        world = self.world
+
+        def pressure() -> dict[str, float]:
+            return {"pressure_kpa": world.atmosphere.pressure_kpa()}
+
+        def oxygen() -> dict[str, float]:
+            return {"o2_kpa": world.atmosphere.partial_kpa("O2")}
+
+        def water() -> dict[str, float]:
+            return {
+                "liquid_water_kg": world.liquid_water_kg,
+                "pressure_kpa": world.atmosphere.pressure_kpa(),
+                "temperature_k": world.temperature_k,
+            }
+
+        def money() -> dict[str, float]:
+            return {
+                "revenue_cents": float(self.last_revenue),
+                "spend_cents": float(self.last_spend),
+                "total_revenue_cents": float(self.total_revenue),
+                "total_spend_cents": float(self.total_spend),
+            }
+
+        return [
+            Milestone(
+                "first_revenue",
+                "the program earned its first revenue",
+                lambda: self.total_revenue > 0,
+                money,
+            ),
+            Milestone(
+                "self_funding",
+                "a year's revenue covered that year's spending",
+                lambda: self.last_spend > 0 and self.last_revenue >= self.last_spend,
+                money,
+            ),
+            Milestone(
+                "break_even",
+                "total revenue caught up with total spending",
+                lambda: self.total_spend > 0 and self.total_revenue >= self.total_spend,
+                money,
+            ),
+            Milestone(
+                "first_liquid_water",
+                "liquid water appeared on the surface (seasonal melt in the warmest regions)",
+                lambda: world.liquid_water_kg > 0.0,
+                water,
+            ),
+            Milestone(
+                "armstrong_limit",
+                f"surface pressure rose above the Armstrong limit ({ARMSTRONG_LIMIT_KPA} kPa): "
+                "water no longer boils at body temperature, so no pressure suit is needed",
+                lambda: world.atmosphere.pressure_kpa() >= ARMSTRONG_LIMIT_KPA,
+                pressure,
+            ),
+            Milestone(
+                "liquid_water_stable",
+                f"mean temperature above {TRIPLE_POINT_K} K at a pressure above water's triple "
+                f"point ({TRIPLE_POINT_KPA} kPa): liquid water is stable on the surface",
+                lambda: (
+                    world.temperature_k >= TRIPLE_POINT_K
+                    and world.atmosphere.pressure_kpa() >= TRIPLE_POINT_KPA
+                    and world.water_ice_kg + world.liquid_water_kg > 0.0
+                ),
+                water,
+            ),
+            Milestone(
+                "oxygen_threshold",
+                f"oxygen partial pressure reached {BREATHABLE_O2_KPA} kPa, the lower end of the "
+                "breathable range",
+                lambda: world.atmosphere.partial_kpa("O2") >= BREATHABLE_O2_KPA,
+                oxygen,
+            ),
+        ]
+
+    # --- state and summary ---------------------------------------------------------------------
+
+    def environment(self) -> Environment:
+        world = self.world
+        atmosphere = world.atmosphere
+        pressure = atmosphere.pressure_kpa()
+        composition = atmosphere.composition_pct()
+        return Environment(
+            temperature_k=quantize(world.temperature_k),
+            pressure_kpa=quantize(pressure),
+            composition_pct={gas: quantize(composition[gas], 4) for gas in sorted(composition)},
+            liquid_water_kg=quantize(world.liquid_water_kg),
+            water_ice_kg=quantize(world.water_ice_kg),
+            biomass_kg=quantize(world.biomass_kg),
+            habitability=quantize(
+                habitability(
+                    world.temperature_k,
+                    pressure,
+                    atmosphere.partial_kpa("O2"),
+                    world.liquid_water_kg,
+                    world.biomass_kg,
+                    world.area_m2,
+                )
+            ),
         )
 
     def summary(self) -> RunSummary:
         return RunSummary(
             years=self.year,
-            success_metrics=SuccessMetrics(
-                habitability_score=0.0,
-                timeline_efficiency=0.0,
-                resource_efficiency=0.0,
-                cost_efficiency=0.0,
-            ),
-            resource_consumption={},
+            success_metrics=self._metrics(),
+            resource_consumption={
+                name: quantize(self.consumption[name]) for name in sorted(self.consumption)
+            },
             start_state=self._start,
             end_state=self._current,
             key_events=list(self._events),
-            total_spend_cents=self._spend,
-            total_revenue_cents=0,
-            final_balance_cents=self._balance,
+            total_spend_cents=self.total_spend,
+            total_revenue_cents=self.total_revenue,
+            final_balance_cents=self.balance,
         )
+
+    def _metrics(self) -> SuccessMetrics:
+        duration = max(1, self.year)
+        goals = self.model.goals
+        timeline = 0.0
+        for goal in goals:
+            if goal in self._reached:
+                timeline += 1.0 - 0.5 * (self._reached[goal] - 1) / duration
+        timeline = timeline / len(goals) if goals else 0.0
+        resource = (
+            self.valued_output / self.valued_potential if self.valued_potential > 0.0 else 0.0
+        )
+        gain = max(0.0, self._current.habitability - self._start.habitability)
+        value = self.total_revenue + gain * HABITABILITY_VALUE_CENTS
+        cost = value / self.total_spend if self.total_spend > 0 else float(value > 0.0)
+        return SuccessMetrics(
+            habitability_score=quantize(clamp(self._current.habitability, 0.0, 1.0)),
+            timeline_efficiency=quantize(clamp(timeline, 0.0, 1.0)),
+            resource_efficiency=quantize(clamp(resource, 0.0, 1.0)),
+            cost_efficiency=quantize(clamp(cost, 0.0, 1.0)),
+        )
+
+
+def gcc(cents: int) -> str:
+    """Integer cents as GCC with two decimals, with integers only."""
+    whole, part = divmod(abs(cents), 100)
+    return f"{'-' if cents < 0 else ''}{whole:,}.{part:02d} GCC"
+
+
+def _split(cents: int, weights: dict[str, float]) -> dict[str, int]:
+    """Split integer cents by weights (in name order); the rounding remainder goes to the
+    first project with a weight. Nothing is split if every weight is zero."""
+    names = [name for name in sorted(weights) if weights[name] > 0.0]
+    if cents <= 0 or not names:
+        return {}
+    weight_total = 0.0
+    for name in names:
+        weight_total += weights[name]
+    parts = {
+        name: cents * int(weights[name] / weight_total * 1_000_000) // 1_000_000 for name in names
+    }
+    given = 0
+    for name in names:
+        given += parts[name]
+    parts[names[0]] += cents - given
+    return parts

@@ -14,15 +14,23 @@ from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, MapperDeserialisationError
 from eventsourcing.utils import get_topic, retry
 
 from domain.aggregate import Aggregate
 from domain.catalog import find_body
 from domain.digest import ResultDigest
-from domain.engine import ENGINE_VERSION, RunInputs, Simulation
+from domain.engine import ENGINE_VERSION, RunInputs, Simulation, check_parameters
 from domain.errors import ConcurrentWrite, InvalidTransition, NotFound, ValidationError
-from domain.run import SimulationRun, YearResultRecorded
+from domain.replay import (
+    Divergence,
+    EngineVersionMismatch,
+    ReplayReport,
+    RunStateAtYear,
+    replay,
+    state_at_year,
+)
+from domain.run import RunCompleted, SimulationRun, YearResultRecorded
 from domain.twin import DigitalTwin
 from domain.values import YearResult
 from infrastructure.codec import MsgspecMapper, NullTranscoder
@@ -230,6 +238,7 @@ class TwinLedger(Application[UUID]):
             },
         )
         parameters = request.run_parameters()
+        check_parameters(request.pattern, parameters)
         twin = self.get_twin(twin_id)
         twin.check_accepts_runs(self.clock())
         run = SimulationRun.queue(
@@ -269,6 +278,10 @@ class TwinLedger(Application[UUID]):
         run = self.get_run(run_id)
         if run.ended:
             raise InvalidTransition(f"run_id: run {run.id} has already ended ({run.status})")
+        if run.engine_version != ENGINE_VERSION:
+            raise EngineVersionMismatch(
+                str(run.id), run.engine_version, EngineVersionMismatch.EXECUTE_HINT
+            )
         now = self.clock()
 
         def start(run: SimulationRun, twin: DigitalTwin) -> None:
@@ -352,6 +365,62 @@ class TwinLedger(Application[UUID]):
         for event in self.repository.event_store.get(run.id):
             if isinstance(event, YearResultRecorded):
                 yield event.to_result()
+
+    # --- replay (docs/simulation.md) ----------------------------------------------------------
+
+    def replay_run(self, run_id: UUID | str, *, allow_other_engine: bool = False) -> ReplayReport:
+        """Re-simulate a run from its RunQueued alone and compare every recorded year, then
+        the summary and the digest of a completed run. A run recorded by another engine
+        version is refused unless ``allow_other_engine``. A stored event that no longer
+        decodes is reported as a divergence."""
+        try:
+            run = self.get_run(run_id)
+            if run.engine_version != ENGINE_VERSION and not allow_other_engine:
+                raise EngineVersionMismatch(str(run.id), run.engine_version)
+            years = list(self.recorded_years(run.id))
+        except MapperDeserialisationError as error:
+            divergence = Divergence(
+                year=None, field="stored_event", recorded=str(error), replayed="(not decodable)"
+            )
+            return ReplayReport(
+                years=0, complete=False, digest="", recorded_digest=None, divergence=divergence
+            )
+        return replay(run_inputs(run), years, run.summary, run.result_digest)
+
+    def state_at_year(self, run_id: UUID | str, year: int) -> RunStateAtYear:
+        """The run's state at the end of ``year``, folded from its recorded events only."""
+        run = self.get_run(run_id)
+        state = None if year < 1 else state_at_year(self.recorded_years(run.id), year)
+        if state is None:
+            recorded = f"1 to {run.years_recorded}" if run.years_recorded else "none"
+            raise ValidationError(
+                "to_year", f"run {run.id} has no year {year} recorded (recorded: {recorded})"
+            )
+        return state
+
+    def completed_run_ids(self, page_size: int = 500) -> Iterator[UUID]:
+        """Every completed run, in the order they completed (scans the log for RunCompleted)."""
+        topic = get_topic(RunCompleted)
+        position: int | None = None
+        while True:
+            notifications = self.recorder.select_notifications(
+                start=position, limit=page_size, topics=[topic], inclusive_of_start=False
+            )
+            for notification in notifications:
+                yield UUID(str(notification.originator_id))
+            if len(notifications) < page_size:
+                return
+            position = notifications[-1].id
+
+    def replay_all(
+        self, *, allow_other_engine: bool = False
+    ) -> Iterator[tuple[UUID, ReplayReport | EngineVersionMismatch]]:
+        """Replay every completed run; a run refused for its engine version is reported so."""
+        for run_id in list(self.completed_run_ids()):
+            try:
+                yield run_id, self.replay_run(run_id, allow_other_engine=allow_other_engine)
+            except EngineVersionMismatch as refusal:
+                yield run_id, refusal
 
     # --- helpers -----------------------------------------------------------------------------
 

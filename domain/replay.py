@@ -1,0 +1,208 @@
+"""Replay verification, pure: re-simulate a run from its inputs and compare, field by field,
+with what was recorded; and fold recorded years into the run's state at a given year.
+
+The comparison walks both values as msgspec builtins (dict keys in sorted order, lists by
+index) and compares leaves by their canonical JSON encoding, so 0.0 and -0.0 or 1 and 1.0
+count as different, as they would in the digest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from domain.digest import ResultDigest
+from domain.engine import ENGINE_VERSION, RunInputs, Simulation
+from domain.errors import TwinLedgerError
+from domain.values import Economic, Environment, KeyEvent, RunSummary, YearResult
+
+_encoder = msgspec.json.Encoder(order="sorted")
+
+
+class EngineVersionMismatch(TwinLedgerError):
+    """A run recorded by another engine version: its results cannot be expected to match."""
+
+    REPLAY_HINT = (
+        "its results are not expected to replay identically; "
+        "use --allow-other-engine to replay it anyway"
+    )
+    EXECUTE_HINT = "executing or resuming it here would mix two engines; queue it again"
+
+    def __init__(self, run_id: str, recorded: str, hint: str = REPLAY_HINT) -> None:
+        super().__init__(
+            f"engine_version: run {run_id} was recorded by engine {recorded}, but this is "
+            f"engine {ENGINE_VERSION}: {hint}"
+        )
+        self.field = "engine_version"
+        self.recorded = recorded
+
+
+class Divergence(msgspec.Struct, frozen=True, kw_only=True):
+    """The first difference: the year (None for the summary, digest or year count), the
+    field's path, and both values as canonical JSON."""
+
+    year: int | None
+    field: str
+    recorded: str
+    replayed: str
+
+    def describe(self) -> str:
+        where = f"year {self.year}" if self.year is not None else "run"
+        return f"{where}, {self.field}: recorded {self.recorded}, replayed {self.replayed}"
+
+
+class ReplayReport(msgspec.Struct, frozen=True, kw_only=True):
+    """The outcome of a replay. ``digest`` is the re-simulated results' digest (of the years
+    compared, plus the summary when the run completed)."""
+
+    years: int
+    complete: bool
+    digest: str
+    recorded_digest: str | None
+    divergence: Divergence | None
+
+    @property
+    def identical(self) -> bool:
+        return self.divergence is None
+
+
+def _text(value: Any) -> str:
+    return _encoder.encode(value).decode()
+
+
+def first_difference(recorded: Any, replayed: Any, path: str = "") -> tuple[str, str, str] | None:
+    """The first path (in sorted-key, index order) where two builtin values differ."""
+    if isinstance(recorded, dict) and isinstance(replayed, dict):
+        for key in sorted(set(recorded) | set(replayed)):
+            where = f"{path}.{key}" if path else str(key)
+            if key not in recorded:
+                return where, "(missing)", _text(replayed[key])
+            if key not in replayed:
+                return where, _text(recorded[key]), "(missing)"
+            found = first_difference(recorded[key], replayed[key], where)
+            if found is not None:
+                return found
+        return None
+    if isinstance(recorded, list) and isinstance(replayed, list):
+        for index in range(max(len(recorded), len(replayed))):
+            where = f"{path}[{index}]"
+            if index >= len(recorded):
+                return where, "(missing)", _text(replayed[index])
+            if index >= len(replayed):
+                return where, _text(recorded[index]), "(missing)"
+            found = first_difference(recorded[index], replayed[index], where)
+            if found is not None:
+                return found
+        return None
+    left, right = _text(recorded), _text(replayed)
+    return None if left == right else (path, left, right)
+
+
+def compare_year(recorded: YearResult, replayed: YearResult) -> Divergence | None:
+    found = first_difference(msgspec.to_builtins(recorded), msgspec.to_builtins(replayed))
+    if found is None:
+        return None
+    field, left, right = found
+    return Divergence(year=recorded.year, field=field, recorded=left, replayed=right)
+
+
+def replay(
+    inputs: RunInputs,
+    recorded_years: Iterable[YearResult],
+    recorded_summary: RunSummary | None,
+    recorded_digest: str | None,
+) -> ReplayReport:
+    """Re-simulate from ``inputs`` and compare with the recorded years (all of them, in
+    order), then, for a completed run, the summary and the digest. Stops at the first
+    divergence."""
+    simulation = Simulation(inputs)
+    digest = ResultDigest()
+    count = 0
+
+    def report(divergence: Divergence | None, complete: bool = False) -> ReplayReport:
+        return ReplayReport(
+            years=count,
+            complete=complete,
+            digest=digest.hexdigest(),
+            recorded_digest=recorded_digest,
+            divergence=divergence,
+        )
+
+    for recorded in recorded_years:
+        if count >= inputs.duration_years:
+            return report(
+                Divergence(
+                    year=recorded.year,
+                    field="year",
+                    recorded=str(recorded.year),
+                    replayed="(beyond the run's duration)",
+                )
+            )
+        replayed = simulation.step()
+        divergence = compare_year(recorded, replayed)
+        if divergence is not None:
+            return report(divergence)
+        digest.add_year(replayed)
+        count += 1
+    if recorded_summary is None:
+        return report(None)
+    if count != inputs.duration_years:
+        return report(
+            Divergence(
+                year=None, field="years", recorded=str(count), replayed=str(inputs.duration_years)
+            )
+        )
+    summary = simulation.summary()
+    found = first_difference(msgspec.to_builtins(recorded_summary), msgspec.to_builtins(summary))
+    if found is not None:
+        field, left, right = found
+        return report(
+            Divergence(year=None, field=f"summary.{field}", recorded=left, replayed=right)
+        )
+    digest.add_summary(summary)
+    if recorded_digest != digest.hexdigest():
+        return report(
+            Divergence(
+                year=None,
+                field="result_digest",
+                recorded=_text(recorded_digest),
+                replayed=_text(digest.hexdigest()),
+            ),
+            complete=True,
+        )
+    return report(None, complete=True)
+
+
+class RunStateAtYear(msgspec.Struct, frozen=True, kw_only=True):
+    """A run as it stood at the end of ``year``, folded from its recorded years only."""
+
+    year: int
+    economic: Economic
+    environment: Environment
+    total_spend_cents: int
+    total_revenue_cents: int
+    key_events: list[KeyEvent]
+
+
+def state_at_year(recorded_years: Iterable[YearResult], year: int) -> RunStateAtYear | None:
+    """Fold the recorded years up to ``year``; None if that year was not recorded."""
+    spend = revenue = 0
+    events: list[KeyEvent] = []
+    for result in recorded_years:
+        if result.year > year:
+            break
+        spend += result.economic.spend_cents
+        revenue += result.economic.revenue_cents
+        events.extend(result.key_events)
+        if result.year == year:
+            return RunStateAtYear(
+                year=year,
+                economic=result.economic,
+                environment=result.environment,
+                total_spend_cents=spend,
+                total_revenue_cents=revenue,
+                key_events=events,
+            )
+    return None

@@ -1,0 +1,118 @@
+"""``twinledger replay``: verify runs by re-simulating them, or show a run's state at a year.
+
+Exit codes: 0 identical, 1 a divergence (the first diverging year and field is printed with
+both values), 2 a user error (bad arguments, unknown run, a run recorded by another engine
+version without --allow-other-engine).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from domain.errors import ValidationError
+from domain.replay import EngineVersionMismatch, ReplayReport, RunStateAtYear
+from domain.run import SimulationRun
+from infrastructure.cli.base import app, fail, format_cents, guarded, ledger, to_json
+
+
+@app.command("replay")
+@guarded
+def replay_command(
+    run_id: Annotated[str | None, typer.Argument(help="The run to verify")] = None,
+    to_year: Annotated[
+        int | None,
+        typer.Option(
+            "--to-year", help="Show the run's state at this year from its recorded events only"
+        ),
+    ] = None,
+    all_runs: Annotated[bool, typer.Option("--all", help="Verify every completed run")] = False,
+    allow_other_engine: Annotated[
+        bool,
+        typer.Option("--allow-other-engine", help="Replay runs recorded by another engine version"),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --to-year: print JSON")] = False,
+) -> None:
+    """Re-simulate a run from its RunQueued and compare every year and the summary."""
+    if all_runs == (run_id is not None):
+        raise ValidationError("run_id", "give a run id or --all, not both and not neither")
+    if all_runs and to_year is not None:
+        raise ValidationError("to_year", "--to-year needs one run id, not --all")
+    with ledger() as application:
+        if to_year is not None:
+            assert run_id is not None
+            state = application.state_at_year(run_id, to_year)
+            run = application.get_run(run_id)
+            typer.echo(to_json(state) if as_json else describe_state(run, state))
+            return
+        if run_id is not None:
+            report = application.replay_run(run_id, allow_other_engine=allow_other_engine)
+            typer.echo(describe_report(report))
+            if not report.identical:
+                raise typer.Exit(1)
+            return
+        identical = diverged = refused = 0
+        for ident, outcome in application.replay_all(allow_other_engine=allow_other_engine):
+            if isinstance(outcome, EngineVersionMismatch):
+                refused += 1
+                typer.echo(f"{ident} refused: recorded by engine {outcome.recorded}")
+                continue
+            if outcome.identical:
+                identical += 1
+            else:
+                diverged += 1
+            typer.echo(f"{ident} {describe_report(outcome)}")
+        total = identical + diverged + refused
+        typer.echo(
+            f"{total} completed run(s): {identical} identical, {diverged} diverged, "
+            f"{refused} refused"
+        )
+        if diverged:
+            raise typer.Exit(1)
+        if refused:
+            fail(
+                f"engine_version: {refused} run(s) recorded by another engine version were not "
+                "verified (use --allow-other-engine to replay them anyway)",
+                2,
+            )
+
+
+def describe_report(report: ReplayReport) -> str:
+    divergence = report.divergence
+    if divergence is None:
+        partial = "" if report.complete else " (run not completed: recorded years only)"
+        return f"identical: {report.years} years{partial}, {report.digest}"
+    where = f"year {divergence.year}" if divergence.year is not None else "run"
+    return (
+        f"diverged at {where}, field {divergence.field} "
+        f"(after {report.years} identical years): "
+        f"recorded {divergence.recorded}, replayed {divergence.replayed}"
+    )
+
+
+def describe_state(run: SimulationRun, state: RunStateAtYear) -> str:
+    env = state.environment
+    economic = state.economic
+    composition = ", ".join(f"{gas} {pct:g}%" for gas, pct in env.composition_pct.items())
+    lines = [
+        f"run {run.id} [{run.pattern}] at year {state.year} of {run.duration_years} "
+        "(from recorded events, not re-simulated)",
+        f"  balance            {format_cents(economic.balance_cents)}",
+        f"  spent this year    {format_cents(economic.spend_cents)}",
+        f"  revenue this year  {format_cents(economic.revenue_cents)}",
+        f"  spent so far       {format_cents(state.total_spend_cents)}",
+        f"  revenue so far     {format_cents(state.total_revenue_cents)}",
+        f"  temperature        {env.temperature_k:g} K",
+        f"  pressure           {env.pressure_kpa:g} kPa",
+        f"  composition        {composition}",
+        f"  liquid water       {env.liquid_water_kg:g} kg",
+        f"  water ice          {env.water_ice_kg:g} kg",
+        f"  biomass            {env.biomass_kg:g} kg",
+        f"  habitability       {env.habitability:g}",
+        f"  key events so far  {len(state.key_events)}",
+    ]
+    lines.extend(
+        f"    year {event.year:>4}  {event.name}: {event.description}" for event in state.key_events
+    )
+    return "\n".join(lines)
