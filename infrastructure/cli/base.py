@@ -17,6 +17,7 @@ from rich.console import Console
 
 from domain.errors import TwinLedgerError, ValidationError
 from infrastructure.application import TwinLedger
+from projections.runner import keep_current
 
 app = typer.Typer(
     help="TwinLedger: an event-sourced ledger for digital-twin simulations.",
@@ -54,9 +55,12 @@ def _global(db: DbOption = None) -> None:
 @contextmanager
 def ledger() -> Iterator[TwinLedger]:
     application = TwinLedger.open(state.db)
+    # Read your writes: the read tables catch up after each write, before anything prints.
+    detach = keep_current(application, lambda text: errors.print(text, markup=False))
     try:
         yield application
     finally:
+        detach()
         application.close()
 
 

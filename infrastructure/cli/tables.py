@@ -1,0 +1,185 @@
+"""``twinledger twins|runs|results``: reads from the relational read tables only.
+
+The tables are caught up first (cheap when current), so what is listed includes every event
+written so far. ``--format json`` prints every column of every row; ``--format csv`` too, with
+JSON columns as JSON text; ``table`` (the default) prints the columns people look at.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from domain.errors import ValidationError
+from infrastructure.cli.base import app, console, errors, format_cents, guarded, ledger
+from projections import queries
+from projections.runner import ProjectionsStopped, Projector
+from projections.store import Store
+
+FORMATS = ("table", "json", "csv")
+FormatOption = Annotated[str, typer.Option("--format", help="table, json or csv")]
+
+
+@contextmanager
+def read_tables() -> Iterator[Store]:
+    """The read tables of the --db database, caught up to the head of the log."""
+    with ledger() as application:
+        assert application.database is not None
+        with Projector(application.database) as projector:
+            try:
+                projector.catch_up()
+            except ProjectionsStopped as stopped:
+                errors.print(f"warning: read tables are behind: {stopped}", markup=False)
+            yield projector.store
+
+
+def _check_format(output: str) -> None:
+    if output not in FORMATS:
+        raise ValidationError("format", f"{output!r} is not one of {', '.join(FORMATS)}")
+
+
+def emit(
+    rows: list[dict[str, Any]],
+    output: str,
+    columns: list[tuple[str, Callable[[dict[str, Any]], str]]],
+    title: str,
+) -> None:
+    if output == "json":
+        print(json.dumps(rows, indent=2))
+        return
+    if output == "csv":
+        buffer = io.StringIO()
+        if rows:
+            writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow(
+                    {
+                        key: json.dumps(value) if isinstance(value, dict | list) else value
+                        for key, value in row.items()
+                    }
+                )
+        print(buffer.getvalue(), end="")
+        return
+    table = Table(title=f"{title} ({len(rows)})")
+    for name, _ in columns:
+        if name == "id":  # ids are for copying: never cut
+            table.add_column(name, no_wrap=True, min_width=36)
+        else:
+            table.add_column(name, overflow="fold")
+    for row in rows:
+        table.add_row(*(render(row) for _, render in columns))
+    console.print(table)
+
+
+def _cents(key: str) -> Callable[[dict[str, Any]], str]:
+    return lambda row: "-" if row[key] is None else format_cents(int(row[key]))
+
+
+def _text(key: str) -> Callable[[dict[str, Any]], str]:
+    return lambda row: "-" if row[key] is None else str(row[key])
+
+
+def _score(row: dict[str, Any]) -> str:
+    value = row["habitability_score"]
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _compact(data: Any) -> str:
+    if isinstance(data, dict) and list(data) == ["key_events"]:
+        return "; ".join(f"{e.get('name')}: {e.get('description', '')}" for e in data["key_events"])
+    if isinstance(data, dict):
+        return ", ".join(
+            f"{key}={json.dumps(value) if isinstance(value, dict | list) else value}"
+            for key, value in data.items()
+        )
+    return json.dumps(data)
+
+
+@app.command("twins")
+@guarded
+def twins(
+    status: Annotated[str | None, typer.Option(help="Only twins with this status")] = None,
+    output: FormatOption = "table",
+) -> None:
+    """List twins, from the digital_twins table."""
+    _check_format(output)
+    with read_tables() as store:
+        rows = queries.twins(store, status=status)
+    emit(
+        rows,
+        output,
+        [
+            ("id", _text("id")),
+            ("name", _text("name")),
+            ("body", _text("source_body")),
+            ("status", _text("status")),
+            ("runs", lambda row: f"{row['run_count']} ({row['active_run_count']} active)"),
+            ("expires at", _text("expires_at")),
+        ],
+        "twins",
+    )
+
+
+@app.command("runs")
+@guarded
+def runs(
+    twin: Annotated[str | None, typer.Option(help="Only runs of this twin id")] = None,
+    status: Annotated[str | None, typer.Option(help="Only runs with this status")] = None,
+    pattern: Annotated[str | None, typer.Option(help="Only runs of this pattern")] = None,
+    output: FormatOption = "table",
+) -> None:
+    """List runs, from the simulation_runs table."""
+    _check_format(output)
+    with read_tables() as store:
+        rows = queries.runs(store, twin=twin, status=status, pattern=pattern)
+    emit(
+        rows,
+        output,
+        [
+            ("id", _text("id")),
+            ("twin", _text("digital_twin_id")),
+            ("pattern", _text("pattern")),
+            ("status", _text("status")),
+            ("progress", lambda row: f"{row['current_year']}/{row['duration_years']} years"),
+            ("habitability", _score),
+            ("spent", _cents("total_spend_cents")),
+        ],
+        "runs",
+    )
+
+
+@app.command("results")
+@guarded
+def results(
+    run_id: str,
+    result_type: Annotated[
+        str | None, typer.Option("--type", help="economic, environmental or timeline")
+    ] = None,
+    from_year: Annotated[int | None, typer.Option(help="First year shown")] = None,
+    to_year: Annotated[int | None, typer.Option(help="Last year shown")] = None,
+    output: FormatOption = "table",
+) -> None:
+    """A run's per-year results, from the simulation_results table."""
+    _check_format(output)
+    with read_tables() as store:
+        rows = queries.results(
+            store, run_id, result_type=result_type, from_year=from_year, to_year=to_year
+        )
+    emit(
+        rows,
+        output,
+        [
+            ("year", _text("year")),
+            ("type", _text("result_type")),
+            ("data", lambda row: _compact(row["data"])),
+        ],
+        f"results of run {run_id.strip()}",
+    )

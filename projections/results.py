@@ -1,0 +1,83 @@
+"""simulation_results: a run's per-year results, one row per (run, year, result_type).
+
+From each YearResultRecorded:
+- ``economic``: ``data`` is the event's ``economic`` value as stored (spend_cents, revenue_cents,
+  balance_cents, and any field the engine adds later);
+- ``environmental``: ``data`` is the event's ``environment`` value as stored (temperature_k,
+  pressure_kpa, composition_pct, ..., habitability);
+- ``timeline``: ``data`` is ``{"key_events": [...]}``, the year's key events as stored, and the
+  row exists **only for years that have key events**: most years have none, and an empty row
+  per year would double the table for nothing. "No timeline row" means "no key event".
+
+The values are copied as the raw JSON the event holds (msgspec.Raw), never re-listed field by
+field, so the table follows the engine's value types without a change here. This is the
+projection that sees most events; its rows are written with COPY on PostgreSQL and one
+executemany on SQLite per batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from domain.run import YearResultRecorded
+from projections.base import Batch, Projection
+from projections.decoding import Lean, is_empty_array
+from projections.tables import Column, ForeignKey, Index, Table
+
+RESULT_TYPES = ("economic", "environmental", "timeline")
+
+SIMULATION_RESULTS = Table(
+    name="simulation_results",
+    doc="Per-year results of every run: economic, environmental, and timeline (key events).",
+    columns=(
+        Column("run_id", "uuid", doc="simulation_runs.id"),
+        Column("year", "int", doc="simulated year, from 1"),
+        Column("result_type", "text", doc="economic, environmental or timeline"),
+        Column("data", "json", doc="the year's values as the event holds them"),
+        Column("created_at", "timestamp", doc="YearResultRecorded's timestamp"),
+    ),
+    primary_key=("run_id", "year", "result_type"),
+    foreign_keys=(ForeignKey("run_id", "simulation_runs"),),
+    indexes=(
+        Index(
+            "timeline_gin",
+            "data",
+            postgres="USING gin (data jsonb_path_ops)",
+            where="result_type = 'timeline'",
+            postgres_only=True,
+        ),
+    ),
+    checks=("result_type IN ('economic', 'environmental', 'timeline')", "year >= 1"),
+)
+COLUMNS = SIMULATION_RESULTS.column_names
+
+
+class YearRecorded(Lean, kw_only=True):
+    year: int
+    economic: msgspec.Raw
+    environment: msgspec.Raw
+    key_events: msgspec.Raw
+
+
+class ResultsProjection(Projection):
+    name = "results"
+    tables = (SIMULATION_RESULTS,)
+    depends_on = ("runs",)
+    handles = {YearResultRecorded: YearRecorded}
+
+    def apply(self, batch: Batch) -> None:
+        store = batch.store
+        rows: list[tuple[Any, ...]] = []
+        add = rows.append
+        for _, _, data in batch.events:
+            run_id = store.uuid(data.originator_id)
+            created_at = store.timestamp(data.timestamp)
+            year = data.year
+            add((run_id, year, "economic", bytes(data.economic).decode(), created_at))
+            add((run_id, year, "environmental", bytes(data.environment).decode(), created_at))
+            if not is_empty_array(data.key_events):
+                timeline = '{"key_events":' + bytes(data.key_events).decode() + "}"
+                add((run_id, year, "timeline", timeline, created_at))
+        store.bulk_insert(batch.cursor, batch.table(SIMULATION_RESULTS.name), COLUMNS, rows)

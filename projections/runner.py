@@ -1,0 +1,687 @@
+"""Running the projections: catch up, follow the log, rebuild, report.
+
+Exactly once. A batch is one transaction that (1) locks the projection's tracking row and reads
+its position, (2) reads the next notifications after it, (3) writes the rows, (4) advances the
+position to the last notification read. Rows and position commit together; a crash anywhere
+rolls both back, and the next run starts again from the committed position. Two processes
+catching up the same projection take turns on the tracking row's lock, and ``advance`` refuses
+a position that does not move forward, so nothing is applied twice.
+
+No gaps. A projection may move its position past notifications it has not seen only if they
+can never appear later with a lower id. eventsourcing's PostgreSQL recorder takes
+``LOCK TABLE <events> IN EXCLUSIVE MODE`` for every insert (ids are allocated and committed under
+that lock, so in id order) and SQLite has one writer at a time: when id N is visible, every
+id below N is committed or never will be. A batch reads ``head`` (the highest committed id) and
+never goes past it.
+
+Order between projections. runs has a foreign key to twins, results to runs: a projection
+never goes past the position of a projection it depends on (``cap``), and catching up goes in
+dependency order, so a row's parent is always there.
+
+Rebuild (blue/green). New tables are built under staging names from position 0 in committed
+batches, without touching the live ones (which keep being caught up meanwhile). Then one
+transaction locks the projections' tracking rows, catches the staging tables up to the head,
+drops the live tables, renames the staging ones (and their constraints and indexes) in, and
+writes the new positions. Readers see the old tables or the new ones, never an empty or
+half-built one; interrupting a rebuild at any moment leaves the live tables as they were, and
+the next rebuild drops the leftover staging tables first. Rebuilding a projection rebuilds the
+projections that depend on it too, because their foreign keys point at its tables.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import psycopg
+from psycopg import sql
+
+from infrastructure.settings import Database, resolve_database
+from projections import tracking
+from projections.base import Batch, Projection
+from projections.checksum import table_checksum
+from projections.decoding import Decoded, UnhandledEvent, is_event_topic, known_events
+from projections.results import ResultsProjection
+from projections.runs import RunsProjection
+from projections.store import Note, Store
+from projections.tables import (
+    Table,
+    create_index_sql,
+    create_table_sql,
+    index_names,
+)
+from projections.twins import TwinsProjection
+
+PROJECTIONS: tuple[type[Projection], ...] = (TwinsProjection, RunsProjection, ResultsProjection)
+"""Every projection, in dependency order (a projection comes after those it depends on)."""
+
+DEFAULT_BATCH = 2000
+STAGING = "__rebuild"
+TRANSIENT = (sqlite3.OperationalError, psycopg.OperationalError)
+"""Errors of the connection or of locking, not of an event: retried, never a projection stop."""
+
+RECOVERY = "see docs/projections.md, 'When a projection stops'"
+
+
+class ProjectionStopped(Exception):
+    """A projection met an event it cannot handle; its tables and position stay before it."""
+
+    def __init__(self, name: str, cause: UnhandledEvent) -> None:
+        self.name = name
+        self.position = cause.position
+        self.topic = cause.topic
+        super().__init__(
+            f"projection {name} stopped at {cause}; its tables stay at position "
+            f"{cause.position - 1} or earlier ({RECOVERY})"
+        )
+
+
+class ProjectionsStopped(Exception):
+    """One or more projections stopped; the others were caught up."""
+
+    def __init__(self, stops: list[ProjectionStopped]) -> None:
+        self.stops = stops
+        super().__init__("; ".join(str(stop) for stop in stops))
+
+
+class RebuildBusy(Exception):
+    """Another rebuild of these tables is under way."""
+
+
+@dataclass(frozen=True)
+class ProjectionStatus:
+    name: str
+    tables: tuple[str, ...]
+    position: int
+    head: int
+    lag: int
+    current_schema: bool
+    error: str | None
+    error_position: int | None
+    blocked_by: tuple[str, ...]  # stopped projections it depends on (it cannot pass them)
+
+
+@dataclass
+class Target:
+    """Where a batch writes: the live tables (positions in the tracking table) or staging."""
+
+    physical: dict[str, str]
+    positions: dict[str, int] | None = None  # staging positions; None for live
+
+    @property
+    def live(self) -> bool:
+        return self.positions is None
+
+
+LIVE = Target(physical={})
+
+
+class Projector:
+    """The projections of one ledger database, with one connection of their own."""
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        projections: Sequence[type[Projection]] = PROJECTIONS,
+        batch_size: int = DEFAULT_BATCH,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.database = database
+        self.store = Store(database)
+        self.projections = [cls() for cls in projections]
+        self.by_name = {p.name: p for p in self.projections}
+        self.batch_size = batch_size
+        known = set(known_events())
+        self._skip = {p.name: sorted(known - p.topics) for p in self.projections}
+        self._prepared = False
+
+    @classmethod
+    def open(cls, url: str | None = None, **options: Any) -> Projector:
+        return cls(resolve_database(url), **options)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Projector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- names --------------------------------------------------------------------------------
+
+    def resolve(self, names: Sequence[str] | None) -> list[Projection]:
+        """Projections by name (or by table name), in dependency order; all when none given."""
+        if not names:
+            return list(self.projections)
+        wanted: set[str] = set()
+        for name in names:
+            match = [
+                p for p in self.projections if p.name == name or name in {t.name for t in p.tables}
+            ]
+            if not match:
+                known = ", ".join(p.name for p in self.projections)
+                raise KeyError(f"no projection {name!r}; known: {known}")
+            wanted.add(match[0].name)
+        return [p for p in self.projections if p.name in wanted]
+
+    def closure(self, names: Sequence[str] | None) -> list[Projection]:
+        """The named projections and every projection that depends on them, in order."""
+        chosen = {p.name for p in self.resolve(names)}
+        for p in self.projections:  # dependency order: one pass reaches every dependent
+            if chosen & set(p.depends_on):
+                chosen.add(p.name)
+        return [p for p in self.projections if p.name in chosen]
+
+    # --- setting up ---------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Create the tracking table and missing read tables; rebuild outdated ones."""
+        if self._prepared:
+            return
+        outdated = self._ensure()
+        if outdated:
+            self.rebuild(outdated)
+        self._prepared = True
+
+    def _ensure(self) -> list[str]:
+        store = self.store
+        with store.transaction() as cursor:
+            if store.postgres:  # concurrent CREATE TABLE IF NOT EXISTS can collide: take turns
+                cursor.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(%s))",
+                    (f"twinledger-projections-setup:{store.schema}",),
+                )
+            if not store.table_exists(cursor, store.events_table):
+                raise RuntimeError(
+                    f"no event log ({store.events_table}) in {self.database.describe()}"
+                )
+            tracking.ensure_table(store, cursor)
+            rows = tracking.read_all(store, cursor)
+            missing = [p.name for p in self.projections if p.name not in rows]
+            fresh = self.closure(missing) if missing else []
+            for p in reversed(fresh):
+                for table in reversed(p.tables):
+                    store.drop_table(cursor, table.name)
+            for p in fresh:
+                for table in p.tables:
+                    self._create(cursor, table, table.name, indexes=True)
+                tracking.put(store, cursor, p.name, 0, p.schema_version)
+            return [
+                p.name
+                for p in self.projections
+                if p.name in rows and rows[p.name].schema_version != p.schema_version
+            ]
+
+    def _create(
+        self,
+        cursor: Any,
+        table: Table,
+        physical: str,
+        *,
+        indexes: bool,
+        references: dict[str, str] | None = None,
+    ) -> None:
+        store = self.store
+        cursor.execute(
+            store.raw(
+                create_table_sql(
+                    table,
+                    physical,
+                    postgres=store.postgres,
+                    schema=store.schema,
+                    references=references,
+                )
+            )
+        )
+        if indexes:
+            self._create_indexes(cursor, table, physical)
+
+    def _create_indexes(self, cursor: Any, table: Table, physical: str) -> None:
+        for index in table.indexes:
+            statement = create_index_sql(
+                table, index, physical, postgres=self.store.postgres, schema=self.store.schema
+            )
+            if statement is not None:
+                cursor.execute(self.store.raw(statement))
+
+    # --- catching up --------------------------------------------------------------------------
+
+    def catch_up(self, names: Sequence[str] | None = None) -> dict[str, int]:
+        """Apply every committed event not yet applied; returns each projection's position.
+
+        A projection that meets an event it cannot handle stops before it (the others go on,
+        up to what they depend on) and ``ProjectionsStopped`` is raised at the end.
+        """
+        self.prepare()
+        stops: list[ProjectionStopped] = []
+        for projection in self.resolve(names):
+            try:
+                self._run(projection, LIVE)
+            except ProjectionStopped as stop:
+                stops.append(stop)
+        if stops:
+            raise ProjectionsStopped(stops)
+        with self.store.reading() as cursor:
+            return {
+                p.name: tracking.position(self.store, cursor, p.name) for p in self.resolve(names)
+            }
+
+    def _run(self, projection: Projection, target: Target, cursor: Any = None) -> int:
+        """Batches until the projection is at its cap; returns how many events it applied."""
+        applied = 0
+        conflicts = 0
+        while True:
+            try:
+                moved = self._step(projection, target, self.batch_size, cursor)
+            except TRANSIENT:
+                raise
+            except tracking.TrackingConflict:
+                conflicts += 1
+                if conflicts > 3:
+                    raise
+                continue
+            except Exception as error:
+                if cursor is not None:  # inside a caller's transaction: cannot retry here
+                    raise
+                moved = self._pinpoint(projection, target, error)
+            if moved is None:
+                return applied
+            applied += moved
+
+    def _step(
+        self, projection: Projection, target: Target, limit: int, cursor: Any = None
+    ) -> int | None:
+        """One batch, in its own transaction or in ``cursor``'s; None when there was nothing to do.
+
+        Returns how many events it applied. A staging position moves only once its batch is
+        committed (or, inside a caller's transaction, with it: the caller fails as a whole).
+        """
+        if cursor is not None:
+            result = self._batch(projection, target, limit, cursor)
+        else:
+            with self.store.transaction() as own:
+                result = self._batch(projection, target, limit, own)
+        if result is None:
+            return None
+        applied, new = result
+        if target.positions is not None:
+            target.positions[projection.name] = new
+        return applied
+
+    def _batch(
+        self, projection: Projection, target: Target, limit: int, cursor: Any
+    ) -> tuple[int, int] | None:
+        store = self.store
+        name = projection.name
+        if target.positions is None:
+            row = tracking.read(store, cursor, name, lock=True)
+            if row is None:
+                raise RuntimeError(f"projection {name} has no tracking row")
+            start = row.position
+        else:
+            start = target.positions[name]
+        cap = self._cap(cursor, projection, target)
+        if cap <= start:
+            return None
+        notes = store.notes(cursor, start, cap, self._skip[name], limit)
+        events = self._decode(projection, notes)
+        if events:
+            try:
+                projection.apply(Batch(store, cursor, target.physical, events))
+            except (*TRANSIENT, UnhandledEvent):
+                raise
+            except Exception as error:
+                if len(notes) == 1:
+                    raise UnhandledEvent(notes[0], f"{type(error).__name__}: {error}") from error
+                raise
+        new = notes[-1].position if len(notes) == limit else cap
+        if target.positions is None:
+            tracking.advance(store, cursor, name, start, new)
+        return len(events), new
+
+    def _decode(self, projection: Projection, notes: list[Note]) -> list[Decoded]:
+        events: list[Decoded] = []
+        for note in notes:
+            if note.topic not in projection.topics:
+                if is_event_topic(note.topic):  # an event class added since we started
+                    self._skip[projection.name].append(note.topic)
+                    continue
+                raise UnhandledEvent(note, "its topic names no event class this code knows")
+            events.append(projection.decode(note))
+        return events
+
+    def _cap(self, cursor: Any, projection: Projection, target: Target) -> int:
+        """How far the projection may go: the head, and no further than what it depends on."""
+        cap = self.store.head(cursor)
+        for dependency in projection.depends_on:
+            if dependency not in self.by_name:
+                continue
+            if target.positions is not None and dependency in target.positions:
+                cap = min(cap, target.positions[dependency])
+            else:
+                cap = min(cap, tracking.position(self.store, cursor, dependency))
+        return cap
+
+    def _pinpoint(self, projection: Projection, target: Target, error: Exception) -> int | None:
+        """A batch failed: apply its events one per transaction to find the one at fault.
+
+        The events before it are committed; the one at fault stops the projection, naming its
+        position and topic. If every event goes through on its own, the failure was not the
+        events' (``error`` is then forgotten) and batching resumes.
+        """
+        applied = 0
+        for _ in range(self.batch_size):
+            try:
+                moved = self._step(projection, target, 1)
+            except TRANSIENT:
+                raise
+            except UnhandledEvent as unhandled:
+                self._stop(projection, target, unhandled)
+            except Exception as other:
+                note = self._next_note(projection, target)
+                if note is None:
+                    raise
+                self._stop(
+                    projection, target, UnhandledEvent(note, f"{type(other).__name__}: {other}")
+                )
+            if moved is None:
+                return applied if applied else None
+            applied += moved
+        return applied
+
+    def _stop(self, projection: Projection, target: Target, unhandled: UnhandledEvent) -> NoReturn:
+        if target.live:
+            tracking.record_error(self.store, projection.name, unhandled.position, str(unhandled))
+        raise ProjectionStopped(projection.name, unhandled) from unhandled
+
+    def _next_note(self, projection: Projection, target: Target) -> Note | None:
+        with self.store.reading() as cursor:
+            if target.positions is None:
+                start = tracking.position(self.store, cursor, projection.name)
+            else:
+                start = target.positions[projection.name]
+            cap = self._cap(cursor, projection, target)
+            notes = self.store.notes(cursor, start, cap, self._skip[projection.name], 1)
+        return notes[0] if notes else None
+
+    # --- rebuilding ---------------------------------------------------------------------------
+
+    def rebuild(
+        self,
+        names: Sequence[str] | None = None,
+        *,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> dict[str, int]:
+        """Rebuild the named projections (and their dependents) from position 0, blue/green.
+
+        Returns the number of events each one applied. ``progress(name, position, head)`` is
+        called after each committed staging batch.
+        """
+        targets = self.closure(names)
+        store = self.store
+        with self._rebuild_lock():
+            self._ensure()
+            staging = {t.name: t.name + STAGING for p in targets for t in p.tables}
+            target = Target(physical=staging, positions={p.name: 0 for p in targets})
+            with store.transaction() as cursor:
+                for p in reversed(targets):
+                    for table in reversed(p.tables):
+                        store.drop_table(cursor, staging[table.name])
+                for p in targets:
+                    for table in p.tables:
+                        self._create(
+                            cursor, table, staging[table.name], indexes=False, references=staging
+                        )
+            applied = {p.name: 0 for p in targets}
+            for p in targets:
+                applied[p.name] += self._build(p, target, progress)
+            if store.postgres:  # indexes built once over the loaded rows, renamed at the swap
+                with store.transaction() as cursor:
+                    for p in targets:
+                        for table in p.tables:
+                            self._create_indexes(cursor, table, staging[table.name])
+            assert target.positions is not None
+            committed = dict(target.positions)
+            try:
+                self._swap(targets, target, applied)
+            except TRANSIENT:
+                raise
+            except Exception as error:
+                # An event failed in the swap's final catch-up (the swap rolled back): find it
+                # with committed staging batches, outside the swap.
+                target.positions.update(committed)
+                for p in targets:
+                    self._pinpoint(p, target, error)
+                raise
+        self._prepared = False
+        return applied
+
+    def _build(
+        self,
+        projection: Projection,
+        target: Target,
+        progress: Callable[[str, int, int], None] | None,
+    ) -> int:
+        applied = 0
+        while True:
+            try:
+                moved = self._step(projection, target, self.batch_size)
+            except TRANSIENT:
+                raise
+            except Exception as error:
+                moved = self._pinpoint(projection, target, error)
+            if moved is None:
+                return applied
+            applied += moved
+            if progress is not None:
+                assert target.positions is not None
+                with self.store.reading() as cursor:
+                    head = self.store.head(cursor)
+                progress(projection.name, target.positions[projection.name], head)
+
+    def _swap(self, targets: list[Projection], target: Target, applied: dict[str, int]) -> None:
+        store = self.store
+        assert target.positions is not None
+        with store.transaction() as cursor:
+            for p in targets:  # dependency order, the same in every process: no deadlock
+                tracking.read(store, cursor, p.name, lock=True)
+            for p in targets:
+                applied[p.name] += self._run(p, target, cursor)
+            for p in reversed(targets):
+                for table in reversed(p.tables):
+                    store.drop_table(cursor, table.name)
+            for p in targets:
+                for table in p.tables:
+                    self._rename(cursor, table, target.physical[table.name])
+            for p in targets:
+                tracking.put(store, cursor, p.name, target.positions[p.name], p.schema_version)
+
+    def _rename(self, cursor: Any, table: Table, staging: str) -> None:
+        store = self.store
+        live = table.name
+        if not store.postgres:
+            cursor.execute(f'ALTER TABLE "{staging}" RENAME TO "{live}"')
+            self._create_indexes(cursor, table, live)  # SQLite cannot rename an index
+            return
+        cursor.execute(
+            sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+                sql.Identifier(store.schema, staging), sql.Identifier(live)
+            )
+        )
+        constraints = ["{}_pkey"]
+        constraints += [f"{{}}_{fk.column}_fkey" for fk in table.foreign_keys]
+        constraints += [f"{{}}_check{n}" for n in range(1, len(table.checks) + 1)]
+        for name in constraints:
+            cursor.execute(
+                sql.SQL("ALTER TABLE {} RENAME CONSTRAINT {} TO {}").format(
+                    sql.Identifier(store.schema, live),
+                    sql.Identifier(name.format(staging)),
+                    sql.Identifier(name.format(live)),
+                )
+            )
+        old = index_names(table, staging, postgres=True)
+        new = index_names(table, live, postgres=True)
+        for before, after in zip(old, new, strict=True):
+            cursor.execute(
+                sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+                    sql.Identifier(store.schema, before), sql.Identifier(after)
+                )
+            )
+
+    @contextmanager
+    def _rebuild_lock(self) -> Iterator[None]:
+        """One rebuild at a time per database (a crashed holder releases it with its process)."""
+        store = self.store
+        if store.postgres:
+            key = f"twinledger-projections-rebuild:{store.schema}"
+            row = store.pg.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()
+            if not row or not row[0]:
+                raise RebuildBusy(f"another rebuild is under way in schema {store.schema}")
+            try:
+                yield
+            finally:
+                store.pg.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+            return
+        path = self.database.sqlite_path
+        if path.startswith("file:"):
+            yield
+            return
+        with open(f"{path}-rebuild.lock", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RebuildBusy(f"another rebuild of {path} is under way") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # --- reporting ----------------------------------------------------------------------------
+
+    def status(self) -> list[ProjectionStatus]:
+        self._ensure()
+        store = self.store
+        with store.reading() as cursor:
+            head = store.head(cursor)
+            rows = tracking.read_all(store, cursor)
+        report = []
+        for p in self.projections:
+            row = rows[p.name]
+            ancestors: list[str] = []
+            pending = list(p.depends_on)
+            while pending:
+                dependency = pending.pop()
+                if dependency in self.by_name and dependency not in ancestors:
+                    ancestors.append(dependency)
+                    pending.extend(self.by_name[dependency].depends_on)
+            report.append(
+                ProjectionStatus(
+                    name=p.name,
+                    tables=tuple(t.name for t in p.tables),
+                    position=row.position,
+                    head=head,
+                    lag=max(0, head - row.position),
+                    current_schema=row.schema_version == p.schema_version,
+                    error=row.error,
+                    error_position=row.error_position,
+                    blocked_by=tuple(a for a in sorted(ancestors) if rows[a].error),
+                )
+            )
+        return report
+
+    def checksums(self, names: Sequence[str] | None = None) -> dict[str, tuple[int, str]]:
+        """Row count and checksum of each live table (projections/checksum.py)."""
+        self._ensure()
+        result = {}
+        with self.store.reading() as cursor:
+            for p in self.resolve(names):
+                for table in p.tables:
+                    result[table.name] = table_checksum(self.store, cursor, table)
+        return result
+
+    # --- following the log --------------------------------------------------------------------
+
+    def run_forever(
+        self,
+        *,
+        poll_seconds: float = 1.0,
+        stop: threading.Event | None = None,
+        report: Callable[[str], None] = print,
+    ) -> None:
+        """Keep the tables current until ``stop`` is set.
+
+        PostgreSQL: LISTEN on the channel eventsourcing NOTIFYs on each write, so tables follow
+        within a batch of the write; ``poll_seconds`` is only a fallback. SQLite (no
+        LISTEN/NOTIFY): poll every ``poll_seconds``. A stopped projection is reported once (and
+        retried each round: the fix may be a data repair); connection errors are reported and
+        retried.
+        """
+        stop = stop or threading.Event()
+        listener = self._listen() if self.store.postgres else None
+        last = ""
+        try:
+            while not stop.is_set():
+                message = ""
+                try:
+                    self.catch_up()
+                except ProjectionsStopped as stopped:
+                    message = str(stopped)
+                except TRANSIENT as error:
+                    message = f"database error, retrying: {error}"
+                    self._prepared = False
+                if message and message != last:
+                    report(message)
+                last = message
+                if listener is not None:
+                    for _ in listener.notifies(timeout=poll_seconds, stop_after=1):
+                        pass
+                else:
+                    stop.wait(poll_seconds)
+        finally:
+            if listener is not None:
+                listener.close()
+
+    def _listen(self) -> psycopg.Connection[Any]:
+        connection = psycopg.connect(self.database.psycopg_conninfo(), autocommit=True)
+        channel = self.store.events_table.replace(".", "_")
+        connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        return connection
+
+
+def keep_current(application: Any, warn: Callable[[str], None]) -> Callable[[], None]:
+    """Catch the read tables up after each write ``application`` makes (read your writes).
+
+    Adds a hook to ``application.after_write``; returns a function that removes it and closes
+    the projector. A projection that cannot catch up never fails the write that happened:
+    ``warn`` is told why the tables are behind.
+    """
+    state: dict[str, Projector] = {}
+
+    def hook() -> None:
+        database = getattr(application, "database", None)
+        if database is None:
+            return
+        try:
+            if "projector" not in state:
+                state["projector"] = Projector(database)
+            state["projector"].catch_up()
+        except Exception as error:  # the write is done; the tables catch up later
+            warn(f"warning: read tables are behind: {error}")
+
+    application.after_write.append(hook)
+
+    def detach() -> None:
+        if hook in application.after_write:
+            application.after_write.remove(hook)
+        if "projector" in state:
+            state.pop("projector").close()
+
+    return detach

@@ -1,0 +1,263 @@
+"""The read side's connection to the ledger's database: the SQLite file or the PostgreSQL schema.
+
+Read tables live next to the event log (same SQLite file, same PostgreSQL schema), so a batch of
+rows, the projection's position and the events it read are in one database and one transaction.
+The projections use their own connection (not the application's pool): one per Store.
+
+SQL is written once with ``%s`` placeholders and ``{name}`` table slots: on PostgreSQL the slots
+become schema-qualified identifiers (psycopg.sql), on SQLite quoted names and ``?``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+from uuid import UUID
+
+import msgspec
+import psycopg
+from psycopg import sql
+
+from infrastructure.settings import Database
+
+Query = str | sql.Composable
+POSTGRES_EVENTS_TABLE = "twinledger_events"  # eventsourcing: <application name>_events
+SQLITE_EVENTS_TABLE = "stored_events"  # eventsourcing's fixed SQLite name
+APPLICATION_NAME = "TwinLedger"
+
+
+class Note(NamedTuple):
+    """A notification as the projections read it: position, whose event, topic, raw state."""
+
+    position: int
+    originator_id: str
+    originator_version: int
+    topic: str
+    state: bytes
+
+
+def iso(moment: datetime) -> str:
+    """A timestamp as SQLite stores it: UTC, microseconds, fixed width (text order = time order)."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+class Store:
+    """One connection to the ledger's database, with the dialect differences in one place."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.postgres = database.is_postgres
+        self.schema = database.schema
+        self._sqlite: sqlite3.Connection | None = None
+        self._pg: psycopg.Connection[Any] | None = None
+        if self.postgres:
+            self._pg = psycopg.connect(
+                database.psycopg_conninfo(), autocommit=True, options="-c timezone=UTC"
+            )
+        else:
+            path = database.sqlite_path
+            self._sqlite = sqlite3.connect(
+                path,
+                isolation_level=None,
+                timeout=30,
+                uri=path.startswith("file:"),
+                check_same_thread=False,
+            )
+            self._sqlite.execute("PRAGMA foreign_keys = ON")
+            self._sqlite.execute("PRAGMA busy_timeout = 30000")
+        self.events_table = POSTGRES_EVENTS_TABLE if self.postgres else SQLITE_EVENTS_TABLE
+        self._events_select: dict[tuple[str, ...], Query] = {}
+
+    # --- connections and transactions ----------------------------------------------------------
+
+    @property
+    def pg(self) -> psycopg.Connection[Any]:
+        assert self._pg is not None
+        return self._pg
+
+    @property
+    def lite(self) -> sqlite3.Connection:
+        assert self._sqlite is not None
+        return self._sqlite
+
+    def close(self) -> None:
+        if self._pg is not None:
+            self._pg.close()
+        if self._sqlite is not None:
+            self._sqlite.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """One write transaction; commits on success, rolls back on any exception.
+
+        SQLite: BEGIN IMMEDIATE takes the database's write lock at once, so two projection
+        processes (or a projection and an event writer) are serialised, never interleaved.
+        """
+        if self.postgres:
+            with self.pg.transaction(), self.pg.cursor() as cursor:
+                yield cursor
+            return
+        lite = self.lite.cursor()
+        lite.execute("BEGIN IMMEDIATE")
+        try:
+            yield lite
+        except BaseException:
+            self.lite.rollback()
+            raise
+        else:
+            lite.execute("COMMIT")
+        finally:
+            lite.close()
+
+    @contextmanager
+    def reading(self) -> Iterator[Any]:
+        """A read-only transaction: one consistent snapshot for several queries."""
+        if self.postgres:
+            with self.pg.transaction(), self.pg.cursor() as cursor:
+                cursor.execute("SET TRANSACTION READ ONLY")
+                yield cursor
+            return
+        lite = self.lite.cursor()
+        lite.execute("BEGIN")
+        try:
+            yield lite
+        finally:
+            self.lite.rollback()
+            lite.close()
+
+    # --- SQL ------------------------------------------------------------------------------------
+
+    def sql(self, template: str, **tables: str) -> Query:
+        """``template`` with ``{slot}`` table names filled in and the back end's placeholders."""
+        if self.postgres:
+            return sql.SQL(template).format(
+                **{slot: sql.Identifier(self.schema, name) for slot, name in tables.items()}
+            )
+        quoted = {slot: '"' + name.replace('"', '""') + '"' for slot, name in tables.items()}
+        return template.format(**quoted).replace("%s", "?")
+
+    def raw(self, statement: str) -> Query:
+        return sql.SQL(statement) if self.postgres else statement
+
+    def table_exists(self, cursor: Any, name: str) -> bool:
+        if self.postgres:
+            cursor.execute(
+                "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = %s",
+                (self.schema, name),
+            )
+        else:
+            cursor.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+        return cursor.fetchone() is not None
+
+    def drop_table(self, cursor: Any, name: str) -> None:
+        cursor.execute(self.sql("DROP TABLE IF EXISTS {t}", t=name))
+
+    # --- values ---------------------------------------------------------------------------------
+
+    def uuid(self, value: UUID | str) -> Any:
+        return value if self.postgres else str(value)
+
+    def timestamp(self, value: datetime | None) -> Any:
+        if value is None or self.postgres:
+            return value
+        return iso(value)
+
+    def to_db(self, kind: str, value: Any) -> Any:
+        """A Python value (UUID, datetime, JSON as Raw/str/object) as this back end stores it."""
+        if value is None:
+            return None
+        if kind == "json":
+            if isinstance(value, str):
+                return value
+            if isinstance(value, msgspec.Raw):
+                return bytes(value).decode()
+            return msgspec.json.encode(value).decode()
+        if kind == "uuid":
+            return (
+                (value if isinstance(value, UUID) else UUID(str(value)))
+                if self.postgres
+                else str(value)
+            )
+        if kind == "timestamp":
+            return value if self.postgres else iso(value)
+        return value
+
+    def from_db(self, kind: str, value: Any) -> Any:
+        """A stored value as Python: UUID, aware datetime, JSON decoded to plain objects."""
+        if value is None:
+            return None
+        if kind == "uuid":
+            return value if isinstance(value, UUID) else UUID(str(value))
+        if kind == "timestamp":
+            return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+        if kind == "json":
+            return msgspec.json.decode(value) if isinstance(value, str | bytes) else value
+        return value
+
+    def bulk_insert(
+        self, cursor: Any, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+    ) -> None:
+        """Insert many rows: COPY on PostgreSQL, one prepared executemany on SQLite."""
+        names = ", ".join('"' + c + '"' for c in columns)
+        if self.postgres:
+            statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+                sql.Identifier(self.schema, table),
+                sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+            )
+            with cursor.copy(statement) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            return
+        marks = ", ".join("?" * len(columns))
+        cursor.executemany(f'INSERT INTO "{table}" ({names}) VALUES ({marks})', rows)
+
+    # --- the event log --------------------------------------------------------------------------
+
+    def head(self, cursor: Any) -> int:
+        """The highest notification id committed to the log (0 when empty)."""
+        cursor.execute(
+            self.sql("SELECT max(notification_id) FROM {t}", t=self.events_table)
+            if self.postgres
+            else f"SELECT max(rowid) FROM {self.events_table}"
+        )
+        row = cursor.fetchone()
+        return int(row[0] or 0)
+
+    def notes(
+        self, cursor: Any, after: int, upto: int, skip_topics: Sequence[str], limit: int
+    ) -> list[Note]:
+        """Notifications in (after, upto], in order, leaving out ``skip_topics``, at most ``limit``.
+
+        Skipped topics are filtered in SQL: their state is never read, let alone decoded.
+        """
+        key = tuple(skip_topics)
+        statement = self._events_select.get(key)
+        if statement is None:
+            statement = self._select_statement(len(key))
+            self._events_select[key] = statement
+        params: list[Any] = [after, upto, *key, limit]
+        if self.postgres:
+            params = [after, upto, list(key), limit]
+        cursor.execute(statement, params)
+        return [
+            Note(int(row[0]), str(row[1]), int(row[2]), row[3], bytes(row[4]))
+            for row in cursor.fetchall()
+        ]
+
+    def _select_statement(self, skipped: int) -> Query:
+        if self.postgres:
+            return self.sql(
+                "SELECT notification_id, originator_id, originator_version, topic, state"
+                " FROM {t} WHERE notification_id > %s AND notification_id <= %s"
+                " AND NOT (topic = ANY(%s)) ORDER BY notification_id LIMIT %s",
+                t=self.events_table,
+            )
+        where = f" AND topic NOT IN ({', '.join('?' * skipped)})" if skipped else ""
+        return (
+            "SELECT rowid, originator_id, originator_version, topic, state"
+            f" FROM {self.events_table} WHERE rowid > ? AND rowid <= ?{where}"
+            " ORDER BY rowid LIMIT ?"
+        )

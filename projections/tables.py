@@ -1,0 +1,169 @@
+"""Read tables described once, in Python, and turned into DDL for SQLite and for PostgreSQL.
+
+A column has a *kind*; each back end maps kinds to its own types:
+
+| kind      | PostgreSQL         | SQLite                                                  |
+|-----------|--------------------|---------------------------------------------------------|
+| uuid      | uuid               | TEXT, the canonical lower-case form with hyphens        |
+| text      | text               | TEXT                                                    |
+| int       | integer            | INTEGER                                                 |
+| bigint    | bigint             | BIGINT (64-bit INTEGER affinity): money in GCC cents    |
+| float     | double precision   | REAL                                                    |
+| json      | jsonb              | TEXT holding JSON (query it with json_extract)          |
+| timestamp | timestamptz        | TEXT, ISO 8601 UTC with microseconds (sorts as time)    |
+
+The same description gives the canonical form of every row (projections/checksum.py), which is
+how SQLite and PostgreSQL tables are compared value for value.
+
+Names: a table is created under a *physical* name, its own (live) or a staging name during a
+rebuild. Constraint and index names start with the physical table name, so a rebuild can
+rename them with the table (projections/runner.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+KINDS = ("uuid", "text", "int", "bigint", "float", "json", "timestamp")
+
+POSTGRES_TYPES = {
+    "uuid": "uuid",
+    "text": "text",
+    "int": "integer",
+    "bigint": "bigint",
+    "float": "double precision",
+    "json": "jsonb",
+    "timestamp": "timestamptz",
+}
+SQLITE_TYPES = {
+    "uuid": "TEXT",
+    "text": "TEXT",
+    "int": "INTEGER",
+    "bigint": "BIGINT",
+    "float": "REAL",
+    "json": "TEXT",
+    "timestamp": "TEXT",
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str
+    nullable: bool = False
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"column {self.name}: unknown kind {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    column: str
+    table: str  # the live name of the referenced table
+    ref_column: str = "id"
+
+
+@dataclass(frozen=True)
+class Index:
+    suffix: str  # index name: <physical table name>_<suffix>
+    columns: str  # the column list, as SQL
+    postgres: str | None = None  # a PostgreSQL-only form, e.g. "USING gin (data jsonb_path_ops)"
+    where: str | None = None
+    postgres_only: bool = False
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...]
+    foreign_keys: tuple[ForeignKey, ...] = ()
+    indexes: tuple[Index, ...] = ()
+    checks: tuple[str, ...] = ()
+    doc: str = ""
+    column_names: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "column_names", tuple(c.name for c in self.columns))
+
+    def kinds(self) -> dict[str, str]:
+        return {column.name: column.kind for column in self.columns}
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def create_table_sql(
+    table: Table,
+    physical: str,
+    *,
+    postgres: bool,
+    schema: str = "",
+    references: dict[str, str] | None = None,
+) -> str:
+    """CREATE TABLE for ``table`` named ``physical``.
+
+    ``references`` maps a referenced table's live name to the physical name to point at (a
+    staging table rebuilt in the same rebuild), so staging tables reference each other.
+    """
+    types = POSTGRES_TYPES if postgres else SQLITE_TYPES
+    references = references or {}
+
+    def qualified(name: str) -> str:
+        return f"{_quote(schema)}.{_quote(name)}" if postgres else _quote(name)
+
+    lines = [
+        f"{_quote(c.name)} {types[c.kind]}{'' if c.nullable else ' NOT NULL'}"
+        for c in table.columns
+    ]
+    keys = ", ".join(_quote(c) for c in table.primary_key)
+    lines.append(f"CONSTRAINT {_quote(physical + '_pkey')} PRIMARY KEY ({keys})")
+    for fk in table.foreign_keys:
+        target = references.get(fk.table, fk.table)
+        lines.append(
+            f"CONSTRAINT {_quote(f'{physical}_{fk.column}_fkey')} FOREIGN KEY ({_quote(fk.column)})"
+            f" REFERENCES {qualified(target)} ({_quote(fk.ref_column)})"
+        )
+    for number, check in enumerate(table.checks, start=1):
+        lines.append(f"CONSTRAINT {_quote(f'{physical}_check{number}')} CHECK ({check})")
+    body = ",\n  ".join(lines)
+    return f"CREATE TABLE {qualified(physical)} (\n  {body}\n)"
+
+
+def create_index_sql(
+    table: Table, index: Index, physical: str, *, postgres: bool, schema: str = ""
+) -> str | None:
+    if index.postgres_only and not postgres:
+        return None
+    name = _quote(f"{physical}_{index.suffix}")
+    target = f"{_quote(schema)}.{_quote(physical)}" if postgres else _quote(physical)
+    columns = index.postgres if (postgres and index.postgres) else f"({index.columns})"
+    where = f" WHERE {index.where}" if index.where else ""
+    return f"CREATE INDEX {name} ON {target} {columns}{where}"
+
+
+def index_names(table: Table, physical: str, *, postgres: bool) -> list[str]:
+    return [
+        f"{physical}_{index.suffix}"
+        for index in table.indexes
+        if postgres or not index.postgres_only
+    ]
+
+
+def schema_version(tables: tuple[Table, ...], handler_version: int) -> str:
+    """A short fingerprint of the tables' DDL on both back ends and of the handlers' version.
+
+    Stored with a projection's position: when it changes, the tables are rebuilt.
+    """
+    digest = hashlib.sha256(str(handler_version).encode())
+    for table in tables:
+        for postgres in (False, True):
+            digest.update(create_table_sql(table, table.name, postgres=postgres).encode())
+            for index in table.indexes:
+                statement = create_index_sql(table, index, table.name, postgres=postgres)
+                digest.update((statement or "").encode())
+    return digest.hexdigest()[:16]

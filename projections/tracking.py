@@ -1,0 +1,150 @@
+"""Where each projection is in the log: one row per projection in ``projection_tracking``.
+
+The row is updated in the same transaction as the projection's tables, so rows and position
+commit together or not at all. Writers of a projection first lock its row (``FOR UPDATE`` on
+PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already holds the database's write lock), so two
+processes catching the same projection up take turns: the second one reads the position the
+first one committed and continues from there. ``advance`` refuses a position that does not move
+forward from the one read (TrackingConflict): no event is applied twice whatever runs
+concurrently.
+
+Columns: projection_name, application_name, notification_id (the last position applied),
+schema_version (projections/tables.py: a changed table definition means rebuild), updated_at,
+and error / error_position when the projection stopped on an event it cannot handle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from projections.store import APPLICATION_NAME, Store
+
+TABLE = "projection_tracking"
+
+
+class TrackingConflict(Exception):
+    """A projection's position did not advance from the one this transaction read."""
+
+
+@dataclass(frozen=True)
+class Position:
+    name: str
+    position: int
+    schema_version: str
+    updated_at: Any
+    error: str | None
+    error_position: int | None
+
+
+def ensure_table(store: Store, cursor: Any) -> None:
+    timestamp = "timestamptz" if store.postgres else "TEXT"
+    cursor.execute(
+        store.sql(
+            "CREATE TABLE IF NOT EXISTS {t} ("
+            " projection_name text NOT NULL,"
+            " application_name text NOT NULL,"
+            " notification_id bigint NOT NULL,"
+            " schema_version text NOT NULL,"
+            f" updated_at {timestamp} NOT NULL,"
+            " error text,"
+            " error_position bigint,"
+            " PRIMARY KEY (projection_name, application_name))",
+            t=TABLE,
+        )
+    )
+
+
+def _row(values: Any) -> Position:
+    return Position(
+        name=values[0],
+        position=int(values[1]),
+        schema_version=values[2],
+        updated_at=values[3],
+        error=values[4],
+        error_position=values[5],
+    )
+
+
+_COLUMNS = "projection_name, notification_id, schema_version, updated_at, error, error_position"
+
+
+def read(store: Store, cursor: Any, name: str, *, lock: bool = False) -> Position | None:
+    """The projection's row; with ``lock``, held until the transaction ends (PostgreSQL)."""
+    suffix = " FOR UPDATE" if lock and store.postgres else ""
+    cursor.execute(
+        store.sql(
+            f"SELECT {_COLUMNS} FROM {{t}} WHERE projection_name = %s AND application_name = %s"
+            + suffix,
+            t=TABLE,
+        ),
+        (name, APPLICATION_NAME),
+    )
+    values = cursor.fetchone()
+    return None if values is None else _row(values)
+
+
+def read_all(store: Store, cursor: Any) -> dict[str, Position]:
+    cursor.execute(
+        store.sql(f"SELECT {_COLUMNS} FROM {{t}} WHERE application_name = %s", t=TABLE),
+        (APPLICATION_NAME,),
+    )
+    return {row.name: row for row in map(_row, cursor.fetchall())}
+
+
+def position(store: Store, cursor: Any, name: str) -> int:
+    row = read(store, cursor, name)
+    return 0 if row is None else row.position
+
+
+def _now(store: Store) -> Any:
+    return store.timestamp(datetime.now(UTC))
+
+
+def advance(store: Store, cursor: Any, name: str, old: int, new: int) -> None:
+    """Move the position from ``old`` to ``new`` (> old), or raise TrackingConflict."""
+    if new <= old:
+        raise TrackingConflict(f"projection {name}: position {new} does not advance from {old}")
+    cursor.execute(
+        store.sql(
+            "UPDATE {t} SET notification_id = %s, updated_at = %s, error = NULL,"
+            " error_position = NULL WHERE projection_name = %s AND application_name = %s"
+            " AND notification_id = %s",
+            t=TABLE,
+        ),
+        (new, _now(store), name, APPLICATION_NAME, old),
+    )
+    if cursor.rowcount != 1:
+        raise TrackingConflict(
+            f"projection {name}: position moved away from {old} under this transaction"
+        )
+
+
+def put(store: Store, cursor: Any, name: str, position: int, schema_version: str) -> None:
+    """Set a projection's row outright: used when its tables are (re)created or swapped in."""
+    cursor.execute(
+        store.sql("DELETE FROM {t} WHERE projection_name = %s AND application_name = %s", t=TABLE),
+        (name, APPLICATION_NAME),
+    )
+    cursor.execute(
+        store.sql(
+            "INSERT INTO {t} (projection_name, application_name, notification_id,"
+            " schema_version, updated_at) VALUES (%s, %s, %s, %s, %s)",
+            t=TABLE,
+        ),
+        (name, APPLICATION_NAME, position, schema_version, _now(store)),
+    )
+
+
+def record_error(store: Store, name: str, at: int, message: str) -> None:
+    """Remember why a projection stopped (its own transaction: the batch was rolled back)."""
+    with store.transaction() as cursor:
+        cursor.execute(
+            store.sql(
+                "UPDATE {t} SET error = %s, error_position = %s, updated_at = %s"
+                " WHERE projection_name = %s AND application_name = %s",
+                t=TABLE,
+            ),
+            (message, at, _now(store), name, APPLICATION_NAME),
+        )

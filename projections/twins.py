@@ -1,0 +1,218 @@
+"""digital_twins: one row per twin, folded from the twin's events (and RunQueued, for counts).
+
+The row follows the DigitalTwin aggregate (domain/twin.py) exactly: ``status`` is
+``running_simulation`` while ``active_run_ids`` is not empty, else the last finished run's
+outcome (``last_run_outcome``; a cancelled run leaves it), else ``ready``; ``deleted`` once
+expired or deleted. Counts: ``run_count`` is runs queued on the twin (RunQueued),
+``active_run_count`` runs under way, ``completed_run_count`` / ``failed_run_count`` runs that
+ended so (TwinRunEnded).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+from domain.run import RunQueued
+from domain.twin import (
+    TwinCloned,
+    TwinDeleted,
+    TwinExpired,
+    TwinExpiryExtended,
+    TwinRunEnded,
+    TwinRunStarted,
+)
+from domain.values import RunStatus, TwinStatus
+from projections.base import Batch, Fold, Projection, ProjectionDataError
+from projections.decoding import Lean
+from projections.tables import Column, Index, Table
+
+DIGITAL_TWINS = Table(
+    name="digital_twins",
+    doc="One row per twin: what was cloned, its status, expiry and counts of its runs.",
+    columns=(
+        Column("id", "uuid", doc="the twin's id (its aggregate id)"),
+        Column("name", "text"),
+        Column("description", "text"),
+        Column("source_body", "text", doc="catalog key of the cloned body"),
+        Column("solar_system", "text"),
+        Column("created_by", "text"),
+        Column("simulation_type", "text"),
+        Column("status", "text", doc="ready, running_simulation, completed, failed, deleted"),
+        Column("state", "json", doc="the cloned BodyState: atmosphere, hydrosphere, ..."),
+        Column("simulation_parameters", "json"),
+        Column("created_at", "timestamp", doc="TwinCloned's timestamp"),
+        Column("updated_at", "timestamp", doc="timestamp of the latest event that changed the row"),
+        Column("expires_at", "timestamp"),
+        Column("deleted_at", "timestamp", nullable=True, doc="when it expired or was deleted"),
+        Column("ended_reason", "text", nullable=True, doc="expired or deleted"),
+        Column("run_count", "int", doc="runs queued on the twin"),
+        Column("active_run_count", "int", doc="runs under way"),
+        Column("completed_run_count", "int"),
+        Column("failed_run_count", "int"),
+        Column("last_run_outcome", "text", nullable=True, doc="completed or failed"),
+        Column("active_run_ids", "json", doc="ids of the runs under way, sorted"),
+    ),
+    primary_key=("id",),
+    indexes=(
+        Index("status_idx", "status"),
+        Index("expires_at_idx", "expires_at"),
+    ),
+    checks=("run_count >= 0 AND active_run_count >= 0",),
+)
+
+
+class Cloned(Lean, kw_only=True):
+    name: str
+    description: str
+    source_body: str
+    solar_system: str
+    created_by: str
+    simulation_type: str
+    state: msgspec.Raw
+    simulation_parameters: msgspec.Raw
+    expires_at: datetime
+
+
+class RunStartedOnTwin(Lean, kw_only=True):
+    run_id: UUID
+
+
+class RunEndedOnTwin(Lean, kw_only=True):
+    run_id: UUID
+    outcome: str
+
+
+class ExpiryExtended(Lean, kw_only=True):
+    expires_at: datetime
+
+
+class Expired(Lean, kw_only=True):
+    expired_at: datetime
+
+
+class Deleted(Lean, kw_only=True):
+    deleted_at: datetime
+
+
+class Queued(Lean, kw_only=True):
+    twin_id: UUID
+
+
+class TwinsProjection(Projection):
+    name = "twins"
+    tables = (DIGITAL_TWINS,)
+    handles = {
+        TwinCloned: Cloned,
+        TwinRunStarted: RunStartedOnTwin,
+        TwinRunEnded: RunEndedOnTwin,
+        TwinExpiryExtended: ExpiryExtended,
+        TwinExpired: Expired,
+        TwinDeleted: Deleted,
+        RunQueued: Queued,
+    }
+
+    def apply(self, batch: Batch) -> None:
+        fold = Fold(
+            batch,
+            DIGITAL_TWINS,
+            mutable=(
+                "status",
+                "updated_at",
+                "expires_at",
+                "deleted_at",
+                "ended_reason",
+                "run_count",
+                "active_run_count",
+                "completed_run_count",
+                "failed_run_count",
+                "last_run_outcome",
+                "active_run_ids",
+            ),
+        )
+        fold.load(
+            data.twin_id if isinstance(data, Queued) else data.originator_id
+            for _, _, data in batch.events
+        )
+        changed: set[UUID] = set()
+        for _, _, data in batch.events:
+            if isinstance(data, Cloned):
+                fold.create(data.originator_id, _cloned(data))
+                changed.add(data.originator_id)
+                continue
+            twin_id = data.twin_id if isinstance(data, Queued) else data.originator_id
+            row = fold.get(twin_id)
+            if row is None:
+                raise ProjectionDataError(f"twin {twin_id} is not in digital_twins")
+            _apply(row, data)
+            row["updated_at"] = data.timestamp
+            changed.add(twin_id)
+        fold.flush(changed)
+
+
+def _cloned(data: Cloned) -> dict[str, Any]:
+    return {
+        "name": data.name,
+        "description": data.description,
+        "source_body": data.source_body,
+        "solar_system": data.solar_system,
+        "created_by": data.created_by,
+        "simulation_type": data.simulation_type,
+        "status": str(TwinStatus.READY),
+        "state": data.state,
+        "simulation_parameters": data.simulation_parameters,
+        "created_at": data.timestamp,
+        "updated_at": data.timestamp,
+        "expires_at": data.expires_at,
+        "deleted_at": None,
+        "ended_reason": None,
+        "run_count": 0,
+        "active_run_count": 0,
+        "completed_run_count": 0,
+        "failed_run_count": 0,
+        "last_run_outcome": None,
+        "active_run_ids": [],
+    }
+
+
+def _apply(row: dict[str, Any], data: Any) -> None:
+    """One event's effect on a twin's row; mirrors the events' ``apply`` in domain/twin.py."""
+    if isinstance(data, Queued):
+        row["run_count"] += 1
+    elif isinstance(data, RunStartedOnTwin):
+        active = set(row["active_run_ids"]) | {str(data.run_id)}
+        _set_active(row, active)
+        row["status"] = str(TwinStatus.RUNNING_SIMULATION)
+    elif isinstance(data, RunEndedOnTwin):
+        active = set(row["active_run_ids"]) - {str(data.run_id)}
+        _set_active(row, active)
+        if data.outcome == RunStatus.COMPLETED:
+            row["last_run_outcome"] = str(TwinStatus.COMPLETED)
+            row["completed_run_count"] += 1
+        elif data.outcome == RunStatus.FAILED:
+            row["last_run_outcome"] = str(TwinStatus.FAILED)
+            row["failed_run_count"] += 1
+        if active:
+            row["status"] = str(TwinStatus.RUNNING_SIMULATION)
+        else:
+            row["status"] = row["last_run_outcome"] or str(TwinStatus.READY)
+    elif isinstance(data, ExpiryExtended):
+        row["expires_at"] = data.expires_at
+    elif isinstance(data, Expired):
+        row["status"] = str(TwinStatus.DELETED)
+        row["deleted_at"] = data.expired_at
+        row["ended_reason"] = "expired"
+    elif isinstance(data, Deleted):
+        row["status"] = str(TwinStatus.DELETED)
+        row["deleted_at"] = data.deleted_at
+        row["ended_reason"] = "deleted"
+    else:  # pragma: no cover - every handled type is listed above
+        raise ProjectionDataError(f"no twin handler for {type(data).__name__}")
+
+
+def _set_active(row: dict[str, Any], active: set[str]) -> None:
+    row["active_run_ids"] = sorted(active)
+    row["active_run_count"] = len(active)
