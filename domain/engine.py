@@ -304,7 +304,7 @@ class Simulation:
             ),
             Milestone(
                 "first_liquid_water",
-                "liquid water appeared on the surface (seasonal melt in the warmest regions)",
+                "liquid water appeared at the surface (where it is warmest first)",
                 lambda: world.liquid_water_kg > 0.0,
                 water,
             ),

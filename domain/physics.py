@@ -42,18 +42,17 @@ MOLAR_MASS: dict[str, float] = {
     "Xe": 131.29,
 }
 
-# Grey-atmosphere optical depth per kPa of partial pressure (linear term) and per sqrt(kPa)
-# (saturating term). Tuned so that Venus's 8,900 kPa of CO2 gives its 737 K, Mars's CO2 a few
-# kelvin, Earth's water vapour most of its 33 K, and a few pascals of PFC tens of kelvin.
+# Grey-atmosphere optical depth per kPa of partial pressure (linear, weak absorbers) and per
+# sqrt(kPa) (strong absorbers, whose bands saturate: the square-root regime). Tuned so that
+# Venus's 8,900 kPa of CO2 gives its 737 K, Mars's CO2 a few kelvin, Earth's water vapour most
+# of its 33 K, and a few pascals of PFC tens of kelvin (docs/simulation.md).
 OPACITY_LINEAR: dict[str, float] = {
     "CH4": 0.05,
     "CO2": 0.0155,
-    "H2O": 1.0,
     "NH3": 0.5,
-    "PFC": 300.0,
     "SO2": 0.1,
 }
-OPACITY_SQRT: dict[str, float] = {"CO2": 0.12}
+OPACITY_SQRT: dict[str, float] = {"CO2": 0.12, "H2O": 0.87, "PFC": 18.0}
 
 # Saturation vapour pressure of water, kPa: over ice below 273.16 K (Murphy & Koop 2005,
 # QJRMS 131), over liquid above (Wagner & Pruss 2002, IAPWS-95), rounded.

@@ -47,7 +47,7 @@ SPEC = CustomSpec(
 )
 # SHA-256 of the canonical results of mars_terraform on Mars, 100 years, seed 42, default
 # budget (the README's demo). Computed once; any machine must reproduce it bit for bit.
-GOLDEN_MARS_DIGEST = "sha256:4923dd72604288fc380712efc0c59cd6983542d6d52b78539d95c2eccd218f3c"
+GOLDEN_MARS_DIGEST = "sha256:3da9ce9b57d3cf6d142b8fc18d5d8aa9695be86743ecf3837c7b311f2a223c24"
 
 
 def inputs(
@@ -303,8 +303,8 @@ def test_mars_demo_century_warms_thickens_and_runs_out_of_money() -> None:
     assert end.habitability > start.habitability
     happened = events(years)
     assert list(happened) == [
-        "pressure_doubled",
         "warming_10k",
+        "pressure_doubled",
         "first_liquid_water",
         "biosphere_established",
         "budget_exhausted",
@@ -332,6 +332,14 @@ def test_mars_high_priority_and_more_money_reach_stable_liquid_water() -> None:
     )
     assert "liquid_water_stable" in events(years)
     assert summary.end_state.temperature_k > 273.16
+
+
+def test_mars_stops_building_greenhouse_factories_at_its_target_temperature() -> None:
+    years, summary = run(inputs(years=150, pattern_params={"target_temperature_k": 230.0}))
+    assert max(year.environment.temperature_k for year in years) < 233.0
+    _, free = run(inputs(years=150))
+    made = summary.resource_consumption["pfc_made_kg"]
+    assert made < free.resource_consumption["pfc_made_kg"] / 2
 
 
 def test_venus_cools_and_pays_for_itself() -> None:

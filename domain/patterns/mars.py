@@ -15,13 +15,14 @@ from domain.values import Pattern, RunParameters
 from domain.world import Hazard, Milestone, PatternModel, Project, World, YearOutcome
 
 PFC_LOSS = 0.002  # yearly share of the designed gases broken up by UV (lifetimes ~ centuries+)
-POLAR_HEATING_K_PER_KM2 = 10.0 / 50_000.0  # ~50,000 km2 of mirror warms the caps by 10 K
+POLAR_HEATING_K_PER_KM2 = 5.0 / 49_000.0  # a 125 km radius mirror warms the cap ~5 K
 FULL_RELEASE_K = 40.0  # polar warming at which all accessible CO2 is in the air
 RELEASE_RATE = 0.10  # share of the gap to equilibrium released per year
 READSORB_RATE = 0.02  # share of the gap taken back into caps and regolith per year
 CO2_PER_O2 = 44.009 / 31.998  # kg CO2 split per kg O2 (CO2 -> C + O2)
 GROWTH_RATE = 0.5  # yearly growth rate of biomass in fully suitable conditions
 ESTABLISHED_BIOMASS_KG = 1e8
+TARGET_K = 288.0  # the program stops funding greenhouse factories at this mean temperature
 
 
 class MarsTerraform(PatternModel):
@@ -58,7 +59,7 @@ class MarsTerraform(PatternModel):
             Project(
                 "orbital_mirrors",
                 0.30,
-                unit_cost_cents=2_000_000.0,
+                unit_cost_cents=1_000_000.0,
                 upkeep_rate=0.03,
                 depreciation=0.02,
             ),
@@ -67,10 +68,18 @@ class MarsTerraform(PatternModel):
             ),
         ]
 
+    @classmethod
+    def parameter_ranges(cls) -> dict[str, tuple[float, float]]:
+        ranges = super().parameter_ranges()
+        ranges["target_temperature_k"] = (220.0, 320.0)
+        return ranges
+
     def shares(self, projects: dict[str, Project]) -> dict[str, float]:
         shares = super().shares(projects)
         if self.world.life_suitability() <= 0.0:
             shares["biosphere_seeding"] = 0.0  # no point seeding where nothing survives
+        if self.world.temperature_k >= self.params.get("target_temperature_k", TARGET_K):
+            shares["ghg_factories"] = 0.0  # warm enough: factories idle, the gases slowly go
         return shares
 
     def apply(self, projects: dict[str, Project], rng: SplitMix64) -> YearOutcome:
