@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import sys
 
-from infrastructure.cli import archive, experiments, runs, twins  # noqa: F401  (registers the commands)
+from infrastructure.cli import (  # noqa: F401  (registers the commands)
+    archive,
+    bench,
+    experiments,
+    projections,
+    replay,
+    runs,
+    tables,
+    twins,
+)
 from infrastructure.cli.base import app, errors
 
 

@@ -1,0 +1,589 @@
+"""The measurements of `twinledger bench`, each beside its target and its baseline.
+
+Every measurement runs on scratch storage derived from --db (a new PostgreSQL schema, or a new
+SQLite file in a temporary folder), never on the user's ledger, and the scratch is dropped after.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import psycopg
+from psycopg import sql
+
+from domain.catalog import CATALOG
+from domain.run import SimulationRun
+from domain.values import Pattern, RunParameters
+from infrastructure.application import DEFAULT_CHUNK_YEARS, TwinLedger
+from infrastructure.bench.data import BUDGET_CENTS, GeneratedRun, generate
+from infrastructure.settings import Database, resolve_database
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Measurement:
+    """One number, with its unit, the target it is judged by, and the baseline beside it."""
+
+    name: str
+    value: float | None
+    unit: str
+    target: str = ""
+    baseline: str = ""
+    note: str = ""
+
+
+@dataclass
+class Report:
+    backend: str
+    runs: int
+    years: int
+    events: int
+    measurements: list[Measurement] = field(default_factory=list)
+
+    def add(self, *measurements: Measurement) -> None:
+        self.measurements.extend(measurements)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- scratch storage ---------------------------------------------------------------------------
+
+
+@contextmanager
+def scratch(database: Database, label: str) -> Iterator[str]:
+    """A URL naming fresh, empty storage of the same kind as ``database``; removed afterwards."""
+    if database.is_postgres:
+        schema = f"bench_{label}_{uuid.uuid4().hex[:8]}"
+        base = database.url.split("?")[0]
+        with psycopg.connect(database.psycopg_conninfo(), autocommit=True) as connection:
+            connection.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        try:
+            yield f"{base}?schema={schema}"
+        finally:
+            with psycopg.connect(database.psycopg_conninfo(), autocommit=True) as connection:
+                connection.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+        return
+    folder = tempfile.mkdtemp(prefix=f"twinledger-bench-{label}-")
+    try:
+        yield os.path.join(folder, "ledger.db")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def rate(count: int, seconds: float) -> float:
+    return count / seconds if seconds > 0 else float("inf")
+
+
+# --- our write path ----------------------------------------------------------------------------
+
+
+def record_runs(
+    ledger: TwinLedger, data: list[GeneratedRun], chunk: int = DEFAULT_CHUNK_YEARS
+) -> tuple[int, float]:
+    """Record every run as execute_run would (RunQueued, RunStarted, years in chunks, completion
+    excluded); returns (events saved, seconds spent saving). The engine is not timed: its years
+    were simulated beforehand."""
+    twin = ledger.get_twin(ledger.clone_twin(name="bench", body="mars", created_by="bench"))
+    saved, spent = 0, 0.0
+    for generated in data:
+        run = SimulationRun.queue(
+            twin_id=twin.id,
+            source_body="mars",
+            twin_state=CATALOG["mars"].state,
+            pattern=Pattern.MARS_TERRAFORM,
+            duration_years=len(generated.years),
+            parameters=RunParameters(budget_cents=BUDGET_CENTS),
+            seed=generated.seed,
+            engine_version="bench",
+            initiated_by="bench",
+        )
+        run.start()
+        pending = 2
+        for year in generated.years:
+            run.record_year(year)
+            pending += 1
+            if year.year % chunk == 0 or year.year == len(generated.years):
+                began = time.perf_counter()
+                ledger.save(run)
+                spent += time.perf_counter() - began
+                saved += pending
+                pending = 0
+    return saved, spent
+
+
+def stored_bytes(ledger: TwinLedger) -> tuple[float, float]:
+    """Mean stored state bytes of a YearResultRecorded, and the events table's bytes per row."""
+    database = ledger.database
+    assert database is not None
+    topic = "domain.run:YearResultRecorded"
+    if database.is_postgres:
+        table = sql.Identifier(database.schema, "twinledger_events")
+        with psycopg.connect(database.psycopg_conninfo(), autocommit=True) as connection:
+            connection.execute(sql.SQL("ANALYZE {}").format(table))
+            state = connection.execute(
+                sql.SQL("SELECT avg(octet_length(state)) FROM {} WHERE topic = %s").format(table),
+                (topic,),
+            ).fetchone()
+            total = connection.execute(
+                sql.SQL(
+                    "SELECT pg_total_relation_size(%s) / greatest(count(*), 1)::float FROM {}"
+                ).format(table),
+                (f'"{database.schema}"."twinledger_events"',),
+            ).fetchone()
+        assert state is not None and total is not None
+        return float(state[0] or 0), float(total[0] or 0)
+    import sqlite3
+
+    lite = sqlite3.connect(database.sqlite_path)
+    try:
+        lite.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # count what the WAL still holds
+        mean_state = lite.execute(
+            "SELECT avg(length(state)) FROM stored_events WHERE topic = ?", (topic,)
+        ).fetchone()[0]
+        rows = lite.execute("SELECT count(*) FROM stored_events").fetchone()[0]
+    finally:
+        lite.close()
+    size = os.path.getsize(database.sqlite_path)
+    return float(mean_state or 0), size / max(rows, 1)
+
+
+# --- baselines -----------------------------------------------------------------------------------
+
+
+def direct_crud(
+    url: str, data: list[GeneratedRun], chunk: int = DEFAULT_CHUNK_YEARS
+) -> tuple[int, float]:
+    """A design without event sourcing: run and result rows written straight into tables.
+
+    simulation_results has our exact DDL (primary key, checks, indexes) and a foreign key to a
+    plain runs table; per chunk one transaction inserts the results with executemany and updates
+    the run's progress, as a CRUD service would. Returns (result rows, seconds)."""
+    from projections.results import COLUMNS, SIMULATION_RESULTS
+    from projections.store import Store
+    from projections.tables import create_index_sql, create_table_sql
+
+    database = resolve_database(url)
+    store = Store(database)
+    postgres, schema = store.postgres, database.schema
+    try:
+        with store.transaction() as cursor:
+            cursor.execute(
+                store.raw(
+                    f"CREATE TABLE {_qualified(store, 'simulation_runs')} "
+                    f"(id {'uuid' if postgres else 'TEXT'} PRIMARY KEY, status TEXT NOT NULL, "
+                    "current_year INTEGER NOT NULL, "
+                    f"data {'jsonb' if postgres else 'TEXT'} NOT NULL)"
+                )
+            )
+            cursor.execute(
+                store.raw(
+                    create_table_sql(
+                        SIMULATION_RESULTS,
+                        SIMULATION_RESULTS.name,
+                        postgres=postgres,
+                        schema=schema,
+                    )
+                )
+            )
+            for index in SIMULATION_RESULTS.indexes:
+                statement = create_index_sql(
+                    SIMULATION_RESULTS,
+                    index,
+                    SIMULATION_RESULTS.name,
+                    postgres=postgres,
+                    schema=schema,
+                )
+                if statement:
+                    cursor.execute(store.raw(statement))
+        insert_run = store.sql("INSERT INTO {t} VALUES (%s, 'running', 0, %s)", t="simulation_runs")
+        progress = store.sql("UPDATE {t} SET current_year = %s WHERE id = %s", t="simulation_runs")
+        marks = ", ".join(["%s"] * len(COLUMNS))
+        insert_result = store.sql("INSERT INTO {t} VALUES (" + marks + ")", t="simulation_results")
+        rows_written, spent = 0, 0.0
+        now = store.timestamp(datetime.now(UTC))
+        for generated in data:
+            began = time.perf_counter()
+            run_id = store.uuid(generated.run_id)
+            with store.transaction() as cursor:
+                cursor.execute(insert_run, (run_id, '{"pattern": "mars_terraform"}'))
+            for start in range(0, len(generated.years), chunk):
+                part = generated.years[start : start + chunk]
+                rows = [
+                    (run_id, year, kind, payload.decode(), now)
+                    for _, year, kind, payload in GeneratedRun(
+                        generated.run_id, generated.seed, part
+                    ).result_rows()
+                ]
+                with store.transaction() as cursor:
+                    cursor.executemany(insert_result, rows)
+                    cursor.execute(progress, (part[-1].year, run_id))
+                rows_written += len(rows)
+            spent += time.perf_counter() - began
+        return rows_written, spent
+    finally:
+        store.close()
+
+
+def _qualified(store: Any, name: str) -> str:
+    return f'"{store.schema}"."{name}"' if store.postgres else f'"{name}"'
+
+
+def raw_copy(url: str, data: list[GeneratedRun]) -> tuple[int, float]:
+    """The ceiling for writing rows from Python: COPY into an unindexed table (PostgreSQL)."""
+    database = resolve_database(url)
+    with psycopg.connect(database.psycopg_conninfo(), autocommit=True) as connection:
+        table = sql.Identifier(database.schema, "raw_results")
+        connection.execute(
+            sql.SQL(
+                "CREATE TABLE {} (run_id uuid, year int, result_type text, data jsonb, "
+                "created_at timestamptz)"
+            ).format(table)
+        )
+        began = time.perf_counter()
+        count = 0
+        now = datetime.now(UTC)
+        statement = sql.SQL("COPY {} FROM STDIN").format(table)
+        with (
+            connection.transaction(),
+            connection.cursor() as cursor,
+            cursor.copy(statement) as copy,
+        ):
+            for generated in data:
+                for run_id, year, kind, payload in generated.result_rows():
+                    copy.write_row((run_id, year, kind, payload.decode(), now))
+                    count += 1
+        return count, time.perf_counter() - began
+
+
+def stock_eventsourcing(
+    url: str,
+    data: list[GeneratedRun],
+    chunk: int = DEFAULT_CHUNK_YEARS,
+    project_limit: int = 20_000,
+) -> tuple[int, float, int, float]:
+    """eventsourcing as it comes: (events appended, seconds, events projected, seconds)."""
+    from infrastructure.bench.stock import StockRun, open_stock, project_all
+
+    env = resolve_database(url).eventsourcing_env()
+    env.pop("APPLICATION_RECORDER_TOPIC", None)  # the library's own recorder
+    application, projection = open_stock(env)
+    try:
+        saved, spent = 0, 0.0
+        for generated in data:
+            run = StockRun(
+                pattern="mars_terraform", duration_years=len(generated.years), seed=generated.seed
+            )
+            pending = 1
+            for year in generated.years:
+                run.record_year(
+                    year=year.year,
+                    economic=msgspec.to_builtins(year.economic),
+                    environment=msgspec.to_builtins(year.environment),
+                    key_events=msgspec.to_builtins(year.key_events),
+                )
+                pending += 1
+                if year.year % chunk == 0 or year.year == len(generated.years):
+                    began = time.perf_counter()
+                    application.save(run)
+                    spent += time.perf_counter() - began
+                    saved += pending
+                    pending = 0
+        began = time.perf_counter()
+        projected = project_all(application, projection, limit=project_limit)
+        return saved, spent, projected, time.perf_counter() - began
+    finally:
+        application.close()
+
+
+# --- reads ---------------------------------------------------------------------------------------
+
+
+def query_latencies(url: str, repeats: int = 200) -> dict[str, tuple[float, float, int]]:
+    """p50 and p95 milliseconds (and rows in simulation_results) of the three read queries."""
+    import random
+
+    from projections.store import Store
+
+    store = Store(resolve_database(url))
+    try:
+        with store.reading() as cursor:
+            cursor.execute(store.sql("SELECT count(*) FROM {t}", t="simulation_results"))
+            rows = int(cursor.fetchone()[0])
+            cursor.execute(store.sql("SELECT id, digital_twin_id FROM {t}", t="simulation_runs"))
+            runs = cursor.fetchall()
+            cursor.execute(store.sql("SELECT max(year) FROM {t}", t="simulation_results"))
+            max_year = int(cursor.fetchone()[0] or 1)
+        chooser = random.Random(42)
+        queries: dict[str, tuple[Any, Callable[[], tuple[Any, ...]]]] = {
+            "series of one run": (
+                store.sql(
+                    "SELECT year, data FROM {r} WHERE run_id = %s "
+                    "AND result_type = 'environmental' ORDER BY year",
+                    r="simulation_results",
+                ),
+                lambda: (chooser.choice(runs)[0],),
+            ),
+            "one year across a twin's runs": (
+                store.sql(
+                    "SELECT r.run_id, r.data FROM {r} r JOIN {s} s ON s.id = r.run_id "
+                    "WHERE s.digital_twin_id = %s AND r.year = %s AND r.result_type = 'economic'",
+                    r="simulation_results",
+                    s="simulation_runs",
+                ),
+                lambda: (chooser.choice(runs)[1], chooser.randint(1, max_year)),
+            ),
+            "runs counted by status": (
+                store.sql("SELECT status, count(*) FROM {s} GROUP BY status", s="simulation_runs"),
+                lambda: (),
+            ),
+        }
+        found: dict[str, tuple[float, float, int]] = {}
+        for name, (statement, parameters) in queries.items():
+            timings: list[float] = []
+            for _ in range(repeats):
+                with store.reading() as cursor:
+                    args = parameters()
+                    began = time.perf_counter()
+                    cursor.execute(statement, args)
+                    cursor.fetchall()
+                    timings.append((time.perf_counter() - began) * 1000)
+            timings.sort()
+            found[name] = (statistics.median(timings), timings[int(len(timings) * 0.95) - 1], rows)
+        return found
+    finally:
+        store.close()
+
+
+# --- concurrency (PostgreSQL) ---------------------------------------------------------------------
+
+
+def _writer(url: str, runs: int, years: int, start_at: float) -> tuple[float, float, int]:
+    data = generate(runs, years)
+    ledger = TwinLedger.open(url, create_tables=False)
+    try:
+        while time.time() < start_at:
+            time.sleep(0.001)
+        began = time.time()
+        saved, _ = record_runs(ledger, data)
+        return began, time.time(), saved
+    finally:
+        ledger.close()
+
+
+def concurrent_writers(
+    url: str, writers: int, runs_each: int, years: int
+) -> tuple[float, bool, str]:
+    """Total events/s of ``writers`` processes recording runs at once, and whether every event
+    of every writer is in the log exactly once."""
+    ledger = TwinLedger.open(url)  # creates the tables once, before the writers start
+    before = ledger.event_count()
+    ledger.close()
+    context = multiprocessing.get_context("spawn")
+    start_at = time.time() + 2.0 + 0.3 * writers
+    with context.Pool(writers) as pool:
+        results = pool.starmap(_writer, [(url, runs_each, years, start_at)] * writers)
+    began = min(r[0] for r in results)
+    ended = max(r[1] for r in results)
+    expected = sum(r[2] for r in results) + writers * 1  # each writer also cloned one twin
+    database = resolve_database(url)
+    with psycopg.connect(database.psycopg_conninfo(), autocommit=True) as connection:
+        table = sql.Identifier(database.schema, "twinledger_events")
+        row = connection.execute(
+            sql.SQL(
+                "SELECT count(*), count(DISTINCT (originator_id, originator_version)), "
+                "count(DISTINCT notification_id), max(notification_id) - min(notification_id) + 1 "
+                "FROM {} WHERE notification_id > %s"
+            ).format(table),
+            (before,),
+        ).fetchone()
+    assert row is not None
+    total, distinct, ids, span = (int(value or 0) for value in row)
+    exactly_once = total == distinct == ids == expected
+    detail = f"{total} stored, {expected} written, {distinct} distinct, ids span {span}"
+    return rate(sum(r[2] for r in results), ended - began), exactly_once, detail
+
+
+# --- the whole benchmark -------------------------------------------------------------------------
+
+
+def run_bench(
+    url: str | None,
+    *,
+    runs: int,
+    years: int,
+    writers: tuple[int, ...] = (1, 2, 4, 8),
+    repeats: int = 200,
+    chunk: int = DEFAULT_CHUNK_YEARS,
+    progress: Progress = lambda _: None,
+) -> Report:
+    """Every measurement, on the same generated data, in one process run."""
+    from projections.runner import Projector
+
+    database = resolve_database(url)
+    progress(f"simulating {runs} runs of {years} years")
+    data = generate(runs, years)
+    events = runs * (years + 2)
+    report = Report(
+        backend="postgresql" if database.is_postgres else "sqlite",
+        runs=runs,
+        years=years,
+        events=events,
+    )
+    rows_of_results = sum(len(generated.result_rows()) for generated in data)
+
+    progress("our write path: append, project, rebuild, queries")
+    with scratch(database, "ours") as ours:
+        ledger = TwinLedger.open(ours)
+        try:
+            appended, append_seconds = record_runs(ledger, data, chunk)
+            state_bytes, row_bytes = stored_bytes(ledger)
+        finally:
+            ledger.close()
+        with Projector.open(ours) as projector:
+            began = time.perf_counter()
+            projector.catch_up()
+            project_seconds = time.perf_counter() - began
+            began = time.perf_counter()
+            projector.rebuild(None)
+            rebuild_seconds = time.perf_counter() - began
+        latencies = query_latencies(ours, repeats)
+
+    progress("baseline: direct CRUD")
+    with scratch(database, "crud") as crud:
+        crud_rows, crud_seconds = direct_crud(crud, data, chunk)
+    copy_rate: float | None = None
+    if database.is_postgres:
+        progress("baseline: raw COPY")
+        with scratch(database, "copy") as copy_url:
+            copy_rows, copy_seconds = raw_copy(copy_url, data)
+            copy_rate = rate(copy_rows, copy_seconds)
+    progress("baseline: eventsourcing's stock configuration")
+    with scratch(database, "stock") as stock_url:
+        stock_saved, stock_seconds, stock_projected, stock_project_seconds = stock_eventsourcing(
+            stock_url, data[: max(1, min(len(data), 20_000 // max(years, 1)))], chunk
+        )
+
+    progress("end to end: one 1000-year run")
+    with scratch(database, "e2e") as e2e:
+        end_to_end = one_run_end_to_end(e2e, chunk)
+
+    append_rate = rate(appended, append_seconds)
+    project_rate = rate(events, project_seconds)
+    rebuild_rate = rate(events, rebuild_seconds)
+    rebuild_rows_rate = rate(rows_of_results, rebuild_seconds)
+    crud_seconds_per_year = crud_seconds / max(runs * years, 1)
+    ours_seconds_per_year = (append_seconds + project_seconds) / max(runs * years, 1)
+    report.add(
+        Measurement(
+            "append",
+            append_rate,
+            "events/s",
+            target=">= 100,000 events/s (PostgreSQL)",
+            baseline=f"stock eventsourcing {rate(stock_saved, stock_seconds):,.0f} events/s",
+            note=f"{appended:,} events in {append_seconds:.2f} s, "
+            f"saved in chunks of {chunk} years",
+        ),
+        Measurement(
+            "project (catch up)",
+            project_rate,
+            "events/s",
+            baseline="stock per-event Projection "
+            f"{rate(stock_projected, stock_project_seconds):,.0f} events/s",
+            note=f"three tables, {rows_of_results:,} result rows",
+        ),
+        Measurement(
+            "rebuild from 0",
+            rebuild_rate,
+            "events/s",
+            target=">= half the raw-COPY rate of the same rows",
+            baseline="" if copy_rate is None else f"raw COPY {copy_rate:,.0f} rows/s",
+            note=f"{rebuild_rows_rate:,.0f} result rows/s"
+            + ("" if copy_rate is None else f", {rebuild_rows_rate / copy_rate:.2f}x raw COPY"),
+        ),
+        Measurement(
+            "write path vs direct CRUD",
+            ours_seconds_per_year / crud_seconds_per_year,
+            "x",
+            target="<= 1.5x",
+            baseline=f"direct CRUD {rate(crud_rows, crud_seconds):,.0f} rows/s",
+            note=f"append + project {append_seconds + project_seconds:.2f} s, "
+            f"CRUD {crud_seconds:.2f} s",
+        ),
+        Measurement(
+            "end to end, one 1000-year run",
+            end_to_end,
+            "ms",
+            target="<= 300 ms (SQLite)",
+            note="simulate, store, project (median of 3)",
+        ),
+        Measurement(
+            "bytes per YearResultRecorded (state)", state_bytes, "bytes", target="<= 250 bytes"
+        ),
+        Measurement("bytes per stored event (table and indexes)", row_bytes, "bytes"),
+    )
+    for name, (p50, p95, rows) in latencies.items():
+        target = "p95 <= 5 ms at 1M rows" if name == "series of one run" else ""
+        report.add(
+            Measurement(f"query p50: {name}", p50, "ms", note=f"{rows:,} rows"),
+            Measurement(f"query p95: {name}", p95, "ms", target=target, note=f"{rows:,} rows"),
+        )
+    if database.is_postgres:
+        for count in writers:
+            progress(f"concurrency: {count} writer processes")
+            with scratch(database, f"w{count}") as concurrent:
+                total, exactly_once, detail = concurrent_writers(
+                    concurrent, count, max(1, runs // 8), years
+                )
+            report.add(
+                Measurement(
+                    f"{count} concurrent writers",
+                    total,
+                    "events/s",
+                    note=("every event exactly once: " + ("yes" if exactly_once else "NO"))
+                    + f" ({detail})",
+                )
+            )
+            if not exactly_once:
+                raise AssertionError(f"concurrent writers lost or doubled events: {detail}")
+    return report
+
+
+def one_run_end_to_end(url: str, chunk: int, repeats: int = 3) -> float:
+    """Milliseconds to queue, simulate, store and project one 1000-year run (median)."""
+    from projections.runner import Projector
+
+    ledger = TwinLedger.open(url)
+    timings = []
+    try:
+        with Projector.open(url) as projector:
+            twin = ledger.clone_twin(name="e2e", body="mars", created_by="bench")
+            projector.catch_up()
+            for seed in range(repeats):
+                began = time.perf_counter()
+                run_id = ledger.queue_run(
+                    twin,
+                    pattern="mars_terraform",
+                    duration_years=1000,
+                    budget_cents=BUDGET_CENTS,
+                    seed=seed,
+                )
+                ledger.execute_run(run_id, chunk_years=chunk)
+                projector.catch_up()
+                timings.append((time.perf_counter() - began) * 1000)
+    finally:
+        ledger.close()
+    return statistics.median(timings)

@@ -1,0 +1,58 @@
+"""`twinledger bench`: measure the write, projection and query paths beside baselines."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from infrastructure.bench.runner import run_bench
+from infrastructure.cli.base import app, console, errors, guarded, state
+
+
+@app.command()
+@guarded
+def bench(
+    runs: Annotated[int, typer.Option(min=1, help="Runs to record")] = 100,
+    years: Annotated[int, typer.Option(min=1, max=1000, help="Years per run")] = 1000,
+    writers: Annotated[str, typer.Option(help="Writer process counts (PostgreSQL)")] = "1,2,4,8",
+    repeats: Annotated[int, typer.Option(min=5, help="Repeats of each query")] = 200,
+    chunk: Annotated[int, typer.Option(min=1, help="Years saved per transaction")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
+) -> None:
+    """Benchmark on scratch storage beside --db (never the ledger itself); prints the numbers."""
+    counts = tuple(int(part) for part in writers.split(",") if part.strip())
+    report = run_bench(
+        state.db,
+        runs=runs,
+        years=years,
+        writers=counts,
+        repeats=repeats,
+        chunk=chunk,
+        progress=lambda message: errors.print(f"bench: {message}", highlight=False),
+    )
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return
+    table = Table(
+        "measurement",
+        "value",
+        "target",
+        "baseline / note",
+        title=f"twinledger bench: {report.backend}, {report.runs} runs x {report.years} years "
+        f"({report.events:,} events)",
+    )
+    for m in report.measurements:
+        value = (
+            "-"
+            if m.value is None
+            else f"{m.value:,.2f} {m.unit}"
+            if m.value < 100
+            else f"{m.value:,.0f} {m.unit}"
+        )
+        table.add_row(
+            m.name, value, m.target, "; ".join(part for part in (m.baseline, m.note) if part)
+        )
+    console.print(table)
