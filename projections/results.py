@@ -52,6 +52,7 @@ SIMULATION_RESULTS = Table(
     checks=("result_type IN ('economic', 'environmental', 'timeline')", "year >= 1"),
 )
 COLUMNS = SIMULATION_RESULTS.column_names
+KINDS = tuple(column.kind for column in SIMULATION_RESULTS.columns)
 
 
 class YearRecorded(Lean, kw_only=True):
@@ -71,13 +72,20 @@ class ResultsProjection(Projection):
         store = batch.store
         rows: list[tuple[Any, ...]] = []
         add = rows.append
+        # PostgreSQL: binary COPY takes the JSON bytes as they are; SQLite stores JSON text.
+        text = bytes if store.postgres else _text
         for _, _, data in batch.events:
             run_id = store.uuid(data.originator_id)
             created_at = store.timestamp(data.timestamp)
             year = data.year
-            add((run_id, year, "economic", bytes(data.economic).decode(), created_at))
-            add((run_id, year, "environmental", bytes(data.environment).decode(), created_at))
+            add((run_id, year, "economic", text(data.economic), created_at))
+            add((run_id, year, "environmental", text(data.environment), created_at))
             if not is_empty_array(data.key_events):
-                timeline = '{"key_events":' + bytes(data.key_events).decode() + "}"
-                add((run_id, year, "timeline", timeline, created_at))
-        store.bulk_insert(batch.cursor, batch.table(SIMULATION_RESULTS.name), COLUMNS, rows)
+                timeline = b'{"key_events":' + bytes(data.key_events) + b"}"
+                add((run_id, year, "timeline", text(timeline), created_at))
+        kinds = KINDS if store.postgres else None
+        store.bulk_insert(batch.cursor, batch.table(SIMULATION_RESULTS.name), COLUMNS, rows, kinds)
+
+
+def _text(value: Any) -> str:
+    return bytes(value).decode()

@@ -61,6 +61,9 @@ PROJECTIONS: tuple[type[Projection], ...] = (TwinsProjection, RunsProjection, Re
 """Every projection, in dependency order (a projection comes after those it depends on)."""
 
 DEFAULT_BATCH = 2000
+WINDOW = 8
+"""A batch reads notifications in (position, position + WINDOW * batch size] at most: a bounded
+index range per batch, however sparse the projection's topics and whatever the planner thinks."""
 STAGING = "__rebuild"
 TRANSIENT = (sqlite3.OperationalError, psycopg.OperationalError)
 """Errors of the connection or of locking, not of an event: retried, never a projection stop."""
@@ -261,8 +264,10 @@ class Projector:
         up to what they depend on) and ``ProjectionsStopped`` is raised at the end.
         """
         self.prepare()
+        group = self.resolve(names)
+        self._run_together(group, LIVE)
         stops: list[ProjectionStopped] = []
-        for projection in self.resolve(names):
+        for projection in group:  # whatever the shared pass left: one projection at a time
             try:
                 self._run(projection, LIVE)
             except ProjectionStopped as stop:
@@ -273,6 +278,92 @@ class Projector:
             return {
                 p.name: tracking.position(self.store, cursor, p.name) for p in self.resolve(names)
             }
+
+    def _run_together(
+        self,
+        group: list[Projection],
+        target: Target,
+        cursor: Any = None,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> dict[str, int]:
+        """Shared passes: while the projections are at the same position, one batch reads the
+        notifications once for all of them (each decodes only its own topics) and writes
+        every projection's rows and position in one transaction, in dependency order.
+
+        Stops at the first batch that fails or when the positions part; the one-projection
+        path then takes over (and finds the event at fault). Returns events applied by each.
+        """
+        applied = {p.name: 0 for p in group}
+        if len(group) < 2:
+            return applied
+        while True:
+            try:
+                if cursor is not None:
+                    moved = self._shared_batch(group, target, cursor)
+                else:
+                    with self.store.transaction() as own:
+                        moved = self._shared_batch(group, target, own)
+            except TRANSIENT:
+                raise
+            except Exception:
+                if cursor is not None:
+                    raise
+                return applied  # rolled back; the one-projection path finds out why
+            if moved is None:
+                return applied
+            counts, new, cap = moved
+            for name, count in counts.items():
+                applied[name] += count
+                if target.positions is not None:
+                    target.positions[name] = new
+            if progress is not None:
+                progress("+".join(applied), new, cap)
+
+    def _shared_batch(
+        self, group: list[Projection], target: Target, cursor: Any
+    ) -> tuple[dict[str, int], int, int] | None:
+        store = self.store
+        if target.positions is None:
+            rows = [tracking.read(store, cursor, p.name, lock=True) for p in group]
+            starts = {row.position for row in rows if row is not None}
+            if len(starts) != 1 or any(row is None or row.error for row in rows):
+                return None
+        else:
+            starts = {target.positions[p.name] for p in group}
+            if len(starts) != 1:
+                return None
+        (start,) = starts
+        names = {p.name for p in group}
+        cap = store.head(cursor)
+        for p in group:
+            for dependency in p.depends_on:
+                if dependency in self.by_name and dependency not in names:
+                    cap = min(cap, self._position(cursor, dependency, target))
+        if cap <= start:
+            return None
+        union = frozenset().union(*(p.topics for p in group))
+        skip = sorted(set.intersection(*(set(self._skip[p.name]) for p in group)))
+        upto = min(cap, start + WINDOW * self.batch_size)
+        notes = store.notes(cursor, start, upto, skip, self.batch_size)
+        counts = {}
+        for p in group:
+            # Its own topics, and any the group does not know (an unknown one fails the batch).
+            events = self._decode(
+                p, [n for n in notes if n.topic in p.topics or n.topic not in union]
+            )
+            if events:
+                p.apply(Batch(store, cursor, target.physical, events))
+            counts[p.name] = len(events)
+        new = notes[-1].position if len(notes) == self.batch_size else upto
+        if target.positions is None:
+            for p in group:
+                tracking.advance(store, cursor, p.name, start, new)
+        return counts, new, cap
+
+    def _position(self, cursor: Any, name: str, target: Target) -> int:
+        if target.positions is not None and name in target.positions:
+            return target.positions[name]
+        return tracking.position(self.store, cursor, name)
 
     def _run(self, projection: Projection, target: Target, cursor: Any = None) -> int:
         """Batches until the projection is at its cap; returns how many events it applied."""
@@ -331,7 +422,8 @@ class Projector:
         cap = self._cap(cursor, projection, target)
         if cap <= start:
             return None
-        notes = store.notes(cursor, start, cap, self._skip[name], limit)
+        upto = min(cap, start + WINDOW * limit)
+        notes = store.notes(cursor, start, upto, self._skip[name], limit)
         events = self._decode(projection, notes)
         if events:
             try:
@@ -342,7 +434,7 @@ class Projector:
                 if len(notes) == 1:
                     raise UnhandledEvent(notes[0], f"{type(error).__name__}: {error}") from error
                 raise
-        new = notes[-1].position if len(notes) == limit else cap
+        new = notes[-1].position if len(notes) == limit else upto
         if target.positions is None:
             tracking.advance(store, cursor, name, start, new)
         return len(events), new
@@ -440,7 +532,7 @@ class Projector:
                         self._create(
                             cursor, table, staging[table.name], indexes=False, references=staging
                         )
-            applied = {p.name: 0 for p in targets}
+            applied = self._run_together(targets, target, progress=progress)
             for p in targets:
                 applied[p.name] += self._build(p, target, progress)
             if store.postgres:  # indexes built once over the loaded rows, renamed at the swap
@@ -493,6 +585,8 @@ class Projector:
         with store.transaction() as cursor:
             for p in targets:  # dependency order, the same in every process: no deadlock
                 tracking.read(store, cursor, p.name, lock=True)
+            for name, count in self._run_together(targets, target, cursor).items():
+                applied[name] += count
             for p in targets:
                 applied[p.name] += self._run(p, target, cursor)
             for p in reversed(targets):

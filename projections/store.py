@@ -20,6 +20,8 @@ from uuid import UUID
 import msgspec
 import psycopg
 from psycopg import sql
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 
 from infrastructure.settings import Database
 
@@ -27,6 +29,36 @@ Query = str | sql.Composable
 POSTGRES_EVENTS_TABLE = "twinledger_events"  # eventsourcing: <application name>_events
 SQLITE_EVENTS_TABLE = "stored_events"  # eventsourcing's fixed SQLite name
 APPLICATION_NAME = "TwinLedger"
+
+
+COPY_TYPES = {
+    "uuid": "uuid",
+    "text": "text",
+    "int": "int4",
+    "bigint": "int8",
+    "float": "float8",
+    "json": "jsonb",
+    "timestamp": "timestamptz",
+}
+
+
+class RawJsonb(str):
+    """Marks JSON text for jsonb; registering its dumper makes binary COPY send JSON as is."""
+
+
+class RawJsonbBinaryDumper(Dumper):
+    """jsonb in binary: version 1, then the JSON text (str or bytes) unchanged.
+
+    psycopg's own jsonb dumper would encode a str as a JSON *string*; ours sends the text we
+    already have (the stored event's bytes), without parsing or re-encoding it.
+    """
+
+    format = Format.BINARY
+
+    def dump(self, obj: Any) -> bytes:
+        if isinstance(obj, str):
+            return b"\x01" + obj.encode()
+        return b"\x01" + bytes(obj)
 
 
 class Note(NamedTuple):
@@ -57,6 +89,9 @@ class Store:
             self._pg = psycopg.connect(
                 database.psycopg_conninfo(), autocommit=True, options="-c timezone=UTC"
             )
+            jsonb = self._pg.adapters.types["jsonb"].oid
+            dumper = type("RawJsonbDumper", (RawJsonbBinaryDumper,), {"oid": jsonb})
+            self._pg.adapters.register_dumper(RawJsonb, dumper)  # also jsonb's binary dumper
         else:
             path = database.sqlite_path
             self._sqlite = sqlite3.connect(
@@ -198,16 +233,29 @@ class Store:
         return value
 
     def bulk_insert(
-        self, cursor: Any, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+        self,
+        cursor: Any,
+        table: str,
+        columns: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+        kinds: Sequence[str] | None = None,
     ) -> None:
-        """Insert many rows: COPY on PostgreSQL, one prepared executemany on SQLite."""
+        """Insert many rows: COPY on PostgreSQL, one prepared executemany on SQLite.
+
+        With ``kinds`` (projections/tables.py), PostgreSQL's COPY is binary: values must then
+        be the Python types of the kinds (UUID, int, str, datetime), JSON as text or bytes.
+        """
         names = ", ".join('"' + c + '"' for c in columns)
         if self.postgres:
-            statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            binary = kinds is not None
+            statement = sql.SQL("COPY {} ({}) FROM STDIN{}").format(
                 sql.Identifier(self.schema, table),
                 sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+                sql.SQL(" (FORMAT BINARY)" if binary else ""),
             )
             with cursor.copy(statement) as copy:
+                if kinds is not None:
+                    copy.set_types([COPY_TYPES[kind] for kind in kinds])
                 for row in rows:
                     copy.write_row(row)
             return
@@ -239,9 +287,10 @@ class Store:
             statement = self._select_statement(len(key))
             self._events_select[key] = statement
         params: list[Any] = [after, upto, *key, limit]
-        if self.postgres:
-            params = [after, upto, list(key), limit]
-        cursor.execute(statement, params)
+        if self.postgres:  # binary results: bytea arrives as bytes, not hex text to parse
+            cursor.execute(statement, [after, upto, list(key), limit], binary=True)
+        else:
+            cursor.execute(statement, params)
         return [
             Note(int(row[0]), str(row[1]), int(row[2]), row[3], bytes(row[4]))
             for row in cursor.fetchall()
