@@ -49,7 +49,9 @@ class Clock:
     """A settable clock for time travel in tests."""
 
     def __init__(self, start: datetime | None = None) -> None:
-        self.now = start or datetime(2030, 1, 1, tzinfo=UTC)
+        # Starts at the real time: events are stamped by the wall clock (eventsourcing), so
+        # advancing this clock makes them as old, to the commands, as the advance says.
+        self.now = start or datetime.now(UTC)
 
     def __call__(self) -> datetime:
         return self.now

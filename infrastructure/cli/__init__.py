@@ -13,6 +13,7 @@ from infrastructure.cli import (  # noqa: F401  (registers the commands)
     archive,
     bench,
     experiments,
+    lifecycle,
     projections,
     replay,
     runs,

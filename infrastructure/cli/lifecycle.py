@@ -1,0 +1,99 @@
+"""Commands that end things: expire twins, extend a twin, apply retention to the read tables."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+
+from domain.errors import ValidationError
+from infrastructure.cli.base import app, console, guarded, ledger
+from infrastructure.expiry import DEFAULT_BATCH, expire_twins
+from infrastructure.inputs import parse_duration
+from infrastructure.retention import (
+    DEFAULT_RESULTS,
+    DEFAULT_RUNS,
+    DEFAULT_TWINS,
+    Windows,
+    apply_retention,
+)
+from projections.runner import Projector
+
+NowOption = Annotated[
+    str | None, typer.Option("--now", help="Act as if it were this time (ISO 8601; default: now)")
+]
+
+
+def parse_now(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValidationError(
+            "now", f"{text!r} is not an ISO 8601 time like 2031-01-01T00:00:00Z"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+@app.command()
+@guarded
+def expire(
+    now: NowOption = None,
+    batch: Annotated[int, typer.Option(min=1, max=10_000, help="Twins per write")] = DEFAULT_BATCH,
+) -> None:
+    """End every twin past its expires_at (TwinExpired), cancelling its runs first. Idempotent."""
+    moment = parse_now(now)
+    with ledger() as application:
+        assert application.database is not None
+        with Projector(application.database) as projector:
+            report = expire_twins(application, projector, now=moment, batch=batch)
+    console.print(
+        f"expired {report.expired} twins ({report.runs_cancelled} runs cancelled) "
+        f"of {report.examined} candidates",
+        highlight=False,
+    )
+
+
+retention_app = typer.Typer(
+    help="Remove old rows from the read tables (never events).", no_args_is_help=True
+)
+app.add_typer(retention_app, name="retention")
+
+
+@retention_app.command("apply")
+@guarded
+def retention_apply(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would go, remove nothing")
+    ] = False,
+    now: NowOption = None,
+    results: Annotated[
+        str, typer.Option(help="Keep results rows this long")
+    ] = f"{DEFAULT_RESULTS.days}d",
+    runs: Annotated[
+        str, typer.Option(help="Keep ended runs rows this long")
+    ] = f"{DEFAULT_RUNS.days}d",
+    twins: Annotated[
+        str, typer.Option(help="Keep ended twins rows this long")
+    ] = f"{DEFAULT_TWINS.days}d",
+) -> None:
+    """Remove read-table rows past their retention windows and report what was removed."""
+    windows = Windows(
+        results=parse_duration(results, "results"),
+        runs=parse_duration(runs, "runs"),
+        twins=parse_duration(twins, "twins"),
+    )
+    with ledger() as application:
+        assert application.database is not None
+        moment = parse_now(now) or application.clock()
+        with Projector(application.database) as projector:
+            report = apply_retention(projector, moment, windows, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    console.print(
+        f"{verb} {report.results} simulation_results rows, {report.runs} simulation_runs rows, "
+        f"{report.twins} digital_twins rows "
+        "(the event log keeps everything; a rebuild restores them)",
+        highlight=False,
+    )
