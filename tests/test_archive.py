@@ -58,6 +58,9 @@ def test_a_twin_archive_moves_to_the_other_back_end_with_the_same_results(
             original, imported = ledger.get_run(run_id), target.get_run(run_id)
             assert imported.result_digest == original.result_digest
             assert list(target.recorded_years(run_id)) == list(ledger.recorded_years(run_id))
+            replayed = target.replay_run(run_id)  # re-simulated on the other back end
+            assert replayed.identical and replayed.complete
+            assert replayed.digest == original.result_digest
         # Importing the same file again writes nothing.
         again = import_archive(target, path)
         assert again.events_written == 0 and again.streams_already_present == 3
