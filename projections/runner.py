@@ -74,14 +74,17 @@ RECOVERY = "see docs/projections.md, 'When a projection stops'"
 class ProjectionStopped(Exception):
     """A projection met an event it cannot handle; its tables and position stay before it."""
 
-    def __init__(self, name: str, cause: UnhandledEvent) -> None:
+    def __init__(self, name: str, cause: UnhandledEvent, *, rebuilding: bool = False) -> None:
         self.name = name
         self.position = cause.position
         self.topic = cause.topic
-        super().__init__(
-            f"projection {name} stopped at {cause}; its tables stay at position "
-            f"{cause.position - 1} or earlier ({RECOVERY})"
+        where = (
+            "the live tables are unchanged"
+            if rebuilding
+            else f"its tables stay at position {cause.position - 1} or earlier"
         )
+        what = "rebuild of projection" if rebuilding else "projection"
+        super().__init__(f"{what} {name} stopped at {cause}; {where} ({RECOVERY})")
 
 
 class ProjectionsStopped(Exception):
@@ -492,7 +495,9 @@ class Projector:
     def _stop(self, projection: Projection, target: Target, unhandled: UnhandledEvent) -> NoReturn:
         if target.live:
             tracking.record_error(self.store, projection.name, unhandled.position, str(unhandled))
-        raise ProjectionStopped(projection.name, unhandled) from unhandled
+        raise ProjectionStopped(
+            projection.name, unhandled, rebuilding=not target.live
+        ) from unhandled
 
     def _next_note(self, projection: Projection, target: Target) -> Note | None:
         with self.store.reading() as cursor:
@@ -726,17 +731,23 @@ class Projector:
                 message = ""
                 try:
                     self.catch_up()
-                except ProjectionsStopped as stopped:
+                except (ProjectionsStopped, ProjectionStopped, RebuildBusy) as stopped:
                     message = str(stopped)
                 except TRANSIENT as error:
                     message = f"database error, retrying: {error}"
                     self._prepared = False
+                    self.store.reconnect()
+                    if listener is not None and listener.closed:
+                        listener = self._listen()
                 if message and message != last:
                     report(message)
                 last = message
-                if listener is not None:
-                    for _ in listener.notifies(timeout=poll_seconds, stop_after=1):
-                        pass
+                if listener is not None and not listener.closed:
+                    try:
+                        for _ in listener.notifies(timeout=poll_seconds, stop_after=1):
+                            pass
+                    except psycopg.OperationalError:
+                        stop.wait(poll_seconds)
                 else:
                     stop.wait(poll_seconds)
         finally:
@@ -758,6 +769,7 @@ def keep_current(application: Any, warn: Callable[[str], None]) -> Callable[[], 
     ``warn`` is told why the tables are behind.
     """
     state: dict[str, Projector] = {}
+    warned: set[str] = set()
 
     def hook() -> None:
         database = getattr(application, "database", None)
@@ -768,7 +780,10 @@ def keep_current(application: Any, warn: Callable[[str], None]) -> Callable[[], 
                 state["projector"] = Projector(database)
             state["projector"].catch_up()
         except Exception as error:  # the write is done; the tables catch up later
-            warn(f"warning: read tables are behind: {error}")
+            message = f"warning: read tables are behind: {error}"
+            if message not in warned:  # once per command, not once per chunk saved
+                warned.add(message)
+                warn(message)
 
     application.after_write.append(hook)
 

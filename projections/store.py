@@ -86,12 +86,7 @@ class Store:
         self._sqlite: sqlite3.Connection | None = None
         self._pg: psycopg.Connection[Any] | None = None
         if self.postgres:
-            self._pg = psycopg.connect(
-                database.psycopg_conninfo(), autocommit=True, options="-c timezone=UTC"
-            )
-            jsonb = self._pg.adapters.types["jsonb"].oid
-            dumper = type("RawJsonbDumper", (RawJsonbBinaryDumper,), {"oid": jsonb})
-            self._pg.adapters.register_dumper(RawJsonb, dumper)  # also jsonb's binary dumper
+            self._pg = self._connect_postgres()
         else:
             path = database.sqlite_path
             self._sqlite = sqlite3.connect(
@@ -108,6 +103,16 @@ class Store:
 
     # --- connections and transactions ----------------------------------------------------------
 
+    def _connect_postgres(self) -> psycopg.Connection[Any]:
+        connection = psycopg.connect(
+            self.database.psycopg_conninfo(), autocommit=True, options="-c timezone=UTC"
+        )
+        info = connection.adapters.types["jsonb"]
+        assert info is not None
+        dumper = type("RawJsonbDumper", (RawJsonbBinaryDumper,), {"oid": info.oid})
+        connection.adapters.register_dumper(RawJsonb, dumper)  # also jsonb's binary dumper
+        return connection
+
     @property
     def pg(self) -> psycopg.Connection[Any]:
         assert self._pg is not None
@@ -117,6 +122,11 @@ class Store:
     def lite(self) -> sqlite3.Connection:
         assert self._sqlite is not None
         return self._sqlite
+
+    def reconnect(self) -> None:
+        """Open a new PostgreSQL connection if the server closed ours (after a restart)."""
+        if self._pg is not None and self._pg.closed:
+            self._pg = self._connect_postgres()
 
     def close(self) -> None:
         if self._pg is not None:

@@ -188,3 +188,18 @@ def test_readers_never_see_empty_or_half_built_tables(ledger: TwinLedger) -> Non
         assert problems == []
         assert len(seen) > 3
         assert all(counts == expected for counts in seen)
+
+
+def test_a_follower_keeps_going_across_a_rebuild_made_elsewhere(ledger: TwinLedger) -> None:
+    """A long-lived projector (prepared statements, open connection) survives a table swap."""
+    s = build(ledger)
+    with projector(ledger, batch_size=2) as follower, projector(ledger) as rebuilder:
+        follower.catch_up()  # many small batches: psycopg has prepared its statements
+        rebuilder.rebuild()
+        ledger.cancel_run(s.running, reason="after the swap")
+        follower.catch_up()
+        runs = {row["id"]: row for row in queries.runs(follower.store)}
+        assert runs[str(s.running)]["status"] == RunStatus.CANCELLED
+        caught_up = follower.checksums()
+        rebuilder.rebuild()
+        assert rebuilder.checksums() == caught_up
