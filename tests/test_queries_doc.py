@@ -70,6 +70,4 @@ def test_the_documented_queries_answer_the_questions(ledger: TwinLedger) -> None
             for result in ledger.recorded_years(run_id):
                 spend[result.year] += result.economic.spend_cents
                 count[result.year] += 1
-        assert run("spend-per-year") == [
-            (year, spend[year], count[year]) for year in sorted(spend)
-        ]
+        assert run("spend-per-year") == [(year, spend[year], count[year]) for year in sorted(spend)]
