@@ -62,6 +62,8 @@ class TwinRunEnded(Event, frozen=True, kw_only=True):
 
     def apply(self, twin: DigitalTwin) -> None:
         twin.active_runs.discard(self.run_id)
+        if twin.status == TwinStatus.DELETED:
+            return  # an ended twin stays ended; its runs still finish in the record
         if self.outcome == RunStatus.COMPLETED:
             twin.last_outcome = TwinStatus.COMPLETED
         elif self.outcome == RunStatus.FAILED:

@@ -57,3 +57,19 @@ def test_extending_a_twin_moves_its_expiry_later(ledger: TwinLedger, clock) -> N
     with pytest.raises(InvalidTransition, match="has ended"):
         ledger.extend_twin(twin_id, by=timedelta(days=1))
     assert ledger.event_count() == before + 1
+
+
+def test_a_run_ending_after_its_twin_was_deleted_leaves_the_twin_deleted(ledger: TwinLedger) -> None:
+    twin_id = ledger.clone_twin(name="Mars A", body="mars")
+    run_id = ledger.queue_run(twin_id, pattern="mars_terraform", duration_years=20, budget_cents=BUDGET)
+
+    def delete_midway(done: int, total: int) -> None:
+        if done == 10:
+            twin = ledger.get_twin(twin_id)
+            twin.delete(ledger.clock(), "test", "gone")  # bypasses the service's guard on purpose
+            ledger.save(twin)
+
+    finished = ledger.execute_run(run_id, chunk_years=10, on_progress=delete_midway)
+    assert finished.status == RunStatus.COMPLETED
+    twin = ledger.get_twin(twin_id)
+    assert twin.status == TwinStatus.DELETED and not twin.active_runs
