@@ -114,3 +114,26 @@ def test_money_is_printed_from_integer_cents(db_with_twin: tuple[str, str]) -> N
     code, out, err = twinledger(db, "run", twin_id, "--years", "3", "--budget", "123456789")
     assert code == 0, err
     assert "1,234,567.89 GCC" in out
+
+
+def test_twin_lifecycle_from_the_command_line(db_with_twin: tuple[str, str]) -> None:
+    db, twin_id = db_with_twin
+    code, out, err = twinledger(db, "twins", "extend", twin_id, "--by", "10d")
+    assert code == 0, err
+    assert "now expires at" in out
+    one_line_error(db, "twins", "extend", twin_id, "--by", "soon", field="by")
+    code, out, err = twinledger(db, "expire", "--now", "2999-01-01T00:00:00Z")
+    assert code == 0, err
+    assert "expired 1 twins" in out
+    code, out, err = twinledger(db, "expire", "--now", "2999-01-01T00:00:00Z")
+    assert "expired 0 twins" in out  # idempotent
+    code, out, err = twinledger(db, "twins", "--format", "json")
+    assert code == 0 and json.loads(out)[0]["status"] == "deleted"
+    code, out, err = twinledger(db, "retention", "apply", "--dry-run", "--now", "2999-06-01T00:00:00Z")
+    assert code == 0, err
+    assert "would remove 0 simulation_results rows, 0 simulation_runs rows, 1 digital_twins rows" in out
+    code, out, err = twinledger(db, "retention", "apply", "--now", "2999-06-01T00:00:00Z")
+    assert "removed 0 simulation_results rows, 0 simulation_runs rows, 1 digital_twins rows" in out
+    code, out, err = twinledger(db, "twins", "--format", "json")
+    assert json.loads(out) == []
+    one_line_error(db, "expire", "--now", "yesterday", field="now")

@@ -9,6 +9,7 @@ import typer
 
 from domain.errors import ValidationError
 from infrastructure.cli.base import app, console, guarded, ledger
+from infrastructure.cli.tables import twins_app
 from infrastructure.expiry import DEFAULT_BATCH, expire_twins
 from infrastructure.inputs import parse_duration
 from infrastructure.retention import (
@@ -53,6 +54,24 @@ def expire(
         f"expired {report.expired} twins ({report.runs_cancelled} runs cancelled) "
         f"of {report.examined} candidates",
         highlight=False,
+        soft_wrap=True,
+    )
+
+
+@twins_app.command("extend")
+@guarded
+def extend(
+    twin_id: str,
+    by: Annotated[str, typer.Option("--by", help="How much later: 30d, 12h, 90m")] = "30d",
+) -> None:
+    """Move a twin's expiry later (TwinExpiryExtended)."""
+    lifetime = parse_duration(by, "by")
+    with ledger() as application:
+        expires_at = application.extend_twin(twin_id, by=lifetime)
+    console.print(
+        f"twin {twin_id.strip()} now expires at {expires_at.isoformat()}",
+        highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -96,4 +115,5 @@ def retention_apply(
         f"{report.twins} digital_twins rows "
         "(the event log keeps everything; a rebuild restores them)",
         highlight=False,
+        soft_wrap=True,
     )

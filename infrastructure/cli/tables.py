@@ -103,13 +103,23 @@ def _compact(data: Any) -> str:
     return json.dumps(data)
 
 
-@app.command("twins")
+twins_app = typer.Typer(
+    help="List twins (from the digital_twins table), or `twins extend` one.",
+    invoke_without_command=True,
+)
+app.add_typer(twins_app, name="twins")
+
+
+@twins_app.callback()
 @guarded
 def twins(
+    context: typer.Context,
     status: Annotated[str | None, typer.Option(help="Only twins with this status")] = None,
     output: FormatOption = "table",
 ) -> None:
     """List twins, from the digital_twins table."""
+    if context.invoked_subcommand is not None:
+        return
     _check_format(output)
     with read_tables() as store:
         rows = queries.twins(store, status=status)
