@@ -26,7 +26,8 @@ from psycopg import sql
 from domain.catalog import CATALOG
 from domain.run import SimulationRun
 from domain.values import Pattern, RunParameters
-from infrastructure.application import DEFAULT_CHUNK_YEARS, TwinLedger
+from infrastructure.application import MIN_CHUNK_YEARS as DEFAULT_CHUNK_YEARS
+from infrastructure.application import TwinLedger, default_chunk
 from infrastructure.bench.data import BUDGET_CENTS, GeneratedRun, generate
 from infrastructure.settings import Database, resolve_database
 
@@ -427,10 +428,11 @@ def run_bench(
     years: int,
     writers: tuple[int, ...] = (1, 2, 4, 8),
     repeats: int = 200,
-    chunk: int = DEFAULT_CHUNK_YEARS,
+    chunk: int | None = None,
     progress: Progress = lambda _: None,
 ) -> Report:
     """Every measurement, on the same generated data, in one process run."""
+    chunk = chunk or default_chunk(years)
     from projections.runner import Projector
 
     database = resolve_database(url)
@@ -494,8 +496,7 @@ def run_bench(
             "events/s",
             target=">= 100,000 events/s (PostgreSQL)",
             baseline=f"stock eventsourcing {rate(stock_saved, stock_seconds):,.0f} events/s",
-            note=f"{appended:,} events in {append_seconds:.2f} s, "
-            f"saved in chunks of {chunk} years",
+            note=f"{appended:,} events in {append_seconds:.2f} s, saved in chunks of {chunk} years",
         ),
         Measurement(
             "project (catch up)",

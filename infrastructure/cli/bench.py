@@ -19,7 +19,9 @@ def bench(
     years: Annotated[int, typer.Option(min=1, max=1000, help="Years per run")] = 1000,
     writers: Annotated[str, typer.Option(help="Writer process counts (PostgreSQL)")] = "1,2,4,8",
     repeats: Annotated[int, typer.Option(min=5, help="Repeats of each query")] = 200,
-    chunk: Annotated[int, typer.Option(min=1, help="Years saved per transaction")] = 50,
+    chunk: Annotated[
+        int | None, typer.Option(min=1, help="Years per save [default: as execute_run]")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
 ) -> None:
     """Benchmark on scratch storage beside --db (never the ledger itself); prints the numbers."""

@@ -114,7 +114,10 @@ def run(
     priority: PriorityOption = "normal",
     param: ParamOption = [],  # noqa: B006
     spec: SpecOption = None,
-    chunk: Annotated[int, typer.Option(help="Years saved per transaction")] = 50,
+    chunk: Annotated[
+        int | None,
+        typer.Option(min=1, help="Years saved per transaction [default: max(50, years/4)]"),
+    ] = None,
 ) -> None:
     """Queue a run on a twin and execute it with a progress bar."""
     with ledger() as application:
@@ -129,7 +132,10 @@ def run(
 @guarded
 def execute(
     run_id: str,
-    chunk: Annotated[int, typer.Option(help="Years saved per transaction")] = 50,
+    chunk: Annotated[
+        int | None,
+        typer.Option(min=1, help="Years saved per transaction [default: max(50, years/4)]"),
+    ] = None,
 ) -> None:
     """Execute a queued run, or resume one interrupted by a crash."""
     with ledger() as application:
@@ -183,13 +189,13 @@ def demo(
             seed=seed,
             initiated_by="demo",
         )
-        print_run(execute_with_progress(application, str(run_id), 50))
+        print_run(execute_with_progress(application, str(run_id), None))
 
 
 # --- output --------------------------------------------------------------------------------------
 
 
-def execute_with_progress(application: TwinLedger, run_id: str, chunk: int) -> SimulationRun:
+def execute_with_progress(application: TwinLedger, run_id: str, chunk: int | None) -> SimulationRun:
     stored = application.get_run(run_id)
     with Progress(
         TextColumn(f"run {stored.id} [{stored.pattern}]"),
