@@ -31,7 +31,10 @@ def test_a_small_benchmark_completes_every_measurement(database_url: str) -> Non
     expected = set(EXPECTED)
     if report.backend == "postgresql":
         expected |= {"1 concurrent writers", "2 concurrent writers"}
-        assert "raw COPY" in next(m for m in report.measurements if m.name == "rebuild from 0").baseline
+        assert (
+            "raw COPY"
+            in next(m for m in report.measurements if m.name == "rebuild from 0").baseline
+        )
     assert names == expected
     for measurement in report.measurements:
         assert measurement.value is not None and math.isfinite(measurement.value), measurement

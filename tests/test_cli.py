@@ -129,9 +129,14 @@ def test_twin_lifecycle_from_the_command_line(db_with_twin: tuple[str, str]) -> 
     assert "expired 0 twins" in out  # idempotent
     code, out, err = twinledger(db, "twins", "--format", "json")
     assert code == 0 and json.loads(out)[0]["status"] == "deleted"
-    code, out, err = twinledger(db, "retention", "apply", "--dry-run", "--now", "2999-06-01T00:00:00Z")
+    code, out, err = twinledger(
+        db, "retention", "apply", "--dry-run", "--now", "2999-06-01T00:00:00Z"
+    )
     assert code == 0, err
-    assert "would remove 0 simulation_results rows, 0 simulation_runs rows, 1 digital_twins rows" in out
+    assert (
+        "would remove 0 simulation_results rows, 0 simulation_runs rows, 1 digital_twins rows"
+        in out
+    )
     code, out, err = twinledger(db, "retention", "apply", "--now", "2999-06-01T00:00:00Z")
     assert "removed 0 simulation_results rows, 0 simulation_runs rows, 1 digital_twins rows" in out
     code, out, err = twinledger(db, "twins", "--format", "json")

@@ -18,14 +18,20 @@ def events() -> list[type[Event]]:
     found: list[type[Event]] = []
     for module in (domain.twin, domain.run):
         for value in vars(module).values():
-            if isinstance(value, type) and issubclass(value, Event) and value.__module__ == module.__name__:
+            if (
+                isinstance(value, type)
+                and issubclass(value, Event)
+                and value.__module__ == module.__name__
+            ):
                 found.append(value)
     return found
 
 
 @pytest.mark.parametrize("event", events(), ids=lambda e: e.__name__)
 def test_every_event_and_field_is_catalogued(event: type[Event]) -> None:
-    row = next((line for line in CATALOGUE.splitlines() if line.startswith(f"| {event.__name__} |")), None)
+    row = next(
+        (line for line in CATALOGUE.splitlines() if line.startswith(f"| {event.__name__} |")), None
+    )
     assert row is not None, f"{event.__name__} is missing from docs/architecture.md"
     for field in set(event.__struct_fields__) - COMMON:
         assert field in row, f"{event.__name__}.{field} is missing from its catalogue row"

@@ -59,9 +59,13 @@ def test_extending_a_twin_moves_its_expiry_later(ledger: TwinLedger, clock) -> N
     assert ledger.event_count() == before + 1
 
 
-def test_a_run_ending_after_its_twin_was_deleted_leaves_the_twin_deleted(ledger: TwinLedger) -> None:
+def test_a_run_ending_after_its_twin_was_deleted_leaves_the_twin_deleted(
+    ledger: TwinLedger,
+) -> None:
     twin_id = ledger.clone_twin(name="Mars A", body="mars")
-    run_id = ledger.queue_run(twin_id, pattern="mars_terraform", duration_years=20, budget_cents=BUDGET)
+    run_id = ledger.queue_run(
+        twin_id, pattern="mars_terraform", duration_years=20, budget_cents=BUDGET
+    )
 
     def delete_midway(done: int, total: int) -> None:
         if done == 10:
