@@ -186,7 +186,7 @@ class TwinLedger(Application[UUID]):
         return twin.id
 
     def get_twin(self, twin_id: UUID | str) -> DigitalTwin:
-        return self._get(DigitalTwin, "twin_id", twin_id)
+        return self.get_aggregate(DigitalTwin, "twin_id", twin_id)
 
     def delete_twin(self, twin_id: UUID | str, *, by: str = "cli", reason: str = "") -> None:
         """Soft-delete a twin: its events stay, it accepts no more runs."""
@@ -266,7 +266,7 @@ class TwinLedger(Application[UUID]):
         return run.id
 
     def get_run(self, run_id: UUID | str) -> SimulationRun:
-        return self._get(SimulationRun, "run_id", run_id)
+        return self.get_aggregate(SimulationRun, "run_id", run_id)
 
     def execute_run(
         self,
@@ -435,7 +435,8 @@ class TwinLedger(Application[UUID]):
 
     # --- helpers -----------------------------------------------------------------------------
 
-    def _get(self, cls: type[AggregateT], field: str, ident: UUID | str) -> AggregateT:
+    def get_aggregate(self, cls: type[AggregateT], field: str, ident: UUID | str) -> AggregateT:
+        """The aggregate of class ``cls`` with this id; errors name ``field``."""
         try:
             key = ident if isinstance(ident, UUID) else UUID(str(ident).strip())
         except ValueError:

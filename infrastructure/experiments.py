@@ -31,6 +31,7 @@ from domain.experiment import (
     Objective,
     RunPurpose,
     SampleOutcome,
+    SearchSpace,
     final_seed,
     judge,
     next_candidate,
@@ -129,7 +130,7 @@ class ExperimentFile(_Strict):
             samples=self.samples,
             max_iterations=self.max_iterations,
             objective=self.objective.kind,
-            space=msgspec.convert(self.space.model_dump(mode="json"), type=_space_type()),
+            space=msgspec.convert(self.space.model_dump(mode="json"), type=SearchSpace),
             base_budget_cents=self.base.budget_cents,
             base_tech_level=self.base.tech_level,
             base_priority=self.base.priority,
@@ -138,12 +139,6 @@ class ExperimentFile(_Strict):
             target_event=self.objective.target_event,
             min_improvement=self.objective.min_improvement,
         )
-
-
-def _space_type() -> type[Any]:
-    from domain.experiment import SearchSpace
-
-    return SearchSpace
 
 
 def read_experiment_file(path: str | Path) -> ExperimentFile:
@@ -299,17 +294,7 @@ def _evaluate_live(
 
 
 def get_experiment(ledger: TwinLedger, experiment_id: UUID | str) -> Experiment:
-    try:
-        key = experiment_id if isinstance(experiment_id, UUID) else UUID(str(experiment_id).strip())
-    except ValueError:
-        raise ValidationError("experiment_id", f"{experiment_id!r} is not a valid id") from None
-    try:
-        found: Any = ledger.repository.get(key)
-    except Exception:
-        raise NotFound("experiment_id", str(key)) from None
-    if not isinstance(found, Experiment):
-        raise NotFound("experiment_id", str(key))
-    return found
+    return ledger.get_aggregate(Experiment, "experiment_id", experiment_id)
 
 
 def runs_of(experiment: Experiment) -> dict[str, UUID]:
