@@ -48,8 +48,7 @@ class Database:
                 "POSTGRES_CONNECT_TIMEOUT": "5",
                 "POSTGRES_POOL_SIZE": "2",
                 "POSTGRES_MAX_OVERFLOW": "4",
-                "APPLICATION_RECORDER_TOPIC": "infrastructure.pg_recorder:CopyApplicationRecorder",
-            }
+            } | _append_path()
         return {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": self.sqlite_path,
@@ -73,6 +72,17 @@ class Database:
         if self.is_postgres:
             return f"postgresql://{self.user}@{self.host}:{self.port}/{self.dbname}?schema={self.schema}"
         return f"sqlite:{self.sqlite_path}"
+
+
+def _append_path() -> dict[str, str]:
+    """TWINLEDGER_PG_APPEND: ``copy`` (default, infrastructure/pg_recorder.py) or ``insert``
+    (eventsourcing's own recorder: a fallback, and the baseline the benchmark compares with)."""
+    choice = os.environ.get("TWINLEDGER_PG_APPEND", "copy")
+    if choice == "insert":
+        return {}
+    if choice != "copy":
+        raise ValueError(f"TWINLEDGER_PG_APPEND: {choice!r} is not copy or insert")
+    return {"APPLICATION_RECORDER_TOPIC": "infrastructure.pg_recorder:CopyApplicationRecorder"}
 
 
 def resolve_database(url: str | None = None) -> Database:
