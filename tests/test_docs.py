@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import domain.experiment
 import domain.run
 import domain.twin
 from domain.aggregate import Event
@@ -16,7 +17,7 @@ COMMON = {"originator_id", "originator_version", "timestamp", "originator_topic"
 
 def events() -> list[type[Event]]:
     found: list[type[Event]] = []
-    for module in (domain.twin, domain.run):
+    for module in (domain.twin, domain.run, domain.experiment):
         for value in vars(module).values():
             if (
                 isinstance(value, type)
