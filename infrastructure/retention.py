@@ -7,6 +7,10 @@ Windows (the seed design's defaults, each configurable):
 - digital_twins rows: 90 days after the twin ended (deleted_at: expired or deleted), and only
   once none of their runs rows remain (runs reference twins).
 
+Experiments have no window: their rows (experiments, experiment_iterations) are few and stay,
+and so do the rows they reference: the runs rows of an experiment's runs (experiment_id set)
+and the twins rows of experiments. Their results rows go like any others.
+
 The event log is the audit trail and keeps everything. A rebuild of the projections restores
 removed rows from it (so retention is applied again after a rebuild); only events archived and
 removed from the log (`twinledger archive`, then a store without them) stay gone.
@@ -41,13 +45,15 @@ class RetentionReport:
 
 _RESULTS = "FROM {r} WHERE created_at < %s"
 _RUNS = (
-    "FROM {s} WHERE completed_at IS NOT NULL AND completed_at < %s "
+    "FROM {s} WHERE completed_at IS NOT NULL AND completed_at < %s AND experiment_id IS NULL "
     "AND NOT EXISTS (SELECT 1 FROM {r} WHERE {r}.run_id = {s}.id AND {r}.created_at >= %s)"
 )
 _TWINS = (
     "FROM {t} WHERE deleted_at IS NOT NULL AND deleted_at < %s "
+    "AND NOT EXISTS (SELECT 1 FROM {e} WHERE {e}.digital_twin_id = {t}.id) "
     "AND NOT EXISTS (SELECT 1 FROM {s} WHERE {s}.digital_twin_id = {t}.id "
     "AND NOT ({s}.completed_at IS NOT NULL AND {s}.completed_at < %s "
+    "AND {s}.experiment_id IS NULL "
     "AND NOT EXISTS (SELECT 1 FROM {r} WHERE {r}.run_id = {s}.id AND {r}.created_at >= %s)))"
 )
 
@@ -63,7 +69,12 @@ def apply_retention(
     results_cut = store.timestamp(now - windows.results)
     runs_cut = store.timestamp(now - windows.runs)
     twins_cut = store.timestamp(now - windows.twins)
-    tables = {"r": "simulation_results", "s": "simulation_runs", "t": "digital_twins"}
+    tables = {
+        "r": "simulation_results",
+        "s": "simulation_runs",
+        "t": "digital_twins",
+        "e": "experiments",
+    }
     steps = [
         (_RESULTS, [results_cut]),
         (_RUNS, [runs_cut, results_cut]),

@@ -23,6 +23,7 @@ from uuid import UUID
 import msgspec
 from eventsourcing.utils import get_topic, resolve_topic
 
+import domain.experiment
 import domain.run
 import domain.twin
 from domain.aggregate import Event
@@ -57,7 +58,7 @@ class UnhandledEvent(Exception):
 
 def known_events() -> dict[str, type[Event]]:
     """Every event class of the ledger's aggregates, by topic."""
-    _ = (domain.run, domain.twin)  # imported so that their events are registered
+    _ = (domain.experiment, domain.run, domain.twin)  # imported: their events are registered
     found: dict[str, type[Event]] = {}
     pending: list[type[Any]] = [Event]
     while pending:

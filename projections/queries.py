@@ -13,6 +13,7 @@ from uuid import UUID
 import msgspec
 
 from domain.errors import NotFound, ValidationError
+from projections.experiments import EXPERIMENT_ITERATIONS, EXPERIMENTS
 from projections.results import RESULT_TYPES, SIMULATION_RESULTS
 from projections.runs import SIMULATION_RUNS
 from projections.store import Store
@@ -105,3 +106,22 @@ def results(
     if to_year is not None:
         where.append(("year <= %s", to_year))
     return _select(store, SIMULATION_RESULTS, where, "year, result_type")
+
+
+def experiments(
+    store: Store, *, twin: str | None = None, status: str | None = None
+) -> list[dict[str, Any]]:
+    where: list[tuple[str, Any]] = []
+    if twin is not None:
+        where.append(("digital_twin_id = %s", store.uuid(_uuid("twin", twin))))
+    if status is not None:
+        where.append(("status = %s", status))
+    return _select(store, EXPERIMENTS, where, "started_at, id")
+
+
+def experiment_iterations(store: Store, experiment_id: str) -> list[dict[str, Any]]:
+    """Every iteration of an experiment, in order (accepted or not)."""
+    experiment = store.uuid(_uuid("experiment_id", experiment_id))
+    if not _select(store, EXPERIMENTS, [("id = %s", experiment)], "id"):
+        raise NotFound("experiment_id", experiment_id.strip())
+    return _select(store, EXPERIMENT_ITERATIONS, [("experiment_id = %s", experiment)], "iteration")

@@ -46,6 +46,7 @@ from projections import tracking
 from projections.base import Batch, Projection
 from projections.checksum import table_checksum
 from projections.decoding import Decoded, UnhandledEvent, is_event_topic, known_events
+from projections.experiments import ExperimentsProjection
 from projections.results import ResultsProjection
 from projections.runs import RunsProjection
 from projections.store import Note, Store
@@ -57,7 +58,12 @@ from projections.tables import (
 )
 from projections.twins import TwinsProjection
 
-PROJECTIONS: tuple[type[Projection], ...] = (TwinsProjection, RunsProjection, ResultsProjection)
+PROJECTIONS: tuple[type[Projection], ...] = (
+    TwinsProjection,
+    RunsProjection,
+    ResultsProjection,
+    ExperimentsProjection,
+)
 """Every projection, in dependency order (a projection comes after those it depends on)."""
 
 DEFAULT_BATCH = 2000

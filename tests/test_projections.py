@@ -37,7 +37,7 @@ def test_tables_match_the_events_after_a_scenario(ledger: TwinLedger) -> None:
     with projector(ledger) as p:
         positions = p.catch_up()
         head = ledger.event_count()
-        assert positions == {"twins": head, "runs": head, "results": head}
+        assert positions == {"twins": head, "runs": head, "results": head, "experiments": head}
         store = p.store
 
         twins = by_id(queries.twins(store))
@@ -158,6 +158,7 @@ def test_an_unknown_event_stops_every_projection_at_its_position(ledger: TwinLed
             "twins": bad - 1,
             "runs": bad - 1,
             "results": bad - 1,
+            "experiments": bad - 1,
         }
         assert status["twins"].error_position == bad
         assert "names no event class" in (status["twins"].error or "")
@@ -272,7 +273,12 @@ def test_projections_follow_the_log_while_running(ledger: TwinLedger) -> None:
                         break
                     time.sleep(0.02)
                 statuses = [(row.name, row.position) for row in reader.status()]
-                assert statuses == [("twins", head), ("runs", head), ("results", head)]
+                assert statuses == [
+                    ("twins", head),
+                    ("runs", head),
+                    ("results", head),
+                    ("experiments", head),
+                ]
                 assert by_id(queries.runs(reader.store))[str(run_id)]["status"] == "completed"
         finally:
             stop.set()

@@ -147,6 +147,8 @@ def test_rebuild_and_checksum_from_the_command_line(database_url: str) -> None:
         "digital_twins",
         "simulation_runs",
         "simulation_results",
+        "experiments",
+        "experiment_iterations",
     ]
     out = ok(database_url, "projections", "rebuild")
     assert "events/s" in out

@@ -34,7 +34,7 @@ def test_a_rebuild_gives_row_for_row_identical_tables(ledger: TwinLedger) -> Non
         assert before["simulation_runs"][0] == 4
         assert before["simulation_results"][0] > 20
         applied = p.rebuild()
-        assert set(applied) == {"twins", "runs", "results"}
+        assert set(applied) == {"twins", "runs", "results", "experiments"}
         assert p.checksums() == before
         assert {row.position for row in p.status()} == {ledger.event_count()}
     with projector(ledger, batch_size=1000) as p:
@@ -61,7 +61,7 @@ def test_rebuilding_a_projection_rebuilds_those_that_depend_on_it(ledger: TwinLe
         before = p.checksums()
         _insert_stray_twin(p)
         edited = p.checksums()["digital_twins"]
-        assert set(p.rebuild(["runs"])) == {"runs", "results"}
+        assert set(p.rebuild(["runs"])) == {"runs", "results", "experiments"}
         assert set(p.rebuild(["simulation_results"])) == {"results"}
         after = p.checksums()
         assert after["digital_twins"] == edited  # twins was not rebuilt
@@ -133,7 +133,7 @@ def test_a_changed_table_definition_is_rebuilt_on_the_next_catch_up(ledger: Twin
                     t=tracking.TABLE,
                 )
             )
-        assert [row.current_schema for row in p.status()] == [True, False, True]
+        assert [row.current_schema for row in p.status()] == [True, False, True, True]
     with projector(ledger) as p:
         _insert_stray_twin(p)
         p.catch_up()

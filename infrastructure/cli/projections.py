@@ -21,7 +21,9 @@ app.add_typer(projections_app, name="projections")
 
 NameArgument = Annotated[
     str | None,
-    typer.Argument(help="A projection (twins, runs, results) or one of its tables; all if omitted"),
+    typer.Argument(
+        help="A projection (twins, runs, results, experiments) or one of its tables; all if omitted"
+    ),
 ]
 
 

@@ -1,4 +1,4 @@
-"""``twinledger twins|runs|results``: reads from the relational read tables only.
+"""``twinledger twins|runs|results|experiments``: reads from the relational read tables only.
 
 The tables are caught up first (cheap when current), so what is listed includes every event
 written so far. ``--format json`` prints every column of every row; ``--format csv`` too, with
@@ -92,6 +92,16 @@ def _score(row: dict[str, Any]) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _objective(row: dict[str, Any]) -> str:
+    value = row["best_objective_value"]
+    return "-" if value is None else f"{value:.6g}"
+
+
+def _ended(row: dict[str, Any]) -> str:
+    """An experiment's status, with why it ended (converged, max_iterations, the error)."""
+    return row["status"] if row["reason"] is None else f"{row['status']} ({row['reason']})"
+
+
 def _compact(data: Any) -> str:
     if isinstance(data, dict) and list(data) == ["key_events"]:
         return "; ".join(f"{e.get('name')}: {e.get('description', '')}" for e in data["key_events"])
@@ -163,6 +173,35 @@ def runs(
             ("spent", _cents("total_spend_cents")),
         ],
         "runs",
+    )
+
+
+@app.command("experiments")
+@guarded
+def experiments(
+    twin: Annotated[str | None, typer.Option(help="Only experiments on this twin id")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="Only experiments with this status (running, ...)")
+    ] = None,
+    output: FormatOption = "table",
+) -> None:
+    """List experiments, from the experiments table (`experiment show ID` for one)."""
+    _check_format(output)
+    with read_tables() as store:
+        rows = queries.experiments(store, twin=twin, status=status)
+    emit(
+        rows,
+        output,
+        [
+            ("id", _text("id")),
+            ("name", _text("name")),
+            ("twin", _text("digital_twin_id")),
+            ("status", _ended),
+            ("iterations", lambda row: f"{row['iterations']}/{row['max_iterations']}"),
+            ("best objective", _objective),
+            ("best cost", _cents("best_cost_cents")),
+        ],
+        "experiments",
     )
 
 
