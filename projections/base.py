@@ -17,14 +17,16 @@ it makes the runner rebuild the projection's tables.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, ClassVar
 from uuid import UUID
 
 from eventsourcing.utils import get_topic
 
 from domain.aggregate import Event
+from projections.background import BackgroundWriter
 from projections.decoding import Decoded, UnhandledEvent, decoder_for
 from projections.store import Note, Store
 from projections.tables import Table, schema_version
@@ -40,9 +42,27 @@ class Batch:
     cursor: Any
     physical: dict[str, str]  # live table name -> the table written (live or staging)
     events: list[Decoded]
+    background: BackgroundWriter | None = None  # a rebuild's writer for bulk inserts
 
     def table(self, name: str) -> str:
         return self.physical.get(name, name)
+
+    def bulk_insert(
+        self,
+        name: str,
+        columns: Sequence[str],
+        rows: list[Any],
+        kinds: Sequence[str] | None = None,
+    ) -> None:
+        """Insert rows into table ``name`` (its live name) in bulk, in this batch.
+
+        For rows nobody reads back in the same rebuild (append-only tables): in a PostgreSQL
+        rebuild they may be written by the background writer (projections/background.py).
+        """
+        if self.background is not None:
+            self.background.insert(self.table(name), columns, rows, kinds)
+        else:
+            self.store.bulk_insert(self.cursor, self.table(name), columns, rows, kinds)
 
 
 class Projection(ABC):
@@ -58,7 +78,7 @@ class Projection(ABC):
             for event, lean in self.handles.items()
         }
 
-    @property
+    @cached_property
     def topics(self) -> frozenset[str]:
         return frozenset(self._decoders)
 

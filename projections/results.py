@@ -73,7 +73,7 @@ class ResultsProjection(Projection):
         rows: list[tuple[Any, ...]] = []
         add = rows.append
         # PostgreSQL: binary COPY takes the JSON bytes as they are; SQLite stores JSON text.
-        text = bytes if store.postgres else _text
+        text = _same if store.postgres else _text
         for _, _, data in batch.events:
             run_id = store.uuid(data.originator_id)
             created_at = store.timestamp(data.timestamp)
@@ -84,8 +84,12 @@ class ResultsProjection(Projection):
                 timeline = b'{"key_events":' + bytes(data.key_events) + b"}"
                 add((run_id, year, "timeline", text(timeline), created_at))
         kinds = KINDS if store.postgres else None
-        store.bulk_insert(batch.cursor, batch.table(SIMULATION_RESULTS.name), COLUMNS, rows, kinds)
+        batch.bulk_insert(SIMULATION_RESULTS.name, COLUMNS, rows, kinds)
 
 
 def _text(value: Any) -> str:
     return bytes(value).decode()
+
+
+def _same(value: Any) -> Any:
+    return value

@@ -43,6 +43,7 @@ from psycopg import sql
 
 from infrastructure.settings import Database, resolve_database
 from projections import tracking
+from projections.background import BackgroundFailed, BackgroundWriter
 from projections.base import Batch, Projection
 from projections.checksum import table_checksum
 from projections.decoding import Decoded, UnhandledEvent, is_event_topic, known_events
@@ -52,6 +53,7 @@ from projections.runs import RunsProjection
 from projections.store import Note, Store
 from projections.tables import (
     Table,
+    add_foreign_key_sql,
     create_index_sql,
     create_table_sql,
     index_names,
@@ -105,6 +107,10 @@ class RebuildBusy(Exception):
     """Another rebuild of these tables is under way."""
 
 
+class _OrphanRows(Exception):
+    """A foreign key added after a rebuild's load found rows without their parent row."""
+
+
 @dataclass(frozen=True)
 class ProjectionStatus:
     name: str
@@ -124,6 +130,7 @@ class Target:
 
     physical: dict[str, str]
     positions: dict[str, int] | None = None  # staging positions; None for live
+    background: BackgroundWriter | None = None  # a PostgreSQL rebuild's bulk writer
 
     @property
     def live(self) -> bool:
@@ -240,6 +247,7 @@ class Projector:
         *,
         indexes: bool,
         references: dict[str, str] | None = None,
+        foreign_keys: bool = True,
     ) -> None:
         store = self.store
         cursor.execute(
@@ -250,6 +258,7 @@ class Projector:
                     postgres=store.postgres,
                     schema=store.schema,
                     references=references,
+                    foreign_keys=foreign_keys,
                 )
             )
         )
@@ -310,7 +319,7 @@ class Projector:
                 if cursor is not None:
                     moved = self._shared_batch(group, target, cursor)
                 else:
-                    with self.store.transaction() as own:
+                    with self._transaction(target) as own:
                         moved = self._shared_batch(group, target, own)
             except TRANSIENT:
                 raise
@@ -327,6 +336,23 @@ class Projector:
                     target.positions[name] = new
             if progress is not None:
                 progress("+".join(applied), new, cap)
+
+    @contextmanager
+    def _transaction(self, target: Target) -> Iterator[Any]:
+        """A batch's own transaction. Staging batches commit without waiting for the WAL flush,
+        and hand their background rows over once committed (see ``_rebuild``)."""
+        background = target.background
+        if background is not None:
+            background.check()
+        try:
+            with self.store.transaction(durable=target.live) as cursor:
+                yield cursor
+        except BaseException:
+            if background is not None:
+                background.discard()
+            raise
+        if background is not None:
+            background.submit()
 
     def _shared_batch(
         self, group: list[Projection], target: Target, cursor: Any
@@ -357,11 +383,10 @@ class Projector:
         counts = {}
         for p in group:
             # Its own topics, and any the group does not know (an unknown one fails the batch).
-            events = self._decode(
-                p, [n for n in notes if n.topic in p.topics or n.topic not in union]
-            )
+            mine = p.topics
+            events = self._decode(p, [n for n in notes if n.topic in mine or n.topic not in union])
             if events:
-                p.apply(Batch(store, cursor, target.physical, events))
+                p.apply(Batch(store, cursor, target.physical, events, target.background))
             counts[p.name] = len(events)
         new = notes[-1].position if len(notes) == self.batch_size else upto
         if target.positions is None:
@@ -407,7 +432,7 @@ class Projector:
         if cursor is not None:
             result = self._batch(projection, target, limit, cursor)
         else:
-            with self.store.transaction() as own:
+            with self._transaction(target) as own:
                 result = self._batch(projection, target, limit, own)
         if result is None:
             return None
@@ -436,7 +461,7 @@ class Projector:
         events = self._decode(projection, notes)
         if events:
             try:
-                projection.apply(Batch(store, cursor, target.physical, events))
+                projection.apply(Batch(store, cursor, target.physical, events, target.background))
             except (*TRANSIENT, UnhandledEvent):
                 raise
             except Exception as error:
@@ -450,13 +475,14 @@ class Projector:
 
     def _decode(self, projection: Projection, notes: list[Note]) -> list[Decoded]:
         events: list[Decoded] = []
+        add, decode, topics = events.append, projection.decode, projection.topics
         for note in notes:
-            if note.topic not in projection.topics:
+            if note.topic not in topics:
                 if is_event_topic(note.topic):  # an event class added since we started
                     self._skip[projection.name].append(note.topic)
                     continue
                 raise UnhandledEvent(note, "its topic names no event class this code knows")
-            events.append(projection.decode(note))
+            add(decode(note))
         return events
 
     def _cap(self, cursor: Any, projection: Projection, target: Target) -> int:
@@ -529,43 +555,106 @@ class Projector:
         called after each committed staging batch.
         """
         targets = self.closure(names)
-        store = self.store
         with self._rebuild_lock():
             self._ensure()
-            staging = {t.name: t.name + STAGING for p in targets for t in p.tables}
-            target = Target(physical=staging, positions={p.name: 0 for p in targets})
-            with store.transaction() as cursor:
-                for p in reversed(targets):
-                    for table in reversed(p.tables):
-                        store.drop_table(cursor, staging[table.name])
-                for p in targets:
-                    for table in p.tables:
-                        self._create(
-                            cursor, table, staging[table.name], indexes=False, references=staging
-                        )
+            if not self.store.postgres:
+                applied = self._rebuild(targets, progress, fast=False)
+            else:
+                try:
+                    applied = self._rebuild(targets, progress, fast=True)
+                except BackgroundFailed as failed:
+                    if isinstance(failed.cause, TRANSIENT):
+                        raise failed.cause from failed
+                    applied = self._rebuild(targets, progress, fast=False)
+                except (_OrphanRows, ProjectionStopped):
+                    # The fast load checks foreign keys at its end and inserts some rows in the
+                    # background, so its failure may not name the first event at fault: load
+                    # again the exact way, which stops at that event. Live tables are untouched.
+                    applied = self._rebuild(targets, progress, fast=False)
+        self._prepared = False
+        return applied
+
+    def _rebuild(
+        self,
+        targets: list[Projection],
+        progress: Callable[[str, int, int], None] | None,
+        *,
+        fast: bool,
+    ) -> dict[str, int]:
+        """Fill staging tables from position 0 and swap them in.
+
+        ``fast`` (PostgreSQL): the staging tables get their foreign keys after the load, before
+        the swap (one check over all the rows instead of a trigger per row, which costs as
+        much as the rest of the COPY), and bulk inserts go to a background writer on a second
+        connection (projections/background.py). Staging batches commit without waiting for
+        the WAL flush (synchronous_commit off): nobody reads staging tables but this rebuild,
+        which starts over from 0 if the server goes down, and the swap commits durably, which
+        flushes everything before it.
+        """
+        store = self.store
+        staging = {t.name: t.name + STAGING for p in targets for t in p.tables}
+        target = Target(physical=staging, positions={p.name: 0 for p in targets})
+        with store.transaction(durable=False) as cursor:
+            for p in reversed(targets):
+                for table in reversed(p.tables):
+                    store.drop_table(cursor, staging[table.name])
+            for p in targets:
+                for table in p.tables:
+                    self._create(
+                        cursor,
+                        table,
+                        staging[table.name],
+                        indexes=False,
+                        references=staging,
+                        foreign_keys=not fast,
+                    )
+        background = BackgroundWriter(self.database) if fast else None
+        target.background = background
+        try:
             applied = self._run_together(targets, target, progress=progress)
             for p in targets:
                 applied[p.name] += self._build(p, target, progress)
-            if store.postgres:  # indexes built once over the loaded rows, renamed at the swap
-                with store.transaction() as cursor:
-                    for p in targets:
-                        for table in p.tables:
-                            self._create_indexes(cursor, table, staging[table.name])
-            assert target.positions is not None
-            committed = dict(target.positions)
-            try:
-                self._swap(targets, target, applied)
-            except TRANSIENT:
-                raise
-            except Exception as error:
-                # An event failed in the swap's final catch-up (the swap rolled back): find it
-                # with committed staging batches, outside the swap.
-                target.positions.update(committed)
+            if background is not None:
+                background.finish()  # every row committed before indexes, keys and swap
+        finally:
+            target.background = None
+            if background is not None:
+                background.abandon()
+        if store.postgres:  # indexes built once over the loaded rows, renamed at the swap
+            with store.transaction(durable=False) as cursor:
                 for p in targets:
-                    self._pinpoint(p, target, error)
-                raise
-        self._prepared = False
+                    for table in p.tables:
+                        self._create_indexes(cursor, table, staging[table.name])
+                if fast:
+                    self._add_foreign_keys(cursor, targets, staging)
+        assert target.positions is not None
+        committed = dict(target.positions)
+        try:
+            self._swap(targets, target, applied)
+        except TRANSIENT:
+            raise
+        except Exception as error:
+            # An event failed in the swap's final catch-up (the swap rolled back): find it
+            # with committed staging batches, outside the swap.
+            target.positions.update(committed)
+            for p in targets:
+                self._pinpoint(p, target, error)
+            raise
         return applied
+
+    def _add_foreign_keys(
+        self, cursor: Any, targets: list[Projection], staging: dict[str, str]
+    ) -> None:
+        try:
+            for p in targets:
+                for table in p.tables:
+                    for fk in table.foreign_keys:
+                        statement = add_foreign_key_sql(
+                            fk, staging[table.name], schema=self.store.schema, references=staging
+                        )
+                        cursor.execute(self.store.raw(statement))
+        except psycopg.errors.ForeignKeyViolation as violation:
+            raise _OrphanRows(str(violation)) from violation
 
     def _build(
         self,

@@ -104,17 +104,16 @@ def create_table_sql(
     postgres: bool,
     schema: str = "",
     references: dict[str, str] | None = None,
+    foreign_keys: bool = True,
 ) -> str:
     """CREATE TABLE for ``table`` named ``physical``.
 
     ``references`` maps a referenced table's live name to the physical name to point at (a
     staging table rebuilt in the same rebuild), so staging tables reference each other.
+    Without ``foreign_keys`` the table has none: a PostgreSQL rebuild adds them after loading
+    (add_foreign_key_sql), the same constraints under the same names.
     """
     types = POSTGRES_TYPES if postgres else SQLITE_TYPES
-    references = references or {}
-
-    def qualified(name: str) -> str:
-        return f"{_quote(schema)}.{_quote(name)}" if postgres else _quote(name)
 
     lines = [
         f"{_quote(c.name)} {types[c.kind]}{'' if c.nullable else ' NOT NULL'}"
@@ -122,16 +121,41 @@ def create_table_sql(
     ]
     keys = ", ".join(_quote(c) for c in table.primary_key)
     lines.append(f"CONSTRAINT {_quote(physical + '_pkey')} PRIMARY KEY ({keys})")
-    for fk in table.foreign_keys:
-        target = references.get(fk.table, fk.table)
-        lines.append(
-            f"CONSTRAINT {_quote(f'{physical}_{fk.column}_fkey')} FOREIGN KEY ({_quote(fk.column)})"
-            f" REFERENCES {qualified(target)} ({_quote(fk.ref_column)})"
-        )
+    if foreign_keys:
+        for fk in table.foreign_keys:
+            lines.append(_foreign_key(fk, physical, postgres, schema, references))
     for number, check in enumerate(table.checks, start=1):
         lines.append(f"CONSTRAINT {_quote(f'{physical}_check{number}')} CHECK ({check})")
     body = ",\n  ".join(lines)
-    return f"CREATE TABLE {qualified(physical)} (\n  {body}\n)"
+    return f"CREATE TABLE {_qualified(physical, postgres, schema)} (\n  {body}\n)"
+
+
+def _qualified(name: str, postgres: bool, schema: str) -> str:
+    return f"{_quote(schema)}.{_quote(name)}" if postgres else _quote(name)
+
+
+def _foreign_key(
+    fk: ForeignKey,
+    physical: str,
+    postgres: bool,
+    schema: str,
+    references: dict[str, str] | None,
+) -> str:
+    target = (references or {}).get(fk.table, fk.table)
+    return (
+        f"CONSTRAINT {_quote(f'{physical}_{fk.column}_fkey')} FOREIGN KEY ({_quote(fk.column)})"
+        f" REFERENCES {_qualified(target, postgres, schema)} ({_quote(fk.ref_column)})"
+    )
+
+
+def add_foreign_key_sql(
+    fk: ForeignKey, physical: str, *, schema: str, references: dict[str, str] | None = None
+) -> str:
+    """ALTER TABLE ... ADD the foreign key ``create_table_sql`` would have declared (PostgreSQL):
+    checked once over the loaded rows instead of row by row while loading."""
+    return f"ALTER TABLE {_qualified(physical, True, schema)} ADD " + _foreign_key(
+        fk, physical, True, schema, references
+    )
 
 
 def create_index_sql(

@@ -19,6 +19,12 @@ def bench(
     years: Annotated[int, typer.Option(min=1, max=1000, help="Years per run")] = 1000,
     writers: Annotated[str, typer.Option(help="Writer process counts (PostgreSQL)")] = "1,2,4,8",
     repeats: Annotated[int, typer.Option(min=5, help="Repeats of each query")] = 200,
+    query_rows: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Time the queries over this many result rows (copies of the runs)"
+        ),
+    ] = 1_000_000,
     chunk: Annotated[
         int | None, typer.Option(min=1, help="Years per save [default: as execute_run]")
     ] = None,
@@ -32,6 +38,7 @@ def bench(
         years=years,
         writers=counts,
         repeats=repeats,
+        query_rows=query_rows,
         chunk=chunk,
         progress=lambda message: errors.print(f"bench: {message}", highlight=False),
     )
