@@ -356,12 +356,15 @@ def pad_results(url: str, rows: int) -> tuple[int, int]:
                     store.sql("INSERT INTO bench_copy VALUES (%s, %s, %s)"),
                     [(n, i, store.uuid(uuid.uuid4())) for n in range(copies) for i in ids],
                 )
-            # (table, the column given a new id, a column pointing at copied rows or None)
+            # (table, the column given a new id, a column pointing at copied rows or None).
+            # Rows are inserted copy by copy in primary key order, so a copied run's results
+            # lie together as a recorded run's do (written chunk by chunk), not scattered.
             for table, key, parent in (
                 (DIGITAL_TWINS, "id", None),
                 (SIMULATION_RUNS, "id", "digital_twin_id"),
                 (SIMULATION_RESULTS, "run_id", None),
             ):
+                order = ", ".join(f's."{c}"' for c in table.primary_key)
                 values = ", ".join(
                     "m.new" if c == key else "p.new" if c == parent else f's."{c}"'
                     for c in table.column_names
@@ -371,7 +374,7 @@ def pad_results(url: str, rows: int) -> tuple[int, int]:
                 cursor.execute(
                     store.sql(
                         f"INSERT INTO {{t}} ({names}) SELECT {values} FROM {{t}} s"
-                        f' JOIN bench_copy m ON m.old = s."{key}"' + join,
+                        f' JOIN bench_copy m ON m.old = s."{key}"{join} ORDER BY m.n, {order}',
                         t=table.name,
                     )
                 )
