@@ -654,18 +654,15 @@ def run_bench(
         target = "p95 <= 5 ms at 1M rows" if name == "series of one run" else ""
         note = f"{latency.rows:,} rows"
         if latency.rows > recorded_rows:
-            note += f" ({recorded_rows:,} recorded, the rest copies of those runs)"
-        note += f", JSON as text, {repeats} repeats"
+            note += f" ({recorded_rows:,} recorded + copies of those runs)"
+        how = f"; {repeats} repeats, JSON returned as text"
+        if latency.parsed_p95 is not None:
+            how += f" (parsed into Python objects by psycopg: p95 {latency.parsed_p95:.2f} ms)"
         if database.is_postgres:
-            note += ", after VACUUM ANALYZE"
-        parsed = (
-            ""
-            if latency.parsed_p95 is None
-            else f"; parsed into Python objects by psycopg: p95 {latency.parsed_p95:.2f} ms"
-        )
+            how += ", after VACUUM ANALYZE"
         report.add(
             Measurement(f"query p50: {name}", latency.p50, "ms", note=note),
-            Measurement(f"query p95: {name}", latency.p95, "ms", target=target, note=note + parsed),
+            Measurement(f"query p95: {name}", latency.p95, "ms", target=target, note=note + how),
         )
     if database.is_postgres:
         for count in writers:
