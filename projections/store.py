@@ -326,11 +326,11 @@ class Store:
             self._events_select[key] = statement
         if self.postgres:  # binary results: bytea arrives as bytes, not hex text to parse
             cursor.execute(_INDEX_ORDER_ONLY)
-            try:
-                cursor.execute(statement, [after, upto, list(key), limit], binary=True)
-                rows = cursor.fetchall()
-            finally:
-                cursor.execute(_PLANNER_RESTORE, self._planner)
+            cursor.execute(statement, [after, upto, list(key), limit], binary=True)
+            rows = cursor.fetchall()
+            # Not in a finally: after an error the transaction is aborted (another statement
+            # would fail and hide the error) and its rollback undoes the local settings anyway.
+            cursor.execute(_PLANNER_RESTORE, self._planner)
         else:
             cursor.execute(statement, [after, upto, *key, limit])
             rows = cursor.fetchall()

@@ -11,6 +11,7 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
+import psycopg
 import pytest
 from eventsourcing.persistence import StoredEvent
 
@@ -185,3 +186,25 @@ def test_reading_the_log_leaves_the_planner_settings_as_they_were(ledger: TwinLe
                     "SELECT current_setting('enable_bitmapscan'), current_setting('enable_seqscan')"
                 )
                 assert cursor.fetchone() == ("on", "on")
+
+
+def test_a_failed_log_read_raises_its_own_error(ledger: TwinLedger) -> None:
+    """The planner settings are set back only after a successful read: after an error the
+    transaction is aborted, and setting them back would raise another error in its place."""
+    build(ledger)
+    with projector(ledger) as p:
+        store = p.store
+        if not store.postgres:
+            return
+        store._events_select[()] = store.sql(
+            "SELECT * FROM {t} WHERE %s < %s AND %s IS NOT NULL AND %s > 0", t="no_such_table"
+        )
+        with pytest.raises(psycopg.errors.UndefinedTable), store.reading() as cursor:
+            store.notes(cursor, 0, 10, [], 10)
+        del store._events_select[()]
+        with store.reading() as cursor:  # the connection is fine, the settings as they were
+            assert len(store.notes(cursor, 0, 10, [], 10)) == 10
+            cursor.execute(
+                "SELECT current_setting('enable_bitmapscan'), current_setting('enable_seqscan')"
+            )
+            assert cursor.fetchone() == ("on", "on")
