@@ -5,6 +5,7 @@ version refusal; the CLI's exit codes."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
@@ -18,6 +19,7 @@ from typer.testing import CliRunner
 
 import infrastructure.application as application_module
 import infrastructure.cli.replay  # noqa: F401  (registers the command)
+from domain.engine import ENGINE_VERSION
 from domain.replay import EngineVersionMismatch
 from domain.run import YearResultRecorded
 from domain.values import RunStatus
@@ -316,7 +318,10 @@ def test_runs_of_another_engine_version_are_refused_unless_asked(
     monkeypatch.undo()
     assert ledger.get_run(old).engine_version == "0.9.0"
 
-    with pytest.raises(EngineVersionMismatch, match=r"recorded by engine 0\.9\.0.*engine 1\.0\.0"):
+    with pytest.raises(
+        EngineVersionMismatch,
+        match=rf"recorded by engine 0\.9\.0.*engine {re.escape(ENGINE_VERSION)}",
+    ):
         ledger.replay_run(old)
     assert ledger.replay_run(old, allow_other_engine=True).identical  # same model underneath
 
