@@ -126,9 +126,22 @@ class Simulation:
             raise ValidationError("duration_years", "must be at least 1")
         self.inputs = inputs
         self.year = 0
+        self._phase = "start_state"
+        self._diverged: SimulationDiverged | None = None  # a start state that is not finite
+        try:
+            self._set_up(inputs)
+            self._check_finite(msgspec.to_builtins(self._start), "start_state")
+            self._check_state()
+        except SimulationDiverged as diverged:
+            self._diverged = diverged  # raised by the first step, so the run records it
+        except NonFinite as error:
+            self._diverged = SimulationDiverged(0, error.field, error.describe())
+        except (ArithmeticError, ValueError) as error:
+            self._diverged = SimulationDiverged(0, self._phase, _arithmetic(error))
+
+    def _set_up(self, inputs: RunInputs) -> None:
         params = inputs.parameters.pattern_params
         self.rng = SplitMix64(inputs.seed)
-        self._diverged: SimulationDiverged | None = None  # a start state that is not finite
         self.world = World(inputs.state)
         self.model = _model_class(inputs.pattern)(inputs.parameters, self.world)
         self.projects: dict[str, Project] = {p.name: p for p in self.model.projects()}
@@ -147,7 +160,7 @@ class Simulation:
         self.last_spend = 0
         self.last_revenue = 0
         self.exhausted = False
-        self.consumption: dict[str, float] = {}
+        self.consumption: dict[str, float | int] = {}  # money (``_cents``) as int cents
         self.valued_output = 0.0
         self.valued_potential = 0.0
         self._events: list[KeyEvent] = []
@@ -156,10 +169,6 @@ class Simulation:
         self._held_at_start = {m.name for m in self._milestones if m.reached()}
         self._start = self.environment()
         self._current = self._start
-        try:
-            self._check_finite(msgspec.to_builtins(self._start), "start_state")
-        except SimulationDiverged as diverged:
-            self._diverged = diverged  # raised by the first step, so the run records it
 
     # --- one year ------------------------------------------------------------------------------
 
@@ -174,15 +183,24 @@ class Simulation:
             result = self._advance()
         except NonFinite as error:
             raise SimulationDiverged(self.year, error.field, error.describe()) from None
+        except (ArithmeticError, ValueError) as error:
+            # A division by zero or a math domain error from values out of all proportion
+            # (an area or a pressure that overflowed to inf, then divided): still a divergence
+            # of this year, named by the phase it happened in.
+            raise SimulationDiverged(self.year, self._phase, _arithmetic(error)) from None
         self._check_finite(msgspec.to_builtins(result), "")
         self._check_state()
         return result
 
     def _advance(self) -> YearResult:
         events: list[KeyEvent] = []
+        self._phase = "hazard"
         self._hazard(events)
+        self._phase = "projects"
         spend = self._fund_projects(events)
+        self._phase = f"physics ({self.inputs.pattern})"
         outcome = self.model.apply(self.projects, self.rng)
+        self._phase = "key_events"
         revenue = max(0, outcome.revenue_cents)
         self.balance += revenue
         self.total_spend += spend
@@ -193,6 +211,7 @@ class Simulation:
             self.consumption[name] = self.consumption.get(name, 0) + amount
         self._check_milestones(events)
         self._events.extend(events)
+        self._phase = "environment"
         self._current = self.environment()
         return YearResult(
             year=self.year,
@@ -482,6 +501,10 @@ class Simulation:
             resource_efficiency=quantize(clamp(resource, 0.0, 1.0)),
             cost_efficiency=quantize(clamp(cost, 0.0, 1.0)),
         )
+
+
+def _arithmetic(error: ArithmeticError | ValueError) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 def _publish(name: str, value: float | int) -> float | int:

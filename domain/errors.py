@@ -33,7 +33,12 @@ class ConcurrentWrite(TwinLedgerError):
     """Another writer changed the same aggregate first; the command was not applied."""
 
 
-class SimulationDiverged(TwinLedgerError):
+class EngineError(TwinLedgerError):
+    """An error of the simulation itself, a function of the run's inputs alone: the run
+    fails for good (RunFailed) and replay reproduces it. Infrastructure errors are not."""
+
+
+class SimulationDiverged(EngineError):
     """A simulated quantity left the finite range (inf, NaN) or money outgrew a BIGINT.
 
     Raised by the engine at the end of the year it happened (year 0: the start state), naming
@@ -42,7 +47,7 @@ class SimulationDiverged(TwinLedgerError):
     """
 
     def __init__(self, year: int, field: str, value: str) -> None:
-        super().__init__(f"{field}: the simulation diverged in year {year} ({field} is {value})")
+        super().__init__(f"{field}: the simulation diverged in year {year} ({value})")
         self.year = year
         self.field = field
         self.value = value

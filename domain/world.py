@@ -316,7 +316,7 @@ class NonFinite(ArithmeticError):
     def describe(self) -> str:
         value = self.value
         if isinstance(value, int):
-            return f"{value.bit_length()}-bit money, beyond {MAX_CENTS} cents"
+            return f"{value} cents, beyond the {MAX_CENTS} a BIGINT holds"
         return repr(value)
 
 

@@ -27,7 +27,7 @@ from domain.replay import (
     EngineVersionMismatch,
     ReplayReport,
     RunStateAtYear,
-    replay,
+    replay_recorded,
     state_at_year,
 )
 from domain.run import RunCompleted, SimulationRun, YearResultRecorded
@@ -396,7 +396,7 @@ class TwinLedger(Application[UUID]):
             return ReplayReport(
                 years=0, complete=False, digest="", recorded_digest=None, divergence=divergence
             )
-        return replay(run_inputs(run), years, run.summary, run.result_digest)
+        return replay_recorded(run, run_inputs(run), years)
 
     def state_at_year(self, run_id: UUID | str, year: int) -> RunStateAtYear:
         """The run's state at the end of ``year``, folded from its recorded events only."""

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 import infrastructure.application as application_module
 import infrastructure.cli.replay  # noqa: F401  (registers the command)
 from domain.engine import ENGINE_VERSION
+from domain.errors import NothingToVerify
 from domain.replay import EngineVersionMismatch
 from domain.run import YearResultRecorded
 from domain.values import RunStatus
@@ -163,6 +164,27 @@ def test_a_cancelled_run_replays_its_recorded_years(
     code, out, _ = twinledger(database_url, "replay", str(run_id))
     assert code == 0
     assert out.startswith("identical: 20 years (run not completed: recorded years only), sha256:")
+
+
+def test_a_run_with_nothing_recorded_is_not_reported_identical(
+    ledger: TwinLedger, database_url: str
+) -> None:
+    """Replaying a queued run verified nothing: it says so and exits 2, not "identical: 0"."""
+    twin_id = ledger.clone_twin(name="waiting", body="mars")
+    queued = ledger.queue_run(
+        twin_id, pattern="mars_terraform", duration_years=10, budget_cents=BUDGET
+    )
+    with pytest.raises(NothingToVerify, match="no recorded years to verify \\(status queued\\)"):
+        ledger.replay_run(queued)
+    code, out, err = twinledger(database_url, "replay", str(queued))
+    assert (code, out) == (2, "")
+    assert " ".join(err.split()) == (  # one message (the console may wrap it)
+        f"error: run_id: run {queued} has no recorded years to verify (status queued)"
+    )
+
+    ledger.cancel_run(queued, reason="changed my mind")
+    code, _, err = twinledger(database_url, "replay", str(queued))
+    assert code == 2 and "no recorded years to verify (status cancelled)" in " ".join(err.split())
 
 
 # --- tampering -------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """``twinledger replay``: verify runs by re-simulating them, or show a run's state at a year.
 
-Exit codes: 0 identical, 1 a divergence (the first diverging year and field is printed with
-both values), 2 a user error (bad arguments, unknown run, a run recorded by another engine
-version without --allow-other-engine).
+Exit codes: 0 identical (a run that failed in the engine: the same failure again), 1 a
+divergence (the first diverging year and field is printed with both values), 2 a user error
+(bad arguments, unknown run, a run recorded by another engine version without
+--allow-other-engine, a run with nothing recorded to verify, e.g. a queued one).
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ def replay_command(
 def describe_report(report: ReplayReport) -> str:
     divergence = report.divergence
     if divergence is None:
+        if report.failure is not None:
+            return f"identical: {report.years} years, then the same failure: {report.failure}"
         partial = "" if report.complete else " (run not completed: recorded years only)"
         return f"identical: {report.years} years{partial}, {report.digest}"
     where = f"year {divergence.year}" if divergence.year is not None else "run"
