@@ -121,7 +121,7 @@ class IterationEvaluated(Event, frozen=True, kw_only=True):
     parameters: dict[str, ParameterValue]
     indexes: list[int]
     samples: list[SampleOutcome]
-    objective_value: float | None
+    objective_value: float | int | None  # minimize_cost_to_event: integer cents
     cost_cents: int
     feasible: bool
     accepted: bool
@@ -238,7 +238,7 @@ class Evaluation(msgspec.Struct, frozen=True, kw_only=True):
     parameters: dict[str, ParameterValue]
     indexes: list[int]
     samples: list[SampleOutcome]
-    objective_value: float | None
+    objective_value: float | int | None  # minimize_cost_to_event: integer cents
     cost_cents: int
     feasible: bool
     accepted: bool
@@ -347,7 +347,7 @@ def judge(
     count = len(samples)
     cost = sum(sample.total_spend_cents for sample in samples) // count  # integer cents
     feasible = spec.max_cost_cents is None or cost <= spec.max_cost_cents
-    value: float | None
+    value: float | int | None
     if spec.objective == Objective.MAXIMIZE_HABITABILITY:
         # math.fsum: correctly rounded, so the same on every Python version and in any order
         # (the built-in sum of floats changed in 3.12, and with it accept/reject decisions).
@@ -357,7 +357,7 @@ def judge(
         if any(c is None for c in costs):
             value, feasible = None, False
         else:
-            value = float(sum(c for c in costs if c is not None) // count)  # integer cents
+            value = sum(c for c in costs if c is not None) // count  # integer cents
     accepted = feasible and value is not None and _improves(spec, value, best)
     return Evaluation(
         iteration=iteration,
