@@ -188,7 +188,12 @@ class Simulation:
             # (an area or a pressure that overflowed to inf, then divided): still a divergence
             # of this year, named by the phase it happened in.
             raise SimulationDiverged(self.year, self._phase, _arithmetic(error)) from None
-        self._check_finite(msgspec.to_builtins(result), "")
+        economic = result.economic
+        money = (economic.balance_cents, economic.spend_cents, economic.revenue_cents)
+        # Fast path: msgspec writes a non-finite float as null, and no field of a year result
+        # is ever null; only a suspect year is walked field by field to name the culprit.
+        if b"null" in msgspec.json.encode(result) or max(map(abs, money)) > MAX_CENTS:
+            self._check_finite(msgspec.to_builtins(result), "")
         self._check_state()
         return result
 
@@ -337,6 +342,17 @@ class Simulation:
     def _check_state(self) -> None:
         """The internal state must be finite too: a NaN the published values rounded or
         clamped away would still steer every later year."""
+        holders = [self.world, self.world.atmosphere, self.model, *self.projects.values()]
+        floats = [self.valued_output, self.valued_potential, *self.consumption.values()]
+        for holder in holders:
+            for value in vars(holder).values():
+                if type(value) is float:
+                    floats.append(value)
+                elif type(value) is dict:
+                    floats.extend(v for v in value.values() if type(v) is float)
+        totals = max(abs(self.balance), self.total_revenue, self.total_spend)
+        if all(map(math.isfinite, floats)) and totals <= MAX_CENTS:
+            return  # the fast path; otherwise name the field:
         state: dict[str, Any] = {
             "consumption": dict(self.consumption),
             "valued_output": self.valued_output,
