@@ -480,7 +480,8 @@ class Simulation:
         )
 
     def summary(self) -> RunSummary:
-        return RunSummary(
+        """What the run amounts to; SimulationDiverged (field ``summary...``) if not finite."""
+        summary = RunSummary(
             years=self.year,
             success_metrics=self._metrics(),
             resource_consumption={
@@ -493,6 +494,9 @@ class Simulation:
             total_revenue_cents=self.total_revenue,
             final_balance_cents=self.balance,
         )
+        if b"null" in msgspec.json.encode(summary):
+            self._check_finite(msgspec.to_builtins(summary), "summary")
+        return summary
 
     def _metrics(self) -> SuccessMetrics:
         duration = max(1, self.year)

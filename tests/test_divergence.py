@@ -309,3 +309,42 @@ def test_a_run_queued_on_extreme_inputs_can_be_cancelled_and_its_twin_deleted(
     assert run.status == RunStatus.CANCELLED
     ledger.delete_twin(run.twin_id)
     assert ledger.get_twin(run.twin_id).status == TwinStatus.DELETED
+
+
+def test_a_summary_is_checked_too() -> None:
+    """The summary is published in RunCompleted: a non-finite metric there fails the run."""
+    simulation = Simulation(inputs(Pattern.CUSTOM, years=2))
+    simulation.step()
+    simulation.step()
+    simulation.valued_potential = math.inf  # as if a sum of the year had overflowed
+    simulation.valued_output = math.inf
+    with pytest.raises(SimulationDiverged, match=r"^summary\.success_metrics\.resource_efficiency"):
+        simulation.summary()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    field=st.sampled_from(
+        [
+            "temperature_change_k",
+            "pressure_change_kpa",
+            "liquid_water_change_kg",
+            "biomass_growth_rate",
+        ]
+    ),
+    value=st.floats(min_value=-1.7976931348623157e308, max_value=1.7976931348623157e308),
+    revenue=st.integers(min_value=0, max_value=2**63 - 1),
+    gas=st.floats(min_value=-1.7e308, max_value=1.7e308),
+)
+def test_extreme_custom_specs_complete_finite_or_diverge_by_name(
+    field: str, value: float, revenue: int, gas: float
+) -> None:
+    spec = msgspec.structs.replace(
+        SPEC, annual_revenue_cents=revenue, gas_change_pct={"O2": gas}, **{field: value}
+    )
+    run_inputs = inputs(Pattern.CUSTOM, years=25, custom_spec=spec)
+    years, failure = outcome(run_inputs)
+    assert_finite(msgspec.to_builtins(years))
+    if failure is not None:
+        assert " the simulation diverged in year " in failure
+    assert outcome(run_inputs) == (years, failure)

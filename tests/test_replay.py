@@ -362,6 +362,44 @@ def test_runs_of_another_engine_version_are_refused_unless_asked(
     assert ledger.event_count() == before
 
 
+def test_a_run_recorded_by_engine_1_0_0_with_float_money_replays_as_another_engines(
+    ledger: TwinLedger, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Engine 1.0.0 stored key-event money as floats rounded to 6 digits. Such runs still
+    decode and show, replay refuses them as another engine's (exit 2), and with
+    --allow-other-engine the float money is the divergence replay names."""
+    monkeypatch.setattr(application_module, "ENGINE_VERSION", "1.0.0")
+    old = completed_run(ledger, years=100)
+    monkeypatch.undo()
+    year = next(
+        y.year
+        for y in ledger.recorded_years(old)
+        if any(e.name == "budget_exhausted" for e in y.key_events)
+    )
+
+    def as_engine_1_0_0(state: dict[str, Any]) -> None:
+        for event in state["key_events"]:
+            for key in event["data"]:
+                if key.endswith("_cents"):
+                    event["data"][key] = float(f"{event['data'][key]:.6g}")
+
+    rewrite_stored_event(database_url, old, version_of_year(ledger, old, year), as_engine_1_0_0)
+    recorded = next(y for y in ledger.recorded_years(old) if y.year == year)
+    exhausted = next(e for e in recorded.key_events if e.name == "budget_exhausted")
+    assert type(exhausted.data["balance_cents"]) is float  # still decodes, as recorded
+
+    code, _, err = twinledger(database_url, "replay", str(old))
+    assert code == 2 and "recorded by engine 1.0.0" in " ".join(err.split())
+    report = ledger.replay_run(old, allow_other_engine=True)
+    assert report.divergence is not None and report.divergence.year == year
+    assert report.divergence.field.startswith("key_events[")
+    assert report.divergence.field.endswith("_cents")
+    code, out, _ = twinledger(database_url, "replay", str(old), "--allow-other-engine")
+    assert code == 1 and f"diverged at year {year}" in out
+    code, out, _ = twinledger(database_url, "show-run", str(old))
+    assert code == 0
+
+
 @pytest.mark.parametrize(
     "args",
     [
