@@ -34,7 +34,10 @@ def _searched(dimensions: list[tuple[str, list[Any]]], parameters: dict[str, Any
 
 
 def _objective(value: float | None) -> str:
-    return "-" if value is None else f"{value:.6g}"
+    """A habitability score to 6 digits; a cost objective (integer cents) exactly."""
+    if value is None:
+        return "-"
+    return f"{value} cents" if isinstance(value, int) else f"{value:.6g}"
 
 
 @experiment_app.command("run")
