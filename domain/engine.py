@@ -542,8 +542,8 @@ def _numbers(holder: object) -> dict[str, Any]:
     for name, value in sorted(vars(holder).items()):
         if isinstance(value, float | int) and not isinstance(value, bool):
             found[name] = value
-        elif isinstance(value, dict) and all(isinstance(v, float) for v in value.values()):
-            found[name] = dict(value)
+        elif isinstance(value, dict):
+            found[name] = {key: v for key, v in sorted(value.items()) if type(v) is float}
     return found
 
 

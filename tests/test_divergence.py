@@ -348,3 +348,15 @@ def test_extreme_custom_specs_complete_finite_or_diverge_by_name(
     if failure is not None:
         assert " the simulation diverged in year " in failure
     assert outcome(run_inputs) == (years, failure)
+
+
+def test_a_non_finite_internal_value_is_named_even_when_nothing_published_shows_it() -> None:
+    """Europa's physics never reads regolith CO2: a NaN there changes no published number,
+    yet the run must not carry it on."""
+    simulation = Simulation(inputs(Pattern.EUROPA_OCEAN, years=5))
+    simulation.step()
+    simulation.world.regolith_co2_kg = math.nan
+    with pytest.raises(SimulationDiverged) as raised:
+        simulation.step()
+    assert str(raised.value) == "world.regolith_co2_kg: the simulation diverged in year 2 (nan)"
+    assert (raised.value.year, raised.value.field) == (2, "world.regolith_co2_kg")
