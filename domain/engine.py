@@ -189,7 +189,8 @@ class Simulation:
             # of this year, named by the phase it happened in.
             raise SimulationDiverged(self.year, self._phase, _arithmetic(error)) from None
         economic = result.economic
-        money = (economic.balance_cents, economic.spend_cents, economic.revenue_cents)
+        money = [economic.balance_cents, economic.spend_cents, economic.revenue_cents]
+        money += [v for event in result.key_events for v in event.data.values() if type(v) is int]
         # Fast path: msgspec writes a non-finite float as null, and no field of a year result
         # is ever null; only a suspect year is walked field by field to name the culprit.
         if b"null" in msgspec.json.encode(result) or max(map(abs, money)) > MAX_CENTS:

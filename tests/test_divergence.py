@@ -360,3 +360,11 @@ def test_a_non_finite_internal_value_is_named_even_when_nothing_published_shows_
         simulation.step()
     assert str(raised.value) == "world.regolith_co2_kg: the simulation diverged in year 2 (nan)"
     assert (raised.value.year, raised.value.field) == (2, "world.regolith_co2_kg")
+
+
+def test_money_beyond_a_bigint_in_a_key_event_fails_the_run() -> None:
+    spec = CustomSpec(name="megaproject", annual_cost_cents=2**70)
+    years, failure = outcome(inputs(Pattern.CUSTOM, years=3, custom_spec=spec))
+    assert years == []
+    assert failure is not None
+    assert failure.startswith("key_events[0].data.program_cents: the simulation diverged in year 1")
