@@ -1,16 +1,21 @@
 """The SimulationRun aggregate: one execution of a pattern on a copy of a twin.
 
 RunQueued is self-contained: it holds the twin's state at queue time, the pattern, the
-parameters, the seed and the engine version, so the run can be executed again from that one
-event (domain/engine.py). Status: queued -> running -> completed | failed | cancelled.
+parameters, the seed, the scheduled interventions and, for a fork, its lineage (the fork points,
+each with its parent and changes) and the engine version, so the run can be executed again from
+that one event (domain/engine.py). Status: queued -> running -> completed | failed | cancelled.
 """
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
 from uuid import UUID
+
+import msgspec
 
 from domain.aggregate import Aggregate, Created, Event
 from domain.errors import InvalidTransition
+from domain.interventions import ForkPoint, Intervention
 from domain.values import (
     BodyState,
     Economic,
@@ -24,8 +29,30 @@ from domain.values import (
 )
 
 
+class Provenance(msgspec.Struct, frozen=True, kw_only=True):
+    """Where and with what a run was queued: what could make its results differ elsewhere.
+
+    ``packages`` maps the names of the packages that shape results (msgspec encodes the
+    digest's canonical JSON) to their versions; ``python`` is the implementation and version;
+    ``git_commit`` the project's commit when it runs from a git checkout (None otherwise).
+    """
+
+    engine_version: str
+    python: str
+    packages: dict[str, str]
+    git_commit: str | None
+    host: str
+
+
 class RunQueued(Created, frozen=True, kw_only=True):
-    """A run was asked for. Everything needed to execute it again is here."""
+    """A run was asked for. Everything needed to execute it again is here.
+
+    Version 2 added ``interventions``, ``forks`` (the lineage of a fork, oldest first: the
+    parent's inputs are this event's other fields) and ``provenance``; version 1 events are
+    upcast with none of them.
+    """
+
+    class_version: ClassVar[int] = 2
 
     twin_id: UUID
     source_body: str
@@ -40,6 +67,15 @@ class RunQueued(Created, frozen=True, kw_only=True):
     iteration: int | None = None
     sample_index: int | None = None
     run_purpose: str | None = None
+    interventions: list[Intervention] = msgspec.field(default_factory=list)
+    forks: list[ForkPoint] = msgspec.field(default_factory=list)
+    provenance: Provenance | None = None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["interventions"] = []
+        state["forks"] = []
+        state["provenance"] = None
 
     def apply(self, run: SimulationRun) -> None:
         run.twin_id = self.twin_id
@@ -55,6 +91,9 @@ class RunQueued(Created, frozen=True, kw_only=True):
         run.iteration = self.iteration
         run.sample_index = self.sample_index
         run.run_purpose = self.run_purpose
+        run.interventions = self.interventions
+        run.forks = self.forks
+        run.provenance = self.provenance
 
 
 class RunStarted(Event, frozen=True, kw_only=True):
@@ -143,6 +182,14 @@ class SimulationRun(Aggregate):
     iteration: int | None
     sample_index: int | None
     run_purpose: str | None
+    interventions: list[Intervention]
+    forks: list[ForkPoint]
+    provenance: Provenance | None
+
+    @property
+    def fork(self) -> ForkPoint | None:
+        """The fork point that made this run (the last of its lineage), None if not a fork."""
+        return self.forks[-1] if self.forks else None
 
     @classmethod
     def queue(
@@ -161,6 +208,9 @@ class SimulationRun(Aggregate):
         iteration: int | None = None,
         sample_index: int | None = None,
         run_purpose: str | None = None,
+        interventions: list[Intervention] | None = None,
+        forks: list[ForkPoint] | None = None,
+        provenance: Provenance | None = None,
     ) -> SimulationRun:
         return cls._create(
             RunQueued,
@@ -177,6 +227,9 @@ class SimulationRun(Aggregate):
             iteration=iteration,
             sample_index=sample_index,
             run_purpose=run_purpose,
+            interventions=interventions or [],
+            forks=forks or [],
+            provenance=provenance,
         )
 
     @property

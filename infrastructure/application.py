@@ -7,12 +7,14 @@ before making any event; a refused command writes nothing.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
+import msgspec
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, MapperDeserialisationError
 from eventsourcing.utils import get_topic, retry
@@ -25,16 +27,19 @@ from domain.errors import ConcurrentWrite, InvalidTransition, NotFound, Validati
 from domain.replay import (
     Divergence,
     EngineVersionMismatch,
+    ParentPrefix,
     ReplayReport,
     RunStateAtYear,
     replay_recorded,
     state_at_year,
 )
-from domain.run import RunCompleted, SimulationRun, YearResultRecorded
+from domain.run import RunCompleted, RunQueued, SimulationRun, YearResultRecorded
 from domain.twin import DigitalTwin
 from domain.values import YearResult
 from infrastructure.codec import MsgspecMapper, NullTranscoder
 from infrastructure.inputs import CloneTwin, QueueRun, ReasonText, read_body_file, validate
+from infrastructure.interventions import validate_fork, validate_interventions
+from infrastructure.provenance import current_provenance
 from infrastructure.settings import Database, resolve_database
 
 Clock = Callable[[], datetime]
@@ -42,6 +47,11 @@ AggregateT = TypeVar("AggregateT", bound=Aggregate)
 Progress = Callable[[int, int], None]
 
 MIN_CHUNK_YEARS = 50
+Interventions = list[str] | list[dict[str, Any]] | list[str | dict[str, Any]]
+STRUCTURED_RUN_ID = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"-iter\d+-[a-z]+(-sample\d+)?$"
+)
 
 
 def default_chunk(duration_years: int) -> int:
@@ -227,10 +237,13 @@ class TwinLedger(Application[UUID]):
         seed: int | None = None,
         initiated_by: str = "cli",
         link: RunLink | None = None,
+        interventions: Interventions | None = None,
     ) -> UUID:
         """Queue a run on a twin; RunQueued records everything needed to execute it.
 
         ``link`` ties the run to an experiment (experiment id, iteration, sample, purpose).
+        ``interventions`` are ``YEAR:KEY=VALUE`` texts or ``{year, key, value}`` objects
+        (infrastructure/interventions.py), applied at the start of their years.
         """
         request = validate(
             QueueRun,
@@ -248,6 +261,9 @@ class TwinLedger(Application[UUID]):
         )
         parameters = request.run_parameters()
         check_parameters(request.pattern, parameters)
+        scheduled = validate_interventions(
+            interventions or [], pattern=request.pattern, duration_years=request.duration_years
+        )
         twin = self.get_twin(twin_id)
         twin.check_accepts_runs(self.clock())
         run = SimulationRun.queue(
@@ -261,12 +277,138 @@ class TwinLedger(Application[UUID]):
             engine_version=ENGINE_VERSION,
             initiated_by=request.initiated_by,
             **(link._asdict() if link is not None else {}),
+            interventions=scheduled,
+            provenance=current_provenance(),
         )
         self._save(run)
         return run.id
 
+    # --- forks (docs/simulation.md, "Forks and interventions") --------------------------------
+
+    def fork_run(
+        self,
+        parent_id: UUID | str,
+        *,
+        at_year: int,
+        budget_cents: int | None = None,
+        tech_level: int | None = None,
+        priority: str | None = None,
+        pattern_params: dict[str, Any] | None = None,
+        seed: int | None = None,
+        interventions: Interventions | None = None,
+        initiated_by: str = "cli",
+    ) -> UUID:
+        """Queue a fork of a run: years 1..at_year are the parent's, the changes apply from
+        the start of year at_year + 1. Its RunQueued holds the parent's inputs, the parent's
+        lineage and this fork point, so it replays without the parent."""
+        by = validate(ReasonText, {"by": initiated_by}).by
+        parent = self.get_run(parent_id)
+        if parent.engine_version != ENGINE_VERSION:
+            raise EngineVersionMismatch(
+                str(parent.id),
+                parent.engine_version,
+                "a fork re-simulates its parent's years with this engine; fork a run of this one",
+            )
+        data: dict[str, Any] = {
+            "at_year": at_year,
+            "budget_cents": budget_cents,
+            "tech_level": tech_level,
+            "priority": priority,
+            "pattern_params": pattern_params or {},
+            "seed": seed,
+        }
+        fork = validate_fork(
+            data,
+            interventions or [],
+            parent_run_id=parent.id,
+            pattern=parent.pattern,
+            duration_years=parent.duration_years,
+        )
+        if parent.years_recorded < fork.at_year:
+            raise ValidationError(
+                "at_year",
+                f"run {parent.id} has {parent.years_recorded} year(s) recorded "
+                f"({parent.status}); a fork at year {fork.at_year} needs its years "
+                f"1..{fork.at_year}",
+            )
+        twin = self.get_twin(parent.twin_id)
+        twin.check_accepts_runs(self.clock())
+        run = SimulationRun.queue(
+            twin_id=parent.twin_id,
+            source_body=parent.source_body,
+            twin_state=parent.twin_state,
+            pattern=parent.pattern,
+            duration_years=parent.duration_years,
+            parameters=parent.parameters,
+            seed=parent.seed,
+            engine_version=ENGINE_VERSION,
+            initiated_by=by,
+            interventions=list(parent.interventions),
+            forks=[*parent.forks, fork],
+            provenance=current_provenance(),
+        )
+        self._save(run)
+        return run.id
+
+    def children_of(self, run_id: UUID | str, page_size: int = 500) -> list[tuple[UUID, int]]:
+        """The forks made from a run: (fork run id, fork year), in the order they were
+        queued. Scans RunQueued in the log, decoding only each one's lineage."""
+        parent = self.resolve_run_id(run_id)
+        topic = get_topic(RunQueued)
+        found: list[tuple[UUID, int]] = []
+        position: int | None = None
+        while True:
+            notifications = self.recorder.select_notifications(
+                start=position, limit=page_size, topics=[topic], inclusive_of_start=False
+            )
+            for notification in notifications:
+                lineage = _lineage_decoder.decode(notification.state).forks
+                if lineage and lineage[-1].parent_run_id == parent:
+                    found.append((UUID(str(notification.originator_id)), lineage[-1].at_year))
+            if len(notifications) < page_size:
+                return found
+            position = notifications[-1].id
+
+    # --- run ids -------------------------------------------------------------------------------
+
+    def resolve_run_id(self, ref: UUID | str) -> UUID:
+        """A run's id from its UUID or its structured id ``{experiment}-iter{N}-{purpose}
+        [-sample{K}]`` (docs/experiments.md): the one resolver every command uses."""
+        if isinstance(ref, UUID):
+            return ref
+        text = str(ref).strip()
+        if STRUCTURED_RUN_ID.match(text) is None:
+            try:
+                return UUID(text)
+            except ValueError:
+                raise ValidationError("run_id", f"{ref!r} is not a valid id") from None
+        from domain.experiment import Experiment
+        from infrastructure.experiments import runs_of
+
+        experiment = self.get_aggregate(Experiment, "run_id", text[:36])
+        runs = runs_of(experiment)
+        if text not in runs:
+            raise NotFound("run_id", text)
+        return runs[text]
+
     def get_run(self, run_id: UUID | str) -> SimulationRun:
-        return self.get_aggregate(SimulationRun, "run_id", run_id)
+        """A run by id or structured id; an experiment's id is refused with a pointer to the
+        experiment commands."""
+        key = self.resolve_run_id(run_id)
+        try:
+            return self.get_aggregate(SimulationRun, "run_id", key)
+        except NotFound:
+            from domain.experiment import Experiment
+
+            try:
+                self.get_aggregate(Experiment, "experiment_id", key)
+            except NotFound:
+                raise NotFound("run_id", str(key)) from None
+            raise ValidationError(
+                "run_id",
+                f"{key} is an experiment, not a run: use `twinledger experiment replay {key}` "
+                f"to verify it, `twinledger experiment show {key}` to see it",
+            ) from None
 
     def execute_run(
         self,
@@ -396,7 +538,33 @@ class TwinLedger(Application[UUID]):
             return ReplayReport(
                 years=0, complete=False, digest="", recorded_digest=None, divergence=divergence
             )
-        return replay_recorded(run, run_inputs(run), years)
+        parent = self._parent_prefix(run)
+        report = replay_recorded(run, run_inputs(run), years, parent)
+        if run.fork is not None:
+            fork = run.fork
+            note = (
+                f"prefix checked against parent {fork.parent_run_id} years 1..{fork.at_year}"
+                if parent is not None
+                else f"parent {fork.parent_run_id} is not in this store: the fork was "
+                "re-simulated from its own record, its prefix not compared with the parent's"
+            )
+            report = msgspec.structs.replace(report, parent_note=note)
+        return report
+
+    def _parent_prefix(self, run: SimulationRun) -> ParentPrefix | None:
+        """A fork's parent's recorded years 1..at_year, if the parent is in this store."""
+        fork = run.fork
+        if fork is None:
+            return None
+        try:
+            years = [
+                year
+                for year in self.recorded_years(fork.parent_run_id)
+                if year.year <= fork.at_year
+            ]
+        except NotFound:
+            return None
+        return ParentPrefix(run_id=str(fork.parent_run_id), at_year=fork.at_year, years=years)
 
     def state_at_year(self, run_id: UUID | str, year: int) -> RunStateAtYear:
         """The run's state at the end of ``year``, folded from its recorded events only."""
@@ -462,4 +630,18 @@ def run_inputs(run: SimulationRun) -> RunInputs:
         duration_years=run.duration_years,
         parameters=run.parameters,
         seed=run.seed,
+        interventions=run.interventions,
+        forks=run.forks,
     )
+
+
+class _ForkLean(msgspec.Struct):
+    parent_run_id: UUID
+    at_year: int
+
+
+class _Lineage(msgspec.Struct):
+    forks: list[_ForkLean] = msgspec.field(default_factory=list)
+
+
+_lineage_decoder = msgspec.json.Decoder(_Lineage)

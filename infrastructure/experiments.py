@@ -312,13 +312,9 @@ def runs_of(experiment: Experiment) -> dict[str, UUID]:
 
 
 def resolve_run(ledger: TwinLedger, ref: str) -> UUID:
-    """Resolve ``{experiment_id}-iter{N}-{purpose}[-sample{K}]`` to its run id."""
-    experiment_part = ref[:36]
-    experiment = get_experiment(ledger, experiment_part)
-    runs = runs_of(experiment)
-    if ref in runs:
-        return runs[ref]
-    raise NotFound("run_ref", ref)
+    """Resolve ``{experiment_id}-iter{N}-{purpose}[-sample{K}]`` to its run id (the ledger's
+    one resolver, TwinLedger.resolve_run_id)."""
+    return ledger.resolve_run_id(ref)
 
 
 # --- replay ------------------------------------------------------------------------------------

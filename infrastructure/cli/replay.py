@@ -21,7 +21,9 @@ from infrastructure.cli.base import app, fail, format_cents, guarded, ledger, to
 @app.command("replay")
 @guarded
 def replay_command(
-    run_id: Annotated[str | None, typer.Argument(help="The run to verify")] = None,
+    run_id: Annotated[
+        str | None, typer.Argument(help="The run to verify (id or structured id)")
+    ] = None,
     to_year: Annotated[
         int | None,
         typer.Option(
@@ -80,12 +82,13 @@ def replay_command(
 
 
 def describe_report(report: ReplayReport) -> str:
+    note = f" ({report.parent_note})" if report.parent_note else ""
     divergence = report.divergence
     if divergence is None:
         if report.failure is not None:
-            return f"identical: {report.years} years, then the same failure: {report.failure}"
+            return f"identical: {report.years} years, then the same failure: {report.failure}{note}"
         partial = "" if report.complete else " (run not completed: recorded years only)"
-        return f"identical: {report.years} years{partial}, {report.digest}"
+        return f"identical: {report.years} years{partial}, {report.digest}{note}"
     where = f"year {divergence.year}" if divergence.year is not None else "run"
     return (
         f"diverged at {where}, field {divergence.field} "

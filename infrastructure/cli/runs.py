@@ -38,6 +38,7 @@ def _queue(
     priority: str,
     param: list[str],
     spec: Path | None,
+    intervene: list[str] | None = None,
 ) -> str:
     custom_spec: dict[str, Any] | None = None
     if spec is not None:
@@ -54,6 +55,7 @@ def _queue(
         priority=priority,
         pattern_params=parse_params(param),
         custom_spec=custom_spec,
+        interventions=intervene or [],
     )
     return str(run_id)
 
@@ -68,6 +70,14 @@ TechOption = Annotated[int, typer.Option(help="Technology level, 1 to 10")]
 PriorityOption = Annotated[str, typer.Option(help="low, normal or high")]
 ParamOption = Annotated[list[str], typer.Option("--param", help="Pattern parameter KEY=NUMBER")]
 SpecOption = Annotated[Path | None, typer.Option(help="Custom pattern spec (JSON or TOML)")]
+InterveneOption = Annotated[
+    list[str],
+    typer.Option(
+        "--intervene",
+        help="YEAR:KEY=VALUE at the start of that year: budget_cents=+N|-N|N, "
+        "hazard=dust_storm|solar_flare|asteroid_impact, param.NAME=VALUE (repeatable)",
+    ),
+]
 DEFAULT_BUDGET = "1000000000000"
 
 
@@ -83,6 +93,7 @@ def queue(
     priority: PriorityOption = "normal",
     param: ParamOption = [],  # noqa: B006  (typer reads the default)
     spec: SpecOption = None,
+    intervene: InterveneOption = [],  # noqa: B006
 ) -> None:
     """Queue a run without executing it; prints the run id."""
     with ledger() as application:
@@ -98,6 +109,7 @@ def queue(
                 priority,
                 param,
                 spec,
+                intervene,
             )
         )
 
@@ -118,11 +130,22 @@ def run(
         int | None,
         typer.Option(min=1, help="Years saved per transaction [default: max(50, years/4)]"),
     ] = None,
+    intervene: InterveneOption = [],  # noqa: B006
 ) -> None:
     """Queue a run on a twin and execute it with a progress bar."""
     with ledger() as application:
         run_id = _queue(
-            application, twin_id, pattern, years, budget, seed, tech_level, priority, param, spec
+            application,
+            twin_id,
+            pattern,
+            years,
+            budget,
+            seed,
+            tech_level,
+            priority,
+            param,
+            spec,
+            intervene,
         )
         finished = execute_with_progress(application, run_id, chunk)
         print_run(finished)
@@ -155,19 +178,57 @@ def cancel(
         print_run(application.get_run(run_id))
 
 
+@app.command()
+@guarded
+def fork(
+    run_id: Annotated[str, typer.Argument(help="The parent run (id or structured id)")],
+    at_year: Annotated[
+        int, typer.Option("--at-year", help="Years 1..N are the parent's; changes from N+1")
+    ],
+    param: ParamOption = [],  # noqa: B006
+    budget: Annotated[
+        str | None, typer.Option(help="The fork's budget in integer cents (the balance moves)")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="A new PRNG stream from year N+1 (else the parent's)")
+    ] = None,
+    tech_level: Annotated[int | None, typer.Option(help="Technology level from N+1")] = None,
+    priority: Annotated[str | None, typer.Option(help="low, normal or high from N+1")] = None,
+    intervene: InterveneOption = [],  # noqa: B006
+    queue_only: Annotated[
+        bool, typer.Option("--queue-only", help="Queue the fork, print its id, do not execute")
+    ] = False,
+    chunk: Annotated[
+        int | None,
+        typer.Option(min=1, help="Years saved per transaction [default: max(50, years/4)]"),
+    ] = None,
+) -> None:
+    """Fork a run at a year with changes (what if...), then execute the fork."""
+    with ledger() as application:
+        fork_id = application.fork_run(
+            run_id,
+            at_year=at_year,
+            budget_cents=None if budget is None else parse_cents(budget),
+            tech_level=tech_level,
+            priority=priority,
+            pattern_params=parse_params(param),
+            seed=seed,
+            interventions=intervene,
+        )
+        if queue_only:
+            console.print(str(fork_id))
+            return
+        print_run(execute_with_progress(application, str(fork_id), chunk), application)
+
+
 @app.command("show-run")
 @guarded
 def show_run(
     run_id: Annotated[str, typer.Argument(help="Run id, or EXPERIMENT_ID-iterN-PURPOSE[-sampleK]")],
 ) -> None:
-    """Show one run, read from its events."""
+    """Show one run, read from its events: lineage, interventions and provenance too."""
     with ledger() as application:
-        if len(run_id.strip()) > 36:
-            from infrastructure.experiments import resolve_run
-
-            print_run(application.get_run(resolve_run(application, run_id.strip())))
-        else:
-            print_run(application.get_run(run_id))
+        print_run(application.get_run(run_id), application)
 
 
 @app.command()
@@ -216,7 +277,30 @@ def execute_with_progress(application: TwinLedger, run_id: str, chunk: int | Non
         return application.execute_run(stored.id, chunk_years=chunk, on_progress=advance)
 
 
-def print_run(run: SimulationRun) -> None:
+def lineage_rows(run: SimulationRun, application: TwinLedger | None) -> list[tuple[str, str]]:
+    """Interventions, the fork lineage (parent, year, changes; the forks made from this
+    run, which needs the ledger) and the provenance."""
+    rows = [("intervention", item.text()) for item in run.interventions]
+    for point in run.forks[:-1]:
+        rows.append(("lineage", f"{point.parent_run_id} after year {point.at_year}"))
+    fork = run.fork
+    if fork is not None:
+        rows.append(("forked from", f"{fork.parent_run_id} after year {fork.at_year}"))
+        rows.append(("changes", fork.changes.describe()))
+    if application is not None:
+        for child, at_year in application.children_of(run.id):
+            rows.append(("fork", f"{child} after year {at_year}"))
+    provenance = run.provenance
+    if provenance is not None:
+        packages = ", ".join(f"{k} {v}" for k, v in sorted(provenance.packages.items()))
+        rows.append(("provenance", f"engine {provenance.engine_version}, {provenance.python}"))
+        rows.append(("packages", packages))
+        rows.append(("git commit", provenance.git_commit or "(not a git checkout)"))
+        rows.append(("host", provenance.host))
+    return rows
+
+
+def print_run(run: SimulationRun, application: TwinLedger | None = None) -> None:
     table = Table(show_header=False, title=f"run {run.id}")
     rows = [
         ("twin", str(run.twin_id)),
@@ -229,6 +313,7 @@ def print_run(run: SimulationRun) -> None:
     ]
     if run.error_message:
         rows.append(("reason", run.error_message))
+    rows.extend(lineage_rows(run, application))
     if run.summary is not None:
         rows.extend(summary_rows(run.summary))
         rows.append(("digest", run.result_digest or ""))

@@ -218,6 +218,9 @@ def results(
 ) -> None:
     """A run's per-year results, from the simulation_results table."""
     _check_format(output)
+    if len(run_id.strip()) > 36:  # a structured id: the ledger's one resolver
+        with ledger() as application:
+            run_id = str(application.resolve_run_id(run_id))
     with read_tables() as store:
         rows = queries.results(
             store, run_id, result_type=result_type, from_year=from_year, to_year=to_year
