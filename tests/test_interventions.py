@@ -1,0 +1,262 @@
+"""Scheduled interventions and hazards: recorded in RunQueued, applied at the start of their
+year as key events, replayed identically; a changed recorded intervention is named by replay;
+hostile interventions are refused naming the year, key or value, with nothing written."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from storage import rewrite_stored_event
+from typer.testing import CliRunner
+
+from domain.catalog import CATALOG
+from domain.engine import RunInputs, Simulation
+from domain.errors import ValidationError
+from domain.interventions import HAZARDS, Intervention
+from domain.replay import replay
+from domain.values import Pattern, RunParameters, RunStatus
+from infrastructure.application import TwinLedger
+from infrastructure.cli import app
+from infrastructure.interventions import parse_intervention, validate_interventions
+
+BUDGET = 1_000_000_000_000
+YEARS = 40
+SCHEDULE = [
+    "10:budget_cents=+50000000000",
+    "15:hazard=dust_storm",
+    "20:param.tech_level=7",
+    "25:param.spend_scale=2.0",
+    "30:budget_cents=-1000",
+    "32:budget_cents=0",
+]
+runner = CliRunner()
+
+
+def body_state(key: str) -> Any:
+    return CATALOG[key].state
+
+
+def twinledger(db: str, *args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, ["--db", db, *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def run_with(ledger: TwinLedger, interventions: list[str], *, seed: int = 42) -> UUID:
+    twin_id = ledger.clone_twin(name="Mars", body="mars")
+    run_id = ledger.queue_run(
+        twin_id,
+        pattern="mars_terraform",
+        duration_years=YEARS,
+        budget_cents=BUDGET,
+        seed=seed,
+        interventions=interventions,
+    )
+    assert ledger.execute_run(run_id).status == RunStatus.COMPLETED
+    return run_id
+
+
+def test_interventions_are_recorded_applied_as_key_events_and_replay_identically(
+    ledger: TwinLedger,
+) -> None:
+    run_id = run_with(ledger, SCHEDULE)
+    run = ledger.get_run(run_id)
+    assert [item.text() for item in run.interventions] == SCHEDULE
+    years = {year.year: year for year in ledger.recorded_years(run_id)}
+    budget = years[10].key_events[0]
+    assert budget.name == "intervention" and budget.data["change_cents"] == 50_000_000_000
+    assert budget.description.startswith("scheduled intervention 10:budget_cents=+50000000000")
+    storm = next(e for e in years[15].key_events if e.name == "dust_storm")
+    assert storm.data["surface_capacity_lost_pct"] == 20.0
+    assert [e.name for e in years[20].key_events][:1] == ["intervention"]
+    emptied = years[32].key_events[0]
+    assert emptied.data["balance_cents"] == 0
+    assert years[32].economic.balance_cents == 0  # nothing left to spend, no revenue
+    plain = run_with(ledger, [])
+    plain_years = list(ledger.recorded_years(plain))
+    assert list(years.values())[:9] == plain_years[:9]  # nothing changes before year 10
+    assert years[10].economic != plain_years[9].economic
+    report = ledger.replay_run(run_id)
+    assert report.identical and report.complete and report.digest == run.result_digest
+
+
+def _queued_version(ledger: TwinLedger, run_id: UUID) -> int:
+    return next(iter(ledger.repository.event_store.get(run_id))).originator_version
+
+
+@pytest.mark.parametrize(
+    ("change", "year"),
+    [
+        (lambda item: item.update(value=60_000_000_000), 10),  # another amount
+        (lambda item: item.update(year=12), 10),  # another year: missing at 10
+        (lambda item: item.update(key="hazard", value="solar_flare", mode="set"), 10),
+    ],
+)
+def test_a_changed_recorded_intervention_is_named_by_replay(
+    ledger: TwinLedger, database_url: str, change: Any, year: int
+) -> None:
+    run_id = run_with(ledger, SCHEDULE[:2])
+
+    def tamper(state: dict[str, Any]) -> None:
+        change(state["interventions"][0])
+
+    rewrite_stored_event(database_url, run_id, _queued_version(ledger, run_id), tamper)
+    report = ledger.replay_run(run_id)
+    assert report.divergence is not None
+    assert report.divergence.year == year and report.divergence.field == "intervention"
+    assert "10:budget_cents=+50000000000" in report.divergence.recorded
+    code, out, _ = twinledger(database_url, "replay", str(run_id))
+    assert code == 1 and f"diverged at year {year}, field intervention" in out
+
+
+HOSTILE = [
+    ("0:hazard=dust_storm", "interventions[0].year"),
+    (f"{YEARS + 1}:hazard=dust_storm", "interventions[0].year"),
+    ("99999:hazard=dust_storm", "interventions[0].year"),
+    ("x:hazard=dust_storm", "interventions[0].year"),
+    ("10:warp=1", "interventions[0].key"),
+    ("10:param.=1", "interventions[0].key"),
+    ("10:hazard=volcano", "interventions[0].value"),
+    ("10:hazard=dust\x00storm", "interventions[0]"),
+    ("10:hazard=dust_storm\x1b[2J", "interventions[0]"),
+    ("10:budget_cents=1.5", "interventions[0].value"),
+    ("10:budget_cents=+1e12", "interventions[0].value"),
+    (f"10:budget_cents=+{2**70}", "interventions[0].value"),
+    ("10:param.tech_level=11", "interventions[0].value"),
+    ("10:param.tech_level=7.5", "interventions[0].value"),
+    ("10:param.priority=urgent", "interventions[0].value"),
+    ("10:param.spend_scale=nan", "interventions[0].value"),
+    ("10:param.spend_scale=inf", "interventions[0].value"),
+    ("10:param.spend_scale=50", "interventions[0].value"),
+    ("10:param.warp_factor=9", "interventions[0].value"),
+    ("no separators", "interventions[0]"),
+]
+
+
+@pytest.mark.parametrize(("text", "field"), HOSTILE)
+def test_hostile_interventions_exit_2_naming_the_field_and_write_nothing(
+    ledger: TwinLedger, database_url: str, text: str, field: str
+) -> None:
+    twin_id = str(ledger.clone_twin(name="Mars", body="mars"))
+    before = ledger.event_count()
+    for command in ("queue", "run"):
+        code, _, err = twinledger(
+            database_url, command, twin_id, "--years", str(YEARS), "--intervene", text
+        )
+        assert code == 2, err
+        assert err.startswith(f"error: {field}"), err
+    assert ledger.event_count() == before
+
+
+def test_the_second_bad_intervention_is_the_one_named(ledger: TwinLedger) -> None:
+    twin_id = ledger.clone_twin(name="Mars", body="mars")
+    before = ledger.event_count()
+    with pytest.raises(ValidationError) as refused:
+        ledger.queue_run(
+            twin_id,
+            pattern="mars_terraform",
+            duration_years=YEARS,
+            budget_cents=BUDGET,
+            interventions=["10:hazard=dust_storm", {"year": 12, "key": "hazard", "value": 3}],
+        )
+    assert refused.value.field == "interventions[1].value"
+    assert ledger.event_count() == before
+
+
+def test_a_hazard_that_cannot_happen_on_the_pattern_is_refused() -> None:
+    with pytest.raises(ValidationError, match=r"interventions\[0\].value: dust_storm cannot"):
+        validate_interventions(
+            ["5:hazard=dust_storm"], pattern=Pattern.VENUS_INDUSTRIAL, duration_years=10
+        )
+
+
+STRIKES = [
+    (hazard, pattern)
+    for hazard in sorted(HAZARDS)
+    for pattern in sorted(HAZARDS[hazard].effects)
+    if pattern != Pattern.CUSTOM
+]
+
+
+@pytest.mark.parametrize(("hazard", "pattern"), STRIKES)
+def test_every_scheduled_hazard_strikes_where_it_can(hazard: str, pattern: Pattern) -> None:
+    effect = HAZARDS[hazard].effects[pattern]
+    body = {"mars_terraform": "mars", "venus_industrial": "venus", "titan_fuel": "titan"}
+    inputs = RunInputs(
+        state=body_state(body.get(pattern, "europa")),
+        pattern=pattern,
+        duration_years=6,
+        parameters=RunParameters(budget_cents=BUDGET),
+        seed=5,
+        interventions=[Intervention(year=3, key="hazard", value=hazard)],
+    )
+    simulation = Simulation(inputs)
+    years = [simulation.step() for _ in range(6)]
+    struck = [e for e in years[2].key_events if e.name == hazard]
+    assert len(struck) == 1
+    assert struck[0].data["surface_capacity_lost_pct"] == effect.surface_damage * 100.0
+
+
+# --- properties (pure engine) -------------------------------------------------------------------
+
+intervention_texts = st.one_of(
+    st.builds(
+        lambda y, c: f"{y}:budget_cents={c:+d}", st.integers(1, 12), st.integers(-(10**12), 10**12)
+    ),
+    st.builds(lambda y, c: f"{y}:budget_cents={c}", st.integers(1, 12), st.integers(0, 10**12)),
+    st.builds(lambda y, h: f"{y}:hazard={h}", st.integers(1, 12), st.sampled_from(sorted(HAZARDS))),
+    st.builds(lambda y, t: f"{y}:param.tech_level={t}", st.integers(1, 12), st.integers(1, 10)),
+    st.builds(
+        lambda y, p: f"{y}:param.priority={p}", st.integers(1, 12), st.sampled_from(["low", "high"])
+    ),
+    st.builds(
+        lambda y, v: f"{y}:param.hazard_rate={v!r}",
+        st.integers(1, 12),
+        st.floats(0.0, 0.5, allow_nan=False),
+    ),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(intervention_texts, max_size=5), st.integers(0, 2**63 - 1))
+def test_interventions_are_deterministic_and_leave_earlier_years_alone(
+    texts: list[str], seed: int
+) -> None:
+    items = validate_interventions(texts, pattern=Pattern.MARS_TERRAFORM, duration_years=12)
+    base = RunInputs(
+        state=body_state("mars"),
+        pattern=Pattern.MARS_TERRAFORM,
+        duration_years=12,
+        parameters=RunParameters(budget_cents=BUDGET),
+        seed=seed,
+    )
+    changed = msgspec.structs.replace(base, interventions=items)
+    simulation = Simulation(changed)
+    first = [simulation.step() for _ in range(12)]
+    plain = Simulation(base)
+    unchanged = [plain.step() for _ in range(12)]
+    start = min((item.year for item in items), default=13)
+    assert first[: start - 1] == unchanged[: start - 1]
+    assert replay(changed, first, None, None).identical
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40))
+def test_any_text_is_an_intervention_or_a_named_refusal(text: str) -> None:
+    try:
+        items = validate_interventions([text], pattern=Pattern.MARS_TERRAFORM, duration_years=50)
+    except ValidationError as error:
+        assert error.field.startswith("interventions[0]")
+        assert "\x00" not in error.field
+    else:
+        assert len(items) == 1 and 1 <= items[0].year <= 50
+
+
+def test_parse_keeps_the_sign_of_a_budget_change() -> None:
+    assert parse_intervention("7:budget_cents=+5", 0)["mode"] == "add"
+    assert parse_intervention("7:budget_cents=5", 0)["mode"] == "set"
+    assert parse_intervention("7:budget_cents=-5", 0)["value"] == -5
