@@ -31,3 +31,7 @@ class InvalidTransition(TwinLedgerError):
 
 class ConcurrentWrite(TwinLedgerError):
     """Another writer changed the same aggregate first; the command was not applied."""
+
+
+class RunBusy(TwinLedgerError):
+    """Another process holds the run's claim: it is executing the run right now."""
