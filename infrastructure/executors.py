@@ -194,7 +194,7 @@ class DaskExecutor:
                     n_workers=workers or (os.cpu_count() or 1),
                     threads_per_worker=1,
                     processes=True,
-                    dashboard_address=None,
+                    dashboard_address="127.0.0.1:0",  # loopback, any free port
                     host="127.0.0.1",
                 )
                 self._client = Client(self._cluster)
