@@ -1,8 +1,9 @@
 """``twinledger replay``: verify runs by re-simulating them, or show a run's state at a year.
 
 Exit codes: 0 identical, 1 a divergence (the first diverging year and field is printed with
-both values), 2 a user error (bad arguments, unknown run, a run recorded by another engine
-version without --allow-other-engine).
+both values) or a run whose events cannot be read (a missing version), 2 a user error (bad
+arguments, unknown run, a run recorded by another engine version without --allow-other-engine).
+``--all`` goes on past a run it cannot verify and reports every one, then exits with the worst.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from domain.errors import ValidationError
 from domain.replay import EngineVersionMismatch, ReplayReport, RunStateAtYear
 from domain.run import SimulationRun
 from infrastructure.cli.base import app, fail, format_cents, guarded, ledger, to_json
+from infrastructure.errors import UnreadableStream
 
 
 @app.command("replay")
@@ -52,8 +54,12 @@ def replay_command(
             if not report.identical:
                 raise typer.Exit(1)
             return
-        identical = diverged = refused = 0
+        identical = diverged = refused = unreadable = 0
         for ident, outcome in application.replay_all(allow_other_engine=allow_other_engine):
+            if isinstance(outcome, UnreadableStream):
+                unreadable += 1
+                typer.echo(f"{ident} unreadable: {outcome.problem}")
+                continue
             if isinstance(outcome, EngineVersionMismatch):
                 refused += 1
                 typer.echo(f"{ident} refused: recorded by engine {outcome.recorded}")
@@ -63,12 +69,12 @@ def replay_command(
             else:
                 diverged += 1
             typer.echo(f"{ident} {describe_report(outcome)}")
-        total = identical + diverged + refused
+        total = identical + diverged + refused + unreadable
         typer.echo(
             f"{total} completed run(s): {identical} identical, {diverged} diverged, "
-            f"{refused} refused"
+            f"{refused} refused" + (f", {unreadable} unreadable" if unreadable else "")
         )
-        if diverged:
+        if diverged or unreadable:
             raise typer.Exit(1)
         if refused:
             fail(
