@@ -47,7 +47,13 @@ from domain.run import RunCompleted, SimulationRun, YearResultRecorded
 from domain.twin import DigitalTwin
 from domain.values import YearResult
 from infrastructure.codec import MsgspecMapper, NullTranscoder
-from infrastructure.errors import RunInterrupted, UnreadableStream, UnusableDatabase, first_line
+from infrastructure.errors import (
+    RunInterrupted,
+    UndecodableStream,
+    UnreadableStream,
+    UnusableDatabase,
+    first_line,
+)
 from infrastructure.inputs import CloneTwin, QueueRun, ReasonText, read_body_file, validate
 from infrastructure.settings import Database, resolve_database
 
@@ -435,7 +441,7 @@ class TwinLedger(Application[UUID]):
             if run.engine_version != ENGINE_VERSION and not allow_other_engine:
                 raise EngineVersionMismatch(str(run.id), run.engine_version)
             years = list(self.recorded_years(run.id))
-        except MapperDeserialisationError as error:
+        except (MapperDeserialisationError, UndecodableStream) as error:
             divergence = Divergence(
                 year=None, field="stored_event", recorded=str(error), replayed="(not decodable)"
             )
@@ -500,6 +506,8 @@ class TwinLedger(Application[UUID]):
                 f"its stored events skip version {expected} (the next stored is {found}); "
                 "an event is missing from the log",
             ) from None
+        except MapperDeserialisationError as error:
+            raise UndecodableStream(field.removesuffix("_id"), key, first_line(error)) from None
         if not isinstance(aggregate, cls):
             raise NotFound(field, str(key))
         return aggregate

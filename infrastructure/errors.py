@@ -46,6 +46,10 @@ class UnreadableStream(StoreError):
         self.problem = problem
 
 
+class UndecodableStream(UnreadableStream):
+    """One of an aggregate's stored events no longer decodes (edited or written by a bug)."""
+
+
 def first_line(error: BaseException) -> str:
     """An error's message on one line (drivers add hints on further lines)."""
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
