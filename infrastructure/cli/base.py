@@ -66,7 +66,7 @@ def ledger() -> Iterator[TwinLedger]:
 
 
 def fail(message: str, code: int) -> None:
-    errors.print(f"error: {message}", markup=False, highlight=False)
+    errors.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
