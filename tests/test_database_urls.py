@@ -139,9 +139,7 @@ def hostile_role() -> Iterator[tuple[str, str]]:
             yield role, schema
         finally:
             with psycopg.connect(base, autocommit=True) as connection:
-                connection.execute(
-                    sql.SQL("DROP OWNED BY {} CASCADE").format(sql.Identifier(role))
-                )
+                connection.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(sql.Identifier(role)))
                 connection.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
