@@ -20,6 +20,9 @@ class UnusableDatabase(ValidationError):
         self.where = where
         self.problem = problem
 
+    def __reduce__(self) -> tuple[type[UnusableDatabase], tuple[str, str]]:
+        return type(self), (self.where, self.problem)  # pickles across process pools
+
 
 class StoreError(Exception):
     """The store could not do what was asked; nothing was written by the failed step."""
@@ -34,6 +37,10 @@ class RunInterrupted(StoreError):
             f"with its saved years kept: `twinledger execute {run_id}` resumes it"
         )
         self.run_id = run_id
+        self.cause = cause
+
+    def __reduce__(self) -> tuple[type[RunInterrupted], tuple[UUID, str]]:
+        return type(self), (self.run_id, self.cause)
 
 
 class UnreadableStream(StoreError):
@@ -44,6 +51,9 @@ class UnreadableStream(StoreError):
         self.kind = kind
         self.ident = ident
         self.problem = problem
+
+    def __reduce__(self) -> tuple[type[UnreadableStream], tuple[str, UUID, str]]:
+        return type(self), (self.kind, self.ident, self.problem)
 
 
 class UndecodableStream(UnreadableStream):

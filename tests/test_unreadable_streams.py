@@ -4,6 +4,7 @@ And event_count() counts events, whatever the ids."""
 
 from __future__ import annotations
 
+import pickle
 import re
 import sqlite3
 from datetime import timedelta
@@ -16,6 +17,12 @@ from typer.testing import CliRunner
 from domain.values import RunStatus, TwinStatus
 from infrastructure.application import TwinLedger
 from infrastructure.cli import app
+from infrastructure.errors import (
+    RunInterrupted,
+    UndecodableStream,
+    UnreadableStream,
+    UnusableDatabase,
+)
 from infrastructure.settings import resolve_database
 
 runner = CliRunner()
@@ -134,3 +141,16 @@ def test_event_count_counts_events_not_the_highest_id(
     delete_event(database_url, run_id, 3)
     assert ledger.event_count() == stored - 1
     assert ledger.recorder.max_notification_id() == head
+
+
+def test_store_errors_cross_process_boundaries_intact() -> None:
+    """Sample runs execute in worker processes: their errors are pickled back."""
+    ident = UUID(int=7)
+    for error in (
+        RunInterrupted(ident, "database is locked"),
+        UnreadableStream("run", ident, "its stored events skip version 3"),
+        UndecodableStream("twin", ident, "cannot decode"),
+        UnusableDatabase("sqlite:/x.db", "is a directory"),
+    ):
+        copy = pickle.loads(pickle.dumps(error))
+        assert (type(copy), str(copy)) == (type(error), str(error))
