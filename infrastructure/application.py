@@ -340,6 +340,8 @@ class TwinLedger(Application[UUID]):
 
         try:
             run = self._change_run_and_twin(run.id, start)
+        except TRANSIENT as error:  # not started: the run stays as it was
+            raise RunInterrupted(run.id, first_line(error)) from error
         except InvalidTransition as refusal:
             reason = str(refusal)
             if not reason.startswith("twin_id"):

@@ -29,12 +29,13 @@ class StoreError(Exception):
 
 
 class RunInterrupted(StoreError):
-    """A transient database error stopped a run between chunks; the run stays resumable."""
+    """A transient database error stopped a run (starting it, between chunks, or ending it);
+    the run stays queued or running, and resumable."""
 
     def __init__(self, run_id: UUID, cause: str) -> None:
         super().__init__(
-            f"run {run_id} interrupted by a database error ({cause}); it is still running "
-            f"with its saved years kept: `twinledger execute {run_id}` resumes it"
+            f"run {run_id} interrupted by a database error ({cause}); the years it saved "
+            f"are kept and `twinledger execute {run_id}` resumes it"
         )
         self.run_id = run_id
         self.cause = cause

@@ -198,3 +198,20 @@ def test_a_terminated_postgres_connection_mid_run_is_retried(
             assert run.result_digest == expected.result_digest
         finally:
             ledger.close()
+
+
+def test_a_database_error_while_starting_a_run_leaves_it_queued(
+    ledger: TwinLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disturbed, reference = twin_and_runs(ledger)
+    real = ledger.recorder.insert_events
+
+    def down(stored_events: Any, **kwargs: Any) -> Any:
+        raise OperationalError("could not connect to server")
+
+    monkeypatch.setattr(ledger.recorder, "insert_events", down)
+    with pytest.raises(RunInterrupted, match=r"\(could not connect to server\); the years it"):
+        ledger.execute_run(disturbed, chunk_years=20)
+    assert ledger.get_run(disturbed).status == RunStatus.QUEUED
+    monkeypatch.setattr(ledger.recorder, "insert_events", real)
+    assert_resumes_to_the_reference(ledger, disturbed, reference)
