@@ -194,7 +194,7 @@ class ExperimentsProjection(Projection):
                         )
                     )
                 _apply(row, data)
-                row["updated_at"] = data.timestamp
+                row["updated_at"] = max(row["updated_at"], data.timestamp)
             changed.add(experiment_id)
         fold.flush(changed)  # first: the iteration rows reference their experiment's row
         if iterations:
