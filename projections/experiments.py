@@ -148,6 +148,7 @@ _spec = msgspec.json.Decoder(Spec)
 
 class ExperimentsProjection(Projection):
     name = "experiments"
+    version = 2  # 2: canonical JSON; statuses by domain/ folds; updated_at a max
     tables = (EXPERIMENTS, EXPERIMENT_ITERATIONS)
     depends_on = ("twins", "runs")
     handles = {

@@ -133,6 +133,7 @@ _headline = msgspec.json.Decoder(Headline)
 
 class RunsProjection(Projection):
     name = "runs"
+    version = 2  # 2: canonical JSON; statuses by domain/ folds; updated_at a max
     tables = (SIMULATION_RUNS,)
     depends_on = ("twins",)
     handles = {

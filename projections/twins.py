@@ -108,6 +108,7 @@ class Queued(Lean, kw_only=True):
 
 class TwinsProjection(Projection):
     name = "twins"
+    version = 2  # 2: canonical JSON; statuses by domain/ folds; updated_at a max
     tables = (DIGITAL_TWINS,)
     handles = {
         TwinCloned: Cloned,
