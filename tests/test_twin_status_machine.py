@@ -152,6 +152,10 @@ class TwinStatusMachine(RuleBasedStateMachine):
         super().__init__()
         self.twin_ids: list[UUID] = []
         self.runs_of: dict[UUID, list[UUID]] = {}
+        self.projector = projector(self.ledger)  # one connection for the whole example
+
+    def teardown(self) -> None:
+        self.projector.close()
 
     @initialize(target=twins)
     def first_twin(self) -> UUID:
@@ -212,6 +216,25 @@ class TwinStatusMachine(RuleBasedStateMachine):
             aggregate.delete(self.clock(), "tester", "forced")
             self.ledger.save(aggregate)
 
+    @rule(twin=twins, outcome=st.sampled_from(["cancel", "execute"]))
+    def a_run_ends_after_its_twin_ended(self, twin: UUID, outcome: str) -> None:
+        """A run under way when its twin is deleted (by another writer) ends afterwards."""
+        if self.ledger.get_twin(twin).ended or self.ledger.get_twin(twin).is_expired(self.clock()):
+            return
+        run_id = self.ledger.queue_run(
+            twin, pattern="mars_terraform", duration_years=YEARS, budget_cents=BUDGET, seed=5
+        )
+        self.runs_of[twin].append(run_id)
+        with contextlib.suppress(Crash):
+            self.ledger.execute_run(run_id, chunk_years=1, on_progress=_crash)
+        self.delete_with_runs_under_way(twin)
+        if outcome == "cancel":
+            self.ledger.cancel_run(run_id, reason="late", by="tester")
+        else:  # the twin has ended: the executor refuses to go on and cancels the run
+            with contextlib.suppress(TwinLedgerError):
+                self.ledger.execute_run(run_id, chunk_years=1)
+        assert self.ledger.get_run(run_id).ended
+
     @rule(twin=twins)
     def extend(self, twin: UUID) -> None:
         with contextlib.suppress(TwinLedgerError):
@@ -220,15 +243,13 @@ class TwinStatusMachine(RuleBasedStateMachine):
     @rule(days=st.integers(0, 4))
     def expire(self, days: int) -> None:
         self.clock.advance(days=days)
-        with projector(self.ledger) as p:
-            expire_twins(self.ledger, p)
+        expire_twins(self.ledger, self.projector)
 
     @invariant()
     def rows_agree_with_aggregates(self) -> None:
-        with projector(self.ledger) as p:
-            p.catch_up()
-            twin_rows = {row["id"]: row for row in queries.twins(p.store)}
-            run_rows = {row["id"]: row for row in queries.runs(p.store)}
+        self.projector.catch_up()
+        twin_rows = {row["id"]: row for row in queries.twins(self.projector.store)}
+        run_rows = {row["id"]: row for row in queries.runs(self.projector.store)}
         for twin_id in self.twin_ids:
             runs = [self.ledger.get_run(r) for r in self.runs_of[twin_id]]
             check_twin(twin_rows[str(twin_id)], self.ledger.get_twin(twin_id), runs)
