@@ -60,3 +60,7 @@ class NothingToVerify(TwinLedgerError):
     def __init__(self, run_id: str, status: str) -> None:
         super().__init__(f"run_id: run {run_id} has no recorded years to verify (status {status})")
         self.field = "run_id"
+
+
+class RunBusy(TwinLedgerError):
+    """Another process holds the run's claim: it is executing the run right now."""

@@ -44,6 +44,17 @@ class Provenance(msgspec.Struct, frozen=True, kw_only=True):
     host: str
 
 
+def next_run_status(current: RunStatus, event: type[Event]) -> RunStatus:
+    """The run's status after ``event``: the status rules in one place, used by SimulationRun
+    and by the simulation_runs projection (projections/runs.py).
+
+    queued (RunQueued) -> running (RunStarted, also on resume) -> completed | failed |
+    cancelled; YearResultRecorded leaves the status as it is. Which transitions are allowed is
+    checked by SimulationRun's commands before an event is recorded, not here.
+    """
+    return _STATUS_AFTER.get(event, current)
+
+
 class RunQueued(Created, frozen=True, kw_only=True):
     """A run was asked for. Everything needed to execute it again is here.
 
@@ -102,7 +113,7 @@ class RunStarted(Event, frozen=True, kw_only=True):
     resumed_from_year: int = 0
 
     def apply(self, run: SimulationRun) -> None:
-        run.status = RunStatus.RUNNING
+        run.status = next_run_status(run.status, RunStarted)
 
 
 class YearResultRecorded(Event, frozen=True, kw_only=True):
@@ -132,7 +143,7 @@ class RunCompleted(Event, frozen=True, kw_only=True):
     result_digest: str
 
     def apply(self, run: SimulationRun) -> None:
-        run.status = RunStatus.COMPLETED
+        run.status = next_run_status(run.status, RunCompleted)
         run.summary = self.summary
         run.result_digest = self.result_digest
 
@@ -144,7 +155,7 @@ class RunFailed(Event, frozen=True, kw_only=True):
     at_year: int
 
     def apply(self, run: SimulationRun) -> None:
-        run.status = RunStatus.FAILED
+        run.status = next_run_status(run.status, RunFailed)
         run.error_message = self.error_message
 
 
@@ -156,7 +167,7 @@ class RunCancelled(Event, frozen=True, kw_only=True):
     at_year: int
 
     def apply(self, run: SimulationRun) -> None:
-        run.status = RunStatus.CANCELLED
+        run.status = next_run_status(run.status, RunCancelled)
         run.error_message = self.reason
 
 
@@ -279,3 +290,12 @@ class SimulationRun(Aggregate):
         self.trigger_event(
             RunCancelled, reason=reason, cancelled_by=cancelled_by, at_year=self.years_recorded
         )
+
+
+_STATUS_AFTER: dict[type[Event], RunStatus] = {
+    RunQueued: RunStatus.QUEUED,
+    RunStarted: RunStatus.RUNNING,
+    RunCompleted: RunStatus.COMPLETED,
+    RunFailed: RunStatus.FAILED,
+    RunCancelled: RunStatus.CANCELLED,
+}

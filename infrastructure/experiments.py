@@ -8,10 +8,8 @@ ExperimentStarted alone and compares every candidate, run digest and decision wi
 
 from __future__ import annotations
 
-import multiprocessing
 import tomllib
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -43,6 +41,7 @@ from domain.experiment import (
 )
 from domain.values import MAX_SEED, MAX_YEARS, Pattern, Priority, RunStatus, YearResult
 from infrastructure.application import RunLink, TwinLedger
+from infrastructure.executors import Executor, open_executor, store_url
 from infrastructure.inputs import MAX_BODY_FILE_BYTES, validate
 
 Cents = Annotated[StrictInt, Field(ge=0, le=2**62)]
@@ -161,27 +160,25 @@ def read_experiment_file(path: str | Path) -> ExperimentFile:
 # --- running -----------------------------------------------------------------------------------
 
 
-def _execute_elsewhere(url: str, run_id: str) -> None:
-    """Execute one sample run in a worker process, on its own connection to the same store."""
-    ledger = TwinLedger.open(url, create_tables=False)
-    try:
-        ledger.execute_run(run_id)
-    finally:
-        ledger.close()
-
-
 def run_experiment(
     ledger: TwinLedger,
     file: ExperimentFile,
     *,
     workers: int | None = None,
+    scheduler: str | None = None,
     started_by: str = "cli",
     on_iteration: OnIteration | None = None,
 ) -> Experiment:
-    """Run a whole experiment and return it, completed."""
+    """Run a whole experiment and return it, completed.
+
+    Sample runs execute here, in ``workers`` local processes, or on the Dask ``scheduler``
+    (infrastructure/executors.py); the search decides from their recorded results alone, so
+    where they ran changes nothing.
+    """
     spec = file.spec()
     workers = workers or file.workers
-    if workers > 1 and (ledger.database is None or "mode=memory" in ledger.database.sqlite_path):
+    elsewhere = workers > 1 or bool(scheduler)
+    if elsewhere and (ledger.database is None or "mode=memory" in ledger.database.sqlite_path):
         raise ValidationError("workers", "parallel samples need a database file or PostgreSQL")
     if file.twin is not None:
         twin = ledger.get_twin(file.twin)
@@ -200,8 +197,8 @@ def run_experiment(
     )
     ledger.save_and_notify(experiment)
     pool = (
-        ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-        if workers > 1
+        open_executor(store_url(ledger.database), scheduler, workers=workers)
+        if elsewhere
         else None
     )
     try:
@@ -237,7 +234,7 @@ def run_experiment(
         raise
     finally:
         if pool is not None:
-            pool.shutdown()
+            pool.close()
     return experiment
 
 
@@ -248,7 +245,7 @@ def _evaluate_live(
     candidate: list[int],
     iteration: int,
     purpose: RunPurpose,
-    pool: ProcessPoolExecutor | None,
+    pool: Executor | None,
 ) -> list[SampleOutcome]:
     params = parameters_of(spec, candidate)
     parameters = run_parameters(params)
@@ -271,10 +268,8 @@ def _evaluate_live(
         )
         for sample, seed in seeds
     ]
-    if pool is not None and ledger.database is not None:
-        url = ledger.database.url
-        for future in [pool.submit(_execute_elsewhere, url, str(run_id)) for run_id in run_ids]:
-            future.result()
+    if pool is not None:
+        pool.run_all([str(run_id) for run_id in run_ids])
     else:
         for run_id in run_ids:
             ledger.execute_run(run_id)

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from domain.errors import TwinLedgerError, ValidationError
 from infrastructure.application import TwinLedger
+from infrastructure.errors import StoreError
 from projections.runner import keep_current
 
 app = typer.Typer(
@@ -65,7 +66,7 @@ def ledger() -> Iterator[TwinLedger]:
 
 
 def fail(message: str, code: int) -> None:
-    errors.print(f"error: {message}", markup=False, highlight=False)
+    errors.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -79,6 +80,8 @@ def guarded(command: Callable[..., T]) -> Callable[..., T]:
             return command(*args, **kwargs)
         except TwinLedgerError as error:
             fail(str(error), 2)
+        except StoreError as error:  # not the user's input; nothing half-done (docs/operations.md)
+            fail(str(error), 1)
         except (typer.Exit, typer.Abort):
             raise
         except Exception as error:  # an unexpected failure: still one line, exit code 1

@@ -29,8 +29,17 @@ def bench(
         int | None, typer.Option(min=1, help="Years per save [default: as execute_run]")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
+    scale_out: Annotated[
+        str | None,
+        typer.Option(
+            help="Only the scale-out benchmark: Dask worker counts, e.g. 1,2,4 (PostgreSQL)"
+        ),
+    ] = None,
 ) -> None:
     """Benchmark on scratch storage beside --db (never the ledger itself); prints the numbers."""
+    if scale_out is not None:
+        _scale_out(runs, years, scale_out)
+        return
     counts = tuple(int(part) for part in writers.split(",") if part.strip())
     report = run_bench(
         state.db,
@@ -63,5 +72,35 @@ def bench(
         )
         table.add_row(
             m.name, value, m.target, "; ".join(part for part in (m.baseline, m.note) if part)
+        )
+    console.print(table)
+
+
+def _scale_out(runs: int, years: int, counts: str) -> None:
+    from infrastructure.bench.cluster import scale_out
+    from infrastructure.settings import resolve_database
+
+    measured = scale_out(
+        resolve_database(state.db),
+        runs=runs,
+        years=years,
+        worker_counts=tuple(int(part) for part in counts.split(",") if part.strip()),
+        progress=lambda message: errors.print(f"bench: {message}", highlight=False),
+    )
+    table = Table(
+        "workers",
+        "runs/s",
+        "years/s",
+        "x one worker",
+        "cluster start",
+        title=f"twinledger bench --scale-out: {runs} runs x {years} years",
+    )
+    for m in measured:
+        table.add_row(
+            str(m.workers),
+            f"{m.runs_per_second:.2f}",
+            f"{m.years_per_second:,.0f}",
+            f"{m.runs_per_second / measured[0].runs_per_second:.2f}",
+            f"{m.startup_seconds:.1f} s",
         )
     console.print(table)

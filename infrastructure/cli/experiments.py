@@ -45,6 +45,13 @@ def _objective(value: float | None) -> str:
 def run(
     spec: Annotated[Path, typer.Argument(help="Experiment spec (TOML), see docs/experiments.md")],
     workers: Annotated[int | None, typer.Option(help="Worker processes for sample runs")] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TWINLEDGER_SCHEDULER",
+            help="Evaluate samples on a Dask scheduler tcp://HOST:8786 (or 'local')",
+        ),
+    ] = None,
 ) -> None:
     """Run an experiment from its spec, printing each iteration as it is decided."""
     file = read_experiment_file(spec)
@@ -62,7 +69,9 @@ def run(
                 highlight=False,
             )
 
-        experiment = run_experiment(application, file, workers=workers, on_iteration=show)
+        experiment = run_experiment(
+            application, file, workers=workers, scheduler=scheduler, on_iteration=show
+        )
         print_experiment(experiment)
 
 

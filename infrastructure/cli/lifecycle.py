@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from domain.errors import ValidationError
-from infrastructure.cli.base import app, console, guarded, ledger
+from infrastructure.cli.base import app, console, errors, guarded, ledger
 from infrastructure.cli.tables import twins_app
 from infrastructure.expiry import DEFAULT_BATCH, expire_twins
 from infrastructure.inputs import parse_duration
@@ -50,12 +50,19 @@ def expire(
         assert application.database is not None
         with Projector(application.database) as projector:
             report = expire_twins(application, projector, now=moment, batch=batch)
+    for line in report.unreadable:
+        errors.print(f"error: {line}", markup=False, highlight=False, soft_wrap=True)
+    if report.behind:
+        errors.print(f"warning: {report.behind}", markup=False, highlight=False, soft_wrap=True)
     console.print(
         f"expired {report.expired} twins ({report.runs_cancelled} runs cancelled) "
-        f"of {report.examined} candidates",
+        f"of {report.examined} candidates"
+        + (f", {len(report.unreadable)} unreadable" if report.unreadable else ""),
         highlight=False,
         soft_wrap=True,
     )
+    if report.unreadable or report.behind:
+        raise typer.Exit(1)
 
 
 @twins_app.command("extend")
@@ -117,3 +124,6 @@ def retention_apply(
         highlight=False,
         soft_wrap=True,
     )
+    if report.behind:
+        errors.print(f"warning: {report.behind}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from infrastructure.cli.base import app, console, errors, guarded, ledger
+from projections.follower import follow
 from projections.runner import Projector
 
 projections_app = typer.Typer(
@@ -91,7 +92,9 @@ def run(
             return
         kind = "following the log (LISTEN/NOTIFY)" if opened.store.postgres else "polling"
         errors.print(f"projections: {kind} on {opened.database.describe()}; Ctrl-C stops")
-        opened.run_forever(poll_seconds=poll, report=lambda text: errors.print(text, markup=False))
+        database = opened.database
+    # One active follower per store; others stand by (projections/follower.py).
+    follow(database, poll_seconds=poll, report=lambda text: errors.print(text, markup=False))
 
 
 @projections_app.command("rebuild")

@@ -1,9 +1,11 @@
 """``twinledger replay``: verify runs by re-simulating them, or show a run's state at a year.
 
 Exit codes: 0 identical (a run that failed in the engine: the same failure again), 1 a
-divergence (the first diverging year and field is printed with both values), 2 a user error
-(bad arguments, unknown run, a run recorded by another engine version without
---allow-other-engine, a run with nothing recorded to verify, e.g. a queued one).
+divergence (the first diverging year and field is printed with both values) or a run whose
+events cannot be read (a missing version), 2 a user error (bad arguments, unknown run, a run
+recorded by another engine version without --allow-other-engine, a run with nothing recorded
+to verify, e.g. a queued one). ``--all`` goes on past a run it cannot verify and reports every
+one, then exits with the worst.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from domain.errors import ValidationError
 from domain.replay import EngineVersionMismatch, ReplayReport, RunStateAtYear
 from domain.run import SimulationRun
 from infrastructure.cli.base import app, fail, format_cents, guarded, ledger, to_json
+from infrastructure.errors import UnreadableStream
 
 
 @app.command("replay")
@@ -55,8 +58,12 @@ def replay_command(
             if not report.identical:
                 raise typer.Exit(1)
             return
-        identical = diverged = refused = 0
+        identical = diverged = refused = unreadable = 0
         for ident, outcome in application.replay_all(allow_other_engine=allow_other_engine):
+            if isinstance(outcome, UnreadableStream):
+                unreadable += 1
+                typer.echo(f"{ident} unreadable: {outcome.problem}")
+                continue
             if isinstance(outcome, EngineVersionMismatch):
                 refused += 1
                 typer.echo(f"{ident} refused: recorded by engine {outcome.recorded}")
@@ -66,12 +73,12 @@ def replay_command(
             else:
                 diverged += 1
             typer.echo(f"{ident} {describe_report(outcome)}")
-        total = identical + diverged + refused
+        total = identical + diverged + refused + unreadable
         typer.echo(
             f"{total} completed run(s): {identical} identical, {diverged} diverged, "
-            f"{refused} refused"
+            f"{refused} refused" + (f", {unreadable} unreadable" if unreadable else "")
         )
-        if diverged:
+        if diverged or unreadable:
             raise typer.Exit(1)
         if refused:
             fail(

@@ -9,6 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from domain.errors import RunBusy, ValidationError
 from domain.run import SimulationRun
 from domain.values import RunSummary
 from infrastructure.application import TwinLedger
@@ -78,6 +79,13 @@ InterveneOption = Annotated[
         "hazard=dust_storm|solar_flare|asteroid_impact, param.NAME=VALUE (repeatable)",
     ),
 ]
+SchedulerOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="TWINLEDGER_SCHEDULER",
+        help="Dask scheduler tcp://HOST:8786 (or 'local' for a LocalCluster); default: here",
+    ),
+]
 DEFAULT_BUDGET = "1000000000000"
 
 
@@ -130,6 +138,7 @@ def run(
         int | None,
         typer.Option(min=1, help="Years saved per transaction [default: max(50, years/4)]"),
     ] = None,
+    scheduler: SchedulerOption = None,
     intervene: InterveneOption = [],  # noqa: B006
 ) -> None:
     """Queue a run on a twin and execute it with a progress bar."""
@@ -147,6 +156,11 @@ def run(
             spec,
             intervene,
         )
+        if scheduler:
+            from infrastructure.cli.cluster import execute_elsewhere
+
+            print_run(execute_elsewhere(application, run_id, scheduler=scheduler))
+            return
         finished = execute_with_progress(application, run_id, chunk)
         print_run(finished)
 
@@ -154,15 +168,34 @@ def run(
 @app.command()
 @guarded
 def execute(
-    run_id: str,
+    run_id: Annotated[str | None, typer.Argument(help="The run (or use --queued)")] = None,
     chunk: Annotated[
         int | None,
         typer.Option(min=1, help="Years saved per transaction [default: max(50, years/4)]"),
     ] = None,
+    queued: Annotated[
+        bool, typer.Option("--queued", help="Drain the queue (and resume orphaned runs)")
+    ] = False,
+    limit: Annotated[int | None, typer.Option(min=1, help="With --queued: at most N runs")] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="With --queued and no scheduler: local processes")
+    ] = 1,
+    scheduler: SchedulerOption = None,
 ) -> None:
-    """Execute a queued run, or resume one interrupted by a crash."""
+    """Execute a queued run, or resume one interrupted by a crash; --queued drains the queue."""
+    from infrastructure.cli import cluster
+
     with ledger() as application:
-        print_run(execute_with_progress(application, run_id, chunk))
+        if queued:
+            if run_id is not None:
+                raise ValidationError("run_id", "give a run id or --queued, not both")
+            cluster.drain(application, limit=limit, scheduler=scheduler, workers=workers)
+        elif run_id is None:
+            raise ValidationError("run_id", "missing: give a run id, or --queued")
+        elif scheduler:
+            print_run(cluster.execute_elsewhere(application, run_id, scheduler=scheduler))
+        else:
+            print_run(execute_with_progress(application, run_id, chunk))
 
 
 @app.command()
@@ -257,7 +290,22 @@ def demo(
 
 
 def execute_with_progress(application: TwinLedger, run_id: str, chunk: int | None) -> SimulationRun:
+    from infrastructure.executors import run_claim
+
     stored = application.get_run(run_id)
+    assert application.database is not None
+    claim = run_claim(application.database, stored.id)
+    if not claim.try_acquire():
+        raise RunBusy(f"run_id: run {stored.id} is being executed by another process right now")
+    try:
+        return _execute_claimed_with_progress(application, stored, chunk)
+    finally:
+        claim.release()
+
+
+def _execute_claimed_with_progress(
+    application: TwinLedger, stored: SimulationRun, chunk: int | None
+) -> SimulationRun:
     with Progress(
         TextColumn(f"run {stored.id} [{stored.pattern}]"),
         BarColumn(),

@@ -3,23 +3,27 @@
 The tables are caught up first (cheap when current), so what is listed includes every event
 written so far. ``--format json`` prints every column of every row; ``--format csv`` too, with
 JSON columns as JSON text; ``table`` (the default) prints the columns people look at.
+
+json and csv print canonical JSON (projections/canonical.py: keys sorted, floats as the event
+codec prints them), so the same events print the same bytes from SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
+import msgspec
 import typer
 from rich.table import Table
 
 from domain.errors import ValidationError
 from infrastructure.cli.base import app, console, errors, format_cents, guarded, ledger
 from projections import queries
+from projections.canonical import canonical
 from projections.runner import ProjectionsStopped, Projector
 from projections.store import Store
 
@@ -52,7 +56,7 @@ def emit(
     title: str,
 ) -> None:
     if output == "json":
-        print(json.dumps(rows, indent=2))
+        print(msgspec.json.format(canonical(rows), indent=2).decode())
         return
     if output == "csv":
         buffer = io.StringIO()
@@ -60,12 +64,7 @@ def emit(
             writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
             writer.writeheader()
             for row in rows:
-                writer.writerow(
-                    {
-                        key: json.dumps(value) if isinstance(value, dict | list) else value
-                        for key, value in row.items()
-                    }
-                )
+                writer.writerow({key: _cell(value) for key, value in row.items()})
         print(buffer.getvalue(), end="")
         return
     table = Table(title=f"{title} ({len(rows)})")
@@ -77,6 +76,13 @@ def emit(
     for row in rows:
         table.add_row(*(render(row) for _, render in columns))
     console.print(table)
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell: JSON values and floats as canonical JSON text, the rest as csv writes it."""
+    if isinstance(value, dict | list | float):
+        return canonical(value).decode()
+    return value
 
 
 def _cents(key: str) -> Callable[[dict[str, Any]], str]:
@@ -106,11 +112,8 @@ def _compact(data: Any) -> str:
     if isinstance(data, dict) and list(data) == ["key_events"]:
         return "; ".join(f"{e.get('name')}: {e.get('description', '')}" for e in data["key_events"])
     if isinstance(data, dict):
-        return ", ".join(
-            f"{key}={json.dumps(value) if isinstance(value, dict | list) else value}"
-            for key, value in data.items()
-        )
-    return json.dumps(data)
+        return ", ".join(f"{key}={_cell(value)}" for key, value in data.items())
+    return canonical(data).decode()
 
 
 twins_app = typer.Typer(
