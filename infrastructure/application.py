@@ -42,7 +42,9 @@ from domain.replay import (
     EngineVersionMismatch,
     ParentPrefix,
     ReplayReport,
+    RunComparison,
     RunStateAtYear,
+    compare_runs,
     replay_recorded,
     state_at_year,
 )
@@ -619,6 +621,10 @@ class TwinLedger(Application[UUID]):
         except NotFound:
             return None
         return ParentPrefix(run_id=str(fork.parent_run_id), at_year=fork.at_year, years=years)
+
+    def compare_runs(self, run_a: UUID | str, run_b: UUID | str) -> RunComparison:
+        """Where two runs' recorded years part (e.g. a fork and its parent), from the log."""
+        return compare_runs(self.recorded_years(run_a), self.recorded_years(run_b))
 
     def state_at_year(self, run_id: UUID | str, year: int) -> RunStateAtYear:
         """The run's state at the end of ``year``, folded from its recorded events only."""

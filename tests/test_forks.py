@@ -12,11 +12,17 @@ from uuid import UUID
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from storage import rewrite_stored_event
 from typer.testing import CliRunner
 
+from domain.catalog import CATALOG
+from domain.engine import RunInputs, Simulation
 from domain.errors import ValidationError
-from domain.values import RunStatus, YearResult
+from domain.interventions import ForkPoint, RunChanges
+from domain.replay import replay
+from domain.values import Pattern, RunParameters, RunStatus, YearResult
 from infrastructure.application import TwinLedger
 from infrastructure.archive import export, import_archive
 from infrastructure.cli import app
@@ -219,3 +225,49 @@ def test_forking_needs_the_parents_years_and_a_known_parent(
     with pytest.raises(Exception, match="run_id"):
         ledger.fork_run(UUID(int=5), at_year=5, seed=2)
     assert ledger.event_count() == before
+
+
+def test_compare_shows_where_parent_and_fork_part(ledger: TwinLedger, database_url: str) -> None:
+    parent = parent_run(ledger)
+    fork = executed_fork(ledger, parent, at_year=15, seed=4)
+    comparison = ledger.compare_runs(parent, fork)
+    assert comparison.identical_years == 15
+    assert comparison.divergence is not None and comparison.divergence.year == 16
+    code, out, err = twinledger(database_url, "compare", str(parent), str(fork))
+    assert code == 0, err
+    assert f"{fork} is a fork of {parent} after year 15: seed=4" in out
+    assert "the runs part at year 16, field " in out and "(after 15 identical years)" in out
+    code, out, _ = twinledger(database_url, "compare", str(parent), str(parent))
+    assert code == 0 and out.strip() == f"identical: {YEARS} years"
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    at_year=st.integers(1, 11),
+    seed=st.integers(0, 2**63 - 1),
+    new_seed=st.none() | st.integers(0, 2**63 - 1),
+    tech_level=st.none() | st.integers(1, 10),
+)
+def test_a_forks_prefix_is_its_parents_whatever_the_changes(
+    at_year: int, seed: int, new_seed: int | None, tech_level: int | None
+) -> None:
+    """Pure engine: years 1..N of any fork equal its parent's, and it replays identically."""
+    parent = RunInputs(
+        state=CATALOG["mars"].state,
+        pattern=Pattern.MARS_TERRAFORM,
+        duration_years=12,
+        parameters=RunParameters(budget_cents=BUDGET),
+        seed=seed,
+    )
+    point = ForkPoint(
+        parent_run_id=UUID(int=1),
+        at_year=at_year,
+        changes=RunChanges(seed=new_seed, tech_level=tech_level, budget_cents=BUDGET // 2),
+    )
+    fork = msgspec.structs.replace(parent, forks=[point])
+    simulation, forked = Simulation(parent), Simulation(fork)
+    parents = [simulation.step() for _ in range(12)]
+    forks = [forked.step() for _ in range(12)]
+    assert forks[:at_year] == parents[:at_year]
+    assert forks[at_year].key_events[0].name == "forked"
+    assert replay(fork, forks, None, None).identical

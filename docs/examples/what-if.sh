@@ -27,4 +27,5 @@ tl show-run "$base"                     # interventions, forks made from it, pro
 tl show-run "$tech"                     # forked from the base after year 50, the changes
 tl replay "$tech"                       # prefix checked against the base, then the tail
 tl replay "$luck"
-tl results "$tech" --type timeline      # where the fork parts from its parent
+tl compare "$base" "$tech"              # where the fork parts from its parent: year 51
+tl results "$tech" --type timeline      # the fork's key events, its fork point included

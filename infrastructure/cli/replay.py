@@ -129,3 +129,31 @@ def describe_state(run: SimulationRun, state: RunStateAtYear) -> str:
         f"    year {event.year:>4}  {event.name}: {event.description}" for event in state.key_events
     )
     return "\n".join(lines)
+
+
+@app.command("compare")
+@guarded
+def compare_command(
+    run_a: Annotated[str, typer.Argument(help="A run (id or structured id), e.g. a parent")],
+    run_b: Annotated[str, typer.Argument(help="Another run, e.g. its fork")],
+) -> None:
+    """Show where two runs' recorded years part: the first year and field that differ."""
+    with ledger() as application:
+        first, second = application.get_run(run_a), application.get_run(run_b)
+        comparison = application.compare_runs(first.id, second.id)
+        for child, other in ((second, first), (first, second)):
+            if child.fork is not None and child.fork.parent_run_id == other.id:
+                typer.echo(
+                    f"{child.id} is a fork of {other.id} after year {child.fork.at_year}: "
+                    f"{child.fork.changes.describe()}"
+                )
+        divergence = comparison.divergence
+        if divergence is None:
+            typer.echo(f"identical: {comparison.identical_years} years")
+            return
+        where = f"year {divergence.year}" if divergence.year is not None else "the year count"
+        typer.echo(
+            f"the runs part at {where}, field {divergence.field} "
+            f"(after {comparison.identical_years} identical years): "
+            f"{first.id} {divergence.recorded}, {second.id} {divergence.replayed}"
+        )
