@@ -15,9 +15,10 @@ from storage import rewrite_stored_event
 from typer.testing import CliRunner
 
 from domain.catalog import CATALOG
+from domain.digest import ResultDigest
 from domain.engine import RunInputs, Simulation
 from domain.errors import ValidationError
-from domain.interventions import HAZARDS, Intervention
+from domain.interventions import HAZARDS, ForkPoint, Intervention, RunChanges
 from domain.replay import replay
 from domain.values import Pattern, RunParameters, RunStatus
 from infrastructure.application import TwinLedger
@@ -260,3 +261,41 @@ def test_parse_keeps_the_sign_of_a_budget_change() -> None:
     assert parse_intervention("7:budget_cents=+5", 0)["mode"] == "add"
     assert parse_intervention("7:budget_cents=5", 0)["mode"] == "set"
     assert parse_intervention("7:budget_cents=-5", 0)["value"] == -5
+
+
+# SHA-256 of the results of SCHEDULE on Mars (40 years, seed 42, 10 bn GCC), and of a fork of it
+# at year 12 (seed 7, technology 9, 20 bn GCC budget): computed once, pinned so that any machine
+# and any later engine 1.1.0 reproduces interventions, hazards and forks bit for bit.
+GOLDEN_INTERVENTIONS = "sha256:b47036b49915c75105b7cb547048e0937f1ef5388ffe8a79e3f13abb4b51958f"
+GOLDEN_FORK = "sha256:02a18d926b1a9d4195636d2e94241be6004fbd9c6bcd97bc0da1062211cb778a"
+
+
+def _digest(inputs: RunInputs) -> str:
+    simulation, digest = Simulation(inputs), ResultDigest()
+    for _ in range(inputs.duration_years):
+        digest.add_year(simulation.step())
+    digest.add_summary(simulation.summary())
+    return digest.hexdigest()
+
+
+def test_interventions_and_forks_are_pinned_bit_for_bit(ledger: TwinLedger) -> None:
+    scheduled = RunInputs(
+        state=body_state("mars"),
+        pattern=Pattern.MARS_TERRAFORM,
+        duration_years=YEARS,
+        parameters=RunParameters(budget_cents=BUDGET),
+        seed=42,
+        interventions=validate_interventions(
+            SCHEDULE, pattern=Pattern.MARS_TERRAFORM, duration_years=YEARS
+        ),
+    )
+    assert _digest(scheduled) == GOLDEN_INTERVENTIONS
+    point = ForkPoint(
+        parent_run_id=UUID(int=1),
+        at_year=12,
+        changes=RunChanges(seed=7, tech_level=9, budget_cents=2 * BUDGET),
+    )
+    assert _digest(msgspec.structs.replace(scheduled, forks=[point])) == GOLDEN_FORK
+    # the same through the ledger, on each back end
+    run_id = run_with(ledger, SCHEDULE)
+    assert ledger.get_run(run_id).result_digest == GOLDEN_INTERVENTIONS
