@@ -402,8 +402,13 @@ class TwinLedger(Application[UUID]):
             notifications = self.recorder.select_notifications(
                 start=position, limit=page_size, topics=[topic], inclusive_of_start=False
             )
+            plain = not (self.mapper.cipher or self.mapper.compressor)
             for notification in notifications:
-                lineage = _lineage_decoder.decode(notification.state).forks
+                lineage: list[Any] = (
+                    _lineage_decoder.decode(notification.state).forks
+                    if plain
+                    else getattr(self.mapper.to_domain_event(notification), "forks", [])
+                )
                 if lineage and lineage[-1].parent_run_id == parent:
                     found.append((UUID(str(notification.originator_id)), lineage[-1].at_year))
             if len(notifications) < page_size:
