@@ -294,7 +294,7 @@ WaterKg = Annotated[Number, Field(ge=0, le=1e26, allow_inf_nan=False)]  # Earth'
 
 class AtmosphereIn(InputModel):
     surface_pressure_kpa: Annotated[Number, Field(ge=0, le=1e6, allow_inf_nan=False)]
-    mean_temperature_k: Annotated[Number, Field(gt=0, le=10_000, allow_inf_nan=False)]
+    mean_temperature_k: Annotated[Number, Field(ge=1, le=10_000, allow_inf_nan=False)]
     composition_pct: Annotated[dict[Gas, Percent], Field(max_length=MAX_ENTRIES)]
 
     @field_validator("composition_pct")
@@ -313,9 +313,9 @@ class HydrosphereIn(InputModel):
 
 
 class GeosphereIn(InputModel):
-    mass_kg: Annotated[Number, Field(gt=0, le=1e28, allow_inf_nan=False)]  # Jupiter 1.9e27
-    mean_radius_km: Annotated[Number, Field(gt=0, le=200_000, allow_inf_nan=False)]
-    surface_gravity_m_s2: Annotated[Number, Field(gt=0, le=1000, allow_inf_nan=False)]
+    mass_kg: Annotated[Number, Field(ge=1e15, le=1e28, allow_inf_nan=False)]  # Jupiter 1.9e27
+    mean_radius_km: Annotated[Number, Field(ge=1, le=200_000, allow_inf_nan=False)]
+    surface_gravity_m_s2: Annotated[Number, Field(ge=1e-3, le=1000, allow_inf_nan=False)]
     bond_albedo: Annotated[Number, Field(ge=0, le=1, allow_inf_nan=False)]
     solar_flux_w_m2: Annotated[Number, Field(ge=0, le=1e7, allow_inf_nan=False)]
     regolith_co2_kg: Annotated[Number, Field(ge=0, le=1e24, allow_inf_nan=False)] = 0.0

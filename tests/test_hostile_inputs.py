@@ -36,6 +36,7 @@ from infrastructure.experiments import read_experiment_file, run_experiment
 from infrastructure.inputs import (
     MAX_BODY_FILE_BYTES,
     CloneTwin,
+    QueueRun,
     parse_int,
     parse_number,
     validate,
@@ -764,3 +765,104 @@ def test_an_event_holding_a_non_finite_number_is_never_written(
     finally:
         ledger.close()
     assert stored_events(url) == before
+
+
+# --- ranges: no valid input overflows the engine ------------------------------------------------
+
+
+def within(low: float, high: float) -> st.SearchStrategy[float]:
+    """Values across [low, high], corners included, spread over the orders of magnitude."""
+    corners = st.sampled_from([low, high])
+    if low > 0 and high / low > 1e3:
+        import math
+
+        spread = st.floats(math.log10(low), math.log10(high)).map(lambda e: min(high, 10**e))
+    else:
+        spread = st.floats(low, high)
+    return st.one_of(corners, spread)
+
+
+bodies = st.fixed_dictionaries(
+    {
+        "p": within(0, 1e6),
+        "t": within(1, 1e4),
+        "mass": within(1e15, 1e28),
+        "r": within(1, 2e5),
+        "g": within(1e-3, 1000),
+        "flux": within(0, 1e7),
+        "water": within(0, 1e26),
+        "bio": within(0, 1e20),
+        "albedo": within(0, 1),
+    }
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    c=bodies,
+    pattern=st.sampled_from(
+        ["mars_terraform", "venus_industrial", "titan_fuel", "europa_ocean", "custom+", "custom-"]
+    ),
+    spend=st.sampled_from([0.1, 10.0]),
+    tech=st.sampled_from([1, 10]),
+)
+def test_no_valid_body_overflows_the_engine(
+    c: dict[str, float], pattern: str, spend: float, tech: int
+) -> None:
+    import msgspec
+
+    from domain.engine import RunInputs, Simulation
+    from domain.values import Pattern, RunParameters
+    from infrastructure.codec import encode_finite
+    from infrastructure.inputs import BodyFile
+
+    body = valid_body()
+    body["state"] = {
+        "atmosphere": {
+            "surface_pressure_kpa": c["p"],
+            "mean_temperature_k": c["t"],
+            "composition_pct": {"CO2": 50.0, "N2": 50.0},
+        },
+        "hydrosphere": {
+            "water_ice_kg": c["water"],
+            "liquid_water_kg": c["water"],
+            "other_liquids_kg": c["water"],
+        },
+        "geosphere": {
+            "mass_kg": c["mass"],
+            "mean_radius_km": c["r"],
+            "surface_gravity_m_s2": c["g"],
+            "bond_albedo": c["albedo"],
+            "solar_flux_w_m2": c["flux"],
+        },
+        "biosphere": {"biomass_kg": c["bio"]},
+    }
+    state = validate(BodyFile, body).body_state()
+    sign = {"custom+": 1, "custom-": -1}.get(pattern)
+    parameters = RunParameters(
+        budget_cents=2**62, tech_level=tech, pattern_params={"spend_scale": spend}
+    )
+    if sign is not None:  # the custom spec's largest allowed changes, up or down
+        pattern = "custom"
+        spec = {
+            "name": "extreme",
+            "annual_cost_cents": 2**62,
+            "temperature_change_k": 50.0 * sign,
+            "pressure_change_kpa": 1000.0 * sign,
+            "gas_change_pct": {"CO2": 100.0 * sign, "H2O": 100.0 * sign},
+            "liquid_water_change_kg": 1e22 * sign,
+            "biomass_growth_rate": 10.0 if sign > 0 else 0.0,
+        }
+        request = validate(
+            QueueRun,
+            {"pattern": "custom", "duration_years": 60, "budget_cents": 2**62, "custom_spec": spec},
+        )
+        parameters = request.run_parameters()
+    simulation = Simulation(
+        RunInputs(
+            state=state, pattern=Pattern(pattern), duration_years=60, parameters=parameters, seed=1
+        )
+    )
+    while simulation.year < 60:
+        encode_finite(msgspec.to_builtins(simulation.step()))  # raises on NaN or inf
+    encode_finite(msgspec.to_builtins(simulation.summary()))
