@@ -98,6 +98,17 @@ def check_tree(data: Any) -> None:
             stack.extend((item, (*path, index)) for index, item in enumerate(value))
 
 
+def check_safe(data: Any, field: str) -> None:
+    """:func:`check_tree` outside a model: raise ValidationError naming ``field`` and the path
+    (for data that arrives already structured, such as the events of an archive)."""
+    try:
+        check_tree(data)
+    except PydanticCustomError as error:
+        context = error.context or {}
+        where = ".".join(part for part in (field, str(context.get("path", ""))) if part)
+        raise ValidationError(where, error.message()) from None
+
+
 def _unsafe(path: tuple[str | int, ...], message: str) -> None:
     raise PydanticCustomError(
         "unsafe_input", "{message}", {"path": ".".join(str(p) for p in path), "message": message}

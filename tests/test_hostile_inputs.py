@@ -866,3 +866,40 @@ def test_no_valid_body_overflows_the_engine(
     while simulation.year < 60:
         encode_finite(msgspec.to_builtins(simulation.step()))  # raises on NaN or inf
     encode_finite(msgspec.to_builtins(simulation.summary()))
+
+
+# --- archives (import) --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["/dev/zero", "/dev/urandom", "fifo", "directory", "missing"])
+def test_import_refuses_what_is_not_a_regular_file(
+    store: tuple[str, str], special_files: dict[str, str], case: str
+) -> None:
+    url, _ = store
+    refused_cli(url, ["import", special_files[case]], "file")
+
+
+@pytest.mark.parametrize("bad", [NUL, ESC, C1])
+def test_import_refuses_an_archive_with_a_control_character_in_an_event(
+    store: tuple[str, str], tmp_path: Path, other_database_url: str, bad: str
+) -> None:
+    """An archive is checked like every other input: a crafted one cannot bring a NUL in."""
+    import hashlib
+
+    import msgspec
+
+    url, twin_id = store
+    archive = tmp_path / "twin.jsonl"
+    result = runner.invoke(app, ["--db", url, "archive", "--twin", twin_id, "-o", str(archive)])
+    assert result.exit_code == 0, result.stderr
+    header, *body, trailer = archive.read_bytes().splitlines(keepends=True)
+    first = msgspec.json.decode(body[0])
+    state = msgspec.json.decode(first["state"])
+    state["name"] = f"Mars{bad}A"
+    first["state"] = msgspec.json.encode(state).decode()
+    body[0] = msgspec.json.encode(first) + b"\n"
+    end = msgspec.json.decode(trailer)
+    end["sha256"] = hashlib.sha256(b"".join(body)).hexdigest()
+    archive.write_bytes(header + b"".join(body) + msgspec.json.encode(end) + b"\n")
+    TwinLedger.open(other_database_url).close()
+    refused_cli(other_database_url, ["import", str(archive)], "file")
