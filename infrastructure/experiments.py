@@ -9,6 +9,7 @@ ExperimentStarted alone and compares every candidate, run digest and decision wi
 from __future__ import annotations
 
 import multiprocessing
+import re
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -473,15 +474,15 @@ def _check_run(
 def _replay_only(
     ledger: TwinLedger, experiment: Experiment, only: str, report: ExperimentReplay
 ) -> None:
-    parts = only.split(":")
-    try:
-        n = int(parts[0].removeprefix("iter"))
-        purpose = RunPurpose(parts[1])
-        sample_filter = int(parts[2].removeprefix("sample")) if len(parts) > 2 else None
-    except (ValueError, IndexError):
+    match = re.fullmatch(r"iter([0-9]{1,6}):([a-z]{1,20})(?::sample([0-9]{1,6}))?", only)
+    purposes = {str(purpose) for purpose in RunPurpose}
+    if match is None or match.group(2) not in purposes:
         raise ValidationError(
-            "run", f"{only!r} is not like iter5:evaluation or iter5:evaluation:sample2"
-        ) from None
+            "run", f"{only[:60]!r} is not like iter5:evaluation or iter5:evaluation:sample2"
+        )
+    n = int(match.group(1))
+    purpose = RunPurpose(match.group(2))
+    sample_filter = None if match.group(3) is None else int(match.group(3))
     spec = experiment.spec
     if purpose == RunPurpose.FINAL:
         best = experiment.best
