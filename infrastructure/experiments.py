@@ -58,6 +58,7 @@ from infrastructure.inputs import (
     Line,
     Name,
     ParameterKey,
+    check_name,
     check_pattern_fits,
     parse_document,
     read_input_file,
@@ -204,6 +205,7 @@ def run_experiment(
 ) -> Experiment:
     """Run a whole experiment and return it, completed."""
     spec = file.spec()
+    started_by = check_name(started_by, "started_by")
     workers = workers or file.workers
     if workers > 1 and (ledger.database is None or "mode=memory" in ledger.database.sqlite_path):
         raise ValidationError("workers", "parallel samples need a database file or PostgreSQL")

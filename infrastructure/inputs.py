@@ -144,6 +144,17 @@ def _name(value: str) -> str:
     return value.strip()
 
 
+def check_name(value: str, field: str) -> str:
+    """A one-line name given outside a model (e.g. ``started_by``): trimmed, or
+    ValidationError naming ``field``."""
+    if not isinstance(value, str):
+        raise ValidationError(field, "must be text")
+    try:
+        return _name(value)
+    except ValueError as error:
+        raise ValidationError(field, str(error)) from None
+
+
 def _line(value: str) -> str:
     return _text(value, MAX_TEXT)
 

@@ -903,3 +903,14 @@ def test_import_refuses_an_archive_with_a_control_character_in_an_event(
     archive.write_bytes(header + b"".join(body) + msgspec.json.encode(end) + b"\n")
     TwinLedger.open(other_database_url).close()
     refused_cli(other_database_url, ["import", str(archive)], "file")
+
+
+@pytest.mark.parametrize("text", [f"me{NUL}", f"me{SURROGATE}", "", "\n"])
+def test_api_run_experiment_refuses_a_bad_started_by(
+    store: tuple[str, str], tmp_path: Path, text: str
+) -> None:
+    url, _ = store
+    file = tmp_path / "experiment.toml"
+    file.write_text(EXPERIMENT.format(name='"x"', base=""))
+    spec = read_experiment_file(file)
+    refused_api(url, "started_by", lambda ledger: run_experiment(ledger, spec, started_by=text))
