@@ -421,7 +421,7 @@ def test_an_experiment_of_a_pattern_for_another_body_is_refused(
 # --- command-line flags -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text", BAD_INTEGERS)
+@pytest.mark.parametrize("text", BAD_INTEGERS, ids=lambda text: repr(text)[:24])
 @pytest.mark.parametrize(
     ("flag", "field"),
     [
@@ -492,6 +492,7 @@ def test_run_integer_flags_take_ascii_digits_only(
         (["show-run", "garbage"], "run_id"),
         (["run", "not-a-uuid"], "twin_id"),
     ],
+    ids=lambda value: repr(value)[:40] if isinstance(value, list) else str(value),
 )
 def test_hostile_flags_and_ids(store: tuple[str, str], args: list[str], field: str) -> None:
     url, twin_id = store
