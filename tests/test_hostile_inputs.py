@@ -298,6 +298,16 @@ def test_body_files_refuse_hostile_fields(
     refused_api(url, field, lambda ledger: ledger.clone_twin(body_file=str(file)))
 
 
+def test_a_body_file_that_is_not_utf8_is_refused(store: tuple[str, str], tmp_path: Path) -> None:
+    url, _ = store
+    file = tmp_path / "body.json"
+    file.write_bytes(dumps(valid_body()).encode().replace(b"Kepler", b"K\xff\xfe"))
+    refused_cli(url, ["clone", "--from-file", str(file)], "from_file")
+    bom = tmp_path / "bom.json"
+    bom.write_bytes(b"\xef\xbb\xbf" + dumps(valid_body()).encode())
+    refused_cli(url, ["clone", "--from-file", str(bom)], "from_file")
+
+
 @pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity", "1e400"])
 def test_body_files_refuse_non_finite_numbers(
     store: tuple[str, str], tmp_path: Path, text: str
@@ -505,8 +515,6 @@ def test_clone_text_flags_refuse_control_characters(
     store: tuple[str, str], flag: str, text: str
 ) -> None:
     url, _ = store
-    if flag == "--description" and text == "a\tb":
-        return  # tabs are control characters too, but see the next assertion
     refused_cli(url, ["clone", "mars", flag, text], flag.removeprefix("--").replace("-", "_"))
 
 
@@ -526,8 +534,6 @@ def test_api_clone_refuses_control_characters(
     store: tuple[str, str], field: str, text: str
 ) -> None:
     url, _ = store
-    if field == "description" and text == "a\tb":
-        return
     arguments: dict[str, Any] = {"name": "X", "body": "mars", field: text}
     refused_api(url, field, lambda ledger: ledger.clone_twin(**arguments))
 
@@ -584,8 +590,16 @@ def test_api_queue_refuses_hostile_inputs(
 def test_api_cancel_and_delete_refuse_control_characters(store: tuple[str, str], text: str) -> None:
     url, twin_id = store
     refused_api(url, "by", lambda ledger: ledger.delete_twin(twin_id, by=text))
-    if text != "a\tb":
-        refused_api(url, "reason", lambda ledger: ledger.delete_twin(twin_id, reason=text))
+    refused_api(url, "reason", lambda ledger: ledger.delete_twin(twin_id, reason=text))
+    ledger = TwinLedger.open(url)
+    try:
+        run_id = ledger.queue_run(
+            twin_id, pattern="mars_terraform", duration_years=2, budget_cents=BUDGET
+        )
+    finally:
+        ledger.close()
+    refused_api(url, "by", lambda ledger: ledger.cancel_run(run_id, by=text))
+    refused_api(url, "reason", lambda ledger: ledger.cancel_run(run_id, reason=text))
 
 
 def test_api_run_experiment_refuses_a_misfit_pattern(
@@ -915,3 +929,19 @@ def test_api_run_experiment_refuses_a_bad_started_by(
     file.write_text(EXPERIMENT.format(name='"x"', base=""))
     spec = read_experiment_file(file)
     refused_api(url, "started_by", lambda ledger: run_experiment(ledger, spec, started_by=text))
+
+
+def test_docs_list_every_bounded_field() -> None:
+    """docs/validation.md gives the range of every number of a body and a custom spec."""
+    from infrastructure.inputs import (
+        AtmosphereIn,
+        BiosphereIn,
+        CustomSpecIn,
+        GeosphereIn,
+        HydrosphereIn,
+    )
+
+    text = (Path(__file__).parent.parent / "docs" / "validation.md").read_text()
+    for model in (AtmosphereIn, HydrosphereIn, GeosphereIn, BiosphereIn, CustomSpecIn):
+        for name in model.model_fields:
+            assert name in text, f"{model.__name__}.{name} is missing from docs/validation.md"
