@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from infrastructure.cli.base import app, console, errors, guarded, ledger
+from infrastructure.cli.base import app, console, errors, guarded, ledger, number
 from projections.follower import follow
 from projections.runner import Projector
 
@@ -80,7 +80,11 @@ def status() -> None:
 @guarded
 def run(
     poll: Annotated[
-        float, typer.Option(help="Seconds between polls (SQLite; PostgreSQL's fallback)")
+        float,
+        typer.Option(
+            parser=number("poll", 0.01, 3600),
+            help="Seconds between polls (SQLite; PostgreSQL's fallback)",
+        ),
     ] = 1.0,
     once: Annotated[bool, typer.Option(help="Catch up once and exit")] = False,
 ) -> None:
