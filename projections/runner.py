@@ -35,19 +35,20 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, NoReturn
+from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from infrastructure.settings import Database, resolve_database
-from projections import tracking
+from projections import parking, tracking
 from projections.background import BackgroundFailed, BackgroundWriter
 from projections.base import Batch, Projection
 from projections.checksum import table_checksum
 from projections.decoding import Decoded, UnhandledEvent, is_event_topic, known_events
 from projections.experiments import ExperimentsProjection
+from projections.parking import Parked
 from projections.results import ResultsProjection
 from projections.runs import RunsProjection
 from projections.store import Note, Store
@@ -80,7 +81,10 @@ RECOVERY = "see docs/projections.md, 'When a projection stops'"
 
 
 class ProjectionStopped(Exception):
-    """A projection met an event it cannot handle; its tables and position stay before it."""
+    """A projection met an event it cannot handle; its tables and position stay before it.
+
+    No longer raised by catching up or rebuilding: such an event is parked instead
+    (projections/parking.py). Kept for callers that still catch it."""
 
     def __init__(self, name: str, cause: UnhandledEvent, *, rebuilding: bool = False) -> None:
         self.name = name
@@ -96,7 +100,7 @@ class ProjectionStopped(Exception):
 
 
 class ProjectionsStopped(Exception):
-    """One or more projections stopped; the others were caught up."""
+    """One or more projections stopped; the others were caught up (see ProjectionStopped)."""
 
     def __init__(self, stops: list[ProjectionStopped]) -> None:
         self.stops = stops
@@ -122,6 +126,17 @@ class ProjectionStatus:
     error: str | None
     error_position: int | None
     blocked_by: tuple[str, ...]  # stopped projections it depends on (it cannot pass them)
+    parked: int = 0  # events it could not apply, waiting for a retry or a skip
+    skipped: int = 0  # parked events skipped deliberately (projections/parking.py)
+
+
+@dataclass(frozen=True)
+class Retried:
+    """The outcome of retrying one parked event: applied (its parking row removed) or not."""
+
+    row: Parked
+    applied: bool
+    error: str | None = None
 
 
 @dataclass
@@ -131,6 +146,8 @@ class Target:
     physical: dict[str, str]
     positions: dict[str, int] | None = None  # staging positions; None for live
     background: BackgroundWriter | None = None  # a PostgreSQL rebuild's bulk writer
+    parked: list[Parked] = field(default_factory=list)  # staging: committed batches' parked events
+    skips: dict[tuple[str, int], Parked] = field(default_factory=dict)  # a rebuild's known skips
 
     @property
     def live(self) -> bool:
@@ -160,6 +177,8 @@ class Projector:
         known = set(known_events())
         self._skip = {p.name: sorted(known - p.topics) for p in self.projections}
         self._prepared = False
+        self.parked_now: list[Parked] = []
+        """Events parked in the live tables by this projector, oldest first (for warnings)."""
 
     @classmethod
     def open(cls, url: str | None = None, **options: Any) -> Projector:
@@ -278,20 +297,14 @@ class Projector:
     def catch_up(self, names: Sequence[str] | None = None) -> dict[str, int]:
         """Apply every committed event not yet applied; returns each projection's position.
 
-        A projection that meets an event it cannot handle stops before it (the others go on,
-        up to what they depend on) and ``ProjectionsStopped`` is raised at the end.
+        An event a projection cannot apply is parked (projections/parking.py) and the
+        projection goes on; ``parked_now`` lists what was parked.
         """
         self.prepare()
         group = self.resolve(names)
         self._run_together(group, LIVE)
-        stops: list[ProjectionStopped] = []
         for projection in group:  # whatever the shared pass left: one projection at a time
-            try:
-                self._run(projection, LIVE)
-            except ProjectionStopped as stop:
-                stops.append(stop)
-        if stops:
-            raise ProjectionsStopped(stops)
+            self._run(projection, LIVE)
         with self.store.reading() as cursor:
             return {
                 p.name: tracking.position(self.store, cursor, p.name) for p in self.resolve(names)
@@ -329,11 +342,12 @@ class Projector:
                 return applied  # rolled back; the one-projection path finds out why
             if moved is None:
                 return applied
-            counts, new, cap = moved
+            counts, new, cap, parked = moved
             for name, count in counts.items():
                 applied[name] += count
                 if target.positions is not None:
                     target.positions[name] = new
+            (target.parked if target.positions is not None else self.parked_now).extend(parked)
             if progress is not None:
                 progress("+".join(applied), new, cap)
 
@@ -356,7 +370,7 @@ class Projector:
 
     def _shared_batch(
         self, group: list[Projection], target: Target, cursor: Any
-    ) -> tuple[dict[str, int], int, int] | None:
+    ) -> tuple[dict[str, int], int, int, list[Parked]] | None:
         store = self.store
         if target.positions is None:
             rows = [tracking.read(store, cursor, p.name, lock=True) for p in group]
@@ -380,19 +394,21 @@ class Projector:
         skip = sorted(set.intersection(*(set(self._skip[p.name]) for p in group)))
         upto = min(cap, start + WINDOW * self.batch_size)
         notes = store.notes(cursor, start, upto, skip, self.batch_size)
-        counts = {}
+        counts: dict[str, int] = {}
+        parked: list[Parked] = []
         for p in group:
-            # Its own topics, and any the group does not know (an unknown one fails the batch).
+            # Its own topics, and any the group does not know (an unknown one is parked).
             mine = p.topics
-            events = self._decode(p, [n for n in notes if n.topic in mine or n.topic not in union])
-            if events:
-                p.apply(Batch(store, cursor, target.physical, events, target.background))
-            counts[p.name] = len(events)
+            counts[p.name], its = self._apply(
+                p, target, cursor, [n for n in notes if n.topic in mine or n.topic not in union]
+            )
+            parked += its
         new = notes[-1].position if len(notes) == self.batch_size else upto
         if target.positions is None:
+            parking.park(store, cursor, parked)
             for p in group:
                 tracking.advance(store, cursor, p.name, start, new)
-        return counts, new, cap
+        return counts, new, cap, parked
 
     def _position(self, cursor: Any, name: str, target: Target) -> int:
         if target.positions is not None and name in target.positions:
@@ -413,10 +429,6 @@ class Projector:
                 if conflicts > 3:
                     raise
                 continue
-            except Exception as error:
-                if cursor is not None:  # inside a caller's transaction: cannot retry here
-                    raise
-                moved = self._pinpoint(projection, target, error)
             if moved is None:
                 return applied
             applied += moved
@@ -436,14 +448,17 @@ class Projector:
                 result = self._batch(projection, target, limit, own)
         if result is None:
             return None
-        applied, new = result
+        applied, new, parked = result
         if target.positions is not None:
             target.positions[projection.name] = new
+            target.parked.extend(parked)
+        else:
+            self.parked_now.extend(parked)
         return applied
 
     def _batch(
         self, projection: Projection, target: Target, limit: int, cursor: Any
-    ) -> tuple[int, int] | None:
+    ) -> tuple[int, int, list[Parked]] | None:
         store = self.store
         name = projection.name
         if target.positions is None:
@@ -458,20 +473,94 @@ class Projector:
             return None
         upto = min(cap, start + WINDOW * limit)
         notes = store.notes(cursor, start, upto, self._skip[name], limit)
-        events = self._decode(projection, notes)
-        if events:
-            try:
-                projection.apply(Batch(store, cursor, target.physical, events, target.background))
-            except (*TRANSIENT, UnhandledEvent):
-                raise
-            except Exception as error:
-                if len(notes) == 1:
-                    raise UnhandledEvent(notes[0], f"{type(error).__name__}: {error}") from error
-                raise
+        applied, parked = self._apply(projection, target, cursor, notes)
         new = notes[-1].position if len(notes) == limit else upto
         if target.positions is None:
+            parking.park(store, cursor, parked)  # with the position: parked exactly once
             tracking.advance(store, cursor, name, start, new)
-        return len(events), new
+        return applied, new, parked
+
+    def _apply(
+        self,
+        projection: Projection,
+        target: Target,
+        cursor: Any,
+        notes: list[Note],
+        *,
+        hold: bool = True,
+    ) -> tuple[int, list[Parked]]:
+        """Apply ``notes`` in ``cursor``'s transaction; returns (events applied, events parked).
+
+        The batch is applied under a savepoint. If it fails (an event whose topic this code
+        does not know, whose state does not decode, whose row the tables refuse, or a handler
+        that raises), it is rolled back to the savepoint and applied again one event per
+        savepoint: each event that fails on its own is parked, the others are applied. Errors
+        of the connection or of locking are not an event's: they fail the whole transaction.
+
+        Events of an aggregate with an event parked (and not skipped) in this projection are
+        parked behind it, as Axon's sequenced dead letters are: its rows never take its later
+        events before the earlier one, and retrying in log order gives the rows a clean
+        rebuild gives.
+        """
+        if not notes:
+            return 0, []
+        held = self._held(projection, target, cursor) if hold else {}
+        if not any(parking.aggregate(note.originator_id) in held for note in notes):
+            background = target.background
+            mark = background.mark() if background is not None else 0
+            try:
+                return self._apply_now(projection, target, cursor, notes), []
+            except TRANSIENT:
+                raise
+            except Exception:
+                if background is not None:
+                    background.forget_since(mark)  # its rows were queued, then rolled back
+        applied, parked = 0, []
+        for note in notes:
+            key = parking.aggregate(note.originator_id)
+            if key in held:
+                parked.append(parking.held(projection.name, note, held[key]))
+                continue
+            background = target.background
+            mark = background.mark() if background is not None else 0
+            try:
+                applied += self._apply_now(projection, target, cursor, [note])
+            except TRANSIENT:
+                raise
+            except Exception as error:
+                if background is not None:
+                    background.forget_since(mark)
+                row = self._park(projection, target, note, error)
+                parked.append(row)
+                if not row.skipped:  # a skipped event holds nothing back
+                    held[key] = note.position
+        return applied, parked
+
+    def _apply_now(
+        self, projection: Projection, target: Target, cursor: Any, notes: list[Note]
+    ) -> int:
+        with self.store.savepoint(cursor):
+            events = self._decode(projection, notes)
+            if events:
+                projection.apply(
+                    Batch(self.store, cursor, target.physical, events, target.background)
+                )
+        return len(events)
+
+    def _held(self, projection: Projection, target: Target, cursor: Any) -> dict[str, int]:
+        """Aggregates with an event parked (not skipped) in the projection: id -> its position."""
+        if target.live:
+            return parking.held_aggregates(self.store, cursor, projection.name)
+        held: dict[str, int] = {}
+        for row in target.parked:
+            if row.projection == projection.name and not row.skipped:
+                held.setdefault(row.originator_id, row.position)
+        return held
+
+    def _park(self, projection: Projection, target: Target, note: Note, error: Exception) -> Parked:
+        row = parking.parked(projection.name, note, error)
+        skip = target.skips.get(row.key)
+        return row if skip is None else parking.carry_skip(skip, row)
 
     def _decode(self, projection: Projection, notes: list[Note]) -> list[Decoded]:
         events: list[Decoded] = []
@@ -496,50 +585,6 @@ class Projector:
             else:
                 cap = min(cap, tracking.position(self.store, cursor, dependency))
         return cap
-
-    def _pinpoint(self, projection: Projection, target: Target, error: Exception) -> int | None:
-        """A batch failed: apply its events one per transaction to find the one at fault.
-
-        The events before it are committed; the one at fault stops the projection, naming its
-        position and topic. If every event goes through on its own, the failure was not the
-        events' (``error`` is then forgotten) and batching resumes.
-        """
-        applied = 0
-        for _ in range(self.batch_size):
-            try:
-                moved = self._step(projection, target, 1)
-            except TRANSIENT:
-                raise
-            except UnhandledEvent as unhandled:
-                self._stop(projection, target, unhandled)
-            except Exception as other:
-                note = self._next_note(projection, target)
-                if note is None:
-                    raise
-                self._stop(
-                    projection, target, UnhandledEvent(note, f"{type(other).__name__}: {other}")
-                )
-            if moved is None:
-                return applied if applied else None
-            applied += moved
-        return applied
-
-    def _stop(self, projection: Projection, target: Target, unhandled: UnhandledEvent) -> NoReturn:
-        if target.live:
-            tracking.record_error(self.store, projection.name, unhandled.position, str(unhandled))
-        raise ProjectionStopped(
-            projection.name, unhandled, rebuilding=not target.live
-        ) from unhandled
-
-    def _next_note(self, projection: Projection, target: Target) -> Note | None:
-        with self.store.reading() as cursor:
-            if target.positions is None:
-                start = tracking.position(self.store, cursor, projection.name)
-            else:
-                start = target.positions[projection.name]
-            cap = self._cap(cursor, projection, target)
-            notes = self.store.notes(cursor, start, cap, self._skip[projection.name], 1)
-        return notes[0] if notes else None
 
     # --- rebuilding ---------------------------------------------------------------------------
 
@@ -566,7 +611,7 @@ class Projector:
                     if isinstance(failed.cause, TRANSIENT):
                         raise failed.cause from failed
                     applied = self._rebuild(targets, progress, fast=False)
-                except (_OrphanRows, ProjectionStopped):
+                except _OrphanRows:
                     # The fast load checks foreign keys at its end and inserts some rows in the
                     # background, so its failure may not name the first event at fault: load
                     # again the exact way, which stops at that event. Live tables are untouched.
@@ -595,6 +640,11 @@ class Projector:
         staging = {t.name: t.name + STAGING for p in targets for t in p.tables}
         target = Target(physical=staging, positions={p.name: 0 for p in targets})
         with store.transaction(durable=False) as cursor:
+            # Skips are decisions about events: an event skipped before stays skipped.
+            names = [p.name for p in targets]
+            for row in parking.select(store, cursor, names=names):
+                if row.skipped:
+                    target.skips[row.key] = row
             for p in reversed(targets):
                 for table in reversed(p.tables):
                     store.drop_table(cursor, staging[table.name])
@@ -627,19 +677,7 @@ class Projector:
                         self._create_indexes(cursor, table, staging[table.name])
                 if fast:
                     self._add_foreign_keys(cursor, targets, staging)
-        assert target.positions is not None
-        committed = dict(target.positions)
-        try:
-            self._swap(targets, target, applied)
-        except TRANSIENT:
-            raise
-        except Exception as error:
-            # An event failed in the swap's final catch-up (the swap rolled back): find it
-            # with committed staging batches, outside the swap.
-            target.positions.update(committed)
-            for p in targets:
-                self._pinpoint(p, target, error)
-            raise
+        self._swap(targets, target, applied)
         return applied
 
     def _add_foreign_keys(
@@ -664,12 +702,7 @@ class Projector:
     ) -> int:
         applied = 0
         while True:
-            try:
-                moved = self._step(projection, target, self.batch_size)
-            except TRANSIENT:
-                raise
-            except Exception as error:
-                moved = self._pinpoint(projection, target, error)
+            moved = self._step(projection, target, self.batch_size)
             if moved is None:
                 return applied
             applied += moved
@@ -695,6 +728,8 @@ class Projector:
             for p in targets:
                 for table in p.tables:
                     self._rename(cursor, table, target.physical[table.name])
+            # The new generation's parked events replace the old ones (a skip carries over).
+            parking.replace_all(store, cursor, [p.name for p in targets], target.parked)
             for p in targets:
                 tracking.put(store, cursor, p.name, target.positions[p.name], p.schema_version)
 
@@ -766,6 +801,7 @@ class Projector:
         with store.reading() as cursor:
             head = store.head(cursor)
             rows = tracking.read_all(store, cursor)
+            parked = parking.counts(store, cursor)
         report = []
         for p in self.projections:
             row = rows[p.name]
@@ -787,9 +823,105 @@ class Projector:
                     error=row.error,
                     error_position=row.error_position,
                     blocked_by=tuple(a for a in sorted(ancestors) if rows[a].error),
+                    parked=parked.get(p.name, (0, 0))[0],
+                    skipped=parked.get(p.name, (0, 0))[1],
                 )
             )
         return report
+
+    # --- parked events ------------------------------------------------------------------------
+
+    def parked(
+        self, names: Sequence[str] | None = None, *, position: int | None = None
+    ) -> list[Parked]:
+        """Parked events (skipped ones too), in log order."""
+        self._ensure()
+        wanted = [p.name for p in self.resolve(names)]
+        with self.store.reading() as cursor:
+            return parking.select(self.store, cursor, names=wanted, position=position)
+
+    def retry(
+        self,
+        position: int | None = None,
+        names: Sequence[str] | None = None,
+        *,
+        actor: str = "cli",
+    ) -> list[Retried]:
+        """Apply parked events again (after a fix), in log order and dependency order.
+
+        Without ``position``: every parked event not skipped. Each one is retried in its own
+        transaction, holding its projection's tracking row (no catch-up runs meanwhile): if
+        it applies, its parking row is removed and the retry is audited; if not, the row stays
+        with the new error. Raises LookupError if ``position`` has no parked event.
+        """
+        self.prepare()
+        store = self.store
+        wanted = [p.name for p in self.resolve(names)]
+        with store.reading() as cursor:
+            rows = parking.select(
+                store, cursor, names=wanted, position=position, skipped=position is not None
+            )
+        if position is not None and not rows:
+            raise LookupError(f"no parked event at position {position}")
+        order = {p.name: index for index, p in enumerate(self.projections)}
+        rows.sort(key=lambda row: (row.position, order[row.projection]))
+        outcomes = []
+        for row in rows:
+            projection = self.by_name[row.projection]
+            with store.transaction() as cursor:
+                tracking.read(store, cursor, row.projection, lock=True)
+                if not parking.select(store, cursor, names=[row.projection], position=row.position):
+                    continue  # retried meanwhile by another process
+                first = parking.held_aggregates(store, cursor, row.projection)
+                earlier = first.get(row.originator_id, row.position)
+                if earlier < row.position:
+                    why = f"an earlier event of its aggregate is parked (position {earlier})"
+                    outcomes.append(Retried(row, False, why))
+                    continue
+                notes = store.notes(cursor, row.position - 1, row.position, [], 1)
+                if not notes:
+                    outcomes.append(Retried(row, False, "the event is no longer in the log"))
+                    continue
+                _, failed = self._apply(projection, LIVE, cursor, notes, hold=False)
+                if failed:
+                    parking.update_error(store, cursor, failed[0])
+                    error = f"{failed[0].error_class}: {failed[0].error_message}"
+                    outcomes.append(Retried(row, False, error))
+                else:
+                    parking.remove(store, cursor, row)
+                    parking.audit(store, cursor, "retried", row, actor, "applied on retry")
+                    outcomes.append(Retried(row, True))
+        return outcomes
+
+    def skip(
+        self,
+        position: int,
+        reason: str,
+        *,
+        actor: str,
+        names: Sequence[str] | None = None,
+    ) -> list[Parked]:
+        """Mark the events parked at ``position`` as skipped deliberately, with who and why.
+
+        The event stays out of the tables; the decision is written to the audit table in the
+        same transaction (projections/parking.py). Raises LookupError if nothing waits there.
+        """
+        if not reason.strip():
+            raise ValueError("a skip needs a reason")
+        self._ensure()
+        store = self.store
+        wanted = [p.name for p in self.resolve(names)]
+        with store.transaction() as cursor:
+            rows = parking.select(store, cursor, names=wanted, position=position, skipped=False)
+            if not rows:
+                raise LookupError(f"no parked event waits at position {position}")
+            return [parking.mark_skipped(store, cursor, row, actor, reason) for row in rows]
+
+    def audit_trail(self) -> list[parking.AuditEntry]:
+        """Every skip and successful retry of a parked event, oldest first."""
+        self._ensure()
+        with self.store.reading() as cursor:
+            return parking.audit_trail(self.store, cursor)
 
     def checksums(self, names: Sequence[str] | None = None) -> dict[str, tuple[int, str]]:
         """Row count and checksum of each live table (projections/checksum.py)."""
@@ -826,6 +958,9 @@ class Projector:
                 message = ""
                 try:
                     self.catch_up()
+                    for row in self.parked_now:
+                        report(describe(row))
+                    self.parked_now.clear()
                 except (ProjectionsStopped, ProjectionStopped, RebuildBusy) as stopped:
                     message = str(stopped)
                 except TRANSIENT as error:
@@ -856,6 +991,15 @@ class Projector:
         return connection
 
 
+def describe(row: Parked) -> str:
+    """One line about a parked event, for warnings and reports."""
+    return (
+        f"projection {row.projection} parked event {row.position} ({row.topic}, "
+        f"{row.originator_id} version {row.originator_version}): {row.error_class}: "
+        f"{row.error_message} (twinledger projections parked; see docs/projections.md)"
+    )
+
+
 def keep_current(application: Any, warn: Callable[[str], None]) -> Callable[[], None]:
     """Catch the read tables up after each write ``application`` makes (read your writes).
 
@@ -873,7 +1017,11 @@ def keep_current(application: Any, warn: Callable[[str], None]) -> Callable[[], 
         try:
             if "projector" not in state:
                 state["projector"] = Projector(database)
-            state["projector"].catch_up()
+            projector = state["projector"]
+            projector.catch_up()
+            for row in projector.parked_now:
+                warn(f"warning: {describe(row)}")
+            projector.parked_now.clear()
         except Exception as error:  # the write is done; the tables catch up later
             message = f"warning: read tables are behind: {error}"
             if message not in warned:  # once per command, not once per chunk saved
