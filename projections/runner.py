@@ -958,8 +958,8 @@ class Projector:
                 message = ""
                 try:
                     self.catch_up()
-                    for row in self.parked_now:
-                        report(describe(row))
+                    if self.parked_now:
+                        report(describe(self.parked_now))
                     self.parked_now.clear()
                 except (ProjectionsStopped, ProjectionStopped, RebuildBusy) as stopped:
                     message = str(stopped)
@@ -991,12 +991,14 @@ class Projector:
         return connection
 
 
-def describe(row: Parked) -> str:
-    """One line about a parked event, for warnings and reports."""
+def describe(rows: Sequence[Parked]) -> str:
+    """One line about events just parked (the first one named), for warnings and reports."""
+    row = rows[0]
+    more = f" and {len(rows) - 1} more" if len(rows) > 1 else ""
     return (
         f"projection {row.projection} parked event {row.position} ({row.topic}, "
         f"{row.originator_id} version {row.originator_version}): {row.error_class}: "
-        f"{row.error_message} (twinledger projections parked; see docs/projections.md)"
+        f"{row.error_message}{more} (twinledger projections parked; docs/projections.md)"
     )
 
 
@@ -1019,8 +1021,8 @@ def keep_current(application: Any, warn: Callable[[str], None]) -> Callable[[], 
                 state["projector"] = Projector(database)
             projector = state["projector"]
             projector.catch_up()
-            for row in projector.parked_now:
-                warn(f"warning: {describe(row)}")
+            if projector.parked_now:
+                warn(f"warning: {describe(projector.parked_now)}")
             projector.parked_now.clear()
         except Exception as error:  # the write is done; the tables catch up later
             message = f"warning: read tables are behind: {error}"
