@@ -15,13 +15,17 @@ log holds what happened to the ledger's aggregates, and replay and digests read 
 operator's "leave this event out of the tables" must not become part of that history, nor
 need an aggregate to belong to. The audit table is never dropped or rebuilt.
 
+Order per row: events for the rows a parked event would have written wait behind it, parked
+too (``held``, like Axon's sequenced dead letters), so retrying in log order gives the rows a
+clean rebuild gives. A skipped event holds nothing back.
+
 A skip is remembered across rebuilds: a rebuild that parks the same event again (same
 projection, position, aggregate and version) keeps it marked skipped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -47,6 +51,9 @@ class Parked:
     skipped_at: datetime | None = None
     skipped_by: str | None = None
     skip_reason: str | None = None
+    keys: tuple[str, ...] = ()
+    """The rows it would write (their ids: its aggregate's, and e.g. the twin a RunQueued
+    counts on): events for these rows wait behind it (``held``)."""
 
     @property
     def skipped(self) -> bool:
@@ -72,13 +79,13 @@ def aggregate(originator_id: object) -> str:
 
 
 class Held(Exception):
-    """An event parked because an earlier event of its aggregate is parked."""
+    """An event parked because an earlier event for one of its rows is parked."""
 
 
-def held(projection: str, note: Note, behind: int) -> Parked:
-    """The parking record of an event held behind its aggregate's parked event ``behind``."""
-    reason = f"an earlier event of its aggregate is parked (position {behind}); retry that first"
-    return parked(projection, note, Held(reason))
+def held(projection: str, note: Note, behind: int, keys: Sequence[str]) -> Parked:
+    """The parking record of an event held behind the parked event at ``behind``."""
+    reason = f"an earlier event for the same rows is parked (position {behind}); retry that first"
+    return parked(projection, note, Held(reason), keys)
 
 
 def carry_skip(skipped: Parked, row: Parked) -> Parked:
@@ -93,7 +100,7 @@ def carry_skip(skipped: Parked, row: Parked) -> Parked:
     )
 
 
-def parked(projection: str, note: Note, error: BaseException) -> Parked:
+def parked(projection: str, note: Note, error: BaseException, keys: Sequence[str] = ()) -> Parked:
     """The parking record of ``note``, which ``projection`` could not apply because of ``error``."""
     cause: BaseException = error
     reason = getattr(error, "reason", None)  # UnhandledEvent: say why, not the event again
@@ -109,6 +116,7 @@ def parked(projection: str, note: Note, error: BaseException) -> Parked:
         error_class=type(cause).__name__,
         error_message=clean(message),
         parked_at=datetime.now(UTC),
+        keys=tuple(sorted(set(keys) | {aggregate(note.originator_id)})),
     )
 
 
@@ -128,6 +136,7 @@ def ensure_tables(store: Store, cursor: Any) -> None:
             f" skipped_at {timestamp},"
             " skipped_by text,"
             " skip_reason text,"
+            " row_keys text NOT NULL,"
             " PRIMARY KEY (projection_name, position))",
             t=TABLE,
         )
@@ -167,6 +176,7 @@ _COLUMNS = (
     "skipped_at",
     "skipped_by",
     "skip_reason",
+    "row_keys",
 )
 _NAMES = ", ".join(_COLUMNS)
 
@@ -184,6 +194,7 @@ def _values(store: Store, row: Parked) -> tuple[Any, ...]:
         store.timestamp(row.skipped_at),
         row.skipped_by,
         row.skip_reason,
+        " ".join(row.keys),
     )
 
 
@@ -200,6 +211,7 @@ def _row(store: Store, values: Sequence[Any]) -> Parked:
         skipped_at=store.from_db("timestamp", values[8]),
         skipped_by=values[9],
         skip_reason=values[10],
+        keys=tuple(str(values[11]).split()),
     )
 
 
@@ -218,7 +230,7 @@ def park(store: Store, cursor: Any, rows: Sequence[Parked]) -> None:
             " originator_id = excluded.originator_id,"
             " originator_version = excluded.originator_version, topic = excluded.topic,"
             " error_class = excluded.error_class, error_message = excluded.error_message,"
-            " parked_at = excluded.parked_at",
+            " parked_at = excluded.parked_at, row_keys = excluded.row_keys",
             t=TABLE,
         ),
         [_values(store, row) for row in rows],
@@ -273,17 +285,26 @@ def select(
     return rows
 
 
-def held_aggregates(store: Store, cursor: Any, name: str) -> dict[str, int]:
-    """Aggregates with an event parked (not skipped) in projection ``name``: id -> position."""
+def held_rows(store: Store, cursor: Any, name: str) -> dict[str, int]:
+    """Rows with an event parked (not skipped) in projection ``name``: row id -> the first
+    such event's position."""
     cursor.execute(
         store.sql(
-            "SELECT originator_id, min(position) FROM {t}"
-            " WHERE projection_name = %s AND skipped_at IS NULL GROUP BY originator_id",
+            "SELECT row_keys, position FROM {t}"
+            " WHERE projection_name = %s AND skipped_at IS NULL ORDER BY position",
             t=TABLE,
         ),
         (name,),
     )
-    return {str(ident): int(position) for ident, position in cursor.fetchall()}
+    return hold_map((str(keys).split(), int(position)) for keys, position in cursor.fetchall())
+
+
+def hold_map(rows: Iterable[tuple[Sequence[str], int]]) -> dict[str, int]:
+    held: dict[str, int] = {}
+    for keys, position in rows:
+        for key in keys:
+            held.setdefault(key, position)
+    return held
 
 
 def counts(store: Store, cursor: Any) -> dict[str, tuple[int, int]]:

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
 
 import psycopg
 from psycopg import sql
@@ -497,15 +498,15 @@ class Projector:
         savepoint: each event that fails on its own is parked, the others are applied. Errors
         of the connection or of locking are not an event's: they fail the whole transaction.
 
-        Events of an aggregate with an event parked (and not skipped) in this projection are
-        parked behind it, as Axon's sequenced dead letters are: its rows never take its later
-        events before the earlier one, and retrying in log order gives the rows a clean
-        rebuild gives.
+        Events for rows an event parked (and not skipped) in this projection would have written
+        are parked behind it, as Axon's sequenced dead letters are: a row never takes a later
+        event before an earlier one, and retrying in log order gives the rows a clean rebuild
+        gives (``_keys``).
         """
         if not notes:
             return 0, []
         held = self._held(projection, target, cursor) if hold else {}
-        if not any(parking.aggregate(note.originator_id) in held for note in notes):
+        if not held or not any(held.keys() & self._keys(projection, note) for note in notes):
             background = target.background
             mark = background.mark() if background is not None else 0
             try:
@@ -517,9 +518,12 @@ class Projector:
                     background.forget_since(mark)  # its rows were queued, then rolled back
         applied, parked = 0, []
         for note in notes:
-            key = parking.aggregate(note.originator_id)
-            if key in held:
-                parked.append(parking.held(projection.name, note, held[key]))
+            keys = self._keys(projection, note)
+            behind = [held[key] for key in keys if key in held]
+            if behind:
+                parked.append(parking.held(projection.name, note, min(behind), sorted(keys)))
+                for key in keys:
+                    held.setdefault(key, note.position)
                 continue
             background = target.background
             mark = background.mark() if background is not None else 0
@@ -530,10 +534,11 @@ class Projector:
             except Exception as error:
                 if background is not None:
                     background.forget_since(mark)
-                row = self._park(projection, target, note, error)
+                row = self._park(projection, target, note, error, keys)
                 parked.append(row)
                 if not row.skipped:  # a skipped event holds nothing back
-                    held[key] = note.position
+                    for key in row.keys:
+                        held.setdefault(key, note.position)
         return applied, parked
 
     def _apply_now(
@@ -548,17 +553,36 @@ class Projector:
         return len(events)
 
     def _held(self, projection: Projection, target: Target, cursor: Any) -> dict[str, int]:
-        """Aggregates with an event parked (not skipped) in the projection: id -> its position."""
+        """Rows with an event parked (not skipped) in the projection: row id -> its position."""
         if target.live:
-            return parking.held_aggregates(self.store, cursor, projection.name)
-        held: dict[str, int] = {}
-        for row in target.parked:
-            if row.projection == projection.name and not row.skipped:
-                held.setdefault(row.originator_id, row.position)
-        return held
+            return parking.held_rows(self.store, cursor, projection.name)
+        return parking.hold_map(
+            (row.keys, row.position)
+            for row in target.parked
+            if row.projection == projection.name and not row.skipped
+        )
 
-    def _park(self, projection: Projection, target: Target, note: Note, error: Exception) -> Parked:
-        row = parking.parked(projection.name, note, error)
+    def _keys(self, projection: Projection, note: Note) -> set[str]:
+        """The rows an event may write: its aggregate's, and any other id it names (the twin a
+        RunQueued counts on, the run an iteration evaluates). Over-approximate, never under:
+        an event naming a held row waits, which keeps the log's order for that row."""
+        keys = {parking.aggregate(note.originator_id)}
+        if note.topic not in projection.topics:
+            return keys
+        try:
+            data = projection.decode(note).data
+        except UnhandledEvent:
+            return keys
+        for name in getattr(data, "__struct_fields__", ()):
+            value = getattr(data, name)
+            if isinstance(value, UUID):
+                keys.add(str(value))
+        return keys
+
+    def _park(
+        self, projection: Projection, target: Target, note: Note, error: Exception, keys: set[str]
+    ) -> Parked:
+        row = parking.parked(projection.name, note, error, sorted(keys))
         skip = target.skips.get(row.key)
         return row if skip is None else parking.carry_skip(skip, row)
 
@@ -872,10 +896,10 @@ class Projector:
                 tracking.read(store, cursor, row.projection, lock=True)
                 if not parking.select(store, cursor, names=[row.projection], position=row.position):
                     continue  # retried meanwhile by another process
-                first = parking.held_aggregates(store, cursor, row.projection)
-                earlier = first.get(row.originator_id, row.position)
+                first = parking.held_rows(store, cursor, row.projection)
+                earlier = min((first.get(key, row.position) for key in row.keys), default=0)
                 if earlier < row.position:
-                    why = f"an earlier event of its aggregate is parked (position {earlier})"
+                    why = f"an earlier event for the same rows is parked (position {earlier})"
                     outcomes.append(Retried(row, False, why))
                     continue
                 notes = store.notes(cursor, row.position - 1, row.position, [], 1)
