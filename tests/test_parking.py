@@ -14,10 +14,13 @@ from uuid import UUID, uuid4
 import msgspec
 import pytest
 from eventsourcing.persistence import StoredEvent
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from infrastructure.application import TwinLedger
-from projections import queries
+from projections import parking, queries, tracking
 from projections.base import Batch, Projection
+from projections.results import ResultsProjection
 from projections.runner import Projector
 from projections.runs import RunsProjection
 from projections.twins import TwinsProjection
@@ -267,3 +270,50 @@ def test_an_event_held_for_a_row_another_aggregate_also_writes_keeps_log_order(
     assert all(outcome.applied for outcome in opened.retry())
     retried = opened.checksums()
     assert clean_rebuild(opened) == retried
+
+
+CLASSES: dict[str, type[Projection]] = {
+    "twins": TwinsProjection,
+    "runs": RunsProjection,
+    "results": ResultsProjection,
+}
+
+
+@settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_parking_then_retrying_gives_the_clean_tables_whatever_fails(
+    ledger: TwinLedger, scenario: Scenario, data: st.DataObject
+) -> None:
+    """Any events failing in any projections, any batch size: a catch-up and a rebuild park the
+    same events and give the same tables; after the fix a retry gives the clean tables."""
+    head = ledger.event_count()
+    bugs = data.draw(
+        st.sets(st.tuples(st.sampled_from(sorted(CLASSES)), st.integers(1, head)), max_size=4)
+    )
+    batch_size = data.draw(st.integers(1, 60))
+    with projector(ledger, batch_size=batch_size) as p:
+        p.catch_up()
+        clean = p.checksums()
+        with p.store.transaction() as cursor:  # start again from position 0
+            cursor.execute(p.store.sql("DELETE FROM {t}", t=tracking.TABLE))
+            cursor.execute(p.store.sql("DELETE FROM {t}", t=parking.TABLE))
+        p._prepared = False
+        with pytest.MonkeyPatch.context() as patch:
+            for name, cls in CLASSES.items():
+                fail_on(patch, cls, {position for which, position in bugs if which == name})
+            assert set(p.catch_up().values()) == {head}
+            parked = [(r.projection, r.position, r.error_class) for r in p.parked()]
+            live = p.checksums()
+            p.rebuild()
+            assert p.checksums() == live
+            assert [(r.projection, r.position, r.error_class) for r in p.parked()] == parked
+        failing = {(name, pos) for name, pos, error in parked if error == "RuntimeError"}
+        assert failing <= bugs
+        outcomes = p.retry()
+        assert all(outcome.applied for outcome in outcomes) and len(outcomes) == len(parked)
+        assert p.parked() == []
+        assert p.checksums() == clean
