@@ -340,6 +340,7 @@ def remove(store: Store, cursor: Any, row: Parked) -> None:
 
 def mark_skipped(store: Store, cursor: Any, row: Parked, actor: str, reason: str) -> Parked:
     """Mark a parked event as deliberately left out, and say so in the audit table."""
+    actor, reason = clean(actor), clean(reason)
     skipped = replace(row, skipped_at=datetime.now(UTC), skipped_by=actor, skip_reason=reason)
     cursor.execute(
         store.sql(

@@ -49,6 +49,12 @@ def test_parked_events_from_the_command_line(ledger: TwinLedger, database_url: s
     code, _, err = twinledger(database_url, "projections", "skip", str(bad), "--reason", " ")
     assert code == 2 and "reason" in err
     assert twinledger(database_url, "projections", "skip", str(bad))[0] == 2  # --reason needed
+    code, _, err = twinledger(database_url, "projections", "skip", str(bad), "--reason", "a\x00b")
+    assert code == 2 and "reason" in err
+    code, _, err = twinledger(
+        database_url, "projections", "skip", str(bad), "--reason", "ok", "--by", "x\ny"
+    )
+    assert code == 2 and "by" in err
     code, _, err = twinledger(database_url, "projections", "parked", "nope")
     assert code == 2 and "name" in err
 

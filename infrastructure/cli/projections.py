@@ -243,6 +243,9 @@ def skip(
     """Leave a parked event out of the tables deliberately; who, when and why are audited."""
     if not reason.strip():
         raise ValidationError("reason", "say why the event is skipped")
+    for field, text in (("reason", reason), ("by", by or "")):
+        if any(not character.isprintable() for character in text):
+            raise ValidationError(field, "must not hold control characters")
     with projector() as opened:
         _known(opened, projection, "projection")
         try:
