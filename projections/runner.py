@@ -84,7 +84,7 @@ STAGING = "__rebuild"
 TRANSIENT = (sqlite3.OperationalError, psycopg.OperationalError)
 """Errors of the connection or of locking, not of an event: retried, never a projection stop."""
 
-RECOVERY = "see docs/projections.md, 'When a projection stops'"
+RECOVERY = "see docs/projections.md, 'Parked events'"
 
 
 class ProjectionStopped(Exception):
@@ -185,7 +185,7 @@ class Projector:
         self._skip = {p.name: sorted(known - p.topics) for p in self.projections}
         self._prepared = False
         self.parked_now: list[Parked] = []
-        """Events parked in the live tables by this projector, oldest first (for warnings)."""
+        """Events the last ``catch_up`` parked, oldest first (for warnings and reports)."""
 
     @classmethod
     def open(cls, url: str | None = None, **options: Any) -> Projector:
@@ -307,6 +307,7 @@ class Projector:
         An event a projection cannot apply is parked (projections/parking.py) and the
         projection goes on; ``parked_now`` lists what was parked.
         """
+        self.parked_now.clear()
         self.prepare()
         group = self.resolve(names)
         self._run_together(group, LIVE)
@@ -644,7 +645,7 @@ class Projector:
                 except _OrphanRows:
                     # The fast load checks foreign keys at its end and inserts some rows in the
                     # background, so its failure may not name the first event at fault: load
-                    # again the exact way, which stops at that event. Live tables are untouched.
+                    # again the exact way, which parks that event. Live tables are untouched.
                     applied = self._rebuild(targets, progress, fast=False)
         self._prepared = False
         return applied
