@@ -18,8 +18,8 @@ Order between projections. runs has a foreign key to twins, results to runs: a p
 never goes past the position of a projection it depends on (``cap``), and catching up goes in
 dependency order, so a row's parent is always there.
 
-Parking. A batch is applied under a savepoint; if it fails, it is applied again one event per
-savepoint, and each event that fails on its own is parked (projections/parking.py) in the same
+Parking. A batch that fails is rolled back and applied again under savepoints, one event per
+savepoint if need be, and each event that fails on its own is parked (projections/parking.py) in the same
 transaction as the rows and the position that moves past it, so one bad event never stops a
 projection, nor those that depend on it. Later events for the rows it would have written wait
 behind it, parked too, until it is retried or skipped.
