@@ -21,8 +21,8 @@ dependency order, so a row's parent is always there.
 Parking. A batch that fails is rolled back and applied again under savepoints, one event per
 savepoint if need be; each event that fails on its own is parked (projections/parking.py) in
 the same transaction as the rows and the position that moves past it, so one bad event never
-stops a projection, nor those that depend on it. Later events for the rows it would have written wait
-behind it, parked too, until it is retried or skipped.
+stops a projection, nor those that depend on it. Later events for the rows it would have
+written wait behind it, parked too, until it is retried or skipped.
 
 Rebuild (blue/green). New tables are built under staging names from position 0 in committed
 batches, without touching the live ones (which keep being caught up meanwhile). Then one
