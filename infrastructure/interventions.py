@@ -8,12 +8,10 @@ called from here so that every entry point refuses the same inputs with the same
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Annotated, Any
 
-import pydantic
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator
+from pydantic import Field, StrictFloat, StrictInt, field_validator
 
 from domain.engine import check_fork, check_interventions
 from domain.errors import ValidationError
@@ -28,18 +26,23 @@ from domain.interventions import (
     RunChanges,
 )
 from domain.values import MAX_SEED, MAX_YEARS, Pattern, Priority
-from infrastructure.inputs import Cents, validate
+from infrastructure.inputs import (
+    _CONTROL,
+    Cents,
+    InputModel,
+    _shown,
+    parse_int,
+    parse_number,
+    validate,
+)
 
 MAX_INTERVENTIONS = 1000
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _KEY = re.compile(r"^(budget_cents|hazard|param\.[a-z][a-z0-9_]{0,63})$")
 _PARAM_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-_CENTS = re.compile(r"^([+-]?)(\d[\d_]*)$")
+_CENTS = re.compile(r"([+-]?)([0-9]{1,30})")
 
 
-class InterventionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class InterventionIn(InputModel):
     year: Annotated[StrictInt, Field(ge=1, le=MAX_YEARS)]
     key: Annotated[str, Field(max_length=80)]
     value: (
@@ -81,27 +84,21 @@ _NOT_FLOAT = (f"{PARAM_PREFIX}tech_level", f"{PARAM_PREFIX}priority")
 def _typed_value(key: str, text: str, field: str) -> tuple[int | float | str, str]:
     """The value of ``KEY=VALUE`` as the key wants it, and the mode (budget: add or set)."""
     if key == BUDGET_KEY:
-        match = _CENTS.match(text.strip())
+        match = _CENTS.fullmatch(text.strip())
         if match is None:
             raise ValidationError(
-                field, f"{text!r} must be integer cents: +N or -N (change) or N (new balance)"
+                field,
+                f"{_shown(text)} must be integer cents in ASCII digits: +N or -N (a change) "
+                "or N (the new balance)",
             )
         sign, digits = match.groups()
-        cents = int(digits.replace("_", ""))
+        cents = int(digits)
         return (-cents if sign == "-" else cents), (ADD if sign else SET)
     if key in (HAZARD_KEY, f"{PARAM_PREFIX}priority"):
         return text.strip(), SET
     if key == f"{PARAM_PREFIX}tech_level":
-        if not re.fullmatch(r"\d{1,3}", text.strip()):
-            raise ValidationError(field, f"{text!r} is not an integer tech level 1 to 10")
-        return int(text), SET
-    try:
-        number = float(text)
-    except ValueError:
-        raise ValidationError(field, f"{text[:80]!r} is not a number") from None
-    if not math.isfinite(number):
-        raise ValidationError(field, f"{text[:80]!r} is not a finite number")
-    return number, SET
+        return parse_int(text.strip(), field), SET
+    return parse_number(text.strip(), field), SET
 
 
 def parse_intervention(text: str, index: int) -> dict[str, Any]:
@@ -112,14 +109,14 @@ def parse_intervention(text: str, index: int) -> dict[str, Any]:
     year_text, colon, rest = text.partition(":")
     key, equals, value = rest.partition("=")
     if not colon or not equals:
-        raise ValidationError(where, f"{text[:80]!r} is not YEAR:KEY=VALUE")
-    if not re.fullmatch(r"\s*\d{1,4}\s*", year_text):
-        raise ValidationError(f"{where}.year", f"{year_text[:20]!r} is not a year")
+        raise ValidationError(where, f"{_shown(text)} is not YEAR:KEY=VALUE")
+    if not re.fullmatch(r" *[0-9]{1,4} *", year_text):
+        raise ValidationError(f"{where}.year", f"{_shown(year_text)} is not a year")
     key = key.strip()
     if not _KEY.match(key):
         raise ValidationError(
             f"{where}.key",
-            f"unknown key {key[:80]!r}; known: {BUDGET_KEY}, {HAZARD_KEY}, {PARAM_PREFIX}NAME",
+            f"unknown key {_shown(key)}; known: {BUDGET_KEY}, {HAZARD_KEY}, {PARAM_PREFIX}NAME",
         )
     typed, mode = _typed_value(key, value, f"{where}.value")
     return {"year": int(year_text), "key": key, "value": typed, "mode": mode}
@@ -141,13 +138,12 @@ def validate_interventions(
         data = parse_intervention(item, index) if isinstance(item, str) else item
         if not isinstance(data, dict):
             raise ValidationError(f"interventions[{index}]", "must be YEAR:KEY=VALUE or an object")
+        where = f"interventions[{index}]"
         try:
-            model = InterventionIn.model_validate(data)
-        except pydantic.ValidationError as error:
-            first = error.errors()[0]
-            loc = ".".join(str(part) for part in first["loc"][:1])
-            field = f"interventions[{index}]" + (f".{loc}" if loc else "")
-            raise ValidationError(field, first["msg"]) from None
+            model = validate(InterventionIn, data, root=where)
+        except ValidationError as error:
+            field = error.field if error.field == where else f"{where}.{error.field}"
+            raise ValidationError(field, error.message) from None
         found.append(model.intervention())
     for index, intervention in enumerate(found):
         try:
@@ -158,9 +154,7 @@ def validate_interventions(
     return found
 
 
-class ForkIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class ForkIn(InputModel):
     at_year: Annotated[StrictInt, Field(ge=1, le=MAX_YEARS)]
     budget_cents: Cents | None = None
     tech_level: Annotated[StrictInt, Field(ge=1, le=10)] | None = None
@@ -173,7 +167,7 @@ class ForkIn(BaseModel):
     def _names(cls, value: dict[str, float]) -> dict[str, float]:
         for name in value:
             if not _PARAM_NAME.match(name):
-                raise ValueError(f"{name[:80]!r} is not a parameter name")
+                raise ValueError(f"{_shown(name)} is not a parameter name")
         return value
 
 

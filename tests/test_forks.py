@@ -198,6 +198,10 @@ def test_show_run_prints_the_lineage_both_ways(ledger: TwinLedger, database_url:
         (["--at-year", "10", "--param", "bad\x00name=1"], "pattern_params"),
         (["--at-year", "10", "--intervene", "5:hazard=dust_storm"], "interventions[0].year"),
         (["--at-year", "10", "--intervene", "20:hazard=dust\x00storm"], "interventions[0]"),
+        (["--at-year", "\u0661\u0660", "--seed", "1"], "at_year"),
+        (["--at-year", "10", "--seed", "1_000"], "seed"),
+        (["--at-year", "10", "--tech-level", "\u00b2"], "tech_level"),
+        (["--at-year", "10", "--budget", "1_000"], "budget_cents"),
     ],
 )
 def test_hostile_fork_inputs_exit_2_naming_the_field_and_write_nothing(

@@ -135,6 +135,12 @@ HOSTILE = [
     ("10:param.spend_scale=50", "interventions[0].value"),
     ("10:param.warp_factor=9", "interventions[0].value"),
     ("no separators", "interventions[0]"),
+    ("\u0661\u0660:hazard=dust_storm", "interventions[0].year"),  # Arabic-Indic digits
+    ("10:budget_cents=+1_000", "interventions[0].value"),
+    ("10:budget_cents=+\u0661\u0662", "interventions[0].value"),
+    ("10:param.spend_scale=\u0661", "interventions[0].value"),
+    ("10:param.tech_level=\u00b2", "interventions[0].value"),
+    ("10:hazard=dust_storm\ud800", "interventions[0]"),
 ]
 
 
