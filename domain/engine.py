@@ -35,6 +35,7 @@ from domain.interventions import (
     INTERVENTION_EVENT,
     ORBITAL_PROJECTS,
     PARAM_PREFIX,
+    SET,
     ForkPoint,
     Intervention,
     hazard_effect,
@@ -160,10 +161,14 @@ def check_interventions(
             raise ValidationError(
                 f"{where}.year", f"year {year} is not after the fork year {after_year}"
             )
+        if intervention.mode not in (ADD, SET) or (intervention.mode == ADD and key != BUDGET_KEY):
+            raise ValidationError(
+                f"{where}.mode", f"{intervention.mode!r}: only {BUDGET_KEY} may add ('add')"
+            )
         if key == BUDGET_KEY:
             if type(value) is not int:
                 raise ValidationError(f"{where}.value", "budget_cents must be integer cents")
-            if intervention.mode not in (ADD, "set") or (intervention.mode == "set" and value < 0):
+            if intervention.mode == SET and value < 0:
                 raise ValidationError(f"{where}.value", f"{value} is not a balance in cents")
             if abs(value) > MAX_CHANGE_CENTS:
                 raise ValidationError(f"{where}.value", f"{value} is beyond {MAX_CHANGE_CENTS}")

@@ -171,6 +171,12 @@ def test_the_second_bad_intervention_is_the_one_named(ledger: TwinLedger) -> Non
             interventions=["10:hazard=dust_storm", {"year": 12, "key": "hazard", "value": 3}],
         )
     assert refused.value.field == "interventions[1].value"
+    with pytest.raises(ValidationError, match=r"interventions\[0\]\.mode"):
+        validate_interventions(
+            [{"year": 3, "key": "hazard", "value": "solar_flare", "mode": "add"}],
+            pattern=Pattern.MARS_TERRAFORM,
+            duration_years=YEARS,
+        )
     assert ledger.event_count() == before
 
 
