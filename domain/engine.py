@@ -224,7 +224,7 @@ def _changed_parameters(
     return msgspec.structs.replace(base, pattern_params=dict(sorted(changed.items())))
 
 
-def check_fork(pattern: Pattern, duration_years: int, fork: ForkPoint, field: str = "fork") -> None:
+def check_fork(pattern: Pattern, duration_years: int, fork: ForkPoint) -> None:
     """Raise ValidationError naming the first unacceptable part of a fork point."""
     if not 1 <= fork.at_year < duration_years:
         raise ValidationError(
