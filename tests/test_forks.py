@@ -5,6 +5,9 @@ hostile fork inputs are refused naming the field with nothing written."""
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -275,3 +278,31 @@ def test_a_forks_prefix_is_its_parents_whatever_the_changes(
     assert forks[:at_year] == parents[:at_year]
     assert forks[at_year].key_events[0].name == "forked"
     assert replay(fork, forks, None, None).identical
+
+
+def test_the_what_if_example_runs_as_documented(tmp_path: Path) -> None:
+    """docs/examples/what-if.sh, end to end on SQLite, with this checkout's code."""
+    script = Path(__file__).parent.parent / "docs" / "examples" / "what-if.sh"
+    shim = tmp_path / "bin" / "twinledger"
+    shim.parent.mkdir()
+    shim.write_text(
+        f'#!/bin/sh\nexec {sys.executable} -c "from infrastructure.cli import main; main()" "$@"\n'
+    )
+    shim.chmod(0o755)
+    root = str(Path(__file__).parent.parent)
+    env = dict(os.environ)
+    env["PATH"] = f"{shim.parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    env["COLUMNS"] = "200"
+    done = subprocess.run(
+        ["bash", str(script), str(tmp_path / "what-if.db")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("identical: 150 years") == 2
+    assert "prefix checked against parent" in done.stdout
+    assert "the runs part at year 51" in done.stdout
