@@ -12,13 +12,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from storage import rewrite_stored_event
+from test_engine import SPEC
 from typer.testing import CliRunner
 
 from domain.catalog import CATALOG
 from domain.digest import ResultDigest
 from domain.engine import RunInputs, Simulation
 from domain.errors import ValidationError
-from domain.interventions import HAZARDS, ForkPoint, Intervention, RunChanges
+from domain.interventions import (
+    HAZARDS,
+    ORBITAL_PROJECTS,
+    ForkPoint,
+    Intervention,
+    RunChanges,
+)
 from domain.replay import replay
 from domain.values import Pattern, RunParameters, RunStatus
 from infrastructure.application import TwinLedger
@@ -187,31 +194,51 @@ def test_a_hazard_that_cannot_happen_on_the_pattern_is_refused() -> None:
         )
 
 
-STRIKES = [
-    (hazard, pattern)
-    for hazard in sorted(HAZARDS)
-    for pattern in sorted(HAZARDS[hazard].effects)
-    if pattern != Pattern.CUSTOM
-]
+STRIKES = [(hazard, pattern) for hazard in sorted(HAZARDS) for pattern in HAZARDS[hazard].effects]
+HOME = {
+    Pattern.MARS_TERRAFORM: "mars",
+    Pattern.CUSTOM: "mars",
+    Pattern.VENUS_INDUSTRIAL: "venus",
+    Pattern.TITAN_FUEL: "titan",
+    Pattern.EUROPA_OCEAN: "europa",
+}
 
 
 @pytest.mark.parametrize(("hazard", "pattern"), STRIKES)
 def test_every_scheduled_hazard_strikes_where_it_can(hazard: str, pattern: Pattern) -> None:
     effect = HAZARDS[hazard].effects[pattern]
-    body = {"mars_terraform": "mars", "venus_industrial": "venus", "titan_fuel": "titan"}
-    inputs = RunInputs(
-        state=body_state(body.get(pattern, "europa")),
+    plain = RunInputs(
+        state=body_state(HOME[pattern]),
         pattern=pattern,
         duration_years=6,
-        parameters=RunParameters(budget_cents=BUDGET),
+        parameters=RunParameters(
+            budget_cents=BUDGET, custom_spec=SPEC if pattern == Pattern.CUSTOM else None
+        ),
         seed=5,
-        interventions=[Intervention(year=3, key="hazard", value=hazard)],
     )
-    simulation = Simulation(inputs)
-    years = [simulation.step() for _ in range(6)]
-    struck = [e for e in years[2].key_events if e.name == hazard]
-    assert len(struck) == 1
-    assert struck[0].data["surface_capacity_lost_pct"] == effect.surface_damage * 100.0
+    struck = msgspec.structs.replace(
+        plain, interventions=[Intervention(year=3, key="hazard", value=hazard)]
+    )
+    without, with_ = Simulation(plain), Simulation(struck)
+    before = [without.step() for _ in range(3)]
+    after = [with_.step() for _ in range(3)]
+    assert after[:2] == before[:2]
+    events = [e for e in after[2].key_events if e.name == hazard]
+    assert len(events) == 1
+    assert events[0].data["surface_capacity_lost_pct"] == effect.surface_damage * 100.0
+    assert events[0].data["temperature_change_k"] == effect.temperature_change_k
+    # every project lost at least its share of capacity in year 3 (space projects the orbital
+    # one; more where the pattern's physics compounds it, e.g. Europa's radiation once the
+    # shielding is damaged)
+    lost = False
+    for name, project in with_.projects.items():
+        share = effect.orbital_damage if name in ORBITAL_PROJECTS else effect.surface_damage
+        intact = without.projects[name].capacity
+        assert project.capacity <= intact * (1.0 - share) * (1.0 + 1e-12), name
+        lost = lost or project.capacity < intact
+    assert lost
+    if effect.temperature_change_k < 0.0:
+        assert after[2].environment.temperature_k < before[2].environment.temperature_k
 
 
 # --- properties (pure engine) -------------------------------------------------------------------
