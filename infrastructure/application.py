@@ -357,7 +357,11 @@ class TwinLedger(Application[UUID]):
     ) -> UUID:
         """Queue a fork of a run: years 1..at_year are the parent's, the changes apply from
         the start of year at_year + 1. Its RunQueued holds the parent's inputs, the parent's
-        lineage and this fork point, so it replays without the parent."""
+        lineage and this fork point, so it replays without the parent.
+
+        The service function of POST /api/v1/runs/{id}/fork: its JSON body's fields are these
+        keyword arguments (``interventions`` as texts or ``{year, key, value, mode}`` objects);
+        a ValidationError (422) names the field and nothing is written."""
         by = validate(ReasonText, {"by": initiated_by}).by
         parent = self.get_run(parent_id)
         if parent.engine_version != ENGINE_VERSION:
