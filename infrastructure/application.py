@@ -34,7 +34,14 @@ from domain.run import RunCompleted, SimulationRun, YearResultRecorded
 from domain.twin import DigitalTwin
 from domain.values import YearResult
 from infrastructure.codec import MsgspecMapper, NullTranscoder
-from infrastructure.inputs import CloneTwin, QueueRun, ReasonText, read_body_file, validate
+from infrastructure.inputs import (
+    BodyFile,
+    CloneTwin,
+    QueueRun,
+    ReasonText,
+    read_body_file,
+    validate,
+)
 from infrastructure.settings import Database, resolve_database
 
 Clock = Callable[[], datetime]
@@ -130,7 +137,7 @@ class TwinLedger(Application[UUID]):
         *,
         name: str,
         body: str | None = None,
-        body_file: str | None = None,
+        body_file: str | BodyFile | None = None,
         expires_at: datetime | None = None,
         expires_in: timedelta | None = None,
         description: str | None = None,
@@ -138,7 +145,8 @@ class TwinLedger(Application[UUID]):
         simulation_type: str | None = None,
         simulation_parameters: dict[str, Any] | None = None,
     ) -> UUID:
-        """Clone a catalog body (``body``) or a described one (``body_file``) into a twin."""
+        """Clone a catalog body (``body``) or a described one (``body_file``: a file's path, or
+        a BodyFile already validated) into a twin."""
         if (body is None) == (body_file is None):
             raise ValidationError("body", "give exactly one of a catalog body or a body file")
         now = self.clock()
@@ -146,7 +154,9 @@ class TwinLedger(Application[UUID]):
             expires_at = now + (expires_in if expires_in is not None else timedelta(days=30))
         data: dict[str, Any] = {
             "body": body,
-            "body_file": None if body_file is None else read_body_file(body_file),
+            "body_file": body_file
+            if body_file is None or isinstance(body_file, BodyFile)
+            else read_body_file(body_file),
             "name": name,
             "description": description,
             "created_by": created_by,

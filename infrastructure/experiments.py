@@ -179,10 +179,17 @@ def run_experiment(
     on_iteration: OnIteration | None = None,
 ) -> Experiment:
     """Run a whole experiment and return it, completed."""
-    spec = file.spec()
     workers = workers or file.workers
     if workers > 1 and (ledger.database is None or "mode=memory" in ledger.database.sqlite_path):
         raise ValidationError("workers", "parallel samples need a database file or PostgreSQL")
+    experiment = start_experiment(ledger, file, started_by=started_by)
+    return continue_experiment(ledger, experiment, workers=workers, on_iteration=on_iteration)
+
+
+def start_experiment(ledger: TwinLedger, file: ExperimentFile, *, started_by: str) -> Experiment:
+    """Record ExperimentStarted (cloning the spec's body first if it names one), nothing more:
+    ``continue_experiment`` evaluates it, here or in a background worker."""
+    spec = file.spec()
     if file.twin is not None:
         twin = ledger.get_twin(file.twin)
     else:
@@ -199,6 +206,18 @@ def run_experiment(
         started_by=started_by,
     )
     ledger.save_and_notify(experiment)
+    return experiment
+
+
+def continue_experiment(
+    ledger: TwinLedger,
+    experiment: Experiment,
+    *,
+    workers: int = 1,
+    on_iteration: OnIteration | None = None,
+) -> Experiment:
+    """Evaluate a just-started experiment to its end (``run_experiment`` without the start)."""
+    spec = experiment.spec
     pool = (
         ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
         if workers > 1
