@@ -88,5 +88,6 @@ def asset(name: str) -> Response:
     if path is None:
         return Response(status_code=404, content="not found", media_type="text/plain")
     media_type = MEDIA_TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0]
-    return FileResponse(path, media_type=media_type or "application/octet-stream",
-                        headers=SECURITY_HEADERS)
+    return FileResponse(
+        path, media_type=media_type or "application/octet-stream", headers=SECURITY_HEADERS
+    )

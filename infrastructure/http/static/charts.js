@@ -12,7 +12,7 @@
   const SYNC = uPlot.sync("twinledger-years");
   const live = [];
 
-  /** Vertical dashed lines (and names) at the years of key events. */
+  /** A faint dashed line and a small triangle at the years of key events. */
   function eventMarks(getEvents) {
     return {
       hooks: {
@@ -22,16 +22,12 @@
             if (!events.length) return;
             const { ctx } = u;
             const { left, top, width, height } = u.bbox;
+            const size = 4 * devicePixelRatio;
             ctx.save();
-            ctx.beginPath();
-            ctx.rect(left, top, width, height);
-            ctx.clip();
-            ctx.strokeStyle = "rgba(120, 60, 0, 0.55)";
-            ctx.fillStyle = "rgba(120, 60, 0, 0.9)";
-            ctx.lineWidth = 1;
-            ctx.setLineDash([4, 4]);
-            ctx.font = `${Math.round(10 * devicePixelRatio)}px sans-serif`;
-            let lastLabel = -Infinity;
+            ctx.strokeStyle = "rgba(160, 82, 0, 0.35)";
+            ctx.fillStyle = "rgba(160, 82, 0, 0.85)";
+            ctx.lineWidth = devicePixelRatio;
+            ctx.setLineDash([3 * devicePixelRatio, 3 * devicePixelRatio]);
             for (const event of events) {
               const x = Math.round(u.valToPos(event.year, "x", true));
               if (x < left || x > left + width) continue;
@@ -39,16 +35,32 @@
               ctx.moveTo(x, top);
               ctx.lineTo(x, top + height);
               ctx.stroke();
-              if (x - lastLabel > 14 * devicePixelRatio) {
-                ctx.save();
-                ctx.translate(x + 3 * devicePixelRatio, top + 4 * devicePixelRatio);
-                ctx.rotate(Math.PI / 2);
-                ctx.fillText(String(event.name).slice(0, 28), 0, 0);
-                ctx.restore();
-                lastLabel = x;
-              }
+              ctx.beginPath();
+              ctx.moveTo(x - size, top - size * 1.6);
+              ctx.lineTo(x + size, top - size * 1.6);
+              ctx.lineTo(x, top);
+              ctx.closePath();
+              ctx.fill();
             }
             ctx.restore();
+          },
+        ],
+      },
+    };
+  }
+
+  /** Under the chart: the key events of the hovered year (text only). */
+  function eventHover(getEvents, line) {
+    return {
+      hooks: {
+        setCursor: [
+          (u) => {
+            const idx = u.cursor.idx;
+            const year = idx === null || idx === undefined ? null : u.data[0][idx];
+            const here = year === null ? [] : getEvents().filter((e) => e.year === year);
+            line.textContent = here.length
+              ? `year ${year}: ${here.map((e) => e.name).join(", ")}`
+              : "\u00a0";
           },
         ],
       },
@@ -69,10 +81,15 @@
     const seriesSpec = spec.series;
     const moneyScales = new Set(seriesSpec.filter((s) => s.money).map((s) => s.scale || "y"));
     const scales = { x: { time: false } };
-    const axes = [{ label: spec.xLabel || "year", stroke: "#444", grid: { stroke: "#eee" } }];
+    const axes = [{
+      label: spec.xLabel || "year",
+      stroke: "#444",
+      grid: { stroke: "#eee" },
+      incrs: [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000], // whole years or iterations
+    }];
     const scaleNames = [...new Set(seriesSpec.map((s) => s.scale || "y"))];
     scaleNames.forEach((scale, index) => {
-      scales[scale] = { auto: true };
+      scales[scale] = spec.log && index === 0 ? { distr: 3, log: 10 } : { auto: true };
       axes.push({
         scale,
         side: index === 0 ? 3 : 1,
@@ -93,7 +110,7 @@
         stroke: s.colour || COLOURS[index % COLOURS.length],
         width: s.width || 1.5,
         dash: s.dash,
-        points: { show: s.points || false, size: 5 },
+        points: { show: s.points || false, size: s.pointsOnly ? 9 : 5 },
         paths: s.pointsOnly ? () => null : undefined,
         spanGaps: s.spanGaps || false,
         value: s.money
@@ -115,11 +132,16 @@
       series,
       cursor: { sync: { key: SYNC.key }, drag: { x: true, y: false } },
       legend: { live: true },
-      plugins: spec.events ? [eventMarks(spec.events)] : [],
+      plugins: [],
     };
     const frame = TL.el("div", { class: "chart", "data-chart": spec.name });
     container.append(frame);
-    const plot = new uPlot(options, toData(spec.years, seriesSpec), frame);
+    if (spec.events) {
+      const line = TL.el("div", { class: "chart-events muted" }, "\u00a0");
+      options.plugins.push(eventMarks(spec.events), eventHover(spec.events, line));
+      container.append(line);
+    }
+    const plot = new uPlot(options, toData(spec.years, seriesSpec, spec.log), frame);
     const handle = {
       plot,
       frame,
@@ -129,7 +151,7 @@
           seriesSpec[i].exact = column.exact;
         });
         spec.years = years;
-        plot.setData(toData(years, seriesSpec));
+        plot.setData(toData(years, seriesSpec, spec.log));
         record();
       },
     };
@@ -146,11 +168,14 @@
     return handle;
   }
 
-  function toData(years, seriesSpec) {
-    return [years, ...seriesSpec.map((s) => s.values)];
+  function toData(years, seriesSpec, log) {
+    // a log scale cannot show 0 or less: those years are gaps
+    const column = (values) => (log ? values.map((v) => (v > 0 ? v : null)) : values);
+    return [years, ...seriesSpec.map((s) => column(s.values))];
   }
 
   function formatTick(value) {
+    if (value === null || value === undefined) return "";
     const magnitude = Math.abs(value);
     if (magnitude !== 0 && (magnitude >= 1e6 || magnitude < 1e-3)) return value.toExponential(1);
     return value.toLocaleString("en-US", { maximumFractionDigits: 3 });

@@ -249,7 +249,8 @@ const TL = (() => {
     if (!text) return "-";
     const moment = new Date(text);
     if (Number.isNaN(moment.getTime())) return String(text);
-    return moment.toISOString().replace("T", " ").slice(0, 19) + " UTC";
+    return el("span", { class: "when", title: String(text) },
+      moment.toISOString().replace("T", " ").slice(0, 16) + " UTC");
   }
 
   function number(value, digits = 3) {

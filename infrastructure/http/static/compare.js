@@ -73,7 +73,8 @@
   keys.sort((a, b) => Number(differs(b)) - Number(differs(a)));
   const params = table(keys.map((key) => ({ key })), [
     ["parameter", (row) => row.key],
-    ...runs.map((run, i) => [runLabel(run, i), (row) => text(row.key, flats[i][row.key])]),
+    ...runs.map((run, i) => [runLabel(run, i), (row) => (row.key === "twin"
+      ? TL.idLink("twin", flats[i].twin) : text(row.key, flats[i][row.key]))]),
   ], { rowAttributes: (row) => ({ class: differs(row.key) ? "differs" : "" }) });
   params.id = "parameter-diff";
 

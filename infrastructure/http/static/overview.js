@@ -9,8 +9,8 @@
   const runsBox = el("section", { id: "runs" }, el("h2", {}, "Recent runs"));
   const lagBox = el("section", { id: "projections" }, el("h2", {}, "Projections"));
   const formBox = el("section", { id: "start-run" }, el("h2", {}, "Start a run"));
-  main.append(el("h1", {}, "Overview"), el("div", { class: "columns" },
-    el("div", {}, twinsBox, runsBox), el("div", {}, formBox, lagBox)));
+  main.append(el("h1", {}, "Overview"),
+    el("div", { class: "columns" }, twinsBox, formBox), runsBox, lagBox);
 
   let twins = [];
   try {

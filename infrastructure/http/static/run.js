@@ -86,6 +86,7 @@
       actions,
     );
     showProgress(record.current_year || 0, record.duration_years, record.status);
+    cancel.hidden = ENDED.has(record.status);
   }
 
   // --- replay, cancel, time travel ----------------------------------------------------------
@@ -253,7 +254,8 @@
     const specs = [
       ["temperature", "Mean surface temperature (K)", data.temperature, {}],
       ["pressure", "Surface pressure (kPa)", data.pressure, {}],
-      ["composition", "Atmosphere composition (% by volume)", data.composition, {}],
+      ["composition", "Atmosphere composition (% by volume, log scale)", data.composition,
+        { log: true }],
       ["habitability", "Habitability (0 to 1)", data.habitability, {}],
       ["money", "Spend and revenue per year (left), balance (right), GCC", data.money,
         { rightLabel: "balance" }],
