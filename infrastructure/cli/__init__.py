@@ -17,6 +17,7 @@ from infrastructure.cli import (  # noqa: F401  (registers the commands)
     projections,
     replay,
     runs,
+    serve,
     tables,
     twins,
 )
