@@ -9,7 +9,7 @@ bound parameters; the only names spliced into SQL are column names from the allo
 comparison is two-valued (a missing or NULL value, or one of another type, makes it false), so
 `not` means "does not match" and SQLite, PostgreSQL and a Python filter agree row for row.
 
-Pages are keyset pages: the cursor (``after``) holds the last row's sort values and id, and the
+Pages are keyset pages: the cursor holds the last row's sort values and id, and the
 next page starts strictly after them, so a page never repeats or skips a row, however deep.
 """
 
@@ -37,7 +37,7 @@ MAX_COMPARISONS = 64
 MAX_IN_VALUES = 100
 MAX_ORDER_KEYS = 4
 MAX_CURSOR_CHARS = 4096
-DEFAULT_LIMIT = 100
+DEFAULT_LIMIT = 50  # as the other lists of the service layer (infrastructure/pages.py)
 MAX_LIMIT = 1000
 INT64 = 2**63
 
@@ -570,7 +570,7 @@ class SearchPage:
     the next page (None on the last)."""
 
     rows: list[dict[str, Any]]
-    next_after: str | None
+    next_cursor: str | None
 
 
 ID_KEY = OrderKey(Field("id", 0, "id"), False)
@@ -609,7 +609,7 @@ def encode_cursor(keys: tuple[OrderKey, ...], values: list[Any]) -> str:
 
 
 def decode_cursor(
-    store: Store, keys: tuple[OrderKey, ...], cursor: str, field: str = "after"
+    store: Store, keys: tuple[OrderKey, ...], cursor: str, field: str = "cursor"
 ) -> list[Any]:
     """The sort values a cursor holds, checked value by value against the keys' kinds."""
     invalid = ValidationError(field, "is not a cursor returned by this search")
@@ -692,9 +692,9 @@ def search_runs(
     order_by: str | None = None,
     *,
     limit: int = DEFAULT_LIMIT,
-    after: str | None = None,
+    cursor: str | None = None,
     equal: dict[str, str] | None = None,
-    fields: tuple[str, str, str] = ("filter", "order_by", "after"),
+    fields: tuple[str, str, str] = ("filter", "order_by", "cursor"),
 ) -> SearchPage:
     """One page of runs matching ``where`` in the order ``order_by`` (default: created_at).
 
@@ -702,7 +702,7 @@ def search_runs(
     --status/--pattern/--twin give them. ``fields`` names the inputs in errors (the CLI says
     where/order_by, the API filter/order_by).
     """
-    where_field, order_field, after_field = fields
+    where_field, order_field, cursor_field = fields
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
         raise ValidationError("limit", f"must be an integer from 1 to {MAX_LIMIT}")
     conditions: list[Node] = []
@@ -716,8 +716,8 @@ def search_runs(
     keys = _full_order(parse_order_by(order_by, order_field) if order_by else DEFAULT_ORDER)
     filtering = _Compiler(store)
     clauses = [filtering.node(node) for node in conditions]
-    if after is not None:
-        clauses.append(_after(filtering, keys, decode_cursor(store, keys, after, after_field)))
+    if cursor is not None:
+        clauses.append(_after(filtering, keys, decode_cursor(store, keys, cursor, cursor_field)))
     sorting = _Compiler(store)
     sort = [sorting.sort_expression(key.field) for key in keys]
     select = ", ".join([f'"{name}"' for name in SIMULATION_RUNS.column_names] + sort)
@@ -733,9 +733,9 @@ def search_runs(
     params = [*sorting.params, *filtering.params, *sorting.params, limit + 1]
     kinds = SIMULATION_RUNS.kinds()
     width = len(SIMULATION_RUNS.column_names)
-    with store.reading() as cursor:
-        cursor.execute(store.sql(statement, t=SIMULATION_RUNS.name), params)
-        fetched = cursor.fetchall()
+    with store.reading() as db:
+        db.execute(store.sql(statement, t=SIMULATION_RUNS.name), params)
+        fetched = db.fetchall()
     rows = [
         {
             name: plain(kinds[name], value)
@@ -743,7 +743,7 @@ def search_runs(
         }
         for row in fetched[:limit]
     ]
-    next_after = None
+    next_cursor = None
     if len(fetched) > limit:
-        next_after = encode_cursor(keys, list(fetched[limit - 1][width:]))
-    return SearchPage(rows, next_after)
+        next_cursor = encode_cursor(keys, list(fetched[limit - 1][width:]))
+    return SearchPage(rows, next_cursor)
