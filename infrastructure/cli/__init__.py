@@ -12,6 +12,7 @@ import sys
 from infrastructure.cli import (  # noqa: F401  (registers the commands)
     archive,
     bench,
+    compare,
     experiments,
     lifecycle,
     projections,
