@@ -144,7 +144,7 @@ def store(database_url: str) -> Iterator[Store]:
 
 def every_row(store: Store) -> list[dict[str, Any]]:
     page = search_runs(store, limit=1000)
-    assert page.next_after is None
+    assert page.next_cursor is None
     return page.rows
 
 
@@ -345,13 +345,13 @@ def test_search_refuses_bad_limits_and_cursors(store: Store) -> None:
         with pytest.raises(ValidationError, match="limit"):
             search_runs(store, limit=limit)
     page = search_runs(store, order_by="seed desc", limit=3)
-    assert page.next_after is not None
-    for cursor in ("", "!!!", "e30", "x" * 5000, page.next_after[:-2] + "AA", "bnVsbA"):
+    assert page.next_cursor is not None
+    for cursor in ("", "!!!", "e30", "x" * 5000, page.next_cursor[:-2] + "AA", "bnVsbA"):
         with pytest.raises(ValidationError) as caught:
-            search_runs(store, order_by="seed desc", after=cursor)
-        assert caught.value.field == "after"
+            search_runs(store, order_by="seed desc", cursor=cursor)
+        assert caught.value.field == "cursor"
     with pytest.raises(ValidationError, match="another order_by"):
-        search_runs(store, order_by="seed asc", after=page.next_after)
+        search_runs(store, order_by="seed asc", cursor=page.next_cursor)
 
 
 def test_cli_equal_filters_combine_with_the_filter(store: Store) -> None:
@@ -491,10 +491,10 @@ def test_pages_follow_the_python_order_without_gaps_or_repeats(
     seen: list[str] = []
     after = None
     for _ in range(60):
-        page = search_runs(store, where, order_by, limit=limit, after=after)
+        page = search_runs(store, where, order_by, limit=limit, cursor=after)
         assert len(page.rows) <= limit
         seen.extend(row["id"] for row in page.rows)
-        after = page.next_after
+        after = page.next_cursor
         if after is None:
             break
     assert seen == expected

@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from infrastructure.archive import export, import_archive
-from infrastructure.cli.base import app, console, guarded, ledger
+from infrastructure.cli.base import app, console, guarded, service
 
 
 @app.command()
@@ -23,10 +22,10 @@ def archive(
     ] = Path("archive.jsonl"),
 ) -> None:
     """Export the complete event streams of a run (with its twin), or of a twin and its runs."""
-    with ledger() as application:
+    with service() as ledger:
         partial = output.with_name(output.name + ".partial")
         with partial.open("wb") as out:
-            count = export(application, out, run_id=run_id, twin_id=twin)
+            count = ledger.archive(out, run_id=run_id, twin_id=twin)
         partial.replace(output)
         console.print(f"archived {count} events to {output}")
 
@@ -37,8 +36,8 @@ def import_(
     file: Annotated[Path, typer.Argument(help="An archive written by `twinledger archive`")],
 ) -> None:
     """Load an archive into this store (all or nothing; importing twice writes nothing more)."""
-    with ledger() as application:
-        report = import_archive(application, file)
+    with service() as ledger:
+        report = ledger.import_archive(file)
         console.print(
             f"imported {report.events_written} of {report.events_in_file} events "
             f"({report.streams} streams, {report.streams_already_present} already present)"

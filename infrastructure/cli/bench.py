@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from infrastructure.bench.runner import run_bench
-from infrastructure.cli.base import app, console, errors, guarded, state
+from infrastructure.cli.base import RecordFormat, app, check_format, console, errors, guarded, state
 
 
 @app.command()
@@ -28,9 +28,12 @@ def bench(
     chunk: Annotated[
         int | None, typer.Option(min=1, help="Years per save [default: as execute_run]")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
+    output: RecordFormat = "table",
+    as_json: Annotated[bool, typer.Option("--json", hidden=True, help="= --format json")] = False,
 ) -> None:
     """Benchmark on scratch storage beside --db (never the ledger itself); prints the numbers."""
+    check_format(output)
+    as_json = as_json or output == "json"
     counts = tuple(int(part) for part in writers.split(",") if part.strip())
     report = run_bench(
         state.db,

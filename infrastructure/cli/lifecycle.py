@@ -8,18 +8,20 @@ from typing import Annotated
 import typer
 
 from domain.errors import ValidationError
-from infrastructure.cli.base import app, console, guarded, ledger
-from infrastructure.cli.tables import twins_app
-from infrastructure.expiry import DEFAULT_BATCH, expire_twins
-from infrastructure.inputs import parse_duration
-from infrastructure.retention import (
-    DEFAULT_RESULTS,
-    DEFAULT_RUNS,
-    DEFAULT_TWINS,
-    Windows,
-    apply_retention,
+from infrastructure.cli.base import (
+    Quiet,
+    RecordFormat,
+    app,
+    check_format,
+    console,
+    guarded,
+    print_json,
+    service,
 )
-from projections.runner import Projector
+from infrastructure.cli.tables import twins_app
+from infrastructure.expiry import DEFAULT_BATCH
+from infrastructure.inputs import parse_duration
+from infrastructure.retention import DEFAULT_RESULTS, DEFAULT_RUNS, DEFAULT_TWINS, Windows
 
 NowOption = Annotated[
     str | None, typer.Option("--now", help="Act as if it were this time (ISO 8601; default: now)")
@@ -46,10 +48,8 @@ def expire(
 ) -> None:
     """End every twin past its expires_at (TwinExpired), cancelling its runs first. Idempotent."""
     moment = parse_now(now)
-    with ledger() as application:
-        assert application.database is not None
-        with Projector(application.database) as projector:
-            report = expire_twins(application, projector, now=moment, batch=batch)
+    with service() as ledger:
+        report = ledger.expire(now=moment, batch=batch)
     console.print(
         f"expired {report.expired} twins ({report.runs_cancelled} runs cancelled) "
         f"of {report.examined} candidates",
@@ -63,13 +63,22 @@ def expire(
 def extend(
     twin_id: str,
     by: Annotated[str, typer.Option("--by", help="How much later: 30d, 12h, 90m")] = "30d",
+    output: RecordFormat = "table",
+    quiet: Quiet = False,
 ) -> None:
     """Move a twin's expiry later (TwinExpiryExtended)."""
+    check_format(output)
     lifetime = parse_duration(by, "by")
-    with ledger() as application:
-        expires_at = application.extend_twin(twin_id, by=lifetime)
+    with service() as ledger:
+        twin = ledger.extend_twin(twin_id, by=lifetime)
+    if quiet:
+        print(twin.id)
+        return
+    if output == "json":
+        print_json(twin)
+        return
     console.print(
-        f"twin {twin_id.strip()} now expires at {expires_at.isoformat()}",
+        f"twin {twin.id} now expires at {twin.expires_at}",
         highlight=False,
         soft_wrap=True,
     )
@@ -104,11 +113,8 @@ def retention_apply(
         runs=parse_duration(runs, "runs"),
         twins=parse_duration(twins, "twins"),
     )
-    with ledger() as application:
-        assert application.database is not None
-        moment = parse_now(now) or application.clock()
-        with Projector(application.database) as projector:
-            report = apply_retention(projector, moment, windows, dry_run=dry_run)
+    with service() as ledger:
+        report = ledger.apply_retention(now=parse_now(now), windows=windows, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     console.print(
         f"{verb} {report.results} simulation_results rows, {report.runs} simulation_runs rows, "
