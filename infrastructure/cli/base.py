@@ -84,8 +84,9 @@ state = State()
 @app.callback()
 def _global(db: DbOption = None) -> None:
     state.db = db
-    if not console.is_terminal:  # piped or redirected: never cut a line (an id, a digest)
-        console.width = PIPE_WIDTH
+    for stream in (console, errors):  # piped or redirected: never cut a line (an id, a digest)
+        if not stream.is_terminal:
+            stream.width = PIPE_WIDTH
 
 
 @contextmanager

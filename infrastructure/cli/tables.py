@@ -217,7 +217,12 @@ def runs(
         )
     rows = page.rows
     if page.next_cursor is not None:
-        errors.print(f"more runs: add --cursor {page.next_cursor}", markup=False, highlight=False)
+        errors.print(
+            f"more runs: add --cursor {page.next_cursor}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     emit(
         rows,
         output,
