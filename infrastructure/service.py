@@ -47,9 +47,11 @@ from infrastructure.inputs import BodyFile, parse_duration, validate
 from infrastructure.retention import RetentionReport, Windows, apply_retention
 from infrastructure.settings import Database
 from projections import queries
+from projections.compare import Comparison, compare_runs
 from projections.experiments import EXPERIMENTS
 from projections.runner import ProjectionsStopped, Projector, keep_current
 from projections.runs import SIMULATION_RUNS
+from projections.search import search_runs
 from projections.store import Store
 from projections.twins import DIGITAL_TWINS
 
@@ -318,29 +320,47 @@ class Ledger:
     def runs(
         self,
         *,
+        where: str | None = None,
+        order_by: str | None = None,
         twin: str | None = None,
         status: str | None = None,
         pattern: str | None = None,
         experiment: str | None = None,
         limit: int = pages.DEFAULT_LIMIT,
         cursor: str | None = None,
+        fields: tuple[str, str, str] = ("filter", "order_by", "cursor"),
     ) -> views.Page[views.Run]:
-        """Runs in the order they were queued, filtered, one page at a time."""
-        where: list[tuple[str, Any]] = []
+        """Runs matching a filter (projections/search.py, docs/queries.md: ``pattern =
+        'mars_terraform' and summary.habitability > 0.3``) and exact filters, in ``order_by``
+        order (default: when queued), one keyset page at a time. ``fields`` names the filter,
+        order and cursor inputs in errors (the API: filter, order_by, cursor)."""
+        equal: dict[str, str] = {}
         if twin is not None:
-            where.append(("digital_twin_id = %s", self._id(_uuid("twin", twin))))
-        if status is not None:
-            where.append(("status = %s", status))
-        if pattern is not None:
-            where.append(("pattern = %s", pattern))
+            equal["digital_twin_id"] = str(_uuid("twin", twin))
         if experiment is not None:
-            where.append(("experiment_id = %s", self._id(_uuid("experiment", experiment))))
-        rows, after = pages.page(
-            self._tables(), SIMULATION_RUNS, "queued_at", where, limit=limit, cursor=cursor
+            equal["experiment_id"] = str(_uuid("experiment", experiment))
+        if status is not None:
+            equal["status"] = status
+        if pattern is not None:
+            equal["pattern"] = pattern
+        page = search_runs(
+            self._tables(),
+            where,
+            order_by,
+            limit=limit,
+            cursor=cursor,
+            equal=equal,
+            fields=fields,
         )
         return views.Page[views.Run](
-            items=[views.Run.model_validate(row) for row in rows], next_cursor=after
+            items=[views.Run.model_validate(row) for row in page.rows],
+            next_cursor=page.next_cursor,
         )
+
+    def compare(self, run_ids: list[str], *, field: str = "runs") -> Comparison:
+        """2 to 6 runs side by side: parameters, summary metrics, the first diverging year and
+        each run's series (projections/compare.py)."""
+        return compare_runs(self._tables(), run_ids, field)
 
     def run_from_events(self, run_id: str) -> SimulationRun:
         """The run aggregate, folded from its events (the log, not the read tables)."""

@@ -36,6 +36,7 @@ from infrastructure.experiments import ExperimentFile
 from infrastructure.http.sse import MAX_CLIENTS, LogFollower, progress_stream
 from infrastructure.pages import DEFAULT_LIMIT, MAX_LIMIT
 from infrastructure.service import MAX_EVENTS_PAGE, Ledger
+from projections.compare import Comparison
 
 router = APIRouter()
 
@@ -213,6 +214,17 @@ def queue_run(request: Request, response: Response, run: RunIn) -> views.Run:
 @router.get("/runs", response_model=views.Page[views.Run], tags=["runs"])
 def list_runs(
     request: Request,
+    filter: Annotated[
+        str | None,
+        Query(
+            max_length=4000,
+            description="e.g. pattern = 'mars_terraform' and summary.habitability > 0.3 "
+            "and params.tech_level >= 5 (docs/queries.md, Search)",
+        ),
+    ] = None,
+    order_by: Annotated[
+        str | None, Query(max_length=400, description="e.g. summary.habitability desc")
+    ] = None,
     twin: Text = None,
     status: Text = None,
     pattern: Text = None,
@@ -220,9 +232,12 @@ def list_runs(
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> views.Page[views.Run]:
-    """Runs, one page at a time (keyset: pass next_cursor back)."""
+    """Runs matching the filter language, in order_by order (default: when queued), one page at
+    a time (keyset: pass next_cursor back)."""
     with use(request) as ledger:
         return ledger.runs(
+            where=filter,
+            order_by=order_by,
             twin=twin,
             status=status,
             pattern=pattern,
@@ -230,6 +245,16 @@ def list_runs(
             limit=limit,
             cursor=cursor,
         )
+
+
+@router.get("/compare", response_model=Comparison, tags=["runs"])
+def compare(
+    request: Request,
+    runs: Annotated[str, Query(max_length=1000, description="2 to 6 run ids, comma-separated")],
+) -> Comparison:
+    """Runs side by side: parameters, summary metrics, the first diverging year, series."""
+    with use(request) as ledger:
+        return ledger.compare([part for part in runs.split(",") if part.strip()])
 
 
 @router.get("/runs/{run_id}", response_model=views.Run, tags=["runs"])

@@ -290,7 +290,10 @@ class Guard:
         body = b"".join(chunks)
         if body.strip():
             try:
+                body.decode("utf-8")  # msgspec passes invalid UTF-8 in strings through
                 value = msgspec.json.decode(body)
+            except UnicodeDecodeError:
+                return body, problem(422, "body: is not valid UTF-8", "body")
             except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as error:
                 return body, problem(422, f"body: is not valid JSON ({error})", "body")
             if _too_deep(value):
@@ -326,7 +329,8 @@ def create_app(settings: Settings | None = None, *, executor: Executor | None = 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        Ledger.open(url).close()  # creates the log and the read tables once, before the pool
+        with Ledger.open(url, warn=log.warning) as ledger:
+            ledger.catch_up()  # the log and the read tables exist, current, before any request
         app.state.pool = LedgerPool(url, settings.pool_size)
         app.state.executor = executor or LocalExecutor(url, workers=settings.workers)
         app.state.follower = LogFollower(database, poll_seconds=settings.poll_seconds)
