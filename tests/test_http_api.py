@@ -609,3 +609,31 @@ def test_schemathesis_finds_no_server_error(database_url: str) -> None:
                 with contextlib.suppress(Unsatisfiable):
                     check()
     assert failures == []
+
+
+# --- twinledger serve -------------------------------------------------------------------------
+
+
+def test_serve_binds_loopback_and_refuses_an_open_writable_bind(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from infrastructure.cli import app
+
+    started: list[dict[str, Any]] = []
+
+    def fake_run(application: FastAPI, **options: Any) -> None:
+        started.append({"app": application, **options})
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    monkeypatch.delenv("TWINLEDGER_API_TOKEN", raising=False)
+    db = f"sqlite:///{tmp_path}/ledger.db"
+    runner = CliRunner()
+    done = runner.invoke(app, ["serve", "--db", db, "--read-only"])
+    assert done.exit_code == 0, done.output
+    assert (started[0]["host"], started[0]["port"]) == ("127.0.0.1", 8000)
+    assert started[0]["app"].state.settings.read_only
+    refused = runner.invoke(app, ["--db", db, "serve", "--host", "0.0.0.0"])
+    assert refused.exit_code == 2 and "host" in refused.output
+    assert len(started) == 1
