@@ -44,6 +44,7 @@ INT64 = 2**63
 # --- fields -----------------------------------------------------------------------------------
 
 KIND = {column.name: column.kind for column in SIMULATION_RUNS.columns}
+NULLABLE = {column.name: column.nullable for column in SIMULATION_RUNS.columns}
 COLUMNS: dict[str, str] = {
     name: name for name, kind in KIND.items() if kind != "json"
 }  # every plain column of simulation_runs, by its own name
@@ -502,12 +503,16 @@ class _Compiler:
             return f"CASE WHEN {kind} = 'string' THEN ({column} #>> %s::text[]) COLLATE \"C\" END"
         return f"CASE WHEN {kind} = 'text' THEN json_extract({column}, %s) END"
 
-    def value(self, field: Field, sample: str | int | float) -> str:
-        """An SQL expression for the field, typed like ``sample`` for JSON fields."""
+    def value(self, field: Field, sample: str | int | float, ordered: bool = True) -> str:
+        """An SQL expression for the field, typed like ``sample`` for JSON fields.
+
+        Text is ordered by code point (``COLLATE "C"`` on PostgreSQL, as SQLite and Python
+        order it); equality needs no collation, so it can use the column's index.
+        """
         if field.path:
             return self.json_text(field) if isinstance(sample, str) else self.json_number(field)
         column = _quote(field.column)
-        if self.postgres and field.kind == "text":
+        if self.postgres and field.kind == "text" and ordered:
             return f'{column} COLLATE "C"'
         return column
 
@@ -520,21 +525,33 @@ class _Compiler:
         self.params.append(value)
         return "%s"
 
-    def boolean(self, condition: str) -> str:
-        """Two-valued: NULL (a missing value) counts as false."""
-        return f"COALESCE({condition}, {'false' if self.postgres else '0'})"
+    def two_valued(self, field: Field, condition: str) -> str:
+        """The condition, false (never NULL) where the value is missing.
+
+        A NOT NULL column needs nothing; a nullable one is tested first (both forms can use an
+        index); a JSON value's guarded CASE is NULL when absent or of another type.
+        """
+        if field.path:
+            return f"COALESCE({condition}, {'false' if self.postgres else '0'})"
+        if NULLABLE[field.column]:
+            return f"({_quote(field.column)} IS NOT NULL AND {condition})"
+        return condition
 
     def node(self, node: Node) -> str:
         if isinstance(node, Compare):
             op = "<>" if node.op == "!=" else node.op
-            left = self.value(node.field, node.value)
-            return self.boolean(f"{left} {op} {self.bind(node.field, node.value)}")
+            left = self.value(node.field, node.value, ordered=op not in ("=", "<>"))
+            return self.two_valued(node.field, f"{left} {op} {self.bind(node.field, node.value)}")
         if isinstance(node, In):
+            if not node.field.path:
+                marks = ", ".join(self.bind(node.field, value) for value in node.values)
+                column = _quote(node.field.column)
+                return self.two_valued(node.field, f"{column} IN ({marks})")
             parts = []
             for value in node.values:
                 left = self.value(node.field, value)
                 parts.append(f"{left} = {self.bind(node.field, value)}")
-            return self.boolean("(" + " OR ".join(parts) + ")")
+            return self.two_valued(node.field, "(" + " OR ".join(parts) + ")")
         if isinstance(node, IsNull):
             if node.field.path:
                 return f"COALESCE({self.json_type(node.field)}, 'null') = 'null'"
