@@ -101,6 +101,10 @@ def test_records_print_as_json_or_as_their_id_alone(database_url: str) -> None:
     deleted = json.loads(cli(*db, "delete", twin_id, "--format", "json"))
     assert deleted["status"] == "deleted"
 
+    report = json.loads(cli(*db, "projections", "status", "--format", "json"))
+    assert {p["name"] for p in report["projections"]} >= {"twins", "runs", "results"}
+    assert all(p["lag"] == 0 for p in report["projections"])
+
     bodies = json.loads(cli("bodies", "--format", "json"))
     assert "mars" in [b["key"] for b in bodies]
     assert "mars" in cli("bodies", "-q").split()

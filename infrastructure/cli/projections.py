@@ -10,7 +10,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from infrastructure.cli.base import app, console, errors, guarded, ledger
+from infrastructure.cli.base import (
+    RecordFormat,
+    app,
+    check_format,
+    console,
+    errors,
+    guarded,
+    print_json,
+    service,
+)
 from projections.runner import Projector
 
 projections_app = typer.Typer(
@@ -29,11 +38,9 @@ NameArgument = Annotated[
 
 @contextmanager
 def projector() -> Iterator[Projector]:
-    """A projector on the --db database (opening the ledger first creates the event log)."""
-    with ledger() as application:
-        assert application.database is not None
-        with Projector(application.database) as opened:
-            yield opened
+    """The service layer's projector on the --db database (opening it creates the event log)."""
+    with service() as ledger:
+        yield ledger.projector
 
 
 def _names(name: str | None) -> list[str] | None:
@@ -51,28 +58,33 @@ def _known(opened: Projector, name: str | None) -> None:
 
 @projections_app.command("status")
 @guarded
-def status() -> None:
+def status(output: RecordFormat = "table") -> None:
     """Each projection's position, the head of the log and the lag (events behind)."""
-    with projector() as opened:
-        table = Table("projection", "tables", "position", "head", "lag", "state")
-        for row in opened.status():
-            if row.error:
-                state = f"STOPPED at event {row.error_position}: {row.error}"
-            elif row.blocked_by and row.lag:
-                state = f"waiting for {', '.join(row.blocked_by)} (stopped)"
-            elif not row.current_schema:
-                state = "table definition changed: rebuilt on the next catch-up"
-            else:
-                state = "ok" if row.lag == 0 else "behind"
-            table.add_row(
-                row.name,
-                ", ".join(row.tables),
-                str(row.position),
-                str(row.head),
-                str(row.lag),
-                state,
-            )
-        console.print(table)
+    check_format(output)
+    with service() as ledger:
+        report = ledger.projections()
+    if output == "json":
+        print_json(report)
+        return
+    table = Table("projection", "tables", "position", "head", "lag", "state")
+    for row in report.projections:
+        if row.error:
+            state = f"STOPPED at event {row.error_position}: {row.error}"
+        elif row.blocked_by and row.lag:
+            state = f"waiting for {', '.join(row.blocked_by)} (stopped)"
+        elif not row.current_schema:
+            state = "table definition changed: rebuilt on the next catch-up"
+        else:
+            state = "ok" if row.lag == 0 else "behind"
+        table.add_row(
+            row.name,
+            ", ".join(row.tables),
+            str(row.position),
+            str(row.head),
+            str(row.lag),
+            state,
+        )
+    console.print(table)
 
 
 @projections_app.command("run")
@@ -125,7 +137,7 @@ def rebuild(name: NameArgument = None) -> None:
                     str(applied[projection.name]) if index == 0 else "",
                     spec.name,
                     str(rows),
-                    checksum[:16],
+                    checksum,
                 )
         console.print(table)
         head = max((row.head for row in opened.status()), default=0)
