@@ -605,7 +605,7 @@ class Ledger:
         return self.projector.store.uuid(key)
 
 
-PARKED_TABLE = "parked_events"
+PARKED_TABLE = "projection_parked"  # projections/parking.py (issue 10), when present
 
 
 def _plain(value: Any) -> Any:
