@@ -17,7 +17,7 @@ from infrastructure.cli.base import (
     print_json,
     service,
 )
-from projections.compare import Comparison, Row, compare_runs
+from projections.compare import Comparison, Row
 
 
 @app.command()
@@ -30,8 +30,7 @@ def compare(
     first year whose recorded results differ. ``--format json`` adds each run's series."""
     check_format(output)
     with service() as ledger:
-        ledger.catch_up()
-        comparison = compare_runs(ledger.projector.store, run_ids)
+        comparison = ledger.compare(run_ids)
     if output == "json":
         print_json(comparison)
         return

@@ -31,7 +31,6 @@ from infrastructure.cli.base import (
 )
 from infrastructure.pages import MAX_LIMIT
 from infrastructure.views import Page
-from projections.search import search_runs
 
 FORMATS = ("table", "json", "csv")
 FormatOption = Annotated[str, typer.Option("--format", help="table, json or csv")]
@@ -199,23 +198,18 @@ def runs(
 ) -> None:
     """List runs from the simulation_runs table: filtered, ordered, a page at a time."""
     _check_format(output)
-    equal = {
-        name: value
-        for name, value in (("digital_twin_id", twin), ("status", status), ("pattern", pattern))
-        if value is not None
-    }
     with service() as ledger:
-        ledger.catch_up()
-        page = search_runs(
-            ledger.projector.store,
-            where,
-            order_by,
+        page = ledger.runs(
+            where=where,
+            order_by=order_by,
+            twin=twin,
+            status=status,
+            pattern=pattern,
             limit=limit,
             cursor=cursor,
-            equal=equal,
             fields=("where", "order_by", "cursor"),
         )
-    rows = page.rows
+    rows = rows_of(list(page.items))
     if page.next_cursor is not None:
         errors.print(
             f"more runs: add --cursor {page.next_cursor}",
