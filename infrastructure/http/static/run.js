@@ -294,29 +294,39 @@
 
   // --- live progress -------------------------------------------------------------------------
 
-  let fetching = null;
+  // The run's row and its results are different read tables, caught up one after the other:
+  // results may trail the progress event by a moment, so an empty fetch is retried shortly.
+  let fetching = null; // the one load in flight, if any
   let wanted = loadedTo;
-  async function catchUp() {
-    if (fetching) return fetching;
-    fetching = (async () => {
-      try {
-        while (wanted > loadedTo) {
-          const before = loadedTo;
-          await fetchFrom(loadedTo + 1);
-          draw();
-          if (loadedTo === before) break; // the read tables lag the log: the next event retries
-        }
-      } finally {
-        fetching = null;
+  const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  async function load() {
+    let idle = 0;
+    while (wanted > loadedTo && idle < 40) {
+      const before = loadedTo;
+      await fetchFrom(loadedTo + 1);
+      if (loadedTo === before) {
+        idle += 1;
+        await pause(250);
+      } else {
+        idle = 0;
+        draw();
       }
-    })();
+    }
+  }
+  function catchUp() {
+    if (!fetching) {
+      fetching = load().finally(() => {
+        fetching = null;
+      });
+    }
     return fetching;
   }
 
   async function finish() {
     const record = await get(path);
     showRun(record);
-    wanted = record.current_year || loadedTo;
+    wanted = Math.max(wanted, record.current_year || 0);
+    if (fetching) await fetching;
     await catchUp();
     document.body.dataset.live = "ended";
   }
