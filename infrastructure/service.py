@@ -17,14 +17,14 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 from uuid import UUID
 
 import msgspec
 from pydantic import TypeAdapter
 
 from domain.catalog import CATALOG
-from domain.errors import NotFound, ValidationError
+from domain.errors import NotFound, TwinLedgerError, ValidationError
 from domain.experiment import Evaluation
 from domain.experiment import Experiment as ExperimentAggregate
 from domain.replay import EngineVersionMismatch, ReplayReport
@@ -57,9 +57,23 @@ from projections.store import Store
 from projections.twins import DIGITAL_TWINS
 
 Warn = Callable[[str], None]
+Row = TypeVar("Row")
 RESULTS = TypeAdapter(list[views.Result])  # one validation for all rows: 2x faster per row
 MAX_EVENTS_PAGE = 2000
 STRUCTURED_ID_MIN = 37  # longer than a UUID: EXPERIMENT_ID-iterN-PURPOSE[-sampleK]
+
+
+class ReadTablesBehind(TwinLedgerError):
+    """A write succeeded, but the read tables do not show it: a projection is stopped or has
+    parked the event (``twinledger projections status``). The write stands; ``ident`` names it."""
+
+    def __init__(self, field: str, ident: str) -> None:
+        super().__init__(
+            f"{field}: {ident} was written, but the read tables do not show it yet "
+            "(a projection is behind: see projections status)"
+        )
+        self.field = field
+        self.ident = ident
 
 
 def _stderr(text: str) -> None:
@@ -140,6 +154,13 @@ class Ledger:
             self.catch_up()
         return self.projector.store
 
+    def _written(self, read: Callable[[str], Row], field: str, ident: str) -> Row:
+        """The row of what was just written; ReadTablesBehind if the tables do not show it."""
+        try:
+            return read(ident)
+        except NotFound:
+            raise ReadTablesBehind(field, ident) from None
+
     def event_count(self) -> int:
         """How many events the log holds (its head position)."""
         return self.application.event_count()
@@ -197,7 +218,7 @@ class Ledger:
             simulation_type=simulation_type,
             simulation_parameters=simulation_parameters,
         )
-        return self.twin(str(twin_id))
+        return self._written(self.twin, "twin_id", str(twin_id))
 
     def extend_twin(self, twin_id: str, *, by: timedelta | str) -> views.Twin:
         """Move a twin's expiry later (TwinExpiryExtended)."""
@@ -281,7 +302,7 @@ class Ledger:
             seed=seed,
             initiated_by=initiated_by,
         )
-        return self.run(str(run_id))
+        return self._written(self.run, "run_id", str(run_id))
 
     def execute_run(
         self, run_id: str, *, chunk_years: int | None = None, on_progress: Progress | None = None
@@ -469,7 +490,7 @@ class Ledger:
         experiment = start_experiment(
             self.application, self.experiment_spec(spec), started_by=started_by
         )
-        return self.experiment(str(experiment.id)).experiment
+        return self._written(self.experiment, "experiment_id", str(experiment.id)).experiment
 
     def continue_experiment(
         self,

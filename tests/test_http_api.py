@@ -306,6 +306,16 @@ def test_bad_runs_are_refused_and_nothing_is_written(
         ({"name": "Mars", "body": "mars", "simulation_parameters": {"k": [1]}}, "k"),
         ({"name": "Mars", "body_file": {"key": "x", "name": "X", "state": {}}}, "body_file"),
         ({"name": 5, "body": "mars"}, "name"),
+        # NUL anywhere: PostgreSQL cannot store it, so it would stop the twins projection.
+        (
+            {"name": "M", "body": "mars", "simulation_parameters": {"k": "a\x00b"}},
+            "simulation_parameters.k",
+        ),
+        (
+            {"name": "M", "body": "mars", "simulation_parameters": {"k\x00": 1}},
+            "simulation_parameters",
+        ),
+        ({"name": "M", "body": "mars", "description": "\x00"}, "description"),
     ],
 )
 def test_bad_twins_are_refused(client: TestClient, body: dict[str, Any], field: str) -> None:

@@ -36,7 +36,7 @@ from domain.errors import (
 from domain.replay import EngineVersionMismatch
 from infrastructure.http.executor import Executor, LocalExecutor
 from infrastructure.http.sse import LogFollower
-from infrastructure.service import Ledger
+from infrastructure.service import Ledger, ReadTablesBehind
 from infrastructure.settings import resolve_database
 from projections.runner import TRANSIENT
 
@@ -136,6 +136,8 @@ def problem(status: int, detail: str, field_name: str | None = None, **extra: An
 
 
 def _status(error: TwinLedgerError) -> int:
+    if isinstance(error, ReadTablesBehind):
+        return 503
     if isinstance(error, NotFound):
         return 404
     if isinstance(error, InvalidTransition | ConcurrentWrite | EngineVersionMismatch):
@@ -195,17 +197,32 @@ def install_error_handlers(app: FastAPI) -> None:
 # --- the request guard ------------------------------------------------------------------------
 
 
-def _too_deep(value: Any) -> bool:
-    stack = [(value, 1)]
+def _refusal(value: Any) -> tuple[str, str] | None:
+    """(field, message) if a decoded JSON body nests too deep or holds a NUL character.
+
+    NUL is refused anywhere (PostgreSQL cannot store it in text or jsonb, so a NUL that slipped
+    past a field's own rules would stop a projection); other control characters are for each
+    field's rules (infrastructure/inputs.py) to judge.
+    """
+    stack: list[tuple[Any, int, str]] = [(value, 1, "")]
     while stack:
-        item, depth = stack.pop()
+        item, depth, path = stack.pop()
         if depth > MAX_JSON_DEPTH:
-            return True
+            return "body", f"nests deeper than {MAX_JSON_DEPTH} levels"
+        if isinstance(item, str) and "\x00" in item:
+            return path or "body", "must not contain NUL characters"
         if isinstance(item, dict):
-            stack.extend((child, depth + 1) for child in item.values())
+            for key, child in item.items():
+                name = f"{path}.{key}" if path else str(key)
+                if "\x00" in key:
+                    return path or "body", "keys must not contain NUL characters"
+                stack.append((child, depth + 1, name))
         elif isinstance(item, list):
-            stack.extend((child, depth + 1) for child in item)
-    return False
+            stack.extend(
+                (child, depth + 1, f"{path}.{i}" if path else str(i))
+                for i, child in enumerate(item)
+            )
+    return None
 
 
 def _has_control(text: str) -> bool:
@@ -219,8 +236,8 @@ class Guard:
     and, when a token is configured, without ``Authorization: Bearer TOKEN`` (401). Bodies
     larger than MAX_BODY_BYTES: 413. A body that is not strict JSON (NaN, Infinity, a lone
     surrogate, a number out of range) or nests deeper than MAX_JSON_DEPTH: 422 naming
-    ``body``. Query strings over MAX_QUERY_BYTES, not UTF-8, or with control characters: 422
-    naming the parameter.
+    ``body``; a NUL character in any string: 422 naming its field. Query strings over
+    MAX_QUERY_BYTES, not UTF-8, or with control characters: 422 naming the parameter.
     """
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
@@ -296,10 +313,10 @@ class Guard:
                 return body, problem(422, "body: is not valid UTF-8", "body")
             except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as error:
                 return body, problem(422, f"body: is not valid JSON ({error})", "body")
-            if _too_deep(value):
-                return body, problem(
-                    422, f"body: nests deeper than {MAX_JSON_DEPTH} levels", "body"
-                )
+            refused = _refusal(value)
+            if refused is not None:
+                name, text = refused
+                return body, problem(422, f"{name}: {text}", name)
         return body, None
 
 
