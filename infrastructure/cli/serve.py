@@ -54,4 +54,4 @@ def serve(
         markup=False,
         highlight=False,
     )
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+    uvicorn.run(application, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)

@@ -365,16 +365,13 @@ async def progress(request: Request, run_id: str) -> StreamingResponse:
             "result_digest": run.result_digest,
         }
 
-    first = await run_in_threadpool(read)  # 404/422 as JSON before the stream starts
+    await run_in_threadpool(read)  # 404/422 as JSON before the stream starts
     if follower.clients >= MAX_CLIENTS:
         from infrastructure.http.app import Busy
 
         raise Busy()
-    pending = [first]
 
     async def next_row() -> dict[str, Any]:
-        if pending:
-            return pending.pop()
         return await run_in_threadpool(read)
 
     return StreamingResponse(

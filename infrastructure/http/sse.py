@@ -129,23 +129,33 @@ class LogFollower:
 
     # --- the clients ----------------------------------------------------------------------------
 
-    async def changes(self, timeout: float) -> AsyncIterator[bool]:
-        """Yields True after each change of the log (False after ``timeout`` without one)."""
-        event = asyncio.Event()
-        entry = (asyncio.get_running_loop(), event)
-        with self._lock:
-            self._waiters.add(entry)
+    def subscribe(self) -> Subscription:
+        """Start listening for changes now (before reading what to compare them with)."""
+        return Subscription(self)
+
+
+class Subscription:
+    """One client's wake-ups: set by the follower thread, awaited in the client's event loop."""
+
+    def __init__(self, follower: LogFollower) -> None:
+        self.follower = follower
+        self.event = asyncio.Event()
+        self.entry = (asyncio.get_running_loop(), self.event)
+        with follower._lock:
+            follower._waiters.add(self.entry)
+
+    async def wait(self, timeout: float) -> bool:
+        """True after a change of the log since the last wait, False after ``timeout``."""
         try:
-            while True:
-                try:
-                    await asyncio.wait_for(event.wait(), timeout)
-                    event.clear()
-                    yield True
-                except TimeoutError:
-                    yield False
-        finally:
-            with self._lock:
-                self._waiters.discard(entry)
+            await asyncio.wait_for(self.event.wait(), timeout)
+        except TimeoutError:
+            return False
+        self.event.clear()  # before the caller reads: a change during its read wakes it again
+        return True
+
+    def close(self) -> None:
+        with self.follower._lock:
+            self.follower._waiters.discard(self.entry)
 
 
 def message(event: str, data: Any) -> bytes:
@@ -160,10 +170,10 @@ async def progress_stream(
     """A run's progress as Server-Sent Events: ``progress`` whenever its row changes, ``end``
     once it has ended (then the stream closes), a comment line as a heartbeat when idle."""
     follower.clients += 1
+    subscription = follower.subscribe()  # before the first read: no change can slip between
     try:
         yield b"retry: 2000\n\n"
         last: tuple[Any, ...] | None = None
-        changes = follower.changes(HEARTBEAT_SECONDS)
         while True:
             row = await read()
             key = (row["status"], row["years_recorded"])
@@ -173,7 +183,8 @@ async def progress_stream(
             if row["ended"]:
                 yield message("end", row)
                 return
-            if not await anext(changes):
+            if not await subscription.wait(HEARTBEAT_SECONDS):
                 yield b": heartbeat\n\n"
     finally:
+        subscription.close()
         follower.clients -= 1
