@@ -190,3 +190,29 @@ def test_an_unknown_format_is_refused_naming_format(tmp_path: Path, args: list[s
     result = runner.invoke(app, ["--db", str(tmp_path / "x.db"), *args])
     assert result.exit_code == 2
     assert result.stderr.startswith("error: format:"), result.stderr
+
+
+def test_reports_print_as_json(database_url: str, tmp_path: Path) -> None:
+    db = ["--db", database_url]
+    [twin_id] = ids_only(cli(*db, "clone", "mars", "-q"))
+    [run_id] = ids_only(cli(*db, "run", twin_id, "--years", "2", "-q"))
+    archive = tmp_path / "run.jsonl"
+    written = json.loads(cli(*db, "archive", run_id, "-o", str(archive), "--format", "json"))
+    assert written["events"] > 2 and written["file"] == str(archive)
+    imported = json.loads(cli(*db, "import", str(archive), "--format", "json"))
+    assert imported["events_written"] == 0 and imported["events_in_file"] == written["events"]
+    expired = json.loads(cli(*db, "expire", "--now", "2999-01-01T00:00:00Z", "--format", "json"))
+    assert expired["expired"] == 1
+    kept = json.loads(
+        cli(
+            *db,
+            "retention",
+            "apply",
+            "--dry-run",
+            "--now",
+            "2999-01-02T00:00:00Z",
+            "--format",
+            "json",
+        )
+    )
+    assert kept["dry_run"] is True and isinstance(kept["results"], int)

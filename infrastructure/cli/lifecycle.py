@@ -45,11 +45,16 @@ def parse_now(text: str | None) -> datetime | None:
 def expire(
     now: NowOption = None,
     batch: Annotated[int, typer.Option(min=1, max=10_000, help="Twins per write")] = DEFAULT_BATCH,
+    output: RecordFormat = "table",
 ) -> None:
     """End every twin past its expires_at (TwinExpired), cancelling its runs first. Idempotent."""
+    check_format(output)
     moment = parse_now(now)
     with service() as ledger:
         report = ledger.expire(now=moment, batch=batch)
+    if output == "json":
+        print_json(report)
+        return
     console.print(
         f"expired {report.expired} twins ({report.runs_cancelled} runs cancelled) "
         f"of {report.examined} candidates",
@@ -106,8 +111,10 @@ def retention_apply(
     twins: Annotated[
         str, typer.Option(help="Keep ended twins rows this long")
     ] = f"{DEFAULT_TWINS.days}d",
+    output: RecordFormat = "table",
 ) -> None:
     """Remove read-table rows past their retention windows and report what was removed."""
+    check_format(output)
     windows = Windows(
         results=parse_duration(results, "results"),
         runs=parse_duration(runs, "runs"),
@@ -115,6 +122,9 @@ def retention_apply(
     )
     with service() as ledger:
         report = ledger.apply_retention(now=parse_now(now), windows=windows, dry_run=dry_run)
+    if output == "json":
+        print_json(report)
+        return
     verb = "would remove" if dry_run else "removed"
     console.print(
         f"{verb} {report.results} simulation_results rows, {report.runs} simulation_runs rows, "
