@@ -12,12 +12,14 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from domain.errors import NotFound, ValidationError
 from infrastructure.cli import app
 from infrastructure.service import Ledger
-from projections.compare import Comparison, compare_runs
+from projections.compare import Comparison, _first_divergence, compare_runs
 
 runner = CliRunner()
 BUDGET = 1_000_000_000_000
@@ -159,3 +161,51 @@ def test_compare_from_the_command_line(service: Ledger, database_url: str) -> No
 
     bad = runner.invoke(app, ["--db", database_url, "compare", a])
     assert bad.exit_code == 2 and bad.stderr.startswith("error: runs:")
+
+
+# --- the divergence rule, as a property ---------------------------------------------------------
+
+values = st.one_of(st.integers(-3, 3), st.sampled_from([0.5, 1.5]), st.text("ab", max_size=2))
+records = st.fixed_dictionaries(
+    {
+        "economic": st.dictionaries(st.sampled_from(["spend_cents", "balance_cents"]), values),
+        "environmental": st.dictionaries(
+            st.sampled_from(["temperature_k", "composition_pct"]),
+            values | st.dictionaries(st.sampled_from(["O2", "N2"]), values, max_size=2),
+        ),
+    },
+    optional={"timeline": st.fixed_dictionaries({"key_events": st.lists(values, max_size=2)})},
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    runs=st.integers(2, 4).flatmap(
+        lambda n: st.lists(st.lists(records, min_size=0, max_size=5), min_size=n, max_size=n)
+    )
+)
+def test_the_first_divergence_is_the_first_common_year_that_differs(
+    runs: list[list[dict[str, Any]]],
+) -> None:
+    years = [{index + 1: record for index, record in enumerate(run)} for run in runs]
+    common = min(len(run) for run in runs)
+    divergence = _first_divergence(years, common)
+
+    def same(year: int) -> bool:
+        plain = [
+            (
+                r[year]["economic"],
+                r[year]["environmental"],
+                r[year].get("timeline", {}).get("key_events", []),
+            )
+            for r in years
+        ]
+        return all(p == plain[0] for p in plain)
+
+    differing = [year for year in range(1, common + 1) if not same(year)]
+    if not differing:
+        assert divergence is None
+        return
+    assert divergence is not None and divergence.year == differing[0]
+    assert len(divergence.values) == len(runs)
+    assert any(value != divergence.values[0] for value in divergence.values)

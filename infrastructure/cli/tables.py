@@ -184,7 +184,8 @@ def runs(
     order_by: Annotated[
         str | None,
         typer.Option(
-            "--order-by", help="Order, e.g. 'summary.habitability desc, created_at' [created_at]"
+            "--order-by",
+            help="Order, e.g. 'summary.habitability desc, created_at'; default: created_at",
         ),
     ] = None,
     limit: Annotated[int, typer.Option(help=f"At most this many runs, 1 to {MAX_LIMIT}")] = (
