@@ -420,6 +420,13 @@ def resolve_field(text: str, position: int, name: str = "filter") -> Field:
     head, _, rest = text.partition(".")
     if not rest:
         column = COLUMNS.get(text)
+        if KIND.get(text) == "json":
+            prefix = "params" if text == "parameters" else "summary"
+            raise ValidationError(
+                name,
+                f"{_show(text)} at position {position} holds JSON: name a value in it, "
+                f"e.g. {prefix}.NAME",
+            )
         if column is None:
             raise ValidationError(
                 name,

@@ -313,6 +313,11 @@ def test_not_counts_a_missing_value_as_not_matching(store: Store) -> None:
         ("status = 'x')", "')' at position 13"),
         ("summary.\ud800 > 1", "control character"),
         ("params.pattern_params.x = 1", "params.NAME takes one name"),
+        (
+            "parameters = 'x'",
+            "'parameters' at position 1 holds JSON: name a value in it, e.g. params",
+        ),
+        ("results is null", "holds JSON: name a value in it, e.g. summary.NAME"),
     ],
 )
 def test_a_bad_filter_names_the_token_and_its_position(text: str, token: str) -> None:
