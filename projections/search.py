@@ -487,10 +487,12 @@ class _Compiler:
         return list(path) if self.postgres else "$." + ".".join(path)
 
     def json_type(self, field: Field) -> str:
+        """The JSON type of the value (NULL when absent). On PostgreSQL the column is read as
+        jsonb whether it is stored as json or jsonb."""
         self.params.append(self.json_path(field.path))
         column = _quote(field.column)
         if self.postgres:
-            return f"jsonb_typeof({column} #> %s::text[])"
+            return f"jsonb_typeof({column}::jsonb #> %s::text[])"
         return f"json_type({column}, %s)"
 
     def json_number(self, field: Field) -> str:
@@ -499,7 +501,7 @@ class _Compiler:
         self.params.append(self.json_path(field.path))
         column = _quote(field.column)
         if self.postgres:
-            return f"CASE WHEN {kind} = 'number' THEN ({column} #> %s::text[])::numeric END"
+            return f"CASE WHEN {kind} = 'number' THEN ({column}::jsonb #> %s::text[])::numeric END"
         return f"CASE WHEN {kind} IN ('integer', 'real') THEN json_extract({column}, %s) END"
 
     def json_text(self, field: Field) -> str:
@@ -507,7 +509,8 @@ class _Compiler:
         self.params.append(self.json_path(field.path))
         column = _quote(field.column)
         if self.postgres:
-            return f"CASE WHEN {kind} = 'string' THEN ({column} #>> %s::text[]) COLLATE \"C\" END"
+            text = f"({column}::jsonb #>> %s::text[])"
+            return f"CASE WHEN {kind} = 'string' THEN {text} COLLATE \"C\" END"
         return f"CASE WHEN {kind} = 'text' THEN json_extract({column}, %s) END"
 
     def value(self, field: Field, sample: str | int | float, ordered: bool = True) -> str:
