@@ -85,7 +85,7 @@ def emit(
         return
     table = Table(title=f"{title} ({len(rows)})")
     for name, _ in columns:
-        if name in ("id", "twin"):  # ids are for copying: never cut
+        if name == "id":  # ids are for copying: never cut (other columns fold, never cut)
             table.add_column(name, no_wrap=True, min_width=36)
         else:
             table.add_column(name, overflow="fold")
