@@ -29,7 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 BIG_BUDGET_CENTS = 2**62 - 1  # above 2^53: a float would lose the last cents
 HOSTILE_NAME = 'Mars <img src=x onerror="window.__owned=1"> & "friends"'
 
-playwright_api = pytest.importorskip("playwright.sync_api")
+try:
+    from playwright import sync_api as playwright_api
+except ImportError:  # reported by the browser fixture: skipped, or failed under CI
+    playwright_api = None
 
 
 def _no_browser(reason: str) -> None:
@@ -40,6 +43,8 @@ def _no_browser(reason: str) -> None:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    if playwright_api is None:
+        _no_browser("playwright is not installed: pip install -e '.[test]'")
     if not CHROMIUM.exists():
         _no_browser(f"{CHROMIUM} is missing: apt-get install -y chromium")
     with playwright_api.sync_playwright() as playwright:
@@ -80,9 +85,12 @@ class Served:
     run_b: str
     big_run: str
     experiment_id: str
+    more_runs: str  # four more 1000-year runs, comma-separated
 
 
 def _populate(url: str) -> dict[str, str]:
+    """A twin with a hostile name, six 1000-year runs (two differing only by seed), a run with a
+    budget above 2^53 cents, and an experiment."""
     with Ledger.open(url) as ledger:
         twin = ledger.clone_twin(name=HOSTILE_NAME, body="mars", created_by="test")
         ids: dict[str, str] = {"twin_id": twin.id}
@@ -92,6 +100,19 @@ def _populate(url: str) -> dict[str, str]:
             )
             ledger.execute_run(run.id)
             ids[key] = run.id
+        ids["more_runs"] = ",".join(
+            ledger.execute_run(
+                ledger.queue_run(
+                    twin.id,
+                    pattern="mars_terraform",
+                    years=1000,
+                    budget_cents=10**12,
+                    seed=seed,
+                    tech_level=seed - 5,
+                ).id
+            ).id
+            for seed in range(11, 15)
+        )
         big = ledger.queue_run(
             twin.id, pattern="mars_terraform", years=20, budget_cents=BIG_BUDGET_CENTS, seed=3
         )
@@ -106,8 +127,7 @@ def _populate(url: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """A server on a SQLite ledger holding two 1000-year runs, a run with a budget above 2^53
-    cents, and an experiment."""
+    """A server on a SQLite ledger populated by ``_populate``."""
     url = f"sqlite:///{tmp_path_factory.mktemp('dashboard')}/ledger.db"
     ids = _populate(url)
     with server(url) as base:
@@ -172,6 +192,18 @@ def test_compare_two_runs(page: Any, served: Served, shots: Path) -> None:
     page.screenshot(path=str(shots / "compare.png"), full_page=True)
 
 
+def test_compare_six_runs_of_a_thousand_years(page: Any, served: Served) -> None:
+    runs = [served.run_a, served.run_b, *served.more_runs.split(",")]
+    _open(page, f"{served.base}/compare?runs={','.join(runs)}")
+    charts = page.evaluate("TL.charts")
+    assert len(charts) == 6
+    assert all(chart == {"points": 1000, "series": 6} for chart in charts.values()), charts
+    assert set(page.locator("#parameter-diff tr.differs td:first-child").all_inner_texts()) == {
+        "seed",
+        "tech_level",
+    }
+
+
 def test_experiment_page(page: Any, served: Served, shots: Path) -> None:
     _open(page, f"{served.base}/experiments/{served.experiment_id}")
     assert page.get_attribute(".chart[data-chart=objective]", "data-points") == str(
@@ -215,3 +247,12 @@ def test_start_a_run_from_the_form_on_postgres(page: Any) -> None:
 def test_pages_name_a_bad_id(page: Any, served: Served) -> None:
     _open(page, f"{served.base}/runs/not-a-run")
     assert "run_id" in page.inner_text("p.error")
+
+
+def test_a_missing_browser_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI"):
+        _no_browser("chromium is missing")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="SKIPPED"):
+        _no_browser("chromium is missing")

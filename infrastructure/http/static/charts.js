@@ -89,7 +89,16 @@
     }];
     const scaleNames = [...new Set(seriesSpec.map((s) => s.scale || "y"))];
     scaleNames.forEach((scale, index) => {
-      scales[scale] = spec.log && index === 0 ? { distr: 3, log: 10 } : { auto: true };
+      if (spec.log && index === 0) scales[scale] = { distr: 3, log: 10 };
+      else if (moneyScales.has(scale)) {
+        // at least one GCC tall, so that flat money (all zero) gets whole-cent ticks
+        scales[scale] = {
+          auto: true,
+          range: (u, min, max) => (max - min >= 100
+            ? uPlot.rangeNum(min, max, 0.1, true)
+            : [Math.floor(min / 100) * 100, Math.floor(min / 100) * 100 + 100]),
+        };
+      } else scales[scale] = { auto: true };
       axes.push({
         scale,
         side: index === 0 ? 3 : 1,

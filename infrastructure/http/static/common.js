@@ -87,6 +87,11 @@ const TL = (() => {
       [1000000n, "M"],
       [1000n, "k"],
     ];
+    if (units < 1000n) {
+      // small amounts: whole cents (a tick may fall between two cents; it is rounded)
+      const cents = (negative ? -value : value) % 100n;
+      return `${negative ? "-" : ""}${units}.${cents.toString().padStart(2, "0")}`;
+    }
     let text = units.toString();
     for (const [size, suffix] of steps) {
       if (units >= size) {
@@ -297,7 +302,9 @@ const TL = (() => {
     const list = el("dl", { class: "fields" });
     for (const key of keys || Object.keys(object || {})) {
       if (!object || !(key in object)) continue;
-      list.append(el("dt", {}, key), el("dd", {}, show(key, object[key])));
+      const value = object[key];
+      const shown = key.endsWith("_at") && typeof value === "string" ? when(value) : show(key, value);
+      list.append(el("dt", {}, key), el("dd", {}, shown));
     }
     return list;
   }

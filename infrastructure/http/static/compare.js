@@ -37,8 +37,9 @@
   divergence.dataset.year = first ? String(first.year) : "";
   if (first) {
     divergence.append(el("p", { class: "warn" }, `First diverging year: ${first.year} (${first.field})`),
-      table([first], ids.map((id, i) => [runLabel(id, i), () => TL.show(first.field, first.values[i])]),
-        { class: "grid compact" }));
+      table([first], [[`year ${first.year}`, () => first.field],
+        ...ids.map((id, i) => [runLabel(id, i), () => TL.show(first.field, first.values[i])])],
+      { class: "grid compact" }));
   } else {
     divergence.append(el("p", { class: "ok" }, "No diverging year: the runs' results are the same " +
       `over their ${comparison.common_years} common years.`));
@@ -47,7 +48,13 @@
 
   // --- parameters and metrics side by side ------------------------------------------------------
 
-  const cell = (name, value) => (name === "twin" ? TL.idLink("twin", value) : TL.show(name, value));
+  const cell = (name, value) => {
+    if (name === "twin") return TL.idLink("twin", value);
+    if (name === "result_digest" && value) {
+      return el("span", { class: "digest", title: value }, `${String(value).slice(0, 19)}...`);
+    }
+    return TL.show(name, value);
+  };
   const sideBySide = (rows, heading, id) => {
     const ordered = rows.slice().sort((a, b) => Number(b.differs) - Number(a.differs));
     const grid = table(ordered, [
@@ -57,7 +64,8 @@
     grid.id = id;
     return grid;
   };
-  main.append(el("div", { class: "columns" },
+  // side by side up to 3 runs; below each other beyond, so that every run keeps a readable column
+  main.append(el("div", { class: ids.length <= 3 ? "columns" : "stacked" },
     el("section", {}, el("h2", {}, "Parameters (differences first)"),
       sideBySide(comparison.parameters || [], "parameter", "parameter-diff")),
     el("section", {}, el("h2", {}, "Summary"),

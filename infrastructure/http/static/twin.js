@@ -18,24 +18,27 @@
   document.title = `${twin.name} · Twin · TwinLedger`;
   const state = twin.state || {};
   const atmosphere = state.atmosphere || {};
-  main.append(
-    el("h1", {}, "Twin ", el("span", { class: "name" }, twin.name), " ", statusBadge(twin.status)),
-    el("p", { class: "muted" }, twin.description || ""),
-    TL.fields(twin, ["id", "source_body", "solar_system", "simulation_type", "created_by",
-      "created_at", "expires_at", "deleted_at", "ended_reason", "run_count",
-      "completed_run_count", "failed_run_count", "active_run_count"]),
-    el("h2", {}, "State when cloned"),
-    TL.fields({
-      mean_temperature_k: atmosphere.mean_temperature_k,
-      surface_pressure_kpa: atmosphere.surface_pressure_kpa,
-      composition_pct: atmosphere.composition_pct,
-    }),
-  );
-
   const runsBox = el("section", { id: "twin-runs" }, el("h2", {}, "Runs"));
   const experimentsBox = el("section", { id: "twin-experiments" }, el("h2", {}, "Experiments"));
   const formBox = el("section", { id: "start-run" }, el("h2", {}, "Start a run"));
-  main.append(el("div", { class: "columns" }, el("div", {}, runsBox, experimentsBox), formBox));
+  main.append(
+    el("h1", {}, "Twin ", el("span", { class: "name" }, twin.name), " ", statusBadge(twin.status)),
+    el("p", { class: "muted" }, twin.description || ""),
+    el("div", { class: "columns" },
+      el("section", {},
+        TL.fields(twin, ["id", "source_body", "solar_system", "simulation_type", "created_by",
+          "created_at", "expires_at", "deleted_at", "ended_reason", "run_count",
+          "completed_run_count", "failed_run_count", "active_run_count"]),
+        el("h2", {}, "State when cloned"),
+        TL.fields({
+          mean_temperature_k: atmosphere.mean_temperature_k,
+          surface_pressure_kpa: atmosphere.surface_pressure_kpa,
+          composition_pct: atmosphere.composition_pct,
+        })),
+      formBox),
+    runsBox,
+    experimentsBox,
+  );
   formBox.append(twin.status === "deleted"
     ? el("p", { class: "muted" }, "This twin has ended: it takes no new runs.")
     : TL.runForm([twin], twin.id));
