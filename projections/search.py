@@ -37,6 +37,7 @@ MAX_COMPARISONS = 64
 MAX_IN_VALUES = 100
 MAX_ORDER_KEYS = 4
 MAX_CURSOR_CHARS = 4096
+MAX_EQUAL_CHARS = 200  # an exact-match value (status, pattern, ...), as the CLI's text limit
 DEFAULT_LIMIT = 50  # as the other lists of the service layer (infrastructure/pages.py)
 MAX_LIMIT = 1000
 INT64 = 2**63
@@ -736,6 +737,14 @@ def search_runs(
     if where is not None:
         conditions.append(parse_filter(where, where_field))
     for name, value in (equal or {}).items():
+        bad = _CONTROL.search(value)
+        if bad is not None or len(value) > MAX_EQUAL_CHARS:
+            problem = (
+                f"must be at most {MAX_EQUAL_CHARS} characters"
+                if bad is None
+                else f"control character {bad.group()!r} at position {bad.start() + 1}"
+            )
+            raise ValidationError(name, problem)
         field = resolve_field(name, 0, name)
         token = Token("string", value, 0)
         typed = _typed(field, value, token, name)

@@ -136,6 +136,8 @@ def test_search_from_the_command_line(database_url: str) -> None:
         (["--order-by", "nonsense"], "order_by: unknown field 'nonsense'"),
         (["--cursor", "garbage!"], "cursor:"),
         (["--limit", "0"], "limit:"),
+        (["--status", "done\x00"], "status: control character"),
+        (["--twin", "x" * 10_000], "twin:"),
     ]:
         result = runner.invoke(app, [*db, "runs", *args])
         assert result.exit_code == 2, (args, result.stdout)

@@ -368,6 +368,10 @@ def test_cli_equal_filters_combine_with_the_filter(store: Store) -> None:
     with pytest.raises(ValidationError) as caught:
         search_runs(store, equal={"digital_twin_id": "nope"})
     assert caught.value.field == "digital_twin_id" and "'nope'" in caught.value.message
+    for hostile in ("done\x00", "\ud800", "x" * 201):
+        with pytest.raises(ValidationError) as caught:
+            search_runs(store, equal={"status": hostile})
+        assert caught.value.field == "status"
 
 
 # --- properties -------------------------------------------------------------------------------
