@@ -464,7 +464,11 @@ def test_hostile_queries(client: TestClient, path: str, field: str) -> None:
 
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
     lambda children: (
         st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
     ),
@@ -647,3 +651,24 @@ def test_serve_binds_loopback_and_refuses_an_open_writable_bind(
     refused = runner.invoke(app, ["--db", db, "serve", "--host", "0.0.0.0"])
     assert refused.exit_code == 2 and "host" in refused.output
     assert len(started) == 1
+
+
+def test_concurrent_first_requests_all_succeed(database_url: str) -> None:
+    """The pool opens its ledgers at the same moment: none may race another's DDL (500)."""
+    app = create_app(Settings(url=database_url, pool_size=6), executor=NoExecutor())
+    statuses: list[int] = []
+    with served(app) as base:
+        barrier = threading.Barrier(12)
+
+        def client() -> None:
+            with httpx.Client(base_url=base, timeout=60) as http:
+                barrier.wait()
+                for path in ("/twins", "/runs", "/health"):
+                    statuses.append(http.get(API + path).status_code)
+
+        threads = [threading.Thread(target=client) for _ in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert statuses == [200] * 36

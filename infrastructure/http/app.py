@@ -101,7 +101,11 @@ class LedgerPool:
                 self._opened += 1
         if fresh:
             try:
-                return Ledger.open(self.url, catch_up_reads=False, warn=log.warning)
+                # No DDL: the lifespan created everything once; concurrent CREATE OR REPLACE
+                # statements of ledgers opened at the same moment collide in PostgreSQL's catalog.
+                return Ledger.open(
+                    self.url, create_tables=False, catch_up_reads=False, warn=log.warning
+                )
             except BaseException:
                 with self._lock:
                     self._opened -= 1
