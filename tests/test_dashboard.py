@@ -256,3 +256,24 @@ def test_a_missing_browser_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception, match="SKIPPED"):
         _no_browser("chromium is missing")
+
+
+def test_every_static_file_is_package_data() -> None:
+    """A non-editable install ships the pages and the chart library (pyproject package-data,
+    whose patterns setuptools expands as globs relative to the package)."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["infrastructure.http"]
+    package = ROOT / "infrastructure" / "http"
+    files = {p.relative_to(package).as_posix() for p in package.glob("static/**/*") if p.is_file()}
+    shipped = {
+        p.relative_to(package).as_posix()
+        for pattern in patterns
+        for p in package.glob(pattern)
+        if p.is_file()
+    }
+    assert {
+        "static/run.html",
+        "static/vendor/uPlot.iife.min.js",
+        "static/vendor/uPlot.LICENSE",
+    } <= files
+    assert files <= shipped, f"not matched by package-data {patterns}: {sorted(files - shipped)}"
