@@ -156,6 +156,11 @@ def test_run_page_draws_every_year(page: Any, served: Served, shots: Path) -> No
     # key events are listed and marked on the time axis (the list is what the marks draw)
     assert page.locator("#key-events tbody tr").count() >= 1
     page.screenshot(path=str(shots / "run.png"), full_page=True)
+    # time travel: the state at the end of a year, folded from the run's events
+    page.fill("#travel-year", "500")
+    page.click("#travel-state-show")
+    page.wait_for_selector("#travel-state dl")
+    assert page.inner_text("#travel-state dl dd") == "500"
 
 
 def test_run_page_replay_shows_identical(page: Any, served: Served) -> None:

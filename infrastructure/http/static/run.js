@@ -136,7 +136,7 @@
     max: run.duration_years, value: 1 });
   const travelOut = el("div", { id: "travel-state" });
   const travel = el("form", { class: "inline" }, el("label", {}, "State at the end of year ",
-    travelYear), el("button", { type: "submit" }, "Show"));
+    travelYear), el("button", { type: "submit", id: "travel-state-show" }, "Show"));
   travel.addEventListener("submit", async (event) => {
     event.preventDefault();
     try {
