@@ -206,3 +206,27 @@ def test_example_script_runs() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "replay: identical" in done.stdout
+
+
+def test_results_json_equals_results(service: Ledger) -> None:
+    """The HTTP fast path (JSON joined from the stored text) holds exactly the decoded rows."""
+    import json
+
+    twin = service.clone_twin(name="Mars", body="mars")
+    run = service.execute_run(
+        service.queue_run(
+            twin.id, pattern="mars_terraform", years=120, budget_cents=BUDGET, seed=9
+        ).id
+    )
+    for options in (
+        {},
+        {"result_type": "timeline"},
+        {"result_type": "economic", "from_year": 50, "to_year": 60},
+        {"from_year": 200},
+    ):
+        fast = json.loads(service.results_json(run.id, **options))
+        assert fast == [row.model_dump() for row in service.results(run.id, **options)]
+    with pytest.raises(ValidationError):
+        service.results_json(run.id, result_type="weather")
+    with pytest.raises(NotFound):
+        service.results_json("00000000-0000-4000-8000-000000000000")

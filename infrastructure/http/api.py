@@ -27,7 +27,6 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
-    TypeAdapter,
 )
 
 from domain.errors import ValidationError
@@ -46,7 +45,6 @@ Cursor = Annotated[
     str | None, Query(max_length=4096, description="next_cursor of the previous page")
 ]
 Text = Annotated[str | None, Query(max_length=200)]
-RESULTS = TypeAdapter(list[views.Result])
 RUN_FIELDS = {"duration_years": "years", "pattern_params": "params"}
 
 
@@ -288,10 +286,13 @@ def results(
     """Per-year results (economic, environmental, timeline), as JSON or CSV (JSON columns as
     JSON text)."""
     with use(request) as ledger:
+        if format == "json":
+            body = ledger.results_json(
+                run_id, result_type=type, from_year=from_year, to_year=to_year
+            )
+            return Response(body, media_type="application/json")
         rows = ledger.results(run_id, result_type=type, from_year=from_year, to_year=to_year)
-    if format == "csv":
-        return Response(csv_text([row.model_dump() for row in rows]), media_type="text/csv")
-    return Response(RESULTS.dump_json(rows), media_type="application/json")
+    return Response(csv_text([row.model_dump() for row in rows]), media_type="text/csv")
 
 
 def csv_text(rows: list[dict[str, Any]]) -> str:
