@@ -672,3 +672,31 @@ def test_concurrent_first_requests_all_succeed(database_url: str) -> None:
         for thread in threads:
             thread.join()
     assert statuses == [200] * 36
+
+
+def test_progress_fans_out_to_every_client(database_url: str) -> None:
+    """Several streams on one run all see it end; the server holds one follower for all."""
+    app = create_app(Settings(url=database_url))
+    with served(app) as base, httpx.Client(base_url=base, timeout=60) as http:
+        twin = clone(http)
+        run = queue(http, twin["id"], years=200, seed=5)
+        streams: list[list[tuple[str, dict[str, Any]]]] = []
+
+        def watch() -> None:
+            streams.append(follow(base, run["id"]))
+
+        threads = [threading.Thread(target=watch) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert len(streams) == 4
+        for events in streams:
+            assert events[-1][0] == "end"
+            assert events[-1][1]["years_recorded"] == 200
+            assert events[-1][1]["result_digest"].startswith("sha256:")
+        assert http.get(f"{API}/health").json()["live_clients"] == 0
+        # A stream opened after the end says so at once.
+        assert [kind for kind, _ in follow(base, run["id"])] == ["progress", "end"]
+        missing = http.get(f"{API}/runs/{MISSING}/progress")
+        assert missing.status_code == 404 and missing.json()["field"] == "run_id"
