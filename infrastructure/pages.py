@@ -74,12 +74,15 @@ def page(
         moment, key = decode_cursor(cursor)
         conditions.append(f'("{at}" > %s OR ("{at}" = %s AND id > %s))')
         params += [store.timestamp(moment), store.timestamp(moment), store.uuid(key)]
-    names = ", ".join(f'"{c}"' for c in table.column_names)
+    kinds = table.kinds()
+    cast = "::text" if store.postgres else ""  # JSON as its stored text, decoded by plain()
+    names = ", ".join(
+        f'"{c}"{cast}' if kinds[c] == "json" else f'"{c}"' for c in table.column_names
+    )
     statement = f"SELECT {names} FROM {{t}}"
     if conditions:
         statement += " WHERE " + " AND ".join(conditions)
     statement += f' ORDER BY "{at}", id LIMIT %s'
-    kinds = table.kinds()
     with store.reading() as cursor_:
         cursor_.execute(store.sql(statement, t=table.name), [*params, limit + 1])
         fetched = cursor_.fetchall()
