@@ -199,5 +199,10 @@
       it.accepted ? "accepted" : "rejected")],
     ["run", (it) => TL.idLink("run", it.evaluation_run_id)],
   ], { class: "grid candidates", rowAttributes: (it) => ({ class: it.accepted ? "accepted" : "" }) }));
+  if (experiment.status === "running") {
+    // still searching: show the new iterations as they are recorded
+    main.prepend(el("p", { class: "muted" }, "Running: this page reloads every 5 seconds."));
+    setTimeout(() => window.location.reload(), 5000);
+  }
   document.body.dataset.ready = "true";
 })();
