@@ -369,7 +369,10 @@ const TL = (() => {
           tech_level: Number(tech.value),
           priority: priority.value,
         };
-        if (seed.value !== "") body.seed = BigInt(seed.value);
+        if (seed.value !== "") {
+          if (!/^\d+$/.test(seed.value.trim())) throw new Error("seed: a whole number, 0 or more");
+          body.seed = BigInt(seed.value.trim());
+        }
         submit.disabled = true;
         status.textContent = "queueing...";
         const answer = await request("POST", "/runs", body);
