@@ -37,7 +37,28 @@ from infrastructure.pages import DEFAULT_LIMIT, MAX_LIMIT
 from infrastructure.service import MAX_EVENTS_PAGE, Ledger
 from projections.compare import Comparison
 
-router = APIRouter()
+
+class Problem(BaseModel):
+    """Every error's body (docs/http.md, Errors)."""
+
+    detail: str = Field(description="what is wrong, starting with the field: 'years: ...'")
+    field: str | None = Field(description="the input at fault: budget_cents, twin_id, body, ...")
+    errors: list[dict[str, str]] | None = Field(
+        None, description="422 from request parsing: every field, message and type"
+    )
+
+
+router = APIRouter(
+    responses={
+        401: {"model": Problem, "description": "a write without the right bearer token"},
+        403: {"model": Problem, "description": "a write on a read-only server"},
+        404: {"model": Problem, "description": "an id that names nothing"},
+        409: {"model": Problem, "description": "a conflict: an ended twin or run, ..."},
+        413: {"model": Problem, "description": "a body over the size limit"},
+        422: {"model": Problem, "description": "bad input, naming the field"},
+        503: {"model": Problem, "description": "the database is unavailable or busy"},
+    }
+)
 
 JsonScalar = StrictStr | StrictInt | StrictFloat | StrictBool
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="rows per page")]
