@@ -700,3 +700,25 @@ def test_progress_fans_out_to_every_client(database_url: str) -> None:
         assert [kind for kind, _ in follow(base, run["id"])] == ["progress", "end"]
         missing = http.get(f"{API}/runs/{MISSING}/progress")
         assert missing.status_code == 404 and missing.json()["field"] == "run_id"
+
+
+def test_a_lost_database_is_503_and_the_connection_is_replaced(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eventsourcing.persistence import OperationalError
+
+    from infrastructure.service import Ledger
+
+    def gone(self: Ledger) -> list[Any]:
+        raise OperationalError("server closed the connection unexpectedly")
+
+    pool = client.app.state.pool  # type: ignore[attr-defined]
+    assert client.get(f"{API}/bodies").status_code == 200
+    opened = pool._opened
+    monkeypatch.setattr(Ledger, "bodies", gone)
+    response = client.get(f"{API}/bodies")
+    assert response.status_code == 503, response.text
+    assert "Traceback" not in response.text and "unavailable" in response.json()["detail"]
+    assert pool._opened == opened - 1  # the ledger that met it was closed, not pooled again
+    monkeypatch.undo()
+    assert client.get(f"{API}/bodies").status_code == 200

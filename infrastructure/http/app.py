@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import msgspec
+from eventsourcing.persistence import InterfaceError, OperationalError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -38,7 +39,11 @@ from infrastructure.http.executor import Executor, LocalExecutor
 from infrastructure.http.sse import LogFollower
 from infrastructure.service import Ledger, ReadTablesBehind
 from infrastructure.settings import resolve_database
-from projections.runner import TRANSIENT
+from projections.runner import TRANSIENT as STORE_TRANSIENT
+
+TRANSIENT = (*STORE_TRANSIENT, OperationalError, InterfaceError)
+"""The database went away or is locked (drivers' errors, and eventsourcing's wrappers of them):
+503, and the pooled ledger that met it is closed rather than reused."""
 
 log = logging.getLogger("twinledger.http")
 
