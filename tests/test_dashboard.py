@@ -239,6 +239,27 @@ def test_start_a_run_from_the_form_and_follow_it(page: Any, served: Served, shot
     _start_run_from_the_form(page, served.base, 600)
 
 
+def test_the_form_shows_the_field_a_bad_run_names(page: Any, served: Served) -> None:
+    import httpx
+
+    before = httpx.get(f"{served.base}/api/v1/runs", params={"limit": 1000}).json()["items"]
+    _open(page, f"{served.base}/")
+    page.eval_on_selector("#run-years", "input => input.removeAttribute('max')")  # the server's say
+    page.fill("#run-years", "1001")
+    page.click("#run-submit")
+    page.wait_for_selector(".form-status.error")
+    assert page.inner_text(".form-status").startswith("years")
+    page.fill("#run-years", "10")
+    page.fill("#run-budget", "12.345")
+    page.click("#run-submit")
+    page.wait_for_function(
+        "document.querySelector('.form-status').textContent.startsWith('budget')"
+    )
+    assert page.url == f"{served.base}/"
+    after = httpx.get(f"{served.base}/api/v1/runs", params={"limit": 1000}).json()["items"]
+    assert len(after) == len(before)
+
+
 @pytest.mark.postgres
 def test_start_a_run_from_the_form_on_postgres(page: Any) -> None:
     """The same on PostgreSQL, where progress comes from LISTEN/NOTIFY."""
