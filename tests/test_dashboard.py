@@ -260,6 +260,25 @@ def test_the_form_shows_the_field_a_bad_run_names(page: Any, served: Served) -> 
     assert len(after) == len(before)
 
 
+def test_the_form_sends_the_token_a_server_asks_for(
+    page: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    with Ledger.open(url) as ledger:
+        ledger.clone_twin(name="guarded", body="mars", created_by="test")
+    monkeypatch.setenv("TWINLEDGER_API_TOKEN", "s3cret-token")
+    with server(url) as base:
+        _open(page, f"{base}/")
+        page.fill("#run-years", "5")
+        page.click("#run-submit")
+        page.wait_for_selector(".form-status.error")
+        assert "Authorization" in page.inner_text(".form-status")
+        page.fill("#run-token", "s3cret-token")
+        page.click("#run-submit")
+        page.wait_for_url(re.compile(r".*/runs/[0-9a-f-]{36}$"), timeout=30_000)
+        page.wait_for_selector("#progress[data-progress='100']", timeout=120_000)
+
+
 @pytest.mark.postgres
 def test_start_a_run_from_the_form_on_postgres(page: Any) -> None:
     """The same on PostgreSQL, where progress comes from LISTEN/NOTIFY."""
