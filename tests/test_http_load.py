@@ -21,6 +21,8 @@ def test_a_small_load_completes(database_url: str) -> None:
     assert report.result_rows >= 300
     assert report.runs >= 2  # the recorded run and its copies
     assert {e.name for e in report.endpoints} == {"results", "runs"}
+    assert report.server_cpu_ms_per_request is not None  # Linux: read from /proc
+    assert report.server_cpu_ms_per_request > 0
     for endpoint in report.endpoints:
         assert endpoint.errors == 0, endpoint
         assert 0 < endpoint.p50 <= endpoint.p95 <= endpoint.max

@@ -65,6 +65,9 @@ class LoadReport:
     seconds: float
     think_ms: tuple[int, int]
     endpoints: list[EndpointLatency] = field(default_factory=list)
+    # the server process's CPU time over the load, per request: steadier than latency on a
+    # shared machine (None where /proc is missing)
+    server_cpu_ms_per_request: float | None = None
 
     @property
     def throughput(self) -> float:
@@ -112,6 +115,24 @@ def free_port() -> int:
 @contextmanager
 def server(url: str, *, port: int | None = None, timeout: float = 60.0) -> Iterator[str]:
     """`twinledger serve` on the loopback address, in its own process; yields its base URL."""
+    with serving(url, port=port, timeout=timeout) as (base, _):
+        yield base
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) a process has used so far; None where /proc is not there."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def serving(
+    url: str, *, port: int | None = None, timeout: float = 60.0
+) -> Iterator[tuple[str, int]]:
+    """As ``server``, yielding (base URL, the server's process id)."""
     port = port or free_port()
     root = Path(__file__).resolve().parents[2]
     env = {
@@ -136,7 +157,7 @@ def server(url: str, *, port: int | None = None, timeout: float = 60.0) -> Itera
             command, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True
         )
         try:
-            yield _wait_until_up(f"http://{LOOPBACK}:{port}", process, log, timeout)
+            yield _wait_until_up(f"http://{LOOPBACK}:{port}", process, log, timeout), process.pid
         finally:
             process.terminate()
             try:
@@ -297,13 +318,14 @@ def run_http_load(
     with scratch(database, "http") as scratch_url:
         held = prepare(scratch_url, runs=runs, years=years, rows=rows, progress=progress)
         progress("starting the server")
-        with server(scratch_url) as base:
+        with serving(scratch_url) as (base, pid):
             run_ids = ids_of(base, "/api/v1/runs")
             twin_ids = ids_of(base, "/api/v1/twins")
             progress(f"warming up, then {clients} clients on {len(run_ids):,} runs")
             asyncio.run(
                 drive(base, run_ids, twin_ids, clients=2, requests=20, seconds=30, think=(0, 0))
             )
+            cpu_before = cpu_seconds(pid)
             samples, spent = asyncio.run(
                 drive(
                     base,
@@ -315,6 +337,12 @@ def run_http_load(
                     think=think,
                 )
             )
+            cpu_after = cpu_seconds(pid)
+    cpu_per_request = (
+        None
+        if cpu_before is None or cpu_after is None or not samples
+        else (cpu_after - cpu_before) * 1000 / len(samples)
+    )
     report = LoadReport(
         backend="postgresql" if database.is_postgres else "sqlite",
         result_rows=held,
@@ -324,6 +352,7 @@ def run_http_load(
         seconds=spent,
         think_ms=think,
         endpoints=summarise(samples),
+        server_cpu_ms_per_request=cpu_per_request,
     )
     return report
 
@@ -382,7 +411,12 @@ def main(
         "bytes",
         title=f"HTTP load: {report.backend}, {report.result_rows:,} result rows, {report.runs:,} "
         f"runs, {report.clients} clients, {report.requests:,} requests in {report.seconds:.1f} s "
-        f"({report.throughput:,.0f}/s)",
+        f"({report.throughput:,.0f}/s)"
+        + (
+            ""
+            if report.server_cpu_ms_per_request is None
+            else f", server CPU {report.server_cpu_ms_per_request:.1f} ms per request"
+        ),
     )
     for e in report.endpoints:
         table.add_row(
