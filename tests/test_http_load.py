@@ -48,8 +48,8 @@ def test_percentiles_per_endpoint() -> None:
     from infrastructure.bench.http_load import Sample
 
     samples = [Sample("runs", float(ms), True, 10) for ms in range(1, 101)]
-    samples.append(Sample("results", 5.0, False, 0))
+    samples.append(Sample("results", 5.0, False, 0, "503"))
     (runs,) = (e for e in summarise(samples) if e.name == "runs")
     assert (runs.count, runs.p50, runs.p95, runs.max) == (100, 50.5, 95.0, 100.0)
     (results,) = (e for e in summarise(samples) if e.name == "results")
-    assert results.errors == 1
+    assert (results.errors, results.failures) == (1, {"503": 1})

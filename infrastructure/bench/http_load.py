@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -53,6 +54,7 @@ class EndpointLatency:
     p95: float
     max: float
     mean_bytes: float
+    failures: dict[str, int] = field(default_factory=dict)  # status code or error: count
 
 
 @dataclass
@@ -192,6 +194,7 @@ class Sample:
     milliseconds: float
     ok: bool
     size: int
+    outcome: str = "200"  # the status code, or the transport error's class name
 
 
 def run_filters(run_ids: list[str], twin_ids: list[str]) -> list[dict[str, str]]:
@@ -228,10 +231,11 @@ async def _client(
         try:
             response = await http.get(path, params=params)
             body = response.content
-            ok = response.status_code == 200
-        except httpx.HTTPError:
-            body, ok = b"", False
-        samples.append(Sample(endpoint, (time.perf_counter() - began) * 1000, ok, len(body)))
+            outcome = str(response.status_code)
+        except httpx.HTTPError as error:
+            body, outcome = b"", type(error).__name__
+        milliseconds = (time.perf_counter() - began) * 1000
+        samples.append(Sample(endpoint, milliseconds, outcome == "200", len(body), outcome))
         if think[1] > 0:
             await asyncio.sleep(chooser.uniform(think[0], think[1]) / 1000)
 
@@ -282,6 +286,7 @@ def summarise(samples: list[Sample]) -> list[EndpointLatency]:
                 p95=timings[max(0, -(-len(timings) * 95 // 100) - 1)],
                 max=timings[-1],
                 mean_bytes=statistics.fmean(s.size for s in mine),
+                failures=dict(Counter(s.outcome for s in mine if not s.ok)),
             )
         )
     return found
@@ -422,7 +427,7 @@ def main(
         table.add_row(
             e.name,
             f"{e.count:,}",
-            str(e.errors),
+            ", ".join(f"{n} x {what}" for what, n in e.failures.items()) or "0",
             f"{e.p50:.1f}",
             f"{e.p95:.1f}",
             f"{e.max:.1f}",
