@@ -20,9 +20,12 @@ The balance never goes below zero. Money is integer GCC cents throughout.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import msgspec
 
-from domain.errors import ValidationError
+from domain.errors import SimulationDiverged, ValidationError
 from domain.physics import (
     ARMSTRONG_LIMIT_KPA,
     BREATHABLE_O2_KPA,
@@ -31,22 +34,36 @@ from domain.physics import (
     clamp,
     habitability,
     quantize,
+    total,
 )
 from domain.prng import SplitMix64
 from domain.values import (
     BodyState,
     Economic,
     Environment,
+    EventData,
     KeyEvent,
     Pattern,
     RunParameters,
     RunSummary,
     SuccessMetrics,
     YearResult,
+    is_money,
 )
-from domain.world import Milestone, PatternModel, Project, World, ceil_cents
+from domain.world import (
+    MAX_CENTS,
+    Milestone,
+    NonFinite,
+    PatternModel,
+    Project,
+    World,
+    ceil_cents,
+    to_cents,
+)
 
-ENGINE_VERSION = "1.0.0"
+# 1.1.0: money in key events and resource consumption is integer cents (was a float rounded
+# to 6 significant digits), reductions use math.fsum, a non-finite value fails the run.
+ENGINE_VERSION = "1.1.0"
 
 NEGLECT_DECAY = 0.05  # extra yearly decay of capacity whose upkeep is not paid
 DEFAULT_FUNDING_VARIANCE = 0.10
@@ -109,6 +126,20 @@ class Simulation:
             raise ValidationError("duration_years", "must be at least 1")
         self.inputs = inputs
         self.year = 0
+        self._phase = "start_state"
+        self._diverged: SimulationDiverged | None = None  # a start state that is not finite
+        try:
+            self._set_up(inputs)
+            self._check_finite(msgspec.to_builtins(self._start), "start_state")
+            self._check_state()
+        except SimulationDiverged as diverged:
+            self._diverged = diverged  # raised by the first step, so the run records it
+        except NonFinite as error:
+            self._diverged = SimulationDiverged(0, error.field, error.describe())
+        except (ArithmeticError, ValueError) as error:
+            self._diverged = SimulationDiverged(0, self._phase, _arithmetic(error))
+
+    def _set_up(self, inputs: RunInputs) -> None:
         params = inputs.parameters.pattern_params
         self.rng = SplitMix64(inputs.seed)
         self.world = World(inputs.state)
@@ -129,7 +160,7 @@ class Simulation:
         self.last_spend = 0
         self.last_revenue = 0
         self.exhausted = False
-        self.consumption: dict[str, float] = {}
+        self.consumption: dict[str, float | int] = {}  # money (``_cents``) as int cents
         self.valued_output = 0.0
         self.valued_potential = 0.0
         self._events: list[KeyEvent] = []
@@ -142,20 +173,51 @@ class Simulation:
     # --- one year ------------------------------------------------------------------------------
 
     def step(self) -> YearResult:
+        """Simulate the next year. Raises SimulationDiverged (naming the year and the field)
+        if any quantity of the year, published or internal, is not finite, or money outgrows
+        MAX_CENTS: nothing non-finite ever leaves the engine."""
+        if self._diverged is not None:
+            raise self._diverged
         self.year += 1
+        try:
+            result = self._advance()
+        except NonFinite as error:
+            raise SimulationDiverged(self.year, error.field, error.describe()) from None
+        except (ArithmeticError, ValueError) as error:
+            # A division by zero or a math domain error from values out of all proportion
+            # (an area or a pressure that overflowed to inf, then divided): still a divergence
+            # of this year, named by the phase it happened in.
+            raise SimulationDiverged(self.year, self._phase, _arithmetic(error)) from None
+        economic = result.economic
+        money = [economic.balance_cents, economic.spend_cents, economic.revenue_cents]
+        money += [v for event in result.key_events for v in event.data.values() if type(v) is int]
+        # Fast path: msgspec writes a non-finite float as null, and no field of a year result
+        # is ever null; only a suspect year is walked field by field to name the culprit.
+        if b"null" in msgspec.json.encode(result) or max(map(abs, money)) > MAX_CENTS:
+            self._check_finite(msgspec.to_builtins(result), "")
+        self._check_state()
+        return result
+
+    def _advance(self) -> YearResult:
         events: list[KeyEvent] = []
+        self._phase = "hazard"
         self._hazard(events)
+        self._phase = "projects"
         spend = self._fund_projects(events)
+        self._phase = f"physics ({self.inputs.pattern})"
         outcome = self.model.apply(self.projects, self.rng)
+        self._phase = "key_events"
         revenue = max(0, outcome.revenue_cents)
         self.balance += revenue
         self.total_spend += spend
         self.total_revenue += revenue
         self.last_spend, self.last_revenue = spend, revenue
         for name in sorted(outcome.consumption):
-            self.consumption[name] = self.consumption.get(name, 0.0) + outcome.consumption[name]
+            amount = outcome.consumption[name]
+            self.consumption[name] = self.consumption.get(name, 0) + amount
         self._check_milestones(events)
         self._events.extend(events)
+        self._phase = "environment"
         self._current = self.environment()
         return YearResult(
             year=self.year,
@@ -196,7 +258,7 @@ class Simulation:
                     f"the budget ran out: {gcc(available)} left for this year's program of "
                     f"{gcc(appropriation)}; from now on only revenue is spent and unfunded "
                     "projects idle",
-                    {"balance_cents": float(self.balance), "program_cents": float(appropriation)},
+                    {"balance_cents": self.balance, "program_cents": appropriation},
                 )
             )
         allocations = _split(available, self.model.shares(self.projects))
@@ -212,7 +274,7 @@ class Simulation:
         upkeep = project.capacity * project.unit_cost_cents * project.upkeep_rate
         if upkeep > 0.0:
             utilization = min(1.0, allocation / upkeep)
-            used = min(allocation, ceil_cents(upkeep))
+            used = min(allocation, ceil_cents(upkeep, f"projects.{project.name}.upkeep_cents"))
         else:
             utilization = 1.0
             used = 0
@@ -227,7 +289,13 @@ class Simulation:
             cost = remaining
             if project.max_capacity is not None and existing + built > project.max_capacity:
                 built = max(0.0, project.max_capacity - existing)
-                cost = min(remaining, ceil_cents(built / efficiency * project.unit_cost_cents))
+                cost = min(
+                    remaining,
+                    ceil_cents(
+                        built / efficiency * project.unit_cost_cents,
+                        f"projects.{project.name}.build_cents",
+                    ),
+                )
             used += cost
         failed = self.rng.chance(self.failure_probability)
         loss = self.rng.between(0.05, 0.3) if failed else 0.0
@@ -243,13 +311,64 @@ class Simulation:
 
     # --- key events ----------------------------------------------------------------------------
 
-    def _event(self, name: str, description: str, data: dict[str, float]) -> KeyEvent:
-        return KeyEvent(
-            year=self.year,
-            name=name,
-            description=description,
-            data={key: quantize(data[key]) for key in sorted(data)},
-        )
+    def _event(self, name: str, description: str, data: EventData) -> KeyEvent:
+        """A key event; quantities are published like year results, money stays int cents."""
+        published: EventData = {}
+        for key in sorted(data):
+            value = data[key]
+            if is_money(key):
+                if not isinstance(value, int):
+                    raise TypeError(f"key event {name}: {key} must be integer cents")
+                published[key] = value
+            else:
+                published[key] = quantize(value)
+        return KeyEvent(year=self.year, name=name, description=description, data=published)
+
+    # --- finiteness ----------------------------------------------------------------------------
+
+    def _check_finite(self, value: Any, path: str) -> None:
+        """Raise SimulationDiverged at the first (in sorted key order) float that is not
+        finite or int beyond MAX_CENTS in ``value`` (builtins: dicts, lists, numbers)."""
+        if isinstance(value, dict):
+            for key in sorted(value):
+                self._check_finite(value[key], f"{path}.{key}" if path else str(key))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                self._check_finite(item, f"{path}[{index}]")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise SimulationDiverged(self.year, path, repr(value))
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_CENTS:
+            raise SimulationDiverged(self.year, path, NonFinite(path, value).describe())
+
+    def _check_state(self) -> None:
+        """The internal state must be finite too: a NaN the published values rounded or
+        clamped away would still steer every later year."""
+        holders = [self.world, self.world.atmosphere, self.model, *self.projects.values()]
+        floats = [self.valued_output, self.valued_potential, *self.consumption.values()]
+        for holder in holders:
+            for value in vars(holder).values():
+                if type(value) is float:
+                    floats.append(value)
+                elif type(value) is dict:
+                    floats.extend(v for v in value.values() if type(v) is float)
+        totals = max(abs(self.balance), self.total_revenue, self.total_spend)
+        if all(map(math.isfinite, floats)) and totals <= MAX_CENTS:
+            return  # the fast path; otherwise name the field:
+        state: dict[str, Any] = {
+            "consumption": dict(self.consumption),
+            "valued_output": self.valued_output,
+            "valued_potential": self.valued_potential,
+            "totals": {
+                "balance_cents": self.balance,
+                "total_revenue_cents": self.total_revenue,
+                "total_spend_cents": self.total_spend,
+            },
+            "world": _numbers(self.world),
+            "atmosphere": _numbers(self.world.atmosphere),
+            "model": _numbers(self.model),
+            "projects": {name: _numbers(self.projects[name]) for name in sorted(self.projects)},
+        }
+        self._check_finite(state, "")
 
     def _check_milestones(self, events: list[KeyEvent]) -> None:
         for milestone in self._milestones:
@@ -262,25 +381,25 @@ class Simulation:
     def _generic_milestones(self) -> list[Milestone]:
         world = self.world
 
-        def pressure() -> dict[str, float]:
+        def pressure() -> EventData:
             return {"pressure_kpa": world.atmosphere.pressure_kpa()}
 
-        def oxygen() -> dict[str, float]:
+        def oxygen() -> EventData:
             return {"o2_kpa": world.atmosphere.partial_kpa("O2")}
 
-        def water() -> dict[str, float]:
+        def water() -> EventData:
             return {
                 "liquid_water_kg": world.liquid_water_kg,
                 "pressure_kpa": world.atmosphere.pressure_kpa(),
                 "temperature_k": world.temperature_k,
             }
 
-        def money() -> dict[str, float]:
+        def money() -> EventData:
             return {
-                "revenue_cents": float(self.last_revenue),
-                "spend_cents": float(self.last_spend),
-                "total_revenue_cents": float(self.total_revenue),
-                "total_spend_cents": float(self.total_spend),
+                "revenue_cents": self.last_revenue,
+                "spend_cents": self.last_spend,
+                "total_revenue_cents": self.total_revenue,
+                "total_spend_cents": self.total_spend,
             }
 
         return [
@@ -362,11 +481,12 @@ class Simulation:
         )
 
     def summary(self) -> RunSummary:
-        return RunSummary(
+        """What the run amounts to; SimulationDiverged (field ``summary...``) if not finite."""
+        summary = RunSummary(
             years=self.year,
             success_metrics=self._metrics(),
             resource_consumption={
-                name: quantize(self.consumption[name]) for name in sorted(self.consumption)
+                name: _publish(name, self.consumption[name]) for name in sorted(self.consumption)
             },
             start_state=self._start,
             end_state=self._current,
@@ -375,14 +495,20 @@ class Simulation:
             total_revenue_cents=self.total_revenue,
             final_balance_cents=self.balance,
         )
+        if b"null" in msgspec.json.encode(summary):
+            self._check_finite(msgspec.to_builtins(summary), "summary")
+        return summary
 
     def _metrics(self) -> SuccessMetrics:
         duration = max(1, self.year)
         goals = self.model.goals
-        timeline = 0.0
-        for goal in goals:
-            if goal in self._reached:
-                timeline += 1.0 - 0.5 * (self._reached[goal] - 1) / duration
+        timeline = total(
+            [
+                1.0 - 0.5 * (self._reached[goal] - 1) / duration
+                for goal in goals
+                if goal in self._reached
+            ]
+        )
         timeline = timeline / len(goals) if goals else 0.0
         resource = (
             self.valued_output / self.valued_potential if self.valued_potential > 0.0 else 0.0
@@ -398,6 +524,30 @@ class Simulation:
         )
 
 
+def _arithmetic(error: ArithmeticError | ValueError) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _publish(name: str, value: float | int) -> float | int:
+    """A summed quantity as published: money as integer cents, the rest quantized."""
+    if is_money(name):
+        if not isinstance(value, int):
+            raise TypeError(f"resource_consumption.{name} must be integer cents")
+        return value
+    return quantize(value)
+
+
+def _numbers(holder: object) -> dict[str, Any]:
+    """The numeric attributes (and dicts of numbers) of an object of the engine's state."""
+    found: dict[str, Any] = {}
+    for name, value in sorted(vars(holder).items()):
+        if isinstance(value, float | int) and not isinstance(value, bool):
+            found[name] = value
+        elif isinstance(value, dict):
+            found[name] = {key: v for key, v in sorted(value.items()) if type(v) is float}
+    return found
+
+
 def gcc(cents: int) -> str:
     """Integer cents as GCC with two decimals, with integers only."""
     whole, part = divmod(abs(cents), 100)
@@ -410,11 +560,12 @@ def _split(cents: int, weights: dict[str, float]) -> dict[str, int]:
     names = [name for name in sorted(weights) if weights[name] > 0.0]
     if cents <= 0 or not names:
         return {}
-    weight_total = 0.0
-    for name in names:
-        weight_total += weights[name]
+    weight_total = total([weights[name] for name in names])
     parts = {
-        name: cents * int(weights[name] / weight_total * 1_000_000) // 1_000_000 for name in names
+        name: cents
+        * to_cents(weights[name] / weight_total * 1_000_000, f"shares.{name}")
+        // 1_000_000
+        for name in names
     }
     given = 0
     for name in names:

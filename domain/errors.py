@@ -31,3 +31,36 @@ class InvalidTransition(TwinLedgerError):
 
 class ConcurrentWrite(TwinLedgerError):
     """Another writer changed the same aggregate first; the command was not applied."""
+
+
+class EngineError(TwinLedgerError):
+    """An error of the simulation itself, a function of the run's inputs alone: the run
+    fails for good (RunFailed) and replay reproduces it. Infrastructure errors are not."""
+
+
+class SimulationDiverged(EngineError):
+    """A simulated quantity left the finite range (inf, NaN) or money outgrew a BIGINT.
+
+    Raised by the engine at the end of the year it happened (year 0: the start state), naming
+    the field, so the run fails instead of recording a value no reader can decode. It depends
+    on the run's inputs alone, so replay reproduces it: same year, same message.
+    """
+
+    def __init__(self, year: int, field: str, value: str) -> None:
+        super().__init__(f"{field}: the simulation diverged in year {year} ({value})")
+        self.year = year
+        self.field = field
+        self.value = value
+
+
+class NothingToVerify(TwinLedgerError):
+    """Replay was asked to verify a run that has recorded nothing yet (queued, or ended
+    before its first year was saved): there is nothing to compare."""
+
+    def __init__(self, run_id: str, status: str) -> None:
+        super().__init__(f"run_id: run {run_id} has no recorded years to verify (status {status})")
+        self.field = "run_id"
+
+
+class RunBusy(TwinLedgerError):
+    """Another process holds the run's claim: it is executing the run right now."""

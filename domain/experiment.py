@@ -13,6 +13,7 @@ the master seed and the run results, so an experiment can be replayed and checke
 from __future__ import annotations
 
 import hashlib
+import math
 from enum import StrEnum
 from uuid import UUID
 
@@ -120,7 +121,7 @@ class IterationEvaluated(Event, frozen=True, kw_only=True):
     parameters: dict[str, ParameterValue]
     indexes: list[int]
     samples: list[SampleOutcome]
-    objective_value: float | None
+    objective_value: float | int | None  # minimize_cost_to_event: integer cents
     cost_cents: int
     feasible: bool
     accepted: bool
@@ -237,7 +238,7 @@ class Evaluation(msgspec.Struct, frozen=True, kw_only=True):
     parameters: dict[str, ParameterValue]
     indexes: list[int]
     samples: list[SampleOutcome]
-    objective_value: float | None
+    objective_value: float | int | None  # minimize_cost_to_event: integer cents
     cost_cents: int
     feasible: bool
     accepted: bool
@@ -344,17 +345,19 @@ def judge(
 ) -> Evaluation:
     """Score a candidate on its samples and decide whether it becomes the best."""
     count = len(samples)
-    cost = sum(sample.total_spend_cents for sample in samples) // count
+    cost = sum(sample.total_spend_cents for sample in samples) // count  # integer cents
     feasible = spec.max_cost_cents is None or cost <= spec.max_cost_cents
-    value: float | None
+    value: float | int | None
     if spec.objective == Objective.MAXIMIZE_HABITABILITY:
-        value = sum(sample.habitability_score for sample in samples) / count
+        # math.fsum: correctly rounded, so the same on every Python version and in any order
+        # (the built-in sum of floats changed in 3.12, and with it accept/reject decisions).
+        value = math.fsum(sample.habitability_score for sample in samples) / count
     else:
         costs = [sample.cost_to_event_cents for sample in samples]
         if any(c is None for c in costs):
             value, feasible = None, False
         else:
-            value = float(sum(c for c in costs if c is not None) // count)
+            value = sum(c for c in costs if c is not None) // count  # integer cents
     accepted = feasible and value is not None and _improves(spec, value, best)
     return Evaluation(
         iteration=iteration,

@@ -3,7 +3,8 @@
 Determinism rules (docs/simulation.md): floats are combined with + - * / and math.sqrt only,
 which IEEE 754 rounds exactly, so every machine gets the same bits; no exp, log, pow or
 trigonometry (their results differ between C math libraries), no built-in ``sum`` of floats
-(its algorithm changed in Python 3.12), and every dict is walked in sorted key order.
+(its algorithm changed in Python 3.12: sums of collections use ``total``, math.fsum), and every
+dict is walked in sorted key order.
 Curves that would need exp or log (vapour pressure) are tables with linear interpolation.
 """
 
@@ -111,11 +112,19 @@ def radiative_temperature_k(flux_w_m2: float, albedo: float, optical_depth: floa
 
 
 def total(values: list[float]) -> float:
-    """Left-to-right sum (the built-in ``sum`` of floats differs between Python versions)."""
-    result = 0.0
-    for value in values:
-        result += value
-    return result
+    """The correctly rounded sum (math.fsum): the same on every Python version and in any
+    order (the built-in ``sum`` of floats changed in Python 3.12).
+
+    Where fsum gives up (an intermediate overflow, or inf + -inf) the plain left-to-right sum
+    is returned instead: inf or NaN, which the engine reports as a divergence by name.
+    """
+    try:
+        return math.fsum(values)
+    except (OverflowError, ValueError):
+        result = 0.0
+        for value in values:
+            result += value
+        return result
 
 
 def quantize(value: float, digits: int = 6) -> float:

@@ -8,15 +8,16 @@ count as different, as they would in the digest.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
 
 from domain.digest import ResultDigest
 from domain.engine import ENGINE_VERSION, RunInputs, Simulation
-from domain.errors import TwinLedgerError
-from domain.values import Economic, Environment, KeyEvent, RunSummary, YearResult
+from domain.errors import NothingToVerify, SimulationDiverged, TwinLedgerError
+from domain.run import SimulationRun
+from domain.values import Economic, Environment, KeyEvent, RunStatus, RunSummary, YearResult
 
 _encoder = msgspec.json.Encoder(order="sorted")
 
@@ -62,6 +63,7 @@ class ReplayReport(msgspec.Struct, frozen=True, kw_only=True):
     digest: str
     recorded_digest: str | None
     divergence: Divergence | None
+    failure: str | None = None  # the recorded engine failure, reproduced by the replay
 
     @property
     def identical(self) -> bool:
@@ -108,26 +110,56 @@ def compare_year(recorded: YearResult, replayed: YearResult) -> Divergence | Non
     return Divergence(year=recorded.year, field=field, recorded=left, replayed=right)
 
 
+def failure_message(error: BaseException) -> str:
+    """How RunFailed records an engine error (infrastructure/application.py execute_run)."""
+    return f"{type(error).__name__}: {error}"
+
+
+ENGINE_FAILURE = f"{SimulationDiverged.__name__}: "
+
+
+def replay_recorded(
+    run: SimulationRun, inputs: RunInputs, recorded_years: list[YearResult]
+) -> ReplayReport:
+    """Replay a run as its events recorded it: its years, then its summary and digest if it
+    completed, or its engine failure (SimulationDiverged) if it failed on one.
+
+    A run with nothing recorded to compare (queued; or cancelled, running or failed by an
+    infrastructure error before its first chunk) raises NothingToVerify: "identical: 0 years"
+    would claim a verification that did not happen.
+    """
+    failure = run.error_message if run.status == RunStatus.FAILED else None
+    engine_failure = failure if failure is not None and failure.startswith(ENGINE_FAILURE) else None
+    if not recorded_years and run.summary is None and engine_failure is None:
+        raise NothingToVerify(str(run.id), str(run.status))
+    return replay(inputs, recorded_years, run.summary, run.result_digest, engine_failure)
+
+
 def replay(
     inputs: RunInputs,
     recorded_years: Iterable[YearResult],
     recorded_summary: RunSummary | None,
     recorded_digest: str | None,
+    recorded_failure: str | None = None,
 ) -> ReplayReport:
     """Re-simulate from ``inputs`` and compare with the recorded years (all of them, in
-    order), then, for a completed run, the summary and the digest. Stops at the first
-    divergence."""
+    order), then, for a completed run, the summary and the digest, or, for a run that failed
+    in the engine, the failure (the same message, so the same year and field). Stops at the
+    first divergence."""
     simulation = Simulation(inputs)
     digest = ResultDigest()
     count = 0
 
-    def report(divergence: Divergence | None, complete: bool = False) -> ReplayReport:
+    def report(
+        divergence: Divergence | None, complete: bool = False, failure: str | None = None
+    ) -> ReplayReport:
         return ReplayReport(
             years=count,
             complete=complete,
             digest=digest.hexdigest(),
             recorded_digest=recorded_digest,
             divergence=divergence,
+            failure=failure,
         )
 
     for recorded in recorded_years:
@@ -140,12 +172,24 @@ def replay(
                     replayed="(beyond the run's duration)",
                 )
             )
-        replayed = simulation.step()
+        try:
+            replayed = simulation.step()
+        except SimulationDiverged as error:
+            return report(
+                Divergence(
+                    year=recorded.year,
+                    field="failure",
+                    recorded="(a recorded year)",
+                    replayed=_text(failure_message(error)),
+                )
+            )
         divergence = compare_year(recorded, replayed)
         if divergence is not None:
             return report(divergence)
         digest.add_year(replayed)
         count += 1
+    if recorded_failure is not None:
+        return _replay_failure(simulation, inputs.duration_years, recorded_failure, report)
     if recorded_summary is None:
         return report(None)
     if count != inputs.duration_years:
@@ -173,6 +217,29 @@ def replay(
             complete=True,
         )
     return report(None, complete=True)
+
+
+def _replay_failure(
+    simulation: Simulation,
+    duration_years: int,
+    recorded_failure: str,
+    report: Callable[..., ReplayReport],
+) -> ReplayReport:
+    """Simulate on past the recorded years (RunFailed keeps whole chunks only) until the
+    engine fails; the failure must be the recorded one, word for word."""
+    replayed = "(no failure: the run completed)"
+    while simulation.year < duration_years:
+        try:
+            simulation.step()
+        except SimulationDiverged as error:
+            replayed = failure_message(error)
+            break
+    if replayed == recorded_failure:
+        return report(None, failure=recorded_failure)
+    divergence = Divergence(
+        year=None, field="failure", recorded=_text(recorded_failure), replayed=_text(replayed)
+    )
+    return report(divergence)
 
 
 class RunStateAtYear(msgspec.Struct, frozen=True, kw_only=True):

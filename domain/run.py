@@ -24,6 +24,17 @@ from domain.values import (
 )
 
 
+def next_run_status(current: RunStatus, event: type[Event]) -> RunStatus:
+    """The run's status after ``event``: the status rules in one place, used by SimulationRun
+    and by the simulation_runs projection (projections/runs.py).
+
+    queued (RunQueued) -> running (RunStarted, also on resume) -> completed | failed |
+    cancelled; YearResultRecorded leaves the status as it is. Which transitions are allowed is
+    checked by SimulationRun's commands before an event is recorded, not here.
+    """
+    return _STATUS_AFTER.get(event, current)
+
+
 class RunQueued(Created, frozen=True, kw_only=True):
     """A run was asked for. Everything needed to execute it again is here."""
 
@@ -63,7 +74,7 @@ class RunStarted(Event, frozen=True, kw_only=True):
     resumed_from_year: int = 0
 
     def apply(self, run: SimulationRun) -> None:
-        run.status = RunStatus.RUNNING
+        run.status = next_run_status(run.status, RunStarted)
 
 
 class YearResultRecorded(Event, frozen=True, kw_only=True):
@@ -93,7 +104,7 @@ class RunCompleted(Event, frozen=True, kw_only=True):
     result_digest: str
 
     def apply(self, run: SimulationRun) -> None:
-        run.status = RunStatus.COMPLETED
+        run.status = next_run_status(run.status, RunCompleted)
         run.summary = self.summary
         run.result_digest = self.result_digest
 
@@ -105,7 +116,7 @@ class RunFailed(Event, frozen=True, kw_only=True):
     at_year: int
 
     def apply(self, run: SimulationRun) -> None:
-        run.status = RunStatus.FAILED
+        run.status = next_run_status(run.status, RunFailed)
         run.error_message = self.error_message
 
 
@@ -117,7 +128,7 @@ class RunCancelled(Event, frozen=True, kw_only=True):
     at_year: int
 
     def apply(self, run: SimulationRun) -> None:
-        run.status = RunStatus.CANCELLED
+        run.status = next_run_status(run.status, RunCancelled)
         run.error_message = self.reason
 
 
@@ -226,3 +237,12 @@ class SimulationRun(Aggregate):
         self.trigger_event(
             RunCancelled, reason=reason, cancelled_by=cancelled_by, at_year=self.years_recorded
         )
+
+
+_STATUS_AFTER: dict[type[Event], RunStatus] = {
+    RunQueued: RunStatus.QUEUED,
+    RunStarted: RunStatus.RUNNING,
+    RunCompleted: RunStatus.COMPLETED,
+    RunFailed: RunStatus.FAILED,
+    RunCancelled: RunStatus.CANCELLED,
+}

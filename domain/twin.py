@@ -9,6 +9,7 @@ reader can ever see a half-created twin (docs/architecture.md).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from datetime import datetime
 from uuid import UUID
 
@@ -17,6 +18,55 @@ from domain.errors import InvalidTransition
 from domain.values import BodyState, RunStatus, SimulationType, TwinStatus
 
 ParameterValue = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class TwinLife:
+    """The twin's status rules, in one place: a pure fold over the twin's own events.
+
+    Both the DigitalTwin aggregate and the digital_twins projection (projections/twins.py)
+    compute a twin's status with these methods, from the previous TwinLife and the event's
+    fields, so the two cannot disagree. It needs nothing but the twin's own stream.
+
+    - ``ready`` until a run starts; ``running_simulation`` while any run is active;
+    - when the last active run ends: the outcome of the last run that completed or failed
+      (``last_outcome``; a cancelled run leaves it), else ``ready``;
+    - ``deleted`` once expired or deleted, for good: runs may still end in the record
+      (active runs, counts and last_outcome follow them) but the status stays ``deleted``.
+    """
+
+    status: TwinStatus = TwinStatus.READY
+    last_outcome: TwinStatus | None = None  # COMPLETED or FAILED
+    active_runs: frozenset[UUID] = frozenset()
+    completed_runs: int = 0
+    failed_runs: int = 0
+
+    @property
+    def ended(self) -> bool:
+        return self.status == TwinStatus.DELETED
+
+    def run_started(self, run_id: UUID) -> TwinLife:
+        status = self.status if self.ended else TwinStatus.RUNNING_SIMULATION
+        return replace(self, status=status, active_runs=self.active_runs | {run_id})
+
+    def run_ended(self, run_id: UUID, outcome: RunStatus) -> TwinLife:
+        active = self.active_runs - {run_id}
+        last, completed, failed = self.last_outcome, self.completed_runs, self.failed_runs
+        if outcome == RunStatus.COMPLETED:
+            last, completed = TwinStatus.COMPLETED, completed + 1
+        elif outcome == RunStatus.FAILED:
+            last, failed = TwinStatus.FAILED, failed + 1
+        if self.ended:
+            status = self.status
+        elif active:
+            status = TwinStatus.RUNNING_SIMULATION
+        else:
+            status = last or TwinStatus.READY
+        return TwinLife(status, last, active, completed, failed)
+
+    def end(self) -> TwinLife:
+        """Expired or deleted."""
+        return replace(self, status=TwinStatus.DELETED)
 
 
 class TwinCloned(Created, frozen=True, kw_only=True):
@@ -50,8 +100,7 @@ class TwinRunStarted(Event, frozen=True, kw_only=True):
     run_id: UUID
 
     def apply(self, twin: DigitalTwin) -> None:
-        twin.active_runs.add(self.run_id)
-        twin.status = TwinStatus.RUNNING_SIMULATION
+        twin.life = twin.life.run_started(self.run_id)
 
 
 class TwinRunEnded(Event, frozen=True, kw_only=True):
@@ -61,14 +110,7 @@ class TwinRunEnded(Event, frozen=True, kw_only=True):
     outcome: RunStatus
 
     def apply(self, twin: DigitalTwin) -> None:
-        twin.active_runs.discard(self.run_id)
-        if twin.status == TwinStatus.DELETED:
-            return  # an ended twin stays ended; its runs still finish in the record
-        if self.outcome == RunStatus.COMPLETED:
-            twin.last_outcome = TwinStatus.COMPLETED
-        elif self.outcome == RunStatus.FAILED:
-            twin.last_outcome = TwinStatus.FAILED
-        twin.status = TwinStatus.RUNNING_SIMULATION if twin.active_runs else twin.last_outcome
+        twin.life = twin.life.run_ended(self.run_id, self.outcome)
 
 
 class TwinExpiryExtended(Event, frozen=True, kw_only=True):
@@ -86,7 +128,7 @@ class TwinExpired(Event, frozen=True, kw_only=True):
     expired_at: datetime
 
     def apply(self, twin: DigitalTwin) -> None:
-        twin.status = TwinStatus.DELETED
+        twin.life = twin.life.end()
         twin.ended_at = self.expired_at
         twin.ended_reason = "expired"
 
@@ -99,7 +141,7 @@ class TwinDeleted(Event, frozen=True, kw_only=True):
     reason: str
 
     def apply(self, twin: DigitalTwin) -> None:
-        twin.status = TwinStatus.DELETED
+        twin.life = twin.life.end()
         twin.ended_at = self.deleted_at
         twin.ended_reason = "deleted"
 
@@ -114,9 +156,7 @@ class DigitalTwin(Aggregate):
         self.simulation_type = SimulationType.CUSTOM
         self.simulation_parameters: dict[str, ParameterValue] = {}
         self.expires_at: datetime | None = None
-        self.status = TwinStatus.READY
-        self.last_outcome = TwinStatus.READY
-        self.active_runs: set[UUID] = set()
+        self.life = TwinLife()
         self.ended_at: datetime | None = None
         self.ended_reason: str | None = None
 
@@ -151,8 +191,16 @@ class DigitalTwin(Aggregate):
         )
 
     @property
+    def status(self) -> TwinStatus:
+        return self.life.status
+
+    @property
+    def active_runs(self) -> frozenset[UUID]:
+        return self.life.active_runs
+
+    @property
     def ended(self) -> bool:
-        return self.status == TwinStatus.DELETED
+        return self.life.ended
 
     def is_expired(self, now: datetime) -> bool:
         return self.expires_at is not None and self.expires_at <= now

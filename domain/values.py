@@ -141,13 +141,25 @@ class Environment(msgspec.Struct, frozen=True, kw_only=True):
     habitability: float
 
 
+EventData = dict[str, float | int]
+"""A key event's numbers: quantities as floats, money (keys ending ``_cents``) as int cents."""
+
+
+def is_money(key: str) -> bool:
+    """Whether a field or data key holds money: its name ends in ``_cents`` (integer cents)."""
+    return key.endswith("_cents")
+
+
 class KeyEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """A threshold crossed in a given year; self-contained so a reader needs nothing else."""
+    """A threshold crossed in a given year; self-contained so a reader needs nothing else.
+
+    ``data`` holds quantities as floats and money (keys ending ``_cents``) as integer cents.
+    """
 
     year: int
     name: str
     description: str
-    data: dict[str, float] = msgspec.field(default_factory=dict)
+    data: EventData = msgspec.field(default_factory=dict)
 
 
 class YearResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -173,7 +185,7 @@ class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
 
     years: int
     success_metrics: SuccessMetrics
-    resource_consumption: dict[str, float]
+    resource_consumption: dict[str, float | int]  # money (``_cents``) as integer cents
     start_state: Environment
     end_state: Environment
     key_events: list[KeyEvent]

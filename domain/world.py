@@ -23,7 +23,7 @@ from domain.physics import (
     vapour_pressure_kpa,
 )
 from domain.prng import SplitMix64
-from domain.values import BodyState, Pattern, Priority, RunParameters
+from domain.values import BodyState, EventData, Pattern, Priority, RunParameters
 
 RELATIVE_HUMIDITY = 0.5
 # Photosynthesis, 6 CO2 + 6 H2O -> C6H12O6 + 6 O2, per kg of dry biomass grown:
@@ -226,7 +226,7 @@ class YearOutcome:
     """What a pattern's physics produced in one year, besides the world's new state."""
 
     revenue_cents: int = 0
-    consumption: dict[str, float] = field(default_factory=dict)
+    consumption: dict[str, float | int] = field(default_factory=dict)  # money: int cents
 
 
 PRIORITY_SCALE: dict[Priority, tuple[int, int]] = {
@@ -273,7 +273,7 @@ class PatternModel:
         """The program's annual cost before funding variance: base x priority x spend_scale."""
         numerator, denominator = PRIORITY_SCALE[self.parameters.priority]
         base = self.base_annual_cents * numerator // denominator
-        return int(base * self.params.get("spend_scale", 1.0))
+        return to_cents(base * self.params.get("spend_scale", 1.0), "plan_cents")
 
     def tech_scaled(self) -> bool:
         """Whether technology level multiplies what money builds."""
@@ -295,8 +295,41 @@ class Milestone:
     name: str
     description: str
     reached: Callable[[], bool]
-    data: Callable[[], dict[str, float]]
+    data: Callable[[], EventData]
 
 
-def ceil_cents(value: float) -> int:
+MAX_CENTS = 2**63 - 1  # money must fit a signed BIGINT column (SQLite and PostgreSQL)
+
+
+class NonFinite(ArithmeticError):
+    """A quantity of the year in progress is inf, NaN or money beyond MAX_CENTS.
+
+    Raised where a float becomes money (``int`` of inf or NaN would raise without naming
+    anything); the engine turns it into SimulationDiverged with the year.
+    """
+
+    def __init__(self, field: str, value: float | int) -> None:
+        super().__init__(f"{field} is {value!r}")
+        self.field = field
+        self.value = value
+
+    def describe(self) -> str:
+        value = self.value
+        if isinstance(value, int):
+            return f"{value} cents, beyond the {MAX_CENTS} a BIGINT holds"
+        return repr(value)
+
+
+def to_cents(value: float, field: str) -> int:
+    """A float amount as integer cents, truncated toward zero; NonFinite if it is inf, NaN or
+    beyond MAX_CENTS."""
+    if not math.isfinite(value) or abs(value) > MAX_CENTS:
+        raise NonFinite(field, value)
+    return int(value)
+
+
+def ceil_cents(value: float, field: str) -> int:
+    """A float cost as integer cents, rounded up (nothing for zero or less)."""
+    if not math.isfinite(value) or abs(value) > MAX_CENTS:
+        raise NonFinite(field, value)
     return math.ceil(value) if value > 0.0 else 0

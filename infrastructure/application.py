@@ -7,15 +7,28 @@ before making any event; a refused command writes nothing.
 
 from __future__ import annotations
 
+import os
 import secrets
+import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
+import psycopg
+import psycopg.sql
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, MapperDeserialisationError
-from eventsourcing.utils import get_topic, retry
+from eventsourcing.domain import OriginatorVersionError
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    MapperDeserialisationError,
+    OperationalError,
+    PersistenceError,
+)
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.sqlite import SQLiteApplicationRecorder
+from eventsourcing.utils import Environment, EnvType, get_topic, retry
 
 from domain.aggregate import Aggregate
 from domain.catalog import find_body
@@ -27,18 +40,27 @@ from domain.replay import (
     EngineVersionMismatch,
     ReplayReport,
     RunStateAtYear,
-    replay,
+    replay_recorded,
     state_at_year,
 )
 from domain.run import RunCompleted, SimulationRun, YearResultRecorded
 from domain.twin import DigitalTwin
 from domain.values import YearResult
 from infrastructure.codec import MsgspecMapper, NullTranscoder
+from infrastructure.errors import (
+    RunInterrupted,
+    UndecodableStream,
+    UnreadableStream,
+    UnusableDatabase,
+    first_line,
+)
 from infrastructure.inputs import (
     BodyFile,
     CloneTwin,
     QueueRun,
     ReasonText,
+    check_pattern_fits,
+    parse_id,
     read_body_file,
     validate,
 )
@@ -49,6 +71,9 @@ AggregateT = TypeVar("AggregateT", bound=Aggregate)
 Progress = Callable[[int, int], None]
 
 MIN_CHUNK_YEARS = 50
+TRANSIENT = (OperationalError, InterfaceError)
+"""Errors of the connection or of locking (eventsourcing wraps the drivers' in these), raised
+after the library's own retries: the store was unavailable, nothing about the data was wrong."""
 
 
 def default_chunk(duration_years: int) -> int:
@@ -94,24 +119,40 @@ class TwinLedger(Application[UUID]):
         self.database = database
         self.after_write: list[Callable[[], None]] = []
 
+    def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
+        """The library's settings: the class's and the constructor's only, never the process
+        environment, whose POSTGRES_*, COMPRESSOR_TOPIC, CIPHER_TOPIC, TWINLEDGER_* ... would
+        change how events are stored (infrastructure/settings.py, docs/operations.md)."""
+        return Environment(name, {**type(self).env, **(env or {})})
+
     @classmethod
     def open(
         cls, url: str | None = None, *, clock: Clock = utc_now, create_tables: bool = True
     ) -> TwinLedger:
         """Open the ledger at a database URL (see infrastructure/settings.py).
 
-        ``create_tables=False`` skips all DDL: for worker processes opening a store that exists,
-        where concurrent CREATE ... IF NOT EXISTS statements would race in PostgreSQL's catalog.
+        The tables are created only if the store does not exist yet (PostgreSQL: under the
+        schema's advisory lock, infrastructure/postgres.py), so concurrent processes never
+        race in the catalog. ``create_tables=False`` skips even that check (worker processes).
+        A database that cannot be opened raises UnusableDatabase naming it.
         """
         database = resolve_database(url)
         env = database.eventsourcing_env()
-        if not create_tables:
-            env["CREATE_TABLE"] = "no"
-        elif database.is_postgres:
-            from infrastructure.postgres import ensure_schema
+        try:
+            if not create_tables:
+                env["CREATE_TABLE"] = "no"
+            elif database.is_postgres:
+                from infrastructure.postgres import setting_up
 
-            ensure_schema(database)
-        return cls(env, clock=clock, database=database)
+                with setting_up(database) as exists:
+                    if exists:
+                        env["CREATE_TABLE"] = "no"
+                    return cls(env, clock=clock, database=database)
+            elif _sqlite_store_exists(database.sqlite_path):
+                env["CREATE_TABLE"] = "no"
+            return cls(env, clock=clock, database=database)
+        except (psycopg.Error, sqlite3.Error, PersistenceError, OSError) as error:
+            raise UnusableDatabase(database.describe(), first_line(error)) from None
 
     # --- writing -----------------------------------------------------------------------------
 
@@ -135,7 +176,7 @@ class TwinLedger(Application[UUID]):
     def clone_twin(
         self,
         *,
-        name: str,
+        name: str | None = None,
         body: str | None = None,
         body_file: str | BodyFile | None = None,
         expires_at: datetime | None = None,
@@ -146,17 +187,26 @@ class TwinLedger(Application[UUID]):
         simulation_parameters: dict[str, Any] | None = None,
     ) -> UUID:
         """Clone a catalog body (``body``) or a described one (``body_file``: a file's path, or
-        a BodyFile already validated) into a twin."""
+        a BodyFile already validated) into a twin.
+
+        ``name`` defaults to the body's name when not given (None); a given name is validated.
+        """
         if (body is None) == (body_file is None):
             raise ValidationError("body", "give exactly one of a catalog body or a body file")
         now = self.clock()
         if expires_at is None:
             expires_at = now + (expires_in if expires_in is not None else timedelta(days=30))
+        described = (
+            body_file
+            if body_file is None or isinstance(body_file, BodyFile)
+            else read_body_file(body_file)
+        )
+        if name is None:
+            reference = None if body is None else find_body(body)
+            name = described.name if described else reference.name if reference else body
         data: dict[str, Any] = {
             "body": body,
-            "body_file": body_file
-            if body_file is None or isinstance(body_file, BodyFile)
-            else read_body_file(body_file),
+            "body_file": described,
             "name": name,
             "description": description,
             "created_by": created_by,
@@ -260,6 +310,7 @@ class TwinLedger(Application[UUID]):
         check_parameters(request.pattern, parameters)
         twin = self.get_twin(twin_id)
         twin.check_accepts_runs(self.clock())
+        check_pattern_fits(request.pattern, twin.simulation_type, str(twin.id))
         run = SimulationRun.queue(
             twin_id=twin.id,
             source_body=twin.source_body,
@@ -311,6 +362,8 @@ class TwinLedger(Application[UUID]):
 
         try:
             run = self._change_run_and_twin(run.id, start)
+        except TRANSIENT as error:  # not started: the run stays as it was
+            raise RunInterrupted(run.id, first_line(error)) from error
         except InvalidTransition as refusal:
             reason = str(refusal)
             if not reason.startswith("twin_id"):
@@ -320,30 +373,43 @@ class TwinLedger(Application[UUID]):
 
         simulation = Simulation(run_inputs(run))
         digest = ResultDigest()
+        failure: str | None = None
         try:
             while simulation.year < run.duration_years:
-                result = simulation.step()
-                digest.add_year(result)
-                if result.year > run.years_recorded:
-                    run.record_year(result)
+                try:  # the engine's work: an error here is the run's own, recorded as RunFailed
+                    result = simulation.step()
+                    digest.add_year(result)
+                    if result.year > run.years_recorded:
+                        run.record_year(result)
+                except Exception as error:
+                    failure = f"{type(error).__name__}: {error}"
+                    break
                 if result.year % chunk == 0 or result.year == run.duration_years:
                     if not self._save_chunk(run):
                         return self.get_run(run.id)
                     if on_progress is not None:
                         on_progress(run.years_recorded, run.duration_years)
-            summary = simulation.summary()
-            digest.add_summary(summary)
-        except (ConcurrentWrite, InvalidTransition):
-            raise
-        except Exception as error:
-            message = f"{type(error).__name__}: {error}"
-            failed: SimulationRun = self._change_run_and_twin(run.id, lambda r, t: r.fail(message))
-            return failed
-        result_digest = digest.hexdigest()
-        completed: SimulationRun = self._change_run_and_twin(
-            run.id, lambda r, t: r.complete(summary, result_digest)
-        )
-        return completed
+            if failure is None:
+                try:
+                    summary = simulation.summary()
+                    digest.add_summary(summary)
+                except Exception as error:
+                    failure = f"{type(error).__name__}: {error}"
+            if failure is not None:
+                message = failure
+                failed: SimulationRun = self._change_run_and_twin(
+                    run.id, lambda r, t: r.fail(message)
+                )
+                return failed
+            result_digest = digest.hexdigest()
+            completed: SimulationRun = self._change_run_and_twin(
+                run.id, lambda r, t: r.complete(summary, result_digest)
+            )
+            return completed
+        except TRANSIENT as error:
+            # The database, not the run, failed: saved chunks stay, and the run stays running
+            # so that ``execute`` resumes it (re-simulating deterministically: same digest).
+            raise RunInterrupted(run.id, first_line(error)) from error
 
     def _save_chunk(self, run: SimulationRun) -> bool:
         """Save recorded years; False if the run was ended (cancelled) by another writer."""
@@ -399,14 +465,14 @@ class TwinLedger(Application[UUID]):
             if run.engine_version != ENGINE_VERSION and not allow_other_engine:
                 raise EngineVersionMismatch(str(run.id), run.engine_version)
             years = list(self.recorded_years(run.id))
-        except MapperDeserialisationError as error:
+        except (MapperDeserialisationError, UndecodableStream) as error:
             divergence = Divergence(
                 year=None, field="stored_event", recorded=str(error), replayed="(not decodable)"
             )
             return ReplayReport(
                 years=0, complete=False, digest="", recorded_digest=None, divergence=divergence
             )
-        return replay(run_inputs(run), years, run.summary, run.result_digest)
+        return replay_recorded(run, run_inputs(run), years)
 
     def state_at_year(self, run_id: UUID | str, year: int) -> RunStateAtYear:
         """The run's state at the end of ``year``, folded from its recorded events only."""
@@ -435,33 +501,68 @@ class TwinLedger(Application[UUID]):
 
     def replay_all(
         self, *, allow_other_engine: bool = False
-    ) -> Iterator[tuple[UUID, ReplayReport | EngineVersionMismatch]]:
-        """Replay every completed run; a run refused for its engine version is reported so."""
+    ) -> Iterator[tuple[UUID, ReplayReport | EngineVersionMismatch | UnreadableStream]]:
+        """Replay every completed run; a run refused for its engine version, or whose events
+        cannot be read, is reported so, and the others are replayed all the same."""
         for run_id in list(self.completed_run_ids()):
             try:
                 yield run_id, self.replay_run(run_id, allow_other_engine=allow_other_engine)
-            except EngineVersionMismatch as refusal:
+            except (EngineVersionMismatch, UnreadableStream) as refusal:
                 yield run_id, refusal
 
     # --- helpers -----------------------------------------------------------------------------
 
     def get_aggregate(self, cls: type[AggregateT], field: str, ident: UUID | str) -> AggregateT:
         """The aggregate of class ``cls`` with this id; errors name ``field``."""
-        try:
-            key = ident if isinstance(ident, UUID) else UUID(str(ident).strip())
-        except ValueError:
-            raise ValidationError(field, f"{ident!r} is not a valid id") from None
+        key = parse_id(ident, field)
         try:
             aggregate: Any = self.repository.get(key)
         except AggregateNotFoundError:
             raise NotFound(field, str(key)) from None
+        except OriginatorVersionError as error:
+            found, expected = error.args[:2]
+            raise UnreadableStream(
+                field.removesuffix("_id"),
+                key,
+                f"its stored events skip version {expected} (the next stored is {found}); "
+                "an event is missing from the log",
+            ) from None
+        except MapperDeserialisationError as error:
+            raise UndecodableStream(field.removesuffix("_id"), key, first_line(error)) from None
         if not isinstance(aggregate, cls):
             raise NotFound(field, str(key))
         return aggregate
 
     def event_count(self) -> int:
-        """How many events the log holds (its head position)."""
-        return self.recorder.max_notification_id() or 0
+        """How many events the log holds (a count: ids have gaps where a write rolled back)."""
+        statement = "SELECT count(*) FROM {}"
+        if isinstance(self.recorder, PostgresApplicationRecorder):
+            table = psycopg.sql.Identifier(
+                self.recorder.datastore.schema, self.recorder.events_table_name
+            )
+            with self.recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(psycopg.sql.SQL(statement).format(table))
+                row: Any = cursor.fetchone()
+                return int(row["count"])
+        if isinstance(self.recorder, SQLiteApplicationRecorder):
+            with self.recorder.datastore.transaction(commit=False) as lite:
+                lite.execute(statement.format(self.recorder.events_table_name))
+                return int(lite.fetchone()[0])
+        raise TypeError(f"event_count: no count for {type(self.recorder).__name__}")
+
+
+def _sqlite_store_exists(path: str) -> bool:
+    """True if the SQLite file holds the event table (a file that is not a database raises)."""
+    if path.startswith("file:") or not os.path.exists(path):
+        return False
+    connection = sqlite3.connect(path, timeout=30)
+    try:
+        row = connection.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'stored_events'"
+        ).fetchone()
+        return bool(row[0])
+    finally:
+        connection.close()
 
 
 def run_inputs(run: SimulationRun) -> RunInputs:

@@ -8,6 +8,13 @@ order, and readers never pass a gap that is filled later), the same NOTIFY for l
 subscribers, and the same primary key on (originator_id, originator_version), so a concurrent
 write to an aggregate still fails as an IntegrityError and nothing of the batch is written.
 
+Retries: like the library's ``insert_events``, a COPY that fails on a connection error
+(InterfaceError, OperationalError: a dropped or terminated connection, a restarted server) is
+retried on a fresh pooled connection, with the same attempts and wait. The failed attempt's
+transaction was rolled back with its connection, so a retry cannot write the batch twice; if
+the commit itself landed before the connection dropped, the retry meets the primary key
+(IntegrityError) and nothing is written twice either.
+
 Notification ids: with the table locked, this transaction is the only one drawing from the
 notification_id sequence, so the n ids it draws during COPY are consecutive and end at
 ``currval``; they are returned like the library's RETURNING would.
@@ -18,8 +25,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier, Literal
 
 COPY_FROM = 16  # smaller batches take the library's INSERT path: one round trip is cheaper
@@ -43,6 +51,11 @@ class CopyApplicationRecorder(PostgresApplicationRecorder):
         if len(stored_events) < COPY_FROM or self.datastore.enable_db_functions:
             ids: Sequence[int] | None = super().insert_events(stored_events, **kwargs)
             return ids
+        copied: list[int] = self._copy_events(stored_events)
+        return copied
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # the library's
+    def _copy_events(self, stored_events: Sequence[StoredEvent]) -> list[int]:
         id_type = "uuid" if self.datastore.originator_id_type == "uuid" else "text"
         with self.datastore.transaction(commit=True) as curs:
             self._lock_table(curs)

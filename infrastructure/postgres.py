@@ -1,20 +1,61 @@
-"""PostgreSQL helpers: schema setup for the ledger's tables."""
+"""PostgreSQL helpers: connections, and setting up the ledger's schema and tables once.
+
+eventsourcing runs its start-up DDL (CREATE TABLE IF NOT EXISTS, CREATE TYPE, CREATE OR REPLACE
+FUNCTION) each time an application is constructed. Run concurrently on one schema, that DDL
+collides in the catalog (``tuple concurrently updated``). So the ledger runs it only when the
+store does not exist yet, and then under an advisory lock on the schema: the first process
+creates the tables, the others wait and find them made (docs/operations.md).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from infrastructure.settings import Database
 
+EVENTS_TABLE = "twinledger_events"
+EVENT_TYPE = "stored_event_uuid"  # the composite type eventsourcing's INSERT path uses
+SETUP_LOCK = "twinledger-setup:{schema}"
 
-def connect(database: Database) -> psycopg.Connection[tuple[object, ...]]:
+
+def connect(database: Database) -> psycopg.Connection[tuple[Any, ...]]:
     return psycopg.connect(database.psycopg_conninfo(), autocommit=True)
 
 
-def ensure_schema(database: Database) -> None:
-    """Create the database's schema if missing (eventsourcing creates tables, not schemas)."""
+def store_exists(connection: psycopg.Connection[Any], schema: str) -> bool:
+    """True if the schema holds the ledger's event table and the library's composite type."""
+    row = connection.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables"
+        "  WHERE schemaname = %(schema)s AND tablename = %(table)s)"
+        " AND EXISTS (SELECT 1 FROM pg_catalog.pg_type t"
+        "  JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace"
+        "  WHERE n.nspname = %(schema)s AND t.typname = %(type)s)",
+        {"schema": schema, "table": EVENTS_TABLE, "type": EVENT_TYPE},
+    ).fetchone()
+    return bool(row and row[0])
+
+
+@contextmanager
+def setting_up(database: Database) -> Iterator[bool]:
+    """Yield True if the store exists (no DDL needed). Otherwise create the schema and yield
+    False while holding the schema's set-up lock, so the caller's DDL runs in one process at a
+    time; the lock is released on exit."""
     with connect(database) as connection:
-        connection.execute(
-            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(database.schema))
-        )
+        if store_exists(connection, database.schema):
+            yield True
+            return
+        key = SETUP_LOCK.format(schema=database.schema)
+        connection.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+        try:
+            connection.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(database.schema))
+            )
+            yield store_exists(connection, database.schema)
+        finally:
+            if not connection.closed:
+                connection.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))

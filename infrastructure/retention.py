@@ -14,6 +14,10 @@ and the twins rows of experiments. Their results rows go like any others.
 The event log is the audit trail and keeps everything. A rebuild of the projections restores
 removed rows from it (so retention is applied again after a rebuild); only events archived and
 removed from the log (`twinledger archive`, then a store without them) stay gone.
+
+An event a projection cannot apply (an unreadable stream) does not stop retention: the tables
+are judged as far as they caught up (a row that lags can only look younger or still live, so
+fewer rows go, never a wrong one) and the report says why they are behind.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from projections.runner import Projector
+from projections.runner import ProjectionsStopped, Projector
 
 DEFAULT_RESULTS = timedelta(days=730)
 DEFAULT_RUNS = timedelta(days=365)
@@ -41,6 +45,7 @@ class RetentionReport:
     runs: int
     twins: int
     dry_run: bool
+    behind: str | None = None  # why the tables could not catch up first (then judged as they are)
 
 
 _RESULTS = "FROM {r} WHERE created_at < %s"
@@ -64,7 +69,11 @@ def apply_retention(
     """Remove (or with ``dry_run`` only count) rows past their windows, in one transaction.
 
     The tables are caught up first, so rows the log already ended are judged as ended."""
-    projector.catch_up()
+    behind: str | None = None
+    try:
+        projector.catch_up()
+    except ProjectionsStopped as stopped:
+        behind = str(stopped)
     store = projector.store
     results_cut = store.timestamp(now - windows.results)
     runs_cut = store.timestamp(now - windows.runs)
@@ -89,4 +98,6 @@ def apply_retention(
         if not dry_run:
             for clause, params in steps:  # children first: results, runs, twins
                 cursor.execute(store.sql("DELETE " + clause, **tables), params)
-    return RetentionReport(results=counts[0], runs=counts[1], twins=counts[2], dry_run=dry_run)
+    return RetentionReport(
+        results=counts[0], runs=counts[1], twins=counts[2], dry_run=dry_run, behind=behind
+    )

@@ -33,6 +33,7 @@ from domain.twin import DigitalTwin
 from infrastructure import pages, views
 from infrastructure.application import Clock, Progress, TwinLedger, utc_now
 from infrastructure.archive import ImportReport, export, import_archive
+from infrastructure.errors import UnreadableStream
 from infrastructure.experiments import (
     ExperimentFile,
     continue_experiment,
@@ -188,7 +189,7 @@ class Ledger:
     def clone_twin(
         self,
         *,
-        name: str,
+        name: str | None = None,
         body: str | None = None,
         body_file: str | Path | Mapping[str, Any] | None = None,
         expires_in: timedelta | str | None = None,
@@ -457,12 +458,14 @@ class Ledger:
 
     def replay_all(
         self, *, allow_other_engine: bool = False
-    ) -> Iterator[views.ReplayVerdict | EngineVersionMismatch]:
+    ) -> Iterator[views.ReplayVerdict | EngineVersionMismatch | UnreadableStream]:
         """Replay every completed run; a run recorded by another engine version is yielded as
         the refusal."""
         for run_id, outcome in self.application.replay_all(allow_other_engine=allow_other_engine):
             yield (
-                outcome if isinstance(outcome, EngineVersionMismatch) else _verdict(run_id, outcome)
+                outcome
+                if isinstance(outcome, EngineVersionMismatch | UnreadableStream)
+                else _verdict(run_id, outcome)
             )
 
     def state_at_year(self, run_id: str, year: int) -> views.RunState:
@@ -488,14 +491,17 @@ class Ledger:
         spec: ExperimentFile | Mapping[str, Any] | str | Path,
         *,
         workers: int | None = None,
+        scheduler: str | None = None,
         started_by: str = "api",
         on_iteration: Callable[[Evaluation], None] | None = None,
     ) -> views.ExperimentDetail:
-        """Run a whole experiment here (blocks until it ends) and return it."""
+        """Run a whole experiment here (blocks until it ends) and return it; sample runs in
+        ``workers`` local processes or on a Dask ``scheduler`` (docs/scale-out.md)."""
         experiment = run_experiment(
             self.application,
             self.experiment_spec(spec),
             workers=workers,
+            scheduler=scheduler,
             started_by=started_by,
             on_iteration=on_iteration,
         )
@@ -676,6 +682,7 @@ def _verdict(run_id: UUID, report: ReplayReport) -> views.ReplayVerdict:
         complete=report.complete,
         digest=report.digest,
         recorded_digest=report.recorded_digest,
+        failure=report.failure,
         divergence=None
         if divergence is None
         else views.Divergence(

@@ -188,6 +188,7 @@ class ReplayVerdict(BaseModel):
     digest: str
     recorded_digest: str | None
     divergence: Divergence | None
+    failure: str | None = None  # a run that failed in the engine: the failure, replayed
 
 
 class RunState(BaseModel):

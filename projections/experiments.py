@@ -148,6 +148,7 @@ _spec = msgspec.json.Decoder(Spec)
 
 class ExperimentsProjection(Projection):
     name = "experiments"
+    version = 2  # 2: canonical JSON; statuses by domain/ folds; updated_at a max
     tables = (EXPERIMENTS, EXPERIMENT_ITERATIONS)
     depends_on = ("twins", "runs")
     handles = {
@@ -194,7 +195,7 @@ class ExperimentsProjection(Projection):
                         )
                     )
                 _apply(row, data)
-                row["updated_at"] = data.timestamp
+                row["updated_at"] = max(row["updated_at"], data.timestamp)
             changed.add(experiment_id)
         fold.flush(changed)  # first: the iteration rows reference their experiment's row
         if iterations:

@@ -1,7 +1,8 @@
 """The reads the CLI makes, from the read tables only (never from the event log).
 
 Rows come back as plain dicts: ids and timestamps as strings (ISO 8601, UTC), JSON columns
-decoded, numbers as numbers, so they print the same from SQLite and PostgreSQL.
+decoded from their canonical text (integers as int, other numbers as float), numbers as
+numbers, so they print the same from SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-import msgspec
-
 from domain.errors import NotFound, ValidationError
+from projections.canonical import decode
 from projections.experiments import EXPERIMENT_ITERATIONS, EXPERIMENTS
 from projections.results import RESULT_TYPES, SIMULATION_RESULTS
 from projections.runs import SIMULATION_RUNS
@@ -30,18 +30,22 @@ def plain(kind: str, value: Any) -> Any:
         moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
         return moment.astimezone(UTC).isoformat(timespec="microseconds")
     if kind == "json":
-        return msgspec.json.decode(value) if isinstance(value, str | bytes) else value
+        return decode(value) if isinstance(value, str | bytes) else value
     return value
 
 
 def _select(
     store: Store, table: Table, where: list[tuple[str, Any]], order: str
 ) -> list[dict[str, Any]]:
-    names = ", ".join(f'"{c}"' for c in table.column_names)
+    kinds = table.kinds()
+    # JSON as its stored (canonical) text, not as the driver would decode it.
+    cast = "::text" if store.postgres else ""
+    names = ", ".join(
+        f'"{c}"{cast}' if kinds[c] == "json" else f'"{c}"' for c in table.column_names
+    )
     clause = " AND ".join(condition for condition, _ in where)
     statement = f"SELECT {names} FROM {{t}}" + (f" WHERE {clause}" if clause else "")
     statement += f" ORDER BY {order}"
-    kinds = table.kinds()
     with store.reading() as cursor:
         cursor.execute(store.sql(statement, t=table.name), [value for _, value in where])
         rows = cursor.fetchall()

@@ -9,8 +9,10 @@ From each YearResultRecorded:
   row exists **only for years that have key events**: most years have none, and an empty row
   per year would double the table for nothing. "No timeline row" means "no key event".
 
-The values are copied as the raw JSON the event holds (msgspec.Raw), never re-listed field by
-field, so the table follows the engine's value types without a change here. This is the
+The values are copied from the JSON the event holds (msgspec.Raw), never re-listed field by
+field, so the table follows the engine's value types without a change here; they are stored
+in canonical form (projections/canonical.py: keys sorted, numbers as the codec prints them),
+the same bytes on SQLite and PostgreSQL. This is the
 projection that sees most events; its rows are written with COPY on PostgreSQL and one
 executemany on SQLite per batch.
 """
@@ -23,6 +25,7 @@ import msgspec
 
 from domain.run import YearResultRecorded
 from projections.base import Batch, Projection
+from projections.canonical import canonical_text
 from projections.decoding import Lean, is_empty_array
 from projections.tables import Column, ForeignKey, Index, Table
 
@@ -44,7 +47,7 @@ SIMULATION_RESULTS = Table(
         Index(
             "timeline_gin",
             "data",
-            postgres="USING gin (data jsonb_path_ops)",
+            postgres="USING gin ((data::jsonb) jsonb_path_ops)",
             where="result_type = 'timeline'",
             postgres_only=True,
         ),
@@ -64,6 +67,7 @@ class YearRecorded(Lean, kw_only=True):
 
 class ResultsProjection(Projection):
     name = "results"
+    version = 2  # 2: canonical JSON; statuses by domain/ folds; updated_at a max
     tables = (SIMULATION_RESULTS,)
     depends_on = ("runs",)
     handles = {YearResultRecorded: YearRecorded}
@@ -72,8 +76,9 @@ class ResultsProjection(Projection):
         store = batch.store
         rows: list[tuple[Any, ...]] = []
         add = rows.append
-        # PostgreSQL: binary COPY takes the JSON bytes as they are; SQLite stores JSON text.
-        text = _same if store.postgres else _text
+        # Canonical JSON (projections/canonical.py). PostgreSQL: binary COPY takes the bytes as
+        # they are; SQLite stores text.
+        text = canonical_text if store.postgres else _text
         for _, _, data in batch.events:
             run_id = store.uuid(data.originator_id)
             created_at = store.timestamp(data.timestamp)
@@ -88,8 +93,4 @@ class ResultsProjection(Projection):
 
 
 def _text(value: Any) -> str:
-    return bytes(value).decode()
-
-
-def _same(value: Any) -> Any:
-    return value
+    return canonical_text(value).decode()

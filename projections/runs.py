@@ -17,6 +17,7 @@ from uuid import UUID
 
 import msgspec
 
+from domain.aggregate import Event
 from domain.run import (
     RunCancelled,
     RunCompleted,
@@ -24,6 +25,7 @@ from domain.run import (
     RunQueued,
     RunStarted,
     YearResultRecorded,
+    next_run_status,
 )
 from domain.values import RunStatus
 from projections.base import Batch, Fold, Projection, ProjectionDataError
@@ -131,6 +133,7 @@ _headline = msgspec.json.Decoder(Headline)
 
 class RunsProjection(Projection):
     name = "runs"
+    version = 2  # 2: canonical JSON; statuses by domain/ folds; updated_at a max
     tables = (SIMULATION_RUNS,)
     depends_on = ("twins",)
     handles = {
@@ -167,7 +170,7 @@ class RunsProjection(Projection):
         )
         fold.load(data.originator_id for _, _, data in batch.events)
         changed: set[UUID] = set()
-        for _, _, data in batch.events:
+        for _, event, data in batch.events:
             run_id = data.originator_id
             if isinstance(data, Queued):
                 fold.create(run_id, _queued(data))
@@ -175,8 +178,8 @@ class RunsProjection(Projection):
                 row = fold.get(run_id)
                 if row is None:
                     raise ProjectionDataError(f"run {run_id} is not in simulation_runs")
-                _apply(row, data)
-                row["updated_at"] = data.timestamp
+                _apply(row, event, data)
+                row["updated_at"] = max(row["updated_at"], data.timestamp)
             changed.add(run_id)
         fold.flush(changed)
 
@@ -213,18 +216,17 @@ def _queued(data: Queued) -> dict[str, Any]:
     }
 
 
-def _apply(row: dict[str, Any], data: Any) -> None:
-    """One event's effect on a run's row; mirrors domain/run.py."""
+def _apply(row: dict[str, Any], event: type[Event], data: Any) -> None:
+    """One event's effect on a run's row; the status by domain/run.py's next_run_status."""
+    row["status"] = str(next_run_status(RunStatus(row["status"]), event))
     if isinstance(data, YearRecorded):
         row["current_year"] = data.year
         row["progress"] = data.year / row["duration_years"]
     elif isinstance(data, Started):
-        row["status"] = str(RunStatus.RUNNING)
         if row["started_at"] is None:
             row["started_at"] = data.timestamp
     elif isinstance(data, Completed):
         headline = _headline.decode(data.summary)
-        row["status"] = str(RunStatus.COMPLETED)
         row["completed_at"] = data.timestamp
         row["results"] = data.summary
         row["result_digest"] = data.result_digest
@@ -233,11 +235,9 @@ def _apply(row: dict[str, Any], data: Any) -> None:
         row["total_revenue_cents"] = headline.total_revenue_cents
         row["final_balance_cents"] = headline.final_balance_cents
     elif isinstance(data, Failed):
-        row["status"] = str(RunStatus.FAILED)
         row["completed_at"] = data.timestamp
         row["error_message"] = data.error_message
     elif isinstance(data, Cancelled):
-        row["status"] = str(RunStatus.CANCELLED)
         row["completed_at"] = data.timestamp
         row["error_message"] = data.reason
     else:  # pragma: no cover - every handled type is listed above

@@ -24,6 +24,7 @@ from psycopg.adapt import Dumper
 from psycopg.pq import Format
 
 from infrastructure.settings import Database
+from projections.canonical import canonical, canonical_text
 
 Query = str | sql.Composable
 POSTGRES_EVENTS_TABLE = "twinledger_events"  # eventsourcing: <application name>_events
@@ -37,28 +38,28 @@ COPY_TYPES = {
     "int": "int4",
     "bigint": "int8",
     "float": "float8",
-    "json": "jsonb",
+    "json": "json",
     "timestamp": "timestamptz",
 }
 
 
-class RawJsonb(str):
-    """Marks JSON text for jsonb; registering its dumper makes binary COPY send JSON as is."""
+class RawJson(str):
+    """Marks JSON text for json; registering its dumper makes binary COPY send JSON as is."""
 
 
-class RawJsonbBinaryDumper(Dumper):
-    """jsonb in binary: version 1, then the JSON text (str or bytes) unchanged.
+class RawJsonBinaryDumper(Dumper):
+    """json in binary: the JSON text (str or bytes) unchanged.
 
-    psycopg's own jsonb dumper would encode a str as a JSON *string*; ours sends the text we
-    already have (the stored event's bytes), without parsing or re-encoding it.
+    psycopg's own json dumper would encode a str as a JSON *string*; ours sends the text we
+    already have (canonical JSON, projections/canonical.py), without parsing it again.
     """
 
     format = Format.BINARY
 
     def dump(self, obj: Any) -> bytes:
         if isinstance(obj, str):
-            return b"\x01" + obj.encode()
-        return b"\x01" + bytes(obj)  # bytes, or msgspec.Raw: the event's own bytes
+            return obj.encode()
+        return bytes(obj)  # bytes, or msgspec.Raw
 
 
 _INDEX_ORDER_ONLY = sql.SQL(
@@ -126,10 +127,10 @@ class Store:
         connection = psycopg.connect(
             self.database.psycopg_conninfo(), autocommit=True, options="-c timezone=UTC"
         )
-        info = connection.adapters.types["jsonb"]
+        info = connection.adapters.types["json"]
         assert info is not None
-        dumper = type("RawJsonbDumper", (RawJsonbBinaryDumper,), {"oid": info.oid})
-        connection.adapters.register_dumper(RawJsonb, dumper)  # also jsonb's binary dumper
+        dumper = type("RawJsonDumper", (RawJsonBinaryDumper,), {"oid": info.oid})
+        connection.adapters.register_dumper(RawJson, dumper)  # also json's binary dumper
         row = connection.execute(_PLANNER_SETTINGS).fetchone()
         assert row is not None
         self._planner = (str(row[0]), str(row[1]))  # what notes() sets back after its query
@@ -183,6 +184,27 @@ class Store:
             lite.execute("COMMIT")
         finally:
             lite.close()
+
+    @contextmanager
+    def savepoint(self, cursor: Any) -> Iterator[None]:
+        """A savepoint in the current transaction: an exception rolls back to it (and goes on).
+
+        How one event that cannot be applied is set aside without losing the batch around it
+        (projections/parking.py). After the rollback the transaction is usable again, also on
+        PostgreSQL, where a failed statement otherwise aborts the whole transaction.
+        """
+        if self.postgres:
+            with self.pg.transaction():  # nested in the batch's transaction: a savepoint
+                yield
+            return
+        cursor.execute("SAVEPOINT twinledger_event")
+        try:
+            yield
+        except BaseException:
+            cursor.execute("ROLLBACK TO twinledger_event")
+            cursor.execute("RELEASE twinledger_event")
+            raise
+        cursor.execute("RELEASE twinledger_event")
 
     @contextmanager
     def reading(self) -> Iterator[Any]:
@@ -241,12 +263,10 @@ class Store:
         """A Python value (UUID, datetime, JSON as Raw/str/object) as this back end stores it."""
         if value is None:
             return None
-        if kind == "json":
-            if isinstance(value, str):
-                return value
-            if isinstance(value, msgspec.Raw):
-                return bytes(value).decode()
-            return msgspec.json.encode(value).decode()
+        if kind == "json":  # canonical text (projections/canonical.py), on both back ends
+            if isinstance(value, str | bytes | msgspec.Raw):
+                return canonical_text(value).decode()
+            return canonical(value).decode()
         if kind == "uuid":
             return (
                 (value if isinstance(value, UUID) else UUID(str(value)))
@@ -280,8 +300,8 @@ class Store:
         """Insert many rows: COPY on PostgreSQL, one prepared executemany on SQLite.
 
         With ``kinds`` (projections/tables.py), PostgreSQL's COPY is binary: values must then
-        be the Python types of the kinds (UUID, int, str, datetime), JSON as text, bytes or
-        msgspec.Raw.
+        be the Python types of the kinds (UUID, int, str, datetime), JSON as canonical text
+        (str or bytes), sent as it is.
         """
         names = ", ".join('"' + c + '"' for c in columns)
         if self.postgres:

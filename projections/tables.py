@@ -9,8 +9,11 @@ A column has a *kind*; each back end maps kinds to its own types:
 | int       | integer            | INTEGER                                                 |
 | bigint    | bigint             | BIGINT (64-bit INTEGER affinity): money in GCC cents    |
 | float     | double precision   | REAL                                                    |
-| json      | jsonb              | TEXT holding JSON (query it with json_extract)          |
+| json      | json (canonical)   | TEXT holding JSON (query it with json_extract)          |
 | timestamp | timestamptz        | TEXT, ISO 8601 UTC with microseconds (sorts as time)    |
+
+JSON is stored as canonical text on both back ends (projections/canonical.py): PostgreSQL's
+``json`` keeps it verbatim, where ``jsonb`` would reorder keys and reprint numbers.
 
 The same description gives the canonical form of every row (projections/checksum.py), which is
 how SQLite and PostgreSQL tables are compared value for value.
@@ -33,7 +36,7 @@ POSTGRES_TYPES = {
     "int": "integer",
     "bigint": "bigint",
     "float": "double precision",
-    "json": "jsonb",
+    "json": "json",
     "timestamp": "timestamptz",
 }
 SQLITE_TYPES = {
@@ -70,7 +73,7 @@ class ForeignKey:
 class Index:
     suffix: str  # index name: <physical table name>_<suffix>
     columns: str  # the column list, as SQL
-    postgres: str | None = None  # a PostgreSQL-only form, e.g. "USING gin (data jsonb_path_ops)"
+    postgres: str | None = None  # a PostgreSQL-only form, e.g. "USING gin (...)"
     where: str | None = None
     postgres_only: bool = False
 

@@ -1,11 +1,14 @@
 """digital_twins: one row per twin, folded from the twin's events (and RunQueued, for counts).
 
-The row follows the DigitalTwin aggregate (domain/twin.py) exactly: ``status`` is
-``running_simulation`` while ``active_run_ids`` is not empty, else the last finished run's
-outcome (``last_run_outcome``; a cancelled run leaves it), else ``ready``; ``deleted`` once
-expired or deleted. Counts: ``run_count`` is runs queued on the twin (RunQueued),
-``active_run_count`` runs under way, ``completed_run_count`` / ``failed_run_count`` runs that
-ended so (TwinRunEnded).
+The status columns (``status``, ``last_run_outcome``, ``active_run_ids``/``active_run_count``,
+``completed_run_count``, ``failed_run_count``) are a TwinLife (domain/twin.py) folded by the
+same methods the DigitalTwin aggregate uses: the status rules live there only. ``run_count``
+is runs queued on the twin (RunQueued, from the runs' streams).
+
+The row is a function of the events' content, not of their order across streams: a twin's
+RunQueued may land after the twin's later events (an imported archive writes the twin's
+stream first), so RunQueued only adds to ``run_count``, and ``updated_at`` is the latest
+timestamp of the events applied to the row (a max), not the last one applied.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from domain.twin import (
     TwinDeleted,
     TwinExpired,
     TwinExpiryExtended,
+    TwinLife,
     TwinRunEnded,
     TwinRunStarted,
 )
@@ -104,6 +108,7 @@ class Queued(Lean, kw_only=True):
 
 class TwinsProjection(Projection):
     name = "twins"
+    version = 2  # 2: canonical JSON; statuses by domain/ folds; updated_at a max
     tables = (DIGITAL_TWINS,)
     handles = {
         TwinCloned: Cloned,
@@ -148,7 +153,7 @@ class TwinsProjection(Projection):
             if row is None:
                 raise ProjectionDataError(f"twin {twin_id} is not in digital_twins")
             _apply(row, data)
-            row["updated_at"] = data.timestamp
+            row["updated_at"] = max(row["updated_at"], data.timestamp)
             changed.add(twin_id)
         fold.flush(changed)
 
@@ -179,40 +184,43 @@ def _cloned(data: Cloned) -> dict[str, Any]:
 
 
 def _apply(row: dict[str, Any], data: Any) -> None:
-    """One event's effect on a twin's row; mirrors the events' ``apply`` in domain/twin.py."""
+    """One event's effect on a twin's row: the status through TwinLife (domain/twin.py), the
+    same fold the aggregate uses."""
     if isinstance(data, Queued):
         row["run_count"] += 1
     elif isinstance(data, RunStartedOnTwin):
-        active = set(row["active_run_ids"]) | {str(data.run_id)}
-        _set_active(row, active)
-        row["status"] = str(TwinStatus.RUNNING_SIMULATION)
+        _store_life(row, _life(row).run_started(data.run_id))
     elif isinstance(data, RunEndedOnTwin):
-        active = set(row["active_run_ids"]) - {str(data.run_id)}
-        _set_active(row, active)
-        if data.outcome == RunStatus.COMPLETED:
-            row["last_run_outcome"] = str(TwinStatus.COMPLETED)
-            row["completed_run_count"] += 1
-        elif data.outcome == RunStatus.FAILED:
-            row["last_run_outcome"] = str(TwinStatus.FAILED)
-            row["failed_run_count"] += 1
-        if active:
-            row["status"] = str(TwinStatus.RUNNING_SIMULATION)
-        else:
-            row["status"] = row["last_run_outcome"] or str(TwinStatus.READY)
+        _store_life(row, _life(row).run_ended(data.run_id, RunStatus(data.outcome)))
     elif isinstance(data, ExpiryExtended):
         row["expires_at"] = data.expires_at
     elif isinstance(data, Expired):
-        row["status"] = str(TwinStatus.DELETED)
+        _store_life(row, _life(row).end())
         row["deleted_at"] = data.expired_at
         row["ended_reason"] = "expired"
     elif isinstance(data, Deleted):
-        row["status"] = str(TwinStatus.DELETED)
+        _store_life(row, _life(row).end())
         row["deleted_at"] = data.deleted_at
         row["ended_reason"] = "deleted"
     else:  # pragma: no cover - every handled type is listed above
         raise ProjectionDataError(f"no twin handler for {type(data).__name__}")
 
 
-def _set_active(row: dict[str, Any], active: set[str]) -> None:
-    row["active_run_ids"] = sorted(active)
-    row["active_run_count"] = len(active)
+def _life(row: dict[str, Any]) -> TwinLife:
+    outcome = row["last_run_outcome"]
+    return TwinLife(
+        status=TwinStatus(row["status"]),
+        last_outcome=None if outcome is None else TwinStatus(outcome),
+        active_runs=frozenset(UUID(run_id) for run_id in row["active_run_ids"]),
+        completed_runs=row["completed_run_count"],
+        failed_runs=row["failed_run_count"],
+    )
+
+
+def _store_life(row: dict[str, Any], life: TwinLife) -> None:
+    row["status"] = str(life.status)
+    row["last_run_outcome"] = None if life.last_outcome is None else str(life.last_outcome)
+    row["active_run_ids"] = sorted(str(run_id) for run_id in life.active_runs)
+    row["active_run_count"] = len(life.active_runs)
+    row["completed_run_count"] = life.completed_runs
+    row["failed_run_count"] = life.failed_runs

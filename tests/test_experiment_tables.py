@@ -30,6 +30,8 @@ from projections.twins import TwinsProjection
 from tests.projection_scenario import copy_events
 from tests.test_experiments import small_spec
 from tests.test_queries_doc import queries as documented
+from tests.test_read_cli import ok
+from tests.test_read_model_identity import table_text
 
 DOC_EXPERIMENT = "7c2e0f6a-0000-4000-8000-000000000003"
 
@@ -172,7 +174,7 @@ def test_a_rebuild_gives_identical_tables(ledger: TwinLedger, projector: Project
 
 
 def test_sqlite_and_postgres_give_the_same_experiment_rows(
-    ledger: TwinLedger, other_database_url: str
+    ledger: TwinLedger, database_url: str, other_database_url: str
 ) -> None:
     run_experiment(ledger, spec())
     other = TwinLedger.open(other_database_url)
@@ -188,6 +190,11 @@ def test_sqlite_and_postgres_give_the_same_experiment_rows(
         other.close()
     assert mine == theirs
     assert (mine["experiments"][0], mine["experiment_iterations"][0]) == (1, 4)
+    # Row by row, JSON as its stored canonical text, and the CLI's output: the same bytes.
+    assert table_text(database_url) == table_text(other_database_url)
+    for output in ("json", "csv"):
+        listed = ok(database_url, "experiments", "--format", output)
+        assert listed == ok(other_database_url, "experiments", "--format", output)
 
 
 def test_an_existing_database_gets_the_tables_from_the_log(ledger: TwinLedger) -> None:

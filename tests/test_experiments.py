@@ -166,3 +166,19 @@ def test_the_documented_example_runs(ledger: TwinLedger) -> None:
     experiment = run_experiment(ledger, read_experiment_file(EXAMPLE))
     assert experiment.status == "completed"
     assert get_experiment(ledger, experiment.id).iterations == experiment.iterations
+
+
+def test_a_cost_objective_is_integer_cents(ledger: TwinLedger) -> None:
+    spec = small_spec(
+        samples=2,
+        max_iterations=3,
+        objective={"kind": "minimize_cost_to_event", "target_event": "warming_10k"},
+    )
+    experiment = run_experiment(ledger, spec)
+    reached = [it for it in experiment.iterations if it.objective_value is not None]
+    assert reached
+    for it in reached:
+        costs = [sample.cost_to_event_cents for sample in it.samples]
+        assert all(type(cost) is int for cost in costs)
+        assert type(it.objective_value) is int
+        assert it.objective_value == sum(c for c in costs if c is not None) // len(costs)

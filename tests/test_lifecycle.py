@@ -7,13 +7,15 @@ from datetime import timedelta
 
 import pytest
 from conftest import Clock
+from typer.testing import CliRunner
 
 from domain.values import RunStatus, TwinStatus
 from infrastructure.application import TwinLedger
+from infrastructure.cli import app
 from infrastructure.expiry import expire_twins
 from infrastructure.retention import Windows, apply_retention
 from projections import queries
-from projections.runner import Projector
+from projections.runner import ProjectionsStopped, Projector
 
 BUDGET = 1_000_000_000_000
 
@@ -157,3 +159,42 @@ def test_retention_removes_old_rows_and_a_rebuild_restores_them(
     assert rows() == before
     shorter = apply_retention(projector, clock.now, Windows(results=timedelta(days=10**5)))
     assert (shorter.results, shorter.runs, shorter.twins) == (0, 0, 0)
+
+
+class TablesStuck(ProjectionsStopped):
+    """A projection that cannot apply an event (as ProjectionsStopped says, shortened)."""
+
+    def __init__(self) -> None:
+        Exception.__init__(self, "projection runs stopped at event 7 (RunQueued): cannot decode")
+        self.stops = []
+
+
+def test_expiry_and_retention_go_on_when_the_tables_cannot_catch_up(
+    ledger: TwinLedger,
+    projector: Projector,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+) -> None:
+    twin_id = ledger.clone_twin(name="Old", body="mars", expires_in=timedelta(days=1))
+    projector.catch_up()
+
+    def stuck(self: Projector, names: object = None) -> dict[str, int]:
+        raise TablesStuck()
+
+    monkeypatch.setattr(Projector, "catch_up", stuck)
+    clock.advance(days=2)
+    report = expire_twins(ledger, projector)
+    assert (report.expired, report.behind) == (1, str(TablesStuck()))
+    assert ledger.get_twin(twin_id).status == TwinStatus.DELETED
+
+    clock.advance(days=1000)  # the table still says the twin is live: nothing of it goes
+    retained = apply_retention(projector, clock.now)
+    assert (retained.twins, retained.behind) == (0, str(TablesStuck()))
+    assert [row["id"] for row in queries.twins(projector.store)] == [str(twin_id)]
+
+    for command in (["expire"], ["retention", "apply", "--dry-run"]):  # warned, then exit 1
+        result = CliRunner().invoke(app, ["--db", database_url, *command])
+        assert result.exit_code == 1, (result.stdout, result.stderr)
+        assert f"warning: {TablesStuck()}" in result.stderr.splitlines()
+        assert result.stdout.startswith(("expired 0 twins", "would remove 0 "))

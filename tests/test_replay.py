@@ -5,6 +5,7 @@ version refusal; the CLI's exit codes."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
@@ -18,6 +19,8 @@ from typer.testing import CliRunner
 
 import infrastructure.application as application_module
 import infrastructure.cli.replay  # noqa: F401  (registers the command)
+from domain.engine import ENGINE_VERSION
+from domain.errors import NothingToVerify
 from domain.replay import EngineVersionMismatch
 from domain.run import YearResultRecorded
 from domain.values import RunStatus
@@ -161,6 +164,27 @@ def test_a_cancelled_run_replays_its_recorded_years(
     code, out, _ = twinledger(database_url, "replay", str(run_id))
     assert code == 0
     assert out.startswith("identical: 20 years (run not completed: recorded years only), sha256:")
+
+
+def test_a_run_with_nothing_recorded_is_not_reported_identical(
+    ledger: TwinLedger, database_url: str
+) -> None:
+    """Replaying a queued run verified nothing: it says so and exits 2, not "identical: 0"."""
+    twin_id = ledger.clone_twin(name="waiting", body="mars")
+    queued = ledger.queue_run(
+        twin_id, pattern="mars_terraform", duration_years=10, budget_cents=BUDGET
+    )
+    with pytest.raises(NothingToVerify, match="no recorded years to verify \\(status queued\\)"):
+        ledger.replay_run(queued)
+    code, out, err = twinledger(database_url, "replay", str(queued))
+    assert (code, out) == (2, "")
+    assert " ".join(err.split()) == (  # one message (the console may wrap it)
+        f"error: run_id: run {queued} has no recorded years to verify (status queued)"
+    )
+
+    ledger.cancel_run(queued, reason="changed my mind")
+    code, _, err = twinledger(database_url, "replay", str(queued))
+    assert code == 2 and "no recorded years to verify (status cancelled)" in " ".join(err.split())
 
 
 # --- tampering -------------------------------------------------------------------------------
@@ -316,7 +340,10 @@ def test_runs_of_another_engine_version_are_refused_unless_asked(
     monkeypatch.undo()
     assert ledger.get_run(old).engine_version == "0.9.0"
 
-    with pytest.raises(EngineVersionMismatch, match=r"recorded by engine 0\.9\.0.*engine 1\.0\.0"):
+    with pytest.raises(
+        EngineVersionMismatch,
+        match=rf"recorded by engine 0\.9\.0.*engine {re.escape(ENGINE_VERSION)}",
+    ):
         ledger.replay_run(old)
     assert ledger.replay_run(old, allow_other_engine=True).identical  # same model underneath
 
@@ -333,6 +360,44 @@ def test_runs_of_another_engine_version_are_refused_unless_asked(
     with pytest.raises(EngineVersionMismatch, match="queue it again"):
         ledger.execute_run(queued_only)
     assert ledger.event_count() == before
+
+
+def test_a_run_recorded_by_engine_1_0_0_with_float_money_replays_as_another_engines(
+    ledger: TwinLedger, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Engine 1.0.0 stored key-event money as floats rounded to 6 digits. Such runs still
+    decode and show, replay refuses them as another engine's (exit 2), and with
+    --allow-other-engine the float money is the divergence replay names."""
+    monkeypatch.setattr(application_module, "ENGINE_VERSION", "1.0.0")
+    old = completed_run(ledger, years=100)
+    monkeypatch.undo()
+    year = next(
+        y.year
+        for y in ledger.recorded_years(old)
+        if any(e.name == "budget_exhausted" for e in y.key_events)
+    )
+
+    def as_engine_1_0_0(state: dict[str, Any]) -> None:
+        for event in state["key_events"]:
+            for key in event["data"]:
+                if key.endswith("_cents"):
+                    event["data"][key] = float(f"{event['data'][key]:.6g}")
+
+    rewrite_stored_event(database_url, old, version_of_year(ledger, old, year), as_engine_1_0_0)
+    recorded = next(y for y in ledger.recorded_years(old) if y.year == year)
+    exhausted = next(e for e in recorded.key_events if e.name == "budget_exhausted")
+    assert type(exhausted.data["balance_cents"]) is float  # still decodes, as recorded
+
+    code, _, err = twinledger(database_url, "replay", str(old))
+    assert code == 2 and "recorded by engine 1.0.0" in " ".join(err.split())
+    report = ledger.replay_run(old, allow_other_engine=True)
+    assert report.divergence is not None and report.divergence.year == year
+    assert report.divergence.field.startswith("key_events[")
+    assert report.divergence.field.endswith("_cents")
+    code, out, _ = twinledger(database_url, "replay", str(old), "--allow-other-engine")
+    assert code == 1 and f"diverged at year {year}" in out
+    code, out, _ = twinledger(database_url, "show-run", str(old))
+    assert code == 0
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from domain.errors import ValidationError
 from domain.physics import CMB_K
 from domain.prng import SplitMix64
 from domain.values import CustomSpec, Pattern, RunParameters
-from domain.world import Hazard, PatternModel, Project, World, YearOutcome
+from domain.world import Hazard, PatternModel, Project, World, YearOutcome, to_cents
 
 STARTER_CULTURE_KG = 1000.0
 CARRYING_KG_M2 = 2.0
@@ -88,6 +88,6 @@ class CustomPattern(PatternModel):
                 grown = rate * world.biomass_kg * (1.0 - world.biomass_kg / carrying)
                 world.biomass_kg = min(carrying, world.biomass_kg + grown)
         return YearOutcome(
-            revenue_cents=int(spec.annual_revenue_cents * done),
+            revenue_cents=to_cents(spec.annual_revenue_cents * done, "economic.revenue_cents"),
             consumption={"program_years": done},
         )

@@ -11,7 +11,15 @@ from __future__ import annotations
 from domain.physics import PI
 from domain.prng import SplitMix64
 from domain.values import Pattern, RunParameters
-from domain.world import Hazard, Milestone, PatternModel, Project, World, YearOutcome
+from domain.world import (
+    Hazard,
+    Milestone,
+    PatternModel,
+    Project,
+    World,
+    YearOutcome,
+    to_cents,
+)
 
 ICE_DENSITY = 917.0  # kg/m3
 RADIATION_LOSS = 0.08  # yearly share of unshielded capacity destroyed by radiation
@@ -96,8 +104,13 @@ class EuropaOcean(PatternModel):
         )
         world.relax_temperature()
         return YearOutcome(
-            revenue_cents=int(revenue),
-            consumption={"ice_drilled_kg": ice_kg, "radiation_losses_cents": lost_cents},
+            revenue_cents=to_cents(revenue, "economic.revenue_cents"),
+            consumption={
+                "ice_drilled_kg": ice_kg,
+                "radiation_losses_cents": to_cents(
+                    lost_cents, "resource_consumption.radiation_losses_cents"
+                ),
+            },
         )
 
     def milestones(self) -> list[Milestone]:

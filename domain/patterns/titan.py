@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from domain.prng import SplitMix64
 from domain.values import Pattern, RunParameters
-from domain.world import Hazard, Milestone, PatternModel, Project, World, YearOutcome
+from domain.world import Hazard, Milestone, PatternModel, Project, World, YearOutcome, to_cents
 
 CREW_SUPPORT_KG = 5e7  # kg of hydrocarbons a year one crew place keeps flowing
 LEAK_SHARE = 0.005  # share of extracted methane lost to the atmosphere
@@ -66,7 +66,7 @@ class TitanFuel(PatternModel):
         world.biomass_kg = self.start_biomass_kg + gardens
         world.relax_temperature()
         return YearOutcome(
-            revenue_cents=int(revenue),
+            revenue_cents=to_cents(revenue, "economic.revenue_cents"),
             consumption={"ethane_kg": ethane, "methane_kg": methane, "shipped_kg": shipped},
         )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from domain.prng import SplitMix64
 from domain.values import Pattern
-from domain.world import Hazard, Milestone, PatternModel, Project, YearOutcome
+from domain.world import Hazard, Milestone, PatternModel, Project, YearOutcome, to_cents
 
 CARBON_PER_CO2 = 12.011 / 44.009  # kg carbon per kg CO2 split
 MAX_PROCESSED_SHARE = 0.01  # never process more than 1 % of a gas in a year
@@ -79,7 +79,7 @@ class VenusIndustrial(PatternModel):
             + acid * PRICE_ACID
         )
         return YearOutcome(
-            revenue_cents=int(revenue),
+            revenue_cents=to_cents(revenue, "economic.revenue_cents"),
             consumption={
                 "co2_processed_kg": processed,
                 "n2_extracted_kg": nitrogen,

@@ -455,6 +455,7 @@ def query_latencies(url: str, repeats: int = 200) -> dict[str, Latency]:
                 with store.reading() as cursor:
                     if text and store.postgres:
                         cursor.adapters.register_loader("jsonb", TextLoader)
+                        cursor.adapters.register_loader("json", TextLoader)  # read tables' type
                     args = parameters()
                     began = time.perf_counter()
                     cursor.execute(statement, args)

@@ -9,31 +9,55 @@ import typer
 from rich.table import Table
 
 from infrastructure.bench.runner import run_bench
-from infrastructure.cli.base import RecordFormat, app, check_format, console, errors, guarded, state
+from infrastructure.cli.base import (
+    RecordFormat,
+    app,
+    check_format,
+    console,
+    errors,
+    guarded,
+    integer,
+    state,
+)
 
 
 @app.command()
 @guarded
 def bench(
-    runs: Annotated[int, typer.Option(min=1, help="Runs to record")] = 100,
-    years: Annotated[int, typer.Option(min=1, max=1000, help="Years per run")] = 1000,
+    runs: Annotated[int, typer.Option(parser=integer("runs", 1), help="Runs to record")] = 100,
+    years: Annotated[
+        int, typer.Option(parser=integer("years", 1, 1000), help="Years per run")
+    ] = 1000,
     writers: Annotated[str, typer.Option(help="Writer process counts (PostgreSQL)")] = "1,2,4,8",
-    repeats: Annotated[int, typer.Option(min=5, help="Repeats of each query")] = 200,
+    repeats: Annotated[
+        int, typer.Option(parser=integer("repeats", 5), help="Repeats of each query")
+    ] = 200,
     query_rows: Annotated[
         int,
         typer.Option(
-            min=0, help="Time the queries over this many result rows (copies of the runs)"
+            parser=integer("query_rows", 0),
+            help="Time the queries over this many result rows (copies of the runs)",
         ),
     ] = 1_000_000,
     chunk: Annotated[
-        int | None, typer.Option(min=1, help="Years per save [default: as execute_run]")
+        int | None,
+        typer.Option(parser=integer("chunk", 1), help="Years per save [default: as execute_run]"),
     ] = None,
     output: RecordFormat = "table",
     as_json: Annotated[bool, typer.Option("--json", hidden=True, help="= --format json")] = False,
+    scale_out: Annotated[
+        str | None,
+        typer.Option(
+            help="Only the scale-out benchmark: Dask worker counts, e.g. 1,2,4 (PostgreSQL)"
+        ),
+    ] = None,
 ) -> None:
     """Benchmark on scratch storage beside --db (never the ledger itself); prints the numbers."""
     check_format(output)
     as_json = as_json or output == "json"
+    if scale_out is not None:
+        _scale_out(runs, years, scale_out)
+        return
     counts = tuple(int(part) for part in writers.split(",") if part.strip())
     report = run_bench(
         state.db,
@@ -66,5 +90,35 @@ def bench(
         )
         table.add_row(
             m.name, value, m.target, "; ".join(part for part in (m.baseline, m.note) if part)
+        )
+    console.print(table)
+
+
+def _scale_out(runs: int, years: int, counts: str) -> None:
+    from infrastructure.bench.cluster import scale_out
+    from infrastructure.settings import resolve_database
+
+    measured = scale_out(
+        resolve_database(state.db),
+        runs=runs,
+        years=years,
+        worker_counts=tuple(int(part) for part in counts.split(",") if part.strip()),
+        progress=lambda message: errors.print(f"bench: {message}", highlight=False),
+    )
+    table = Table(
+        "workers",
+        "runs/s",
+        "years/s",
+        "x one worker",
+        "cluster start",
+        title=f"twinledger bench --scale-out: {runs} runs x {years} years",
+    )
+    for m in measured:
+        table.add_row(
+            str(m.workers),
+            f"{m.runs_per_second:.2f}",
+            f"{m.years_per_second:,.0f}",
+            f"{m.runs_per_second / measured[0].runs_per_second:.2f}",
+            f"{m.startup_seconds:.1f} s",
         )
     console.print(table)

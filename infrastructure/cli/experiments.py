@@ -20,6 +20,7 @@ from infrastructure.cli.base import (
     fail,
     format_cents,
     guarded,
+    integer,
     print_json,
     service,
 )
@@ -41,15 +42,30 @@ def _searched(dimensions: list[tuple[str, list[Any]]], parameters: dict[str, Any
     return ", ".join(shown)
 
 
-def _objective(value: float | None) -> str:
-    return "-" if value is None else f"{value:.6g}"
+def _objective(value: float | None, cents: bool = False) -> str:
+    """A habitability score to 6 digits; a cost objective (integer cents) exactly."""
+    if value is None:
+        return "-"
+    if cents or isinstance(value, int):  # the read table holds a cost as a float: exact < 2**53
+        return f"{int(value)} cents"
+    return f"{value:.6g}"
 
 
 @experiment_app.command("run")
 @guarded
 def run(
     spec: Annotated[Path, typer.Argument(help="Experiment spec (TOML), see docs/experiments.md")],
-    workers: Annotated[int | None, typer.Option(help="Worker processes for sample runs")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(parser=integer("workers", 1, 32), help="Worker processes for sample runs"),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TWINLEDGER_SCHEDULER",
+            help="Evaluate samples on a Dask scheduler tcp://HOST:8786 (or 'local')",
+        ),
+    ] = None,
     output: RecordFormat = "table",
     quiet: Quiet = False,
 ) -> None:
@@ -73,7 +89,9 @@ def run(
                 highlight=False,
             )
 
-        detail = ledger.run_experiment(file, workers=workers, started_by="cli", on_iteration=show)
+        detail = ledger.run_experiment(
+            file, workers=workers, scheduler=scheduler, started_by="cli", on_iteration=show
+        )
     show_experiment(detail, output, quiet)
 
 
@@ -142,13 +160,14 @@ def print_experiment(detail: ExperimentDetail) -> None:
         soft_wrap=True,
     )
     dimensions = msgspec.convert(spec.get("space", {}), SearchSpace).dimensions()
+    cents = experiment.objective == "minimize_cost_to_event"
     table = Table("iter", "searched", "objective", "cost (GCC)", "decision")
     for it in detail.iterations:
         decision = "accepted" if it.accepted else "rejected"
         table.add_row(
             f"{it.iteration} {it.purpose}",
             _searched(dimensions, it.parameters),
-            _objective(it.objective_value),
+            _objective(it.objective_value, cents),
             format_cents(it.cost_cents).removesuffix(" GCC"),
             decision if it.feasible else f"{decision} (infeasible)",
         )
@@ -156,7 +175,7 @@ def print_experiment(detail: ExperimentDetail) -> None:
     if experiment.best_iteration is not None:
         console.print(
             f"best: iteration {experiment.best_iteration}, "
-            f"objective {_objective(experiment.best_objective_value)}"
+            f"objective {_objective(experiment.best_objective_value, cents)}"
         )
         if experiment.final_run_id is not None:
             ref = structured_id(

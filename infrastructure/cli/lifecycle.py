@@ -14,7 +14,9 @@ from infrastructure.cli.base import (
     app,
     check_format,
     console,
+    errors,
     guarded,
+    integer,
     print_json,
     service,
 )
@@ -44,7 +46,9 @@ def parse_now(text: str | None) -> datetime | None:
 @guarded
 def expire(
     now: NowOption = None,
-    batch: Annotated[int, typer.Option(min=1, max=10_000, help="Twins per write")] = DEFAULT_BATCH,
+    batch: Annotated[
+        int, typer.Option(parser=integer("batch", 1, 10_000), help="Twins per write")
+    ] = DEFAULT_BATCH,
     output: RecordFormat = "table",
 ) -> None:
     """End every twin past its expires_at (TwinExpired), cancelling its runs first. Idempotent."""
@@ -52,15 +56,22 @@ def expire(
     moment = parse_now(now)
     with service() as ledger:
         report = ledger.expire(now=moment, batch=batch)
+    for line in report.unreadable:
+        errors.print(f"error: {line}", markup=False, highlight=False, soft_wrap=True)
+    if report.behind:
+        errors.print(f"warning: {report.behind}", markup=False, highlight=False, soft_wrap=True)
     if output == "json":
         print_json(report)
-        return
-    console.print(
-        f"expired {report.expired} twins ({report.runs_cancelled} runs cancelled) "
-        f"of {report.examined} candidates",
-        highlight=False,
-        soft_wrap=True,
-    )
+    else:
+        console.print(
+            f"expired {report.expired} twins ({report.runs_cancelled} runs cancelled) "
+            f"of {report.examined} candidates"
+            + (f", {len(report.unreadable)} unreadable" if report.unreadable else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
+    if report.unreadable or report.behind:
+        raise typer.Exit(1)
 
 
 @twins_app.command("extend")
@@ -124,12 +135,15 @@ def retention_apply(
         report = ledger.apply_retention(now=parse_now(now), windows=windows, dry_run=dry_run)
     if output == "json":
         print_json(report)
-        return
-    verb = "would remove" if dry_run else "removed"
-    console.print(
-        f"{verb} {report.results} simulation_results rows, {report.runs} simulation_runs rows, "
-        f"{report.twins} digital_twins rows "
-        "(the event log keeps everything; a rebuild restores them)",
-        highlight=False,
-        soft_wrap=True,
-    )
+    else:
+        verb = "would remove" if dry_run else "removed"
+        console.print(
+            f"{verb} {report.results} simulation_results rows, {report.runs} simulation_runs "
+            f"rows, {report.twins} digital_twins rows "
+            "(the event log keeps everything; a rebuild restores them)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if report.behind:
+        errors.print(f"warning: {report.behind}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)

@@ -1,15 +1,17 @@
-"""``twinledger projections status|run|rebuild|checksum``: the read tables' projections."""
+"""``twinledger projections status|run|rebuild|checksum|parked|retry|skip``: the projections."""
 
 from __future__ import annotations
 
+import getpass
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
+from domain.errors import ValidationError
 from infrastructure.cli.base import (
     RecordFormat,
     app,
@@ -17,9 +19,11 @@ from infrastructure.cli.base import (
     console,
     errors,
     guarded,
+    number,
     print_json,
     service,
 )
+from projections.follower import follow
 from projections.runner import Projector
 
 projections_app = typer.Typer(
@@ -47,13 +51,17 @@ def _names(name: str | None) -> list[str] | None:
     return None if name is None else [name]
 
 
-def _known(opened: Projector, name: str | None) -> None:
+def _known(opened: Projector, name: str | None, field: str = "name") -> None:
     try:
         opened.resolve(_names(name))
     except KeyError as error:
-        from domain.errors import ValidationError
+        raise ValidationError(field, str(error.args[0])) from None
 
-        raise ValidationError("name", str(error.args[0])) from None
+
+def _parked_column(parked: int, skipped: int) -> str:
+    if not skipped:
+        return str(parked)
+    return f"{parked} (+{skipped} skipped)"
 
 
 @projections_app.command("status")
@@ -61,37 +69,56 @@ def _known(opened: Projector, name: str | None) -> None:
 def status(output: RecordFormat = "table") -> None:
     """Each projection's position, the head of the log and the lag (events behind)."""
     check_format(output)
-    with service() as ledger:
-        report = ledger.projections()
     if output == "json":
-        print_json(report)
+        with service() as ledger:
+            print_json(ledger.projections())
         return
-    table = Table("projection", "tables", "position", "head", "lag", "state")
-    for row in report.projections:
-        if row.error:
-            state = f"STOPPED at event {row.error_position}: {row.error}"
-        elif row.blocked_by and row.lag:
-            state = f"waiting for {', '.join(row.blocked_by)} (stopped)"
-        elif not row.current_schema:
-            state = "table definition changed: rebuilt on the next catch-up"
-        else:
-            state = "ok" if row.lag == 0 else "behind"
-        table.add_row(
-            row.name,
-            ", ".join(row.tables),
-            str(row.position),
-            str(row.head),
-            str(row.lag),
-            state,
+    with projector() as opened:
+        table = Table(
+            "projection",
+            "tables",
+            "position",
+            "head",
+            "lag",
+            Column("parked", no_wrap=True),
+            "state",
         )
-    console.print(table)
+        for row in opened.status():
+            if row.error:
+                state = f"STOPPED at event {row.error_position}: {row.error}"
+            elif row.blocked_by and row.lag:
+                state = f"waiting for {', '.join(row.blocked_by)} (stopped)"
+            elif not row.current_schema:
+                state = "table definition changed: rebuilt on the next catch-up"
+            else:
+                state = "ok" if row.lag == 0 else "behind"
+            table.add_row(
+                row.name,
+                ", ".join(row.tables),
+                str(row.position),
+                str(row.head),
+                str(row.lag),
+                _parked_column(row.parked, row.skipped),
+                state,
+            )
+        console.print(table)
+        if any(row.parked for row in opened.status()):
+            console.print(
+                "events are parked: `twinledger projections parked` lists them "
+                "(docs/projections.md, 'Parked events')",
+                highlight=False,
+            )
 
 
 @projections_app.command("run")
 @guarded
 def run(
     poll: Annotated[
-        float, typer.Option(help="Seconds between polls (SQLite; PostgreSQL's fallback)")
+        float,
+        typer.Option(
+            parser=number("poll", 0.01, 3600),
+            help="Seconds between polls (SQLite; PostgreSQL's fallback)",
+        ),
     ] = 1.0,
     once: Annotated[bool, typer.Option(help="Catch up once and exit")] = False,
 ) -> None:
@@ -103,7 +130,9 @@ def run(
             return
         kind = "following the log (LISTEN/NOTIFY)" if opened.store.postgres else "polling"
         errors.print(f"projections: {kind} on {opened.database.describe()}; Ctrl-C stops")
-        opened.run_forever(poll_seconds=poll, report=lambda text: errors.print(text, markup=False))
+        database = opened.database
+    # One active follower per store; others stand by (projections/follower.py).
+    follow(database, poll_seconds=poll, report=lambda text: errors.print(text, markup=False))
 
 
 @projections_app.command("rebuild")
@@ -156,3 +185,103 @@ def checksum(name: NameArgument = None) -> None:
         _known(opened, name)
         for spec_name, (rows, digest) in opened.checksums(_names(name)).items():
             console.print(f"{spec_name} {rows} {digest}", highlight=False, soft_wrap=True)
+
+
+ProjectionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--projection", help="Only this projection's parked events (twins, runs, results, ...)"
+    ),
+]
+
+
+@projections_app.command("parked")
+@guarded
+def parked(name: NameArgument = None) -> None:
+    """Events a projection could not apply, in log order: position, event, error, skip."""
+    with projector() as opened:
+        _known(opened, name)
+        rows = opened.parked(_names(name))
+        if not rows:
+            console.print("no parked events")
+            return
+        for row in rows:  # one block per event: errors are long, tables would wrap them
+            lines = [
+                f"{row.projection} {row.position}: {row.topic} {row.originator_id} "
+                f"version {row.originator_version}",
+                f"  parked {row.parked_at:%Y-%m-%d %H:%M:%S}: {row.error_class}: "
+                f"{row.error_message}",
+            ]
+            if row.skipped_at is not None:
+                lines.append(
+                    f"  skipped {row.skipped_at:%Y-%m-%d %H:%M:%S} by {row.skipped_by}: "
+                    f"{row.skip_reason}"
+                )
+            console.print("\n".join(lines), highlight=False, markup=False, soft_wrap=True)
+
+
+@projections_app.command("retry")
+@guarded
+def retry(
+    position: Annotated[
+        int | None, typer.Argument(help="The parked event's position in the log")
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every parked event not skipped")] = False,
+    projection: ProjectionOption = None,
+) -> None:
+    """Apply parked events again after a fix; each one that applies leaves the parked list.
+
+    Exits 1 if any of them still fails (it stays parked, with the new error)."""
+    if (position is None) == (not all_):
+        raise ValidationError("position", "give a POSITION or --all, not both")
+    with projector() as opened:
+        _known(opened, projection, "projection")
+        try:
+            outcomes = opened.retry(position, _names(projection), actor=_actor(None))
+        except LookupError as error:
+            raise ValidationError("position", str(error.args[0])) from None
+        for outcome in outcomes:
+            row = outcome.row
+            verdict = "applied" if outcome.applied else f"still parked: {outcome.error}"
+            console.print(f"{row.projection} {row.position}: {verdict}", highlight=False)
+        failed = sum(not outcome.applied for outcome in outcomes)
+        console.print(f"{len(outcomes) - failed} applied, {failed} still parked", highlight=False)
+        if failed:
+            raise typer.Exit(1)
+
+
+@projections_app.command("skip")
+@guarded
+def skip(
+    position: Annotated[int, typer.Argument(help="The parked event's position in the log")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit table)")],
+    projection: ProjectionOption = None,
+    by: Annotated[
+        str | None, typer.Option("--by", help="Who decides (default: the OS user)")
+    ] = None,
+) -> None:
+    """Leave a parked event out of the tables deliberately; who, when and why are audited."""
+    if not reason.strip():
+        raise ValidationError("reason", "say why the event is skipped")
+    for field, text in (("reason", reason), ("by", by or "")):
+        if any(not character.isprintable() for character in text):
+            raise ValidationError(field, "must not hold control characters")
+    with projector() as opened:
+        _known(opened, projection, "projection")
+        try:
+            rows = opened.skip(position, reason, actor=_actor(by), names=_names(projection))
+        except LookupError as error:
+            raise ValidationError("position", str(error.args[0])) from None
+        for row in rows:
+            console.print(
+                f"{row.projection} {row.position}: skipped by {row.skipped_by}", highlight=False
+            )
+
+
+def _actor(by: str | None) -> str:
+    if by:
+        return by
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user name in this environment
+        return "unknown"

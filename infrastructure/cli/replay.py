@@ -1,8 +1,11 @@
 """``twinledger replay``: verify runs by re-simulating them, or show a run's state at a year.
 
-Exit codes: 0 identical, 1 a divergence (the first diverging year and field is printed with
-both values), 2 a user error (bad arguments, unknown run, a run recorded by another engine
-version without --allow-other-engine).
+Exit codes: 0 identical (a run that failed in the engine: the same failure again), 1 a
+divergence (the first diverging year and field is printed with both values) or a run whose
+events cannot be read (a missing version), 2 a user error (bad arguments, unknown run, a run
+recorded by another engine version without --allow-other-engine, a run with nothing recorded
+to verify, e.g. a queued one). ``--all`` goes on past a run it cannot verify and reports every
+one, then exits with the worst. ``--format json`` prints the verdict (``--all``: a list).
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ from infrastructure.cli.base import (
     fail,
     format_cents,
     guarded,
+    integer,
     print_json,
     service,
 )
+from infrastructure.errors import UnreadableStream
 from infrastructure.views import ReplayVerdict, Run, RunState
 
 
@@ -33,7 +38,9 @@ def replay_command(
     to_year: Annotated[
         int | None,
         typer.Option(
-            "--to-year", help="Show the run's state at this year from its recorded events only"
+            "--to-year",
+            parser=integer("to_year"),
+            help="Show the run's state at this year from its recorded events only",
         ),
     ] = None,
     all_runs: Annotated[bool, typer.Option("--all", help="Verify every completed run")] = False,
@@ -69,9 +76,15 @@ def replay_command(
             if not verdict.identical:
                 raise typer.Exit(1)
             return
-        identical = diverged = refused = 0
+        identical = diverged = refused = unreadable = 0
         verdicts: list[Any] = []
         for outcome in ledger.replay_all(allow_other_engine=allow_other_engine):
+            if isinstance(outcome, UnreadableStream):
+                unreadable += 1
+                verdicts.append({"run_id": str(outcome.ident), "unreadable": outcome.problem})
+                if not json_out:
+                    typer.echo(f"{outcome.ident} unreadable: {outcome.problem}")
+                continue
             if isinstance(outcome, EngineVersionMismatch):
                 refused += 1
                 verdicts.append({"refused": str(outcome), "recorded_engine": outcome.recorded})
@@ -85,15 +98,15 @@ def replay_command(
             verdicts.append(outcome)
             if not json_out:
                 typer.echo(f"{outcome.run_id} {describe_report(outcome)}")
-        total = identical + diverged + refused
+        total = identical + diverged + refused + unreadable
         if json_out:
             print_json(verdicts)
         else:
             typer.echo(
                 f"{total} completed run(s): {identical} identical, {diverged} diverged, "
-                f"{refused} refused"
+                f"{refused} refused" + (f", {unreadable} unreadable" if unreadable else "")
             )
-        if diverged:
+        if diverged or unreadable:
             raise typer.Exit(1)
         if refused:
             fail(
@@ -112,6 +125,8 @@ def _run_of(refusal: EngineVersionMismatch) -> str:
 def describe_report(report: ReplayVerdict) -> str:
     divergence = report.divergence
     if divergence is None:
+        if report.failure is not None:
+            return f"identical: {report.years} years, then the same failure: {report.failure}"
         partial = "" if report.complete else " (run not completed: recorded years only)"
         return f"identical: {report.years} years{partial}, {report.digest}"
     where = f"year {divergence.year}" if divergence.year is not None else "run"

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any
+from uuid import UUID
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from domain.errors import RunBusy, ValidationError
 from infrastructure.cli.base import (
     Quiet,
     RecordFormat,
@@ -22,6 +24,7 @@ from infrastructure.cli.base import (
     errors,
     format_cents,
     guarded,
+    integer,
     parse_cents,
     parse_params,
     print_json,
@@ -67,16 +70,34 @@ def _queue(
 PatternOption = Annotated[
     str, typer.Option(help="mars_terraform, venus_industrial, titan_fuel, europa_ocean, custom")
 ]
-YearsOption = Annotated[int, typer.Option("--years", help="Duration in years, 1 to 1000")]
+YearsOption = Annotated[
+    int,
+    typer.Option("--years", parser=integer("duration_years"), help="Duration in years, 1 to 1000"),
+]
 BudgetOption = Annotated[str, typer.Option(help="Budget in integer GCC cents")]
-SeedOption = Annotated[int | None, typer.Option(help="PRNG seed (random and recorded if omitted)")]
-TechOption = Annotated[int, typer.Option(help="Technology level, 1 to 10")]
+SeedOption = Annotated[
+    int | None,
+    typer.Option(parser=integer("seed"), help="PRNG seed (random and recorded if omitted)"),
+]
+TechOption = Annotated[
+    int, typer.Option(parser=integer("tech_level"), help="Technology level, 1 to 10")
+]
 PriorityOption = Annotated[str, typer.Option(help="low, normal or high")]
 ParamOption = Annotated[list[str], typer.Option("--param", help="Pattern parameter KEY=NUMBER")]
 SpecOption = Annotated[Path | None, typer.Option(help="Custom pattern spec (JSON or TOML)")]
 ChunkOption = Annotated[
     int | None,
-    typer.Option(min=1, help="Years saved per transaction [default: max(50, years/4)]"),
+    typer.Option(
+        parser=integer("chunk", 1),
+        help="Years saved per transaction [default: max(50, years/4)]",
+    ),
+]
+SchedulerOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="TWINLEDGER_SCHEDULER",
+        help="Dask scheduler tcp://HOST:8786 (or 'local' for a LocalCluster); default: here",
+    ),
 ]
 DEFAULT_BUDGET = "1000000000000"
 
@@ -118,6 +139,7 @@ def run(
     param: ParamOption = [],  # noqa: B006
     spec: SpecOption = None,
     chunk: ChunkOption = None,
+    scheduler: SchedulerOption = None,
     output: RecordFormat = "table",
     quiet: Quiet = False,
 ) -> None:
@@ -127,19 +149,56 @@ def run(
         queued = _queue(
             ledger, twin_id, pattern, years, budget, seed, tech_level, priority, param, spec
         )
-        finished = execute_with_progress(ledger, queued, chunk)
+        if scheduler:
+            from infrastructure.cli.cluster import execute_elsewhere
+
+            execute_elsewhere(ledger.application, queued.id, scheduler=scheduler)
+            finished = ledger.run(queued.id)
+        else:
+            finished = execute_with_progress(ledger, queued, chunk)
     show_run(finished, output, quiet)
 
 
 @app.command()
 @guarded
 def execute(
-    run_id: str, chunk: ChunkOption = None, output: RecordFormat = "table", quiet: Quiet = False
+    run_id: Annotated[str | None, typer.Argument(help="The run (or use --queued)")] = None,
+    chunk: ChunkOption = None,
+    queued: Annotated[
+        bool, typer.Option("--queued", help="Drain the queue (and resume orphaned runs)")
+    ] = False,
+    limit: Annotated[
+        int | None,
+        typer.Option(parser=integer("limit", 1, 1_000_000), help="With --queued: at most N runs"),
+    ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            parser=integer("workers", 1, 64),
+            help="With --queued and no scheduler: local processes",
+        ),
+    ] = 1,
+    scheduler: SchedulerOption = None,
+    output: RecordFormat = "table",
+    quiet: Quiet = False,
 ) -> None:
-    """Execute a queued run, or resume one interrupted by a crash."""
+    """Execute a queued run, or resume one interrupted by a crash; --queued drains the queue."""
+    from infrastructure.cli import cluster
+
     check_format(output)
     with service() as ledger:
-        finished = execute_with_progress(ledger, ledger.run(run_id), chunk)
+        if queued:
+            if run_id is not None:
+                raise ValidationError("run_id", "give a run id or --queued, not both")
+            cluster.drain(ledger.application, limit=limit, scheduler=scheduler, workers=workers)
+            return
+        if run_id is None:
+            raise ValidationError("run_id", "missing: give a run id, or --queued")
+        if scheduler:
+            executed = cluster.execute_elsewhere(ledger.application, run_id, scheduler=scheduler)
+            finished = ledger.run(str(executed.id))
+        else:
+            finished = execute_with_progress(ledger, ledger.run(run_id), chunk)
     show_run(finished, output, quiet)
 
 
@@ -176,8 +235,8 @@ def show_run_command(
 @app.command()
 @guarded
 def demo(
-    years: Annotated[int, typer.Option("--years")] = 100,
-    seed: Annotated[int, typer.Option()] = 42,
+    years: Annotated[int, typer.Option("--years", parser=integer("duration_years"))] = 100,
+    seed: Annotated[int, typer.Option(parser=integer("seed"))] = 42,
 ) -> None:
     """Clone Mars, run mars_terraform for 100 years with a progress bar, print the summary."""
     with service() as ledger:
@@ -199,6 +258,20 @@ def demo(
 
 
 def execute_with_progress(ledger: Ledger, stored: Run, chunk: int | None) -> Run:
+    """Execute under the run's fleet-wide claim (infrastructure/executors.py): one executor at a
+    time, whatever process or machine asks."""
+    from infrastructure.executors import run_claim
+
+    claim = run_claim(ledger.database, UUID(stored.id))
+    if not claim.try_acquire():
+        raise RunBusy(f"run_id: run {stored.id} is being executed by another process right now")
+    try:
+        return _execute_claimed_with_progress(ledger, stored, chunk)
+    finally:
+        claim.release()
+
+
+def _execute_claimed_with_progress(ledger: Ledger, stored: Run, chunk: int | None) -> Run:
     with Progress(
         TextColumn(f"run {stored.id} [{stored.pattern}]"),
         BarColumn(),

@@ -5,16 +5,19 @@ first (cheap when current), so what is listed includes every event written so fa
 ``--format json`` prints every column of every row; ``--format csv`` too, with JSON columns as
 JSON text; ``table`` (the default) prints the columns people look at; ``-q`` prints the ids
 alone, one per line. ``runs`` takes a filter and an order (projections/search.py).
+
+json and csv print canonical JSON (projections/canonical.py: keys sorted, floats as the event
+codec prints them), so the same events print the same bytes from SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
+import msgspec
 import typer
 from pydantic import BaseModel
 from rich.table import Table
@@ -27,10 +30,12 @@ from infrastructure.cli.base import (
     errors,
     format_cents,
     guarded,
+    integer,
     service,
 )
 from infrastructure.pages import MAX_LIMIT
 from infrastructure.views import Page
+from projections.canonical import canonical
 
 FORMATS = ("table", "json", "csv")
 FormatOption = Annotated[str, typer.Option("--format", help="table, json or csv")]
@@ -67,7 +72,7 @@ def emit(
             print(row["id"])
         return
     if output == "json":
-        print(json.dumps(rows, indent=2))
+        print(msgspec.json.format(canonical(rows), indent=2).decode())
         return
     if output == "csv":
         buffer = io.StringIO()
@@ -75,12 +80,7 @@ def emit(
             writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
             writer.writeheader()
             for row in rows:
-                writer.writerow(
-                    {
-                        key: json.dumps(value) if isinstance(value, dict | list) else value
-                        for key, value in row.items()
-                    }
-                )
+                writer.writerow({key: _cell(value) for key, value in row.items()})
         print(buffer.getvalue(), end="")
         return
     table = Table(title=f"{title} ({len(rows)})")
@@ -92,6 +92,13 @@ def emit(
     for row in rows:
         table.add_row(*(render(row) for _, render in columns))
     console.print(table)
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell: JSON values and floats as canonical JSON text, the rest as csv writes it."""
+    if isinstance(value, dict | list | float):
+        return canonical(value).decode()
+    return value
 
 
 def _cents(key: str) -> Callable[[dict[str, Any]], str]:
@@ -121,11 +128,8 @@ def _compact(data: Any) -> str:
     if isinstance(data, dict) and list(data) == ["key_events"]:
         return "; ".join(f"{e.get('name')}: {e.get('description', '')}" for e in data["key_events"])
     if isinstance(data, dict):
-        return ", ".join(
-            f"{key}={json.dumps(value) if isinstance(value, dict | list) else value}"
-            for key, value in data.items()
-        )
-    return json.dumps(data)
+        return ", ".join(f"{key}={_cell(value)}" for key, value in data.items())
+    return canonical(data).decode()
 
 
 twins_app = typer.Typer(
@@ -188,9 +192,12 @@ def runs(
             help="Order, e.g. 'summary.habitability desc, created_at'; default: created_at",
         ),
     ] = None,
-    limit: Annotated[int, typer.Option(help=f"At most this many runs, 1 to {MAX_LIMIT}")] = (
-        MAX_LIMIT
-    ),
+    limit: Annotated[
+        int,
+        typer.Option(
+            parser=integer("limit", 1, MAX_LIMIT), help=f"At most this many runs, 1 to {MAX_LIMIT}"
+        ),
+    ] = MAX_LIMIT,
     cursor: Annotated[
         str | None, typer.Option("--cursor", help="The next page: the cursor a listing printed")
     ] = None,
@@ -279,8 +286,12 @@ def results(
     result_type: Annotated[
         str | None, typer.Option("--type", help="economic, environmental or timeline")
     ] = None,
-    from_year: Annotated[int | None, typer.Option(help="First year shown")] = None,
-    to_year: Annotated[int | None, typer.Option(help="Last year shown")] = None,
+    from_year: Annotated[
+        int | None, typer.Option(parser=integer("from_year"), help="First year shown")
+    ] = None,
+    to_year: Annotated[
+        int | None, typer.Option(parser=integer("to_year"), help="Last year shown")
+    ] = None,
     output: FormatOption = "table",
 ) -> None:
     """A run's per-year results, from the simulation_results table."""

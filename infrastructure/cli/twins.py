@@ -58,7 +58,9 @@ def clone(
     body: Annotated[
         str | None, typer.Argument(help="Catalog body key (see `twinledger bodies`)")
     ] = None,
-    name: Annotated[str, typer.Option(help="Name of the new twin")] = "",
+    name: Annotated[
+        str | None, typer.Option(help="Name of the new twin [default: the body's name]")
+    ] = None,
     from_file: Annotated[
         Path | None,
         typer.Option(help="JSON file describing a body (docs/examples/body.json)"),
@@ -75,7 +77,7 @@ def clone(
     lifetime = parse_duration(expires_in)
     with service() as ledger:
         twin = ledger.clone_twin(
-            name=name or (body or "").capitalize() or "twin",
+            name=name,
             body=body,
             body_file=None if from_file is None else str(from_file),
             expires_in=lifetime,

@@ -1,0 +1,262 @@
+"""Where runs execute: in this process (the default) or on a Dask cluster (docs/scale-out.md).
+
+Tasks carry a store URL and a run id, nothing else: a worker opens the store itself, claims the
+run (infrastructure/locks.py: one execution of a run at a time, whatever the engine retries),
+and executes or resumes it. Because a run is a pure function of its RunQueued, a run whose
+worker died is resumed by another from its last saved chunk and gets the same digest.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor as Executor_
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Any, Protocol
+from uuid import UUID
+
+from domain.errors import RunBusy, ValidationError
+from infrastructure.application import TwinLedger
+from infrastructure.locks import StoreLock
+from infrastructure.settings import Database, resolve_database
+
+SCHEDULER_VARIABLE = "TWINLEDGER_SCHEDULER"
+PRIORITY_ORDER = {"high": 0, "normal": 1, "low": 2}
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run stood when its task ended."""
+
+    run_id: str
+    status: str
+    years_recorded: int
+    duration_years: int
+    result_digest: str | None
+    error_message: str | None
+
+
+# --- the task ------------------------------------------------------------------------------------
+
+_ledgers: dict[str, TwinLedger] = {}
+_ledgers_lock = threading.Lock()
+
+
+def _ledger(url: str) -> TwinLedger:
+    """One ledger per store per worker process (no DDL: the store exists)."""
+    with _ledgers_lock:
+        if url not in _ledgers:
+            _ledgers[url] = TwinLedger.open(url, create_tables=False)
+        return _ledgers[url]
+
+
+def execute_claimed(url: str, run_id: str, claim_timeout: float | None = None) -> RunOutcome:
+    """Claim the run, then execute or resume it; an ended run is only reported.
+
+    A second task for the same run (an engine retry, a zombie) waits for the claim, then finds
+    the run ended, or resumes it from its last saved chunk if the first holder died.
+    """
+    ledger = _ledger(url)
+    assert ledger.database is not None
+    claim = run_claim(ledger.database, run_id)
+    if not claim.acquire(timeout=claim_timeout):
+        raise RunBusy(f"run_id: run {run_id} is being executed elsewhere ({claim_timeout} s)")
+    try:
+        run = ledger.get_run(run_id)
+        if not run.ended:
+            run = ledger.execute_run(run.id)
+    finally:
+        claim.release()
+    return RunOutcome(
+        run_id=str(run.id),
+        status=str(run.status),
+        years_recorded=run.years_recorded,
+        duration_years=run.duration_years,
+        result_digest=run.result_digest,
+        error_message=run.error_message,
+    )
+
+
+def run_claim(database: Database, run_id: str | UUID) -> StoreLock:
+    """The lock that makes one process at a time execute this run."""
+    return StoreLock(database, f"run:{UUID(str(run_id))}")
+
+
+def runs_to_execute(database: Database, limit: int | None = None) -> list[str]:
+    """Queued runs (high priority first, then oldest), then runs left running by a dead executor
+    (``running`` with no holder of their claim): what ``execute --queued`` drains."""
+    from projections import queries
+    from projections.runner import Projector
+
+    with Projector(database) as projector:
+        projector.catch_up()
+        queued = queries.runs(projector.store, status="queued")
+        running = queries.runs(projector.store, status="running")
+    queued.sort(
+        key=lambda row: (
+            PRIORITY_ORDER.get((row.get("parameters") or {}).get("priority", "normal"), 1),
+            row["queued_at"],
+            row["id"],
+        )
+    )
+    chosen = [row["id"] for row in queued]
+    for row in running:
+        claim = run_claim(database, row["id"])
+        if claim.try_acquire():  # nobody is executing it: its executor died
+            claim.release()
+            chosen.append(row["id"])
+    return chosen if limit is None else chosen[:limit]
+
+
+# --- executors -----------------------------------------------------------------------------------
+
+
+class Handle(Protocol):
+    """A submitted run: a concurrent.futures.Future or a distributed.Future."""
+
+    def result(self, timeout: float | None = None) -> RunOutcome: ...
+
+    def done(self) -> bool: ...
+
+
+class Executor(Protocol):
+    """Executes runs somewhere; the CLI, experiments and the HTTP server use only this."""
+
+    url: str
+
+    def submit(self, run_id: str) -> Handle: ...
+
+    def run_all(
+        self, run_ids: Iterable[str], on_done: Callable[[RunOutcome], None] | None = None
+    ) -> list[RunOutcome]: ...
+
+    def close(self) -> None: ...
+
+
+class LocalExecutor:
+    """Runs on this machine, no set-up: the default.
+
+    One worker: a thread of this process (a server stays responsive, a command stays simple).
+    More: that many spawned processes (simulation is Python: threads would share one core).
+    """
+
+    def __init__(self, url: str, workers: int = 1) -> None:
+        self.url = url
+        self._pool: Executor_ = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="run")
+            if workers <= 1
+            else ProcessPoolExecutor(
+                max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+            )
+        )
+
+    def submit(self, run_id: str) -> Future[RunOutcome]:
+        return self._pool.submit(execute_claimed, self.url, str(run_id))
+
+    def run_all(
+        self, run_ids: Iterable[str], on_done: Callable[[RunOutcome], None] | None = None
+    ) -> list[RunOutcome]:
+        futures = [self.submit(run_id) for run_id in run_ids]
+        return _collect(as_completed(futures), on_done)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class DaskExecutor:
+    """Runs as Dask tasks on a cluster (``tcp://HOST:8786``) or a LocalCluster (``local``).
+
+    Tasks are impure (``pure=False``) and retried when a worker dies; the run's claim makes a
+    retry that overlaps a zombie wait, then resume or report.
+    """
+
+    def __init__(self, url: str, scheduler: str, *, retries: int = 3, workers: int = 0) -> None:
+        database = resolve_database(url)
+        if not database.is_postgres and scheduler != "local":
+            raise ValidationError(
+                "scheduler",
+                f"a remote Dask scheduler ({scheduler}) needs a PostgreSQL store that every worker "
+                f"can reach; {database.describe()} is a SQLite file on this machine "
+                "(use --scheduler local, or --db postgresql://...)",
+            )
+        from distributed import Client, LocalCluster
+
+        self.url = url
+        self.retries = retries
+        self._cluster: Any = None
+        try:
+            if scheduler == "local":
+                self._cluster = LocalCluster(
+                    n_workers=workers or (os.cpu_count() or 1),
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address="127.0.0.1:0",  # loopback, any free port
+                    host="127.0.0.1",
+                )
+                self._client = Client(self._cluster)
+            else:
+                self._client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError) as error:
+            raise ValidationError(
+                "scheduler", f"cannot reach the Dask scheduler {scheduler}: {error}"
+            ) from None
+
+    def submit(self, run_id: str) -> Any:
+        return self._client.submit(
+            execute_claimed,
+            self.url,
+            str(run_id),
+            key=f"twinledger-run-{run_id}-{uuid.uuid4().hex[:8]}",
+            pure=False,
+            retries=self.retries,
+        )
+
+    def run_all(
+        self, run_ids: Iterable[str], on_done: Callable[[RunOutcome], None] | None = None
+    ) -> list[RunOutcome]:
+        from distributed import as_completed as dask_completed
+
+        futures = [self.submit(run_id) for run_id in run_ids]
+        if not futures:
+            return []
+        return _collect(dask_completed(futures), on_done)
+
+    def close(self) -> None:
+        self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+
+def _collect(
+    finished: Iterator[Any], on_done: Callable[[RunOutcome], None] | None
+) -> list[RunOutcome]:
+    outcomes = []
+    for future in finished:
+        outcome: RunOutcome = future.result()
+        outcomes.append(outcome)
+        if on_done is not None:
+            on_done(outcome)
+    return outcomes
+
+
+def open_executor(url: str, scheduler: str | None = None, *, workers: int = 1) -> Executor:
+    """The executor for ``scheduler`` (or $TWINLEDGER_SCHEDULER): Dask if set, else local."""
+    scheduler = scheduler or os.environ.get(SCHEDULER_VARIABLE) or None
+    if scheduler is None:
+        return LocalExecutor(url, workers)
+    if scheduler != "local" and not scheduler.startswith(("tcp://", "tls://", "ws://", "wss://")):
+        raise ValidationError(
+            "scheduler", f"{scheduler!r} is not a scheduler address (tcp://HOST:8786) or 'local'"
+        )
+    return DaskExecutor(url, scheduler, workers=workers if workers > 1 else 0)
+
+
+def store_url(database: Database | None) -> str:
+    """The URL workers open; a private in-memory store cannot be shared with them."""
+    if database is None or database.sqlite_path.startswith("file:"):
+        raise ValidationError("db", "executing elsewhere needs a database file or PostgreSQL")
+    return database.url
