@@ -338,37 +338,34 @@
     } catch (error) {
       return;
     }
-    const total = data.duration_years ?? data.duration ?? run.duration_years;
-    const recorded = data.years_recorded ?? data.current_year ?? data.years ?? Math.round(
-      (data.progress || 0) * total);
-    const status = data.status || run.status;
-    showProgress(recorded, total, status);
-    wanted = Math.max(wanted, recorded);
+    // {status, years_recorded, duration_years, progress, ended} (GET /runs/{id}/progress)
+    showProgress(data.years_recorded, data.duration_years, data.status);
+    wanted = Math.max(wanted, data.years_recorded);
     catchUp();
-    if (ENDED.has(status)) {
-      source.close();
-      finish();
-    }
+    if (data.ended) end();
+  }
+
+  let ended = false;
+  function end() {
+    if (ended) return;
+    ended = true;
+    source.close();
+    finish();
   }
 
   let source = null;
   if (!ENDED.has(run.status)) {
     document.body.dataset.live = "following";
     source = new EventSource(`${TL.API}${path}/progress`);
-    source.onmessage = onProgress;
-    for (const name of ["progress", "status", "end", "done"]) {
-      source.addEventListener(name, onProgress);
-    }
+    source.addEventListener("progress", onProgress);
+    source.addEventListener("end", onProgress);
     source.onerror = async () => {
-      // The server closes the stream when the run ends; EventSource would reconnect.
+      // The server closes the stream once the run has ended (EventSource would reconnect), or
+      // the connection broke: then the stream's own retry goes on.
       try {
-        const record = await get(path);
-        if (ENDED.has(record.status)) {
-          source.close();
-          await finish();
-        }
+        if (ENDED.has((await get(path)).status)) end();
       } catch (error) {
-        // keep the stream's own retry
+        // the server is away: the stream retries
       }
     };
   } else {
