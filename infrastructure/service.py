@@ -522,12 +522,17 @@ class Ledger:
         experiment_id: str,
         *,
         workers: int = 1,
+        scheduler: str | None = None,
         on_iteration: Callable[[Evaluation], None] | None = None,
     ) -> views.ExperimentDetail:
-        """Evaluate a started experiment to its end."""
+        """Evaluate a started experiment to its end (sample runs as ``run_experiment`` says)."""
         experiment = get_experiment(self.application, experiment_id)
         continue_experiment(
-            self.application, experiment, workers=workers, on_iteration=on_iteration
+            self.application,
+            experiment,
+            workers=workers,
+            scheduler=scheduler,
+            on_iteration=on_iteration,
         )
         return self.experiment(experiment_id)
 

@@ -224,12 +224,12 @@ def test_experiment_runs_in_the_background_and_replays(database_url: str) -> Non
         "base": {"budget_cents": BUDGET},
         "space": {"tech_level": [3, 6]},
     }
-    from infrastructure.http.executor import LocalExecutor
+    from infrastructure.http.executor import ServerExecutor
     from infrastructure.settings import resolve_database
 
     database = resolve_database(database_url)
     url = database_url if database.is_postgres else f"sqlite:///{database.sqlite_path}"
-    with client_for(database_url, executor=LocalExecutor(url)) as client:
+    with client_for(database_url, executor=ServerExecutor(url)) as client:
         response = client.post(f"{API}/experiments", json=spec)
         assert response.status_code == 202, response.text
         location = response.headers["location"]
@@ -340,6 +340,8 @@ def test_not_found_and_conflicts(client: TestClient) -> None:
     assert client.get(f"{API}/runs/nope").status_code == 422
     twin = clone(client)
     run = queue(client, twin["id"])
+    unverifiable = client.post(f"{API}/runs/{run['id']}/replay")  # queued: nothing recorded
+    assert unverifiable.status_code == 409 and unverifiable.json()["field"] == "run_id"
     assert client.post(f"{API}/runs/{run['id']}/cancel", json={"reason": "x"}).status_code == 200
     before = head(client)
     again = client.post(f"{API}/runs/{run['id']}/cancel")

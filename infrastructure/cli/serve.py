@@ -22,8 +22,15 @@ def serve(
         bool, typer.Option("--read-only", help="Refuse every write (403)")
     ] = False,
     workers: Annotated[
-        int, typer.Option(min=1, max=64, help="Processes executing queued runs")
+        int, typer.Option(min=1, max=64, help="Local workers executing queued runs")
     ] = 1,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TWINLEDGER_SCHEDULER",
+            help="Execute runs on this Dask scheduler (tcp://HOST:8786, or local)",
+        ),
+    ] = None,
     cors_origin: Annotated[
         list[str],
         typer.Option("--cors-origin", help="Allow browser calls from this origin (off by default)"),
@@ -45,7 +52,11 @@ def serve(
             "or pass --read-only",
         )
     settings = Settings(
-        url=state.db, read_only=read_only, workers=workers, cors_origins=cors_origin
+        url=state.db,
+        read_only=read_only,
+        workers=workers,
+        scheduler=scheduler,
+        cors_origins=cors_origin,
     )
     application = create_app(settings)
     where = "read-only, " if read_only else ""

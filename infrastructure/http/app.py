@@ -31,11 +31,14 @@ from domain.errors import (
     ConcurrentWrite,
     InvalidTransition,
     NotFound,
+    NothingToVerify,
+    RunBusy,
     TwinLedgerError,
     ValidationError,
 )
 from domain.replay import EngineVersionMismatch
-from infrastructure.http.executor import Executor, LocalExecutor
+from infrastructure.errors import RunInterrupted, StoreError
+from infrastructure.http.executor import Executor, ServerExecutor
 from infrastructure.http.sse import LogFollower
 from infrastructure.service import Ledger, ReadTablesBehind
 from infrastructure.settings import resolve_database
@@ -66,6 +69,7 @@ class Settings:
     read_only: bool = False
     token: str | None = field(default_factory=lambda: os.environ.get(TOKEN_VARIABLE) or None)
     workers: int = 1
+    scheduler: str | None = None  # a Dask scheduler (docs/scale-out.md); None: local
     pool_size: int = 4
     cors_origins: list[str] = field(default_factory=list)
     poll_seconds: float = 0.25
@@ -149,7 +153,10 @@ def _status(error: TwinLedgerError) -> int:
         return 503
     if isinstance(error, NotFound):
         return 404
-    if isinstance(error, InvalidTransition | ConcurrentWrite | EngineVersionMismatch):
+    if isinstance(
+        error,
+        InvalidTransition | ConcurrentWrite | EngineVersionMismatch | NothingToVerify | RunBusy,
+    ):
         return 409
     if type(error).__name__ == "ImportConflict":
         return 409
@@ -190,6 +197,12 @@ def install_error_handlers(app: FastAPI) -> None:
         ]
         first = errors[0] if errors else {"field": "body", "message": "is not valid"}
         return problem(422, f"{first['field']}: {first['message']}", first["field"], errors=errors)
+
+    @app.exception_handler(StoreError)
+    async def store_error(request: Request, error: StoreError) -> JSONResponse:
+        # Not the request's fault; the message names what (an unreadable stream, say).
+        log.error("store error on %s %s: %s", request.method, request.url.path, error)
+        return problem(503 if isinstance(error, RunInterrupted) else 500, str(error), None)
 
     @app.exception_handler(Busy)
     async def busy(request: Request, error: Busy) -> JSONResponse:
@@ -358,7 +371,9 @@ def create_app(settings: Settings | None = None, *, executor: Executor | None = 
         with Ledger.open(url, warn=log.warning) as ledger:
             ledger.catch_up()  # the log and the read tables exist, current, before any request
         app.state.pool = LedgerPool(url, settings.pool_size)
-        app.state.executor = executor or LocalExecutor(url, workers=settings.workers)
+        app.state.executor = executor or ServerExecutor(
+            url, workers=settings.workers, scheduler=settings.scheduler
+        )
         app.state.follower = LogFollower(database, poll_seconds=settings.poll_seconds)
         app.state.follower.start()
         try:

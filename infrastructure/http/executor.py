@@ -1,11 +1,12 @@
 """Where the HTTP server executes runs and experiments: never in the request that asks for them.
 
-``Executor`` is the small interface the server needs (``submit`` a run id, ``submit_experiment``
-an experiment id); tasks carry ids only, and whoever executes them opens the store by URL. The
-default ``LocalExecutor`` runs them in worker processes of this machine (spawned, so a
-simulation holds no lock of the server's and its CPU time does not slow requests down); the
-scale-out issue adds a distributed one behind the same interface. Progress is not reported
-through the executor: it is in the log, which the server follows (infrastructure/http/sse.py).
+Runs go to the executors of infrastructure/executors.py, the interface every entry point uses:
+local workers by default (``serve --workers N``), a Dask cluster with ``serve --scheduler
+tcp://HOST:8786`` (or TWINLEDGER_SCHEDULER). Tasks carry ids only; whoever executes them opens
+the store by URL and claims the run, so a run executes once at a time whatever retries it.
+Experiments are evaluated in a process of their own (spawned: the search and its bookkeeping
+hold no lock of the server's), their sample runs on the same executor settings. Progress is
+not reported through the executor: it is in the log, which the server follows (sse.py).
 """
 
 from __future__ import annotations
@@ -14,15 +15,18 @@ import logging
 import multiprocessing
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID
 
 from domain.errors import TwinLedgerError
+from infrastructure.executors import open_executor
 
 log = logging.getLogger("twinledger.http")
 
 
 class Executor(Protocol):
+    """What the server needs: hand over a run or an experiment, and stop."""
+
     def submit(self, run_id: UUID) -> None:
         """Execute a queued run in the background (RunStarted ... RunCompleted/RunFailed)."""
 
@@ -33,25 +37,20 @@ class Executor(Protocol):
         """Stop taking tasks; wait for those under way (a crash would leave them resumable)."""
 
 
-def execute(url: str, run_id: str) -> None:
-    """A task: execute one run on its own connection to the store (in a worker)."""
+def evaluate(url: str, experiment_id: str, workers: int, scheduler: str | None) -> None:
+    """A task: evaluate one started experiment to its end (in a worker process)."""
     from infrastructure.service import Ledger
 
     with Ledger.open(url, create_tables=False, warn=log.warning) as ledger:
-        ledger.execute_run(run_id)
+        ledger.continue_experiment(experiment_id, workers=workers, scheduler=scheduler)
 
 
-def evaluate(url: str, experiment_id: str) -> None:
-    """A task: evaluate one started experiment to its end (in a worker)."""
-    from infrastructure.service import Ledger
-
-    with Ledger.open(url, create_tables=False, warn=log.warning) as ledger:
-        ledger.continue_experiment(experiment_id)
-
-
-def _report(kind: str, ident: UUID) -> Callable[[Future[None]], None]:
-    def done(future: Future[None]) -> None:
-        error = future.exception()
+def _report(kind: str, ident: UUID) -> Callable[[Any], None]:
+    def done(future: Any) -> None:
+        try:
+            error = future.exception()
+        except Exception as cancelled:  # a cancelled future: the server is stopping
+            error = cancelled
         if error is None:
             return
         if isinstance(error, TwinLedgerError):  # e.g. cancelled before it started: expected
@@ -62,22 +61,30 @@ def _report(kind: str, ident: UUID) -> Callable[[Future[None]], None]:
     return done
 
 
-class LocalExecutor:
-    """Runs tasks in ``workers`` processes of this machine, one task at a time each."""
+class ServerExecutor:
+    """Runs on infrastructure/executors.py's executor; experiments in one spawned process."""
 
-    def __init__(self, url: str, *, workers: int = 1) -> None:
+    def __init__(self, url: str, *, workers: int = 1, scheduler: str | None = None) -> None:
         self.url = url
-        self.pool = ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+        self.workers = workers
+        self.scheduler = scheduler
+        self.runs = open_executor(url, scheduler, workers=workers)
+        self.experiments = ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn")
         )
 
     def submit(self, run_id: UUID) -> None:
-        future = self.pool.submit(execute, self.url, str(run_id))
-        future.add_done_callback(_report("run", run_id))
+        handle = self.runs.submit(str(run_id))
+        add = getattr(handle, "add_done_callback", None)
+        if add is not None:
+            add(_report("run", run_id))
 
     def submit_experiment(self, experiment_id: UUID) -> None:
-        future = self.pool.submit(evaluate, self.url, str(experiment_id))
+        future: Future[None] = self.experiments.submit(
+            evaluate, self.url, str(experiment_id), self.workers, self.scheduler
+        )
         future.add_done_callback(_report("experiment", experiment_id))
 
     def shutdown(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.experiments.shutdown(wait=True, cancel_futures=True)
+        self.runs.close()
