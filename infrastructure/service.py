@@ -635,40 +635,42 @@ class Ledger:
                     error=row.error,
                     error_position=row.error_position,
                     blocked_by=list(row.blocked_by),
+                    parked=row.parked,
+                    skipped=row.skipped,
                 )
                 for row in rows
             ],
             parked=self._parked(),
         )
 
-    def _parked(self) -> list[dict[str, Any]] | None:
-        """Rows of the parked-events table, if this ledger has one (None otherwise)."""
-        store = self.projector.store
-        with store.reading() as cursor:
-            if not store.table_exists(cursor, PARKED_TABLE):
-                return None
-            cursor.execute(store.sql("SELECT * FROM {t} LIMIT 1000", t=PARKED_TABLE))
-            names = [column[0] for column in cursor.description]
-            return [
-                {name: _plain(value) for name, value in zip(names, row, strict=True)}
-                for row in cursor.fetchall()
-            ]
+    def _parked(self) -> list[views.ParkedEvent]:
+        """Parked events (skipped ones too), in log order (at most MAX_PARKED_SHOWN)."""
+        return [
+            views.ParkedEvent(
+                projection=row.projection,
+                position=row.position,
+                originator_id=row.originator_id,
+                originator_version=row.originator_version,
+                topic=row.topic,
+                error_class=row.error_class,
+                error_message=row.error_message,
+                parked_at=_iso(row.parked_at),
+                skipped_at=None if row.skipped_at is None else _iso(row.skipped_at),
+                skipped_by=row.skipped_by,
+                skip_reason=row.skip_reason,
+            )
+            for row in self.projector.parked()[:MAX_PARKED_SHOWN]
+        ]
 
     def _id(self, key: UUID) -> Any:
         return self.projector.store.uuid(key)
 
 
-PARKED_TABLE = "projection_parked"  # projections/parking.py (issue 10), when present
+MAX_PARKED_SHOWN = 1000
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, UUID):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, bytes | memoryview):
-        return bytes(value).decode(errors="replace")
-    return value
+def _iso(moment: datetime) -> str:
+    return queries.plain("timestamp", moment)  # type: ignore[no-any-return]
 
 
 def _uuid(field: str, text: str) -> UUID:

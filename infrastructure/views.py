@@ -223,12 +223,29 @@ class ProjectionState(BaseModel):
     error: str | None
     error_position: int | None
     blocked_by: list[str]
+    parked: int = 0  # events it could not apply, waiting for a retry or a skip
+    skipped: int = 0  # parked events skipped deliberately
+
+
+class ParkedEvent(BaseModel):
+    """An event a projection could not apply and set aside (docs/projections.md)."""
+
+    projection: str
+    position: int
+    originator_id: str
+    originator_version: int
+    topic: str
+    error_class: str
+    error_message: str
+    parked_at: str
+    skipped_at: str | None
+    skipped_by: str | None
+    skip_reason: str | None
 
 
 class ProjectionsReport(BaseModel):
-    """Where each projection stands against the head of the log, and parked events (if the
-    ledger keeps a table of them)."""
+    """Where each projection stands against the head of the log, and its parked events."""
 
     head: int
     projections: list[ProjectionState]
-    parked: list[dict[str, Any]] | None
+    parked: list[ParkedEvent]

@@ -724,3 +724,44 @@ def test_a_lost_database_is_503_and_the_connection_is_replaced(
     assert pool._opened == opened - 1  # the ledger that met it was closed, not pooled again
     monkeypatch.undo()
     assert client.get(f"{API}/bodies").status_code == 200
+
+
+def test_projections_report_parked_events(database_url: str) -> None:
+    """An event no projection can apply is parked, and GET /projections lists it."""
+    import sqlite3
+    from uuid import uuid4
+
+    import psycopg
+    from psycopg import sql
+
+    from infrastructure.settings import resolve_database
+
+    with client_for(database_url) as client:
+        clone(client)
+        database = resolve_database(database_url)
+        bad = (uuid4(), 1, "domain.twin:TwinCloned", b'{"not": "a twin"}')
+        if database.is_postgres:
+            with psycopg.connect(database.psycopg_conninfo(), autocommit=True) as connection:
+                connection.execute(
+                    sql.SQL(
+                        "INSERT INTO {} (originator_id, originator_version, topic, state)"
+                        " VALUES (%s, %s, %s, %s)"
+                    ).format(sql.Identifier(database.schema, "twinledger_events")),
+                    bad,
+                )
+        else:
+            with sqlite3.connect(database.sqlite_path) as connection:
+                connection.execute(
+                    "INSERT INTO stored_events (originator_id, originator_version, topic, state)"
+                    " VALUES (?, ?, ?, ?)",
+                    (bad[0].hex, *bad[1:]),
+                )
+        clone(client, name="after")  # the write catches the tables up past the bad event
+        report = client.get(f"{API}/projections").json()
+        parked = report["parked"]
+        assert [(row["projection"], row["originator_id"]) for row in parked] == [
+            ("twins", str(bad[0]))
+        ]
+        twins = next(p for p in report["projections"] if p["name"] == "twins")
+        assert twins["parked"] == 1 and twins["lag"] == 0
+        assert client.get(f"{API}/health").json()["lag"] == 0
