@@ -279,6 +279,17 @@ def test_the_form_sends_the_token_a_server_asks_for(
         page.wait_for_selector("#progress[data-progress='100']", timeout=120_000)
 
 
+def test_a_read_only_server_shows_no_run_form(page: Any, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    with Ledger.open(url) as ledger:
+        twin = ledger.clone_twin(name="watched", body="mars", created_by="test")
+    with server(url, "--read-only") as base:
+        for address in ("/", f"/twins/{twin.id}"):
+            _open(page, f"{base}{address}")
+            assert "read-only" in page.inner_text("#read-only")
+            assert page.locator("#run-form").count() == 0
+
+
 @pytest.mark.postgres
 def test_start_a_run_from_the_form_on_postgres(page: Any) -> None:
     """The same on PostgreSQL, where progress comes from LISTEN/NOTIFY."""

@@ -115,9 +115,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(url: str, *, port: int | None = None, timeout: float = 60.0) -> Iterator[str]:
-    """`twinledger serve` on the loopback address, in its own process; yields its base URL."""
-    with serving(url, port=port, timeout=timeout) as (base, _):
+def server(
+    url: str, *options: str, port: int | None = None, timeout: float = 60.0
+) -> Iterator[str]:
+    """`twinledger serve [options]` on the loopback address, in its own process; yields its
+    base URL."""
+    with serving(url, *options, port=port, timeout=timeout) as (base, _):
         yield base
 
 
@@ -132,7 +135,7 @@ def cpu_seconds(pid: int) -> float | None:
 
 @contextmanager
 def serving(
-    url: str, *, port: int | None = None, timeout: float = 60.0
+    url: str, *options: str, port: int | None = None, timeout: float = 60.0
 ) -> Iterator[tuple[str, int]]:
     """As ``server``, yielding (base URL, the server's process id)."""
     port = port or free_port()
@@ -152,6 +155,7 @@ def serving(
         LOOPBACK,
         "--port",
         str(port),
+        *options,
     ]
     # stderr to a file: a pipe nobody reads could fill up and block the server
     with tempfile.TemporaryFile(mode="w+") as log:

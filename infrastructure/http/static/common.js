@@ -329,6 +329,21 @@ const TL = (() => {
 
   const PATTERNS = ["mars_terraform", "venus_industrial", "titan_fuel", "europa_ocean"];
 
+  /** The run form, or why there is none (a read-only server: GET /health says so). */
+  async function runFormOrWhy(twins, chosenTwin) {
+    let health = null;
+    try {
+      health = await get("/health");
+    } catch (error) {
+      // the form still works or says why not
+    }
+    if (health && health.read_only) {
+      return el("p", { class: "muted", id: "read-only" },
+        "This server is read-only (twinledger serve --read-only): runs are started elsewhere.");
+    }
+    return runForm(twins, chosenTwin);
+  }
+
   /** A form that queues a run (POST /runs) and opens its page. ``twins``: [{id, name}]. */
   function runForm(twins, chosenTwin) {
     const status = el("p", { class: "form-status", "aria-live": "polite" });
@@ -394,7 +409,7 @@ const TL = (() => {
   return {
     API, parseJSON, toJSON, money, moneyTick, parseMoney, toBigInt, request, get, items, q,
     pageId, el, append, clear, link, idLink, shortId, when, number, show, statusBadge, table,
-    fields, showError, header, runForm, ApiError, charts: {},
+    fields, showError, header, runForm, runFormOrWhy, ApiError, charts: {},
   };
 })();
 window.TL = TL;

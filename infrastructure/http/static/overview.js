@@ -23,7 +23,7 @@
       ["expires", (t) => when(t.expires_at)],
     ], { empty: "No twins yet: clone one with `twinledger clone` or POST /api/v1/twins." }));
     const usable = twins.filter((t) => t.status !== "deleted");
-    formBox.append(usable.length ? TL.runForm(usable, usable[0].id)
+    formBox.append(usable.length ? await TL.runFormOrWhy(usable, usable[0].id)
       : el("p", { class: "muted" }, "Clone a twin first."));
   } catch (error) {
     TL.showError(twinsBox.appendChild(el("div")), error);

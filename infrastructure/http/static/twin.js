@@ -41,7 +41,7 @@
   );
   formBox.append(twin.status === "deleted"
     ? el("p", { class: "muted" }, "This twin has ended: it takes no new runs.")
-    : TL.runForm([twin], twin.id));
+    : await TL.runFormOrWhy([twin], twin.id));
 
   try {
     const runs = items(await get(`/runs${q({ twin: twin.id, limit: 200 })}`));
