@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from domain.errors import TwinLedgerError
-from infrastructure.executors import open_executor
+from infrastructure.executors import execute_claimed, open_executor
 
 log = logging.getLogger("twinledger.http")
 
@@ -68,13 +68,27 @@ class ServerExecutor:
         self.url = url
         self.workers = workers
         self.scheduler = scheduler
-        self.runs = open_executor(url, scheduler, workers=workers)
+        # Local runs in spawned processes, even one: in a thread of the server a simulation would
+        # hold the interpreter's lock and stall every request (infrastructure/executors.py runs a
+        # single local worker in a thread, which suits a command, not a server).
+        self.local = (
+            ProcessPoolExecutor(
+                max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+            )
+            if scheduler is None
+            else None
+        )
+        self.runs = None if scheduler is None else open_executor(url, scheduler, workers=workers)
         self.experiments = ProcessPoolExecutor(
             max_workers=1, mp_context=multiprocessing.get_context("spawn")
         )
 
     def submit(self, run_id: UUID) -> None:
-        handle = self.runs.submit(str(run_id))
+        if self.local is not None:
+            handle: Any = self.local.submit(execute_claimed, self.url, str(run_id))
+        else:
+            assert self.runs is not None
+            handle = self.runs.submit(str(run_id))
         add = getattr(handle, "add_done_callback", None)
         if add is not None:
             add(_report("run", run_id))
@@ -87,4 +101,7 @@ class ServerExecutor:
 
     def shutdown(self) -> None:
         self.experiments.shutdown(wait=True, cancel_futures=True)
-        self.runs.close()
+        if self.local is not None:
+            self.local.shutdown(wait=True, cancel_futures=True)
+        if self.runs is not None:
+            self.runs.close()
