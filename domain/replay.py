@@ -322,38 +322,6 @@ def _replay_failure(
     return report(divergence)
 
 
-class RunComparison(msgspec.Struct, frozen=True, kw_only=True):
-    """Two runs' recorded years side by side: how many agree from year 1, and the first
-    difference (``recorded`` holds the first run's value, ``replayed`` the second's)."""
-
-    years_a: int
-    years_b: int
-    identical_years: int
-    divergence: Divergence | None
-
-
-def compare_runs(years_a: Iterable[YearResult], years_b: Iterable[YearResult]) -> RunComparison:
-    """Where two runs part (a fork and its parent at year N+1): the first year and field, in
-    the year's sorted field order, whose recorded values differ."""
-    first, second = list(years_a), list(years_b)
-    same = 0
-    divergence: Divergence | None = None
-    for a, b in zip(first, second, strict=False):
-        found = first_difference(msgspec.to_builtins(a), msgspec.to_builtins(b))
-        if found is not None:
-            field, left, right = found
-            divergence = Divergence(year=a.year, field=field, recorded=left, replayed=right)
-            break
-        same += 1
-    if divergence is None and len(first) != len(second):
-        divergence = Divergence(
-            year=None, field="years", recorded=str(len(first)), replayed=str(len(second))
-        )
-    return RunComparison(
-        years_a=len(first), years_b=len(second), identical_years=same, divergence=divergence
-    )
-
-
 class RunStateAtYear(msgspec.Struct, frozen=True, kw_only=True):
     """A run as it stood at the end of ``year``, folded from its recorded years only."""
 

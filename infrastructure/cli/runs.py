@@ -1,36 +1,43 @@
-"""Commands about runs: queue, execute (with progress), cancel, show, and the demo."""
+"""Commands about runs: queue, execute (with progress), cancel, show, and the demo.
+
+Each calls the service layer (infrastructure/service.py) and prints the run's simulation_runs
+row: a table, ``--format json``, or ``-q`` for the id alone.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any
+from uuid import UUID
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from domain.errors import RunBusy, ValidationError
-from domain.run import SimulationRun
-from domain.values import RunSummary
-from infrastructure.application import TwinLedger
 from infrastructure.cli.base import (
+    Quiet,
+    RecordFormat,
     app,
+    check_format,
     console,
     errors,
     format_cents,
     guarded,
     integer,
-    ledger,
     parse_cents,
     parse_params,
+    print_json,
+    service,
 )
-from infrastructure.cli.twins import print_twin  # noqa: F401
+from infrastructure.service import Ledger
+from infrastructure.views import Run, RunLineage
 
 # --- runs ----------------------------------------------------------------------------------------
 
 
 def _queue(
-    application: TwinLedger,
+    ledger: Ledger,
     twin_id: str,
     pattern: str,
     years: int,
@@ -41,25 +48,25 @@ def _queue(
     param: list[str],
     spec: Path | None,
     intervene: list[str] | None = None,
-) -> str:
+) -> Run:
     custom_spec: dict[str, Any] | None = None
     if spec is not None:
         from infrastructure.inputs import read_spec_file
 
         custom_spec = read_spec_file(spec)
-    run_id = application.queue_run(
+    return ledger.queue_run(
         twin_id,
         pattern=pattern,
-        duration_years=years,
+        years=years,
         budget_cents=parse_cents(budget),
         seed=seed,
         tech_level=tech_level,
         priority=priority,
-        pattern_params=parse_params(param),
+        params=parse_params(param),
         custom_spec=custom_spec,
+        initiated_by="cli",
         interventions=intervene or [],
     )
-    return str(run_id)
 
 
 PatternOption = Annotated[
@@ -88,6 +95,13 @@ InterveneOption = Annotated[
         "hazard=dust_storm|solar_flare|asteroid_impact, param.NAME=VALUE (repeatable)",
     ),
 ]
+ChunkOption = Annotated[
+    int | None,
+    typer.Option(
+        parser=integer("chunk", 1),
+        help="Years saved per transaction [default: max(50, years/4)]",
+    ),
+]
 SchedulerOption = Annotated[
     str | None,
     typer.Option(
@@ -110,25 +124,27 @@ def queue(
     priority: PriorityOption = "normal",
     param: ParamOption = [],  # noqa: B006  (typer reads the default)
     spec: SpecOption = None,
+    output: Annotated[str, typer.Option("--format", help="id (the default) or json")] = "id",
+    quiet: Quiet = False,
     intervene: InterveneOption = [],  # noqa: B006
 ) -> None:
-    """Queue a run without executing it; prints the run id."""
-    with ledger() as application:
-        console.print(
-            _queue(
-                application,
-                twin_id,
-                pattern,
-                years,
-                budget,
-                seed,
-                tech_level,
-                priority,
-                param,
-                spec,
-                intervene,
-            )
+    """Queue a run without executing it; prints the run id (--format json: the run)."""
+    check_format(output, ("id", "json"))
+    with service() as ledger:
+        queued = _queue(
+            ledger,
+            twin_id,
+            pattern,
+            years,
+            budget,
+            seed,
+            tech_level,
+            priority,
+            param,
+            spec,
+            intervene,
         )
+    show_run(queued, "json" if output == "json" else "id", quiet)
 
 
 @app.command()
@@ -143,20 +159,17 @@ def run(
     priority: PriorityOption = "normal",
     param: ParamOption = [],  # noqa: B006
     spec: SpecOption = None,
-    chunk: Annotated[
-        int | None,
-        typer.Option(
-            parser=integer("chunk", 1),
-            help="Years saved per transaction [default: max(50, years/4)]",
-        ),
-    ] = None,
+    chunk: ChunkOption = None,
     scheduler: SchedulerOption = None,
+    output: RecordFormat = "table",
+    quiet: Quiet = False,
     intervene: InterveneOption = [],  # noqa: B006
 ) -> None:
-    """Queue a run on a twin and execute it with a progress bar."""
-    with ledger() as application:
-        run_id = _queue(
-            application,
+    """Queue a run on a twin and execute it with a progress bar (on stderr)."""
+    check_format(output)
+    with service() as ledger:
+        queued = _queue(
+            ledger,
             twin_id,
             pattern,
             years,
@@ -171,23 +184,18 @@ def run(
         if scheduler:
             from infrastructure.cli.cluster import execute_elsewhere
 
-            print_run(execute_elsewhere(application, run_id, scheduler=scheduler))
-            return
-        finished = execute_with_progress(application, run_id, chunk)
-        print_run(finished)
+            execute_elsewhere(ledger.application, queued.id, scheduler=scheduler)
+            finished = ledger.run(queued.id)
+        else:
+            finished = execute_with_progress(ledger, queued, chunk)
+    show_run(finished, output, quiet)
 
 
 @app.command()
 @guarded
 def execute(
     run_id: Annotated[str | None, typer.Argument(help="The run (or use --queued)")] = None,
-    chunk: Annotated[
-        int | None,
-        typer.Option(
-            parser=integer("chunk", 1),
-            help="Years saved per transaction [default: max(50, years/4)]",
-        ),
-    ] = None,
+    chunk: ChunkOption = None,
     queued: Annotated[
         bool, typer.Option("--queued", help="Drain the queue (and resume orphaned runs)")
     ] = False,
@@ -203,21 +211,27 @@ def execute(
         ),
     ] = 1,
     scheduler: SchedulerOption = None,
+    output: RecordFormat = "table",
+    quiet: Quiet = False,
 ) -> None:
     """Execute a queued run, or resume one interrupted by a crash; --queued drains the queue."""
     from infrastructure.cli import cluster
 
-    with ledger() as application:
+    check_format(output)
+    with service() as ledger:
         if queued:
             if run_id is not None:
                 raise ValidationError("run_id", "give a run id or --queued, not both")
-            cluster.drain(application, limit=limit, scheduler=scheduler, workers=workers)
-        elif run_id is None:
+            cluster.drain(ledger.application, limit=limit, scheduler=scheduler, workers=workers)
+            return
+        if run_id is None:
             raise ValidationError("run_id", "missing: give a run id, or --queued")
-        elif scheduler:
-            print_run(cluster.execute_elsewhere(application, run_id, scheduler=scheduler))
+        if scheduler:
+            executed = cluster.execute_elsewhere(ledger.application, run_id, scheduler=scheduler)
+            finished = ledger.run(str(executed.id))
         else:
-            print_run(execute_with_progress(application, run_id, chunk))
+            finished = execute_with_progress(ledger, ledger.run(run_id), chunk)
+    show_run(finished, output, quiet)
 
 
 @app.command()
@@ -226,11 +240,14 @@ def cancel(
     run_id: str,
     reason: Annotated[str, typer.Option()] = "",
     by: Annotated[str, typer.Option()] = "cli",
+    output: RecordFormat = "table",
+    quiet: Quiet = False,
 ) -> None:
     """Cancel a queued or running run (a running one stops at its next chunk)."""
-    with ledger() as application:
-        application.cancel_run(run_id, reason=reason, by=by)
-        print_run(application.get_run(run_id))
+    check_format(output)
+    with service() as ledger:
+        cancelled = ledger.cancel_run(run_id, reason=reason, by=by)
+    show_run(cancelled, output, quiet)
 
 
 @app.command()
@@ -264,40 +281,46 @@ def fork(
     queue_only: Annotated[
         bool, typer.Option("--queue-only", help="Queue the fork, print its id, do not execute")
     ] = False,
-    chunk: Annotated[
-        int | None,
-        typer.Option(
-            parser=integer("chunk", 1),
-            help="Years saved per transaction [default: max(50, years/4)]",
-        ),
-    ] = None,
+    chunk: ChunkOption = None,
+    output: RecordFormat = "table",
+    quiet: Quiet = False,
 ) -> None:
     """Fork a run at a year with changes (what if...), then execute the fork."""
-    with ledger() as application:
-        fork_id = application.fork_run(
+    check_format(output)
+    with service() as ledger:
+        forked = ledger.fork_run(
             run_id,
             at_year=at_year,
             budget_cents=None if budget is None else parse_cents(budget),
             tech_level=tech_level,
             priority=priority,
-            pattern_params=parse_params(param),
+            params=parse_params(param),
             seed=seed,
             interventions=intervene,
+            initiated_by="cli",
         )
         if queue_only:
-            console.print(str(fork_id))
+            show_run(forked, "id", quiet)
             return
-        print_run(execute_with_progress(application, str(fork_id), chunk), application)
+        finished = execute_with_progress(ledger, forked, chunk)
+        lineage = ledger.lineage(finished.id) if output == "table" and not quiet else None
+    show_run(finished, output, quiet, lineage)
 
 
 @app.command("show-run")
 @guarded
-def show_run(
+def show_run_command(
     run_id: Annotated[str, typer.Argument(help="Run id, or EXPERIMENT_ID-iterN-PURPOSE[-sampleK]")],
+    output: RecordFormat = "table",
+    quiet: Quiet = False,
 ) -> None:
-    """Show one run, read from its events: lineage, interventions and provenance too."""
-    with ledger() as application:
-        print_run(application.get_run(run_id), application)
+    """Show one run (its simulation_runs row, with the summary once completed); the table
+    adds its interventions, fork lineage, forks and provenance (from its events)."""
+    check_format(output)
+    with service() as ledger:
+        found = ledger.run(run_id)
+        lineage = ledger.lineage(found.id) if output == "table" and not quiet else None
+    show_run(found, output, quiet, lineage)
 
 
 @app.command()
@@ -307,41 +330,39 @@ def demo(
     seed: Annotated[int, typer.Option(parser=integer("seed"))] = 42,
 ) -> None:
     """Clone Mars, run mars_terraform for 100 years with a progress bar, print the summary."""
-    with ledger() as application:
-        console.print(f"ledger: {application.database.describe() if application.database else '?'}")
-        twin_id = application.clone_twin(name="Mars (demo)", body="mars", created_by="demo")
-        console.print(f"cloned Mars into twin {twin_id}")
-        run_id = application.queue_run(
-            twin_id,
+    with service() as ledger:
+        console.print(f"ledger: {ledger.database.describe()}")
+        twin = ledger.clone_twin(name="Mars (demo)", body="mars", created_by="demo")
+        console.print(f"cloned Mars into twin {twin.id}")
+        queued = ledger.queue_run(
+            twin.id,
             pattern="mars_terraform",
-            duration_years=years,
+            years=years,
             budget_cents=int(DEFAULT_BUDGET),
             seed=seed,
             initiated_by="demo",
         )
-        print_run(execute_with_progress(application, str(run_id), None))
+        print_run(execute_with_progress(ledger, queued, None))
 
 
 # --- output --------------------------------------------------------------------------------------
 
 
-def execute_with_progress(application: TwinLedger, run_id: str, chunk: int | None) -> SimulationRun:
+def execute_with_progress(ledger: Ledger, stored: Run, chunk: int | None) -> Run:
+    """Execute under the run's fleet-wide claim (infrastructure/executors.py): one executor at a
+    time, whatever process or machine asks."""
     from infrastructure.executors import run_claim
 
-    stored = application.get_run(run_id)
-    assert application.database is not None
-    claim = run_claim(application.database, stored.id)
+    claim = run_claim(ledger.database, UUID(stored.id))
     if not claim.try_acquire():
         raise RunBusy(f"run_id: run {stored.id} is being executed by another process right now")
     try:
-        return _execute_claimed_with_progress(application, stored, chunk)
+        return _execute_claimed_with_progress(ledger, stored, chunk)
     finally:
         claim.release()
 
 
-def _execute_claimed_with_progress(
-    application: TwinLedger, stored: SimulationRun, chunk: int | None
-) -> SimulationRun:
+def _execute_claimed_with_progress(ledger: Ledger, stored: Run, chunk: int | None) -> Run:
     with Progress(
         TextColumn(f"run {stored.id} [{stored.pattern}]"),
         BarColumn(),
@@ -351,30 +372,35 @@ def _execute_claimed_with_progress(
         console=errors,
         transient=False,
     ) as progress:
-        task = progress.add_task(
-            "run", total=stored.duration_years, completed=stored.years_recorded
-        )
+        task = progress.add_task("run", total=stored.duration_years, completed=stored.current_year)
 
         def advance(done: int, total: int) -> None:
             progress.update(task, completed=done)
 
-        return application.execute_run(stored.id, chunk_years=chunk, on_progress=advance)
+        return ledger.execute_run(stored.id, chunk_years=chunk, on_progress=advance)
 
 
-def lineage_rows(run: SimulationRun, application: TwinLedger | None) -> list[tuple[str, str]]:
-    """Interventions, the fork lineage (parent, year, changes; the forks made from this
-    run, which needs the ledger) and the provenance."""
-    rows = [("intervention", item.text()) for item in run.interventions]
-    for point in run.forks[:-1]:
+def show_run(run: Run, output: str, quiet: bool, lineage: RunLineage | None = None) -> None:
+    if quiet or output == "id":
+        print(run.id)
+    elif output == "json":
+        print_json(run)
+    else:
+        print_run(run, lineage)
+
+
+def lineage_rows(lineage: RunLineage) -> list[tuple[str, str]]:
+    """Interventions, the fork lineage (older fork points, then the one that made this run,
+    with its changes), the forks made from the run, and the provenance."""
+    rows = [("intervention", text) for text in lineage.interventions]
+    for point in lineage.lineage[:-1]:
         rows.append(("lineage", f"{point.parent_run_id} after year {point.at_year}"))
-    fork = run.fork
-    if fork is not None:
-        rows.append(("forked from", f"{fork.parent_run_id} after year {fork.at_year}"))
-        rows.append(("changes", fork.changes.describe()))
-    if application is not None:
-        for child, at_year in application.children_of(run.id):
-            rows.append(("fork", f"{child} after year {at_year}"))
-    provenance = run.provenance
+    if lineage.lineage:
+        point = lineage.lineage[-1]
+        rows.append(("forked from", f"{point.parent_run_id} after year {point.at_year}"))
+        rows.append(("changes", point.described))
+    rows.extend(("fork", f"{child.run_id} after year {child.at_year}") for child in lineage.forks)
+    provenance = lineage.provenance
     if provenance is not None:
         packages = ", ".join(f"{k} {v}" for k, v in sorted(provenance.packages.items()))
         rows.append(("provenance", f"engine {provenance.engine_version}, {provenance.python}"))
@@ -384,42 +410,53 @@ def lineage_rows(run: SimulationRun, application: TwinLedger | None) -> list[tup
     return rows
 
 
-def print_run(run: SimulationRun, application: TwinLedger | None = None) -> None:
+def print_run(run: Run, lineage: RunLineage | None = None) -> None:
     table = Table(show_header=False, title=f"run {run.id}")
+    parameters: dict[str, Any] = run.parameters or {}
     rows = [
-        ("twin", str(run.twin_id)),
-        ("pattern", str(run.pattern)),
-        ("status", str(run.status)),
-        ("progress", f"{run.years_recorded}/{run.duration_years} years"),
+        ("twin", run.digital_twin_id),
+        ("pattern", run.pattern),
+        ("status", run.status),
+        ("progress", f"{run.current_year}/{run.duration_years} years"),
         ("seed", str(run.seed)),
         ("engine", run.engine_version),
-        ("budget", format_cents(run.parameters.budget_cents)),
+        ("budget", format_cents(run.budget_cents)),
+        ("tech level", str(parameters.get("tech_level", "-"))),
+        ("priority", str(parameters.get("priority", "-"))),
     ]
+    rows.extend(
+        (f"param {name}", f"{value:g}")
+        for name, value in sorted((parameters.get("pattern_params") or {}).items())
+    )
     if run.error_message:
         rows.append(("reason", run.error_message))
-    rows.extend(lineage_rows(run, application))
-    if run.summary is not None:
-        rows.extend(summary_rows(run.summary))
+    if lineage is not None:
+        rows.extend(lineage_rows(lineage))
+    if run.results is not None:
+        rows.extend(summary_rows(run.results))
         rows.append(("digest", run.result_digest or ""))
+    table.add_column("field", no_wrap=True)
+    table.add_column("value", overflow="fold")
     for key, value in rows:
         table.add_row(key, value)
     console.print(table)
 
 
-def summary_rows(summary: RunSummary) -> list[tuple[str, str]]:
-    metrics = summary.success_metrics
-    start, end = summary.start_state, summary.end_state
+def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The RunSummary as RunCompleted holds it (simulation_runs.results)."""
+    metrics = summary["success_metrics"]
+    start, end = summary["start_state"], summary["end_state"]
     rows = [
-        ("habitability", f"{metrics.habitability_score:.3f}"),
-        ("timeline efficiency", f"{metrics.timeline_efficiency:.3f}"),
-        ("resource efficiency", f"{metrics.resource_efficiency:.3f}"),
-        ("cost efficiency", f"{metrics.cost_efficiency:.3f}"),
-        ("temperature", f"{start.temperature_k:.1f} K -> {end.temperature_k:.1f} K"),
-        ("pressure", f"{start.pressure_kpa:.3f} kPa -> {end.pressure_kpa:.3f} kPa"),
-        ("spent", format_cents(summary.total_spend_cents)),
-        ("revenue", format_cents(summary.total_revenue_cents)),
-        ("final balance", format_cents(summary.final_balance_cents)),
+        ("habitability", f"{metrics['habitability_score']:.3f}"),
+        ("timeline efficiency", f"{metrics['timeline_efficiency']:.3f}"),
+        ("resource efficiency", f"{metrics['resource_efficiency']:.3f}"),
+        ("cost efficiency", f"{metrics['cost_efficiency']:.3f}"),
+        ("temperature", f"{start['temperature_k']:.1f} K -> {end['temperature_k']:.1f} K"),
+        ("pressure", f"{start['pressure_kpa']:.3f} kPa -> {end['pressure_kpa']:.3f} kPa"),
+        ("spent", format_cents(summary["total_spend_cents"])),
+        ("revenue", format_cents(summary["total_revenue_cents"])),
+        ("final balance", format_cents(summary["final_balance_cents"])),
     ]
-    for event in summary.key_events:
-        rows.append((f"year {event.year}", f"{event.name}: {event.description}"))
+    for event in summary["key_events"]:
+        rows.append((f"year {event['year']}", f"{event['name']}: {event['description']}"))
     return rows
