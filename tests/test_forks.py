@@ -303,3 +303,47 @@ def test_the_what_if_example_runs_as_documented(tmp_path: Path) -> None:
     assert done.stdout.count("identical: 150 years") == 2
     assert "prefix checked against parent" in done.stdout
     assert "the runs part at year 51" in done.stdout
+
+
+def test_the_http_api_forks_and_shows_the_lineage(database_url: str) -> None:
+    from test_http_api import API, client_for
+
+    with client_for(database_url) as client:
+        twin = client.post(f"{API}/twins", json={"name": "Mars", "body": "mars"}).json()
+        body = {"twin_id": twin["id"], "pattern": "mars_terraform", "years": 20}
+        queued = client.post(
+            f"{API}/runs",
+            json={
+                **body,
+                "budget_cents": BUDGET,
+                "seed": 1,
+                "interventions": ["5:hazard=dust_storm"],
+            },
+        )
+        assert queued.status_code == 202, queued.text
+        parent = queued.json()["id"]
+        ledger = TwinLedger.open(database_url)
+        try:
+            ledger.execute_run(parent)
+            before = ledger.event_count()
+            bad = client.post(f"{API}/runs/{parent}/fork", json={"at_year": 20, "seed": 2})
+            assert bad.status_code == 422 and "at_year" in bad.text
+            bad = client.post(
+                f"{API}/runs/{parent}/fork",
+                json={"at_year": 8, "interventions": [{"year": 3, "key": "hazard", "value": "x"}]},
+            )
+            assert bad.status_code == 422 and "interventions[0].year" in bad.text
+            assert ledger.event_count() == before
+            forked = client.post(f"{API}/runs/{parent}/fork", json={"at_year": 8, "tech_level": 9})
+            assert forked.status_code == 202, forked.text
+            assert forked.headers["location"].endswith(f"runs/{forked.json()['id']}")
+            child = forked.json()["id"]
+            assert UUID(child) in client.executor.runs  # type: ignore[attr-defined]
+            lineage = client.get(f"{API}/runs/{parent}/lineage").json()
+            assert lineage["interventions"] == ["5:hazard=dust_storm"]
+            assert lineage["forks"] == [{"run_id": child, "at_year": 8}]
+            assert lineage["provenance"]["packages"].keys() == {"msgspec"}
+            points = client.get(f"{API}/runs/{child}/lineage").json()["lineage"]
+            assert points[0]["parent_run_id"] == parent and points[0]["changes"]["tech_level"] == 9
+        finally:
+            ledger.close()
