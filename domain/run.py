@@ -172,9 +172,11 @@ class SimulationRun(Aggregate):
         iteration: int | None = None,
         sample_index: int | None = None,
         run_purpose: str | None = None,
+        run_id: UUID | None = None,
     ) -> SimulationRun:
         return cls._create(
             RunQueued,
+            id=run_id,
             twin_id=twin_id,
             source_body=source_body,
             twin_state=twin_state,

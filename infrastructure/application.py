@@ -266,10 +266,12 @@ class TwinLedger(Application[UUID]):
         seed: int | None = None,
         initiated_by: str = "cli",
         link: RunLink | None = None,
+        run_id: UUID | None = None,
     ) -> UUID:
         """Queue a run on a twin; RunQueued records everything needed to execute it.
 
-        ``link`` ties the run to an experiment (experiment id, iteration, sample, purpose).
+        ``link`` ties the run to an experiment (experiment id, iteration, sample, purpose);
+        ``run_id`` gives the run a known id (experiments derive it from the structured id).
         """
         request = validate(
             QueueRun,
@@ -300,6 +302,7 @@ class TwinLedger(Application[UUID]):
             engine_version=ENGINE_VERSION,
             initiated_by=request.initiated_by,
             **(link._asdict() if link is not None else {}),
+            run_id=run_id,
         )
         self._save(run)
         return run.id
