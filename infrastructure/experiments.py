@@ -524,6 +524,21 @@ def runs_of(experiment: Experiment) -> dict[str, UUID]:
     return runs
 
 
+def front_of(experiment: Experiment) -> list[dict[str, Any]]:
+    """The Pareto front (objective pareto) as data: each member's iteration, parameters, mean
+    habitability and mean cost in cents, by cost. Empty for other objectives."""
+    members = [experiment.iterations[n] for n in experiment.pareto_front or []]
+    return [
+        {
+            "iteration": it.iteration,
+            "parameters": dict(it.parameters),
+            "habitability": it.objective_value,
+            "cost_cents": it.cost_cents,
+        }
+        for it in sorted(members, key=lambda it: (it.cost_cents, it.iteration))
+    ]
+
+
 def resolve_run(ledger: TwinLedger, ref: str) -> UUID:
     """Resolve ``{experiment_id}-iter{N}-{purpose}[-sample{K}]`` to its run id."""
     experiment_part = ref[:36]

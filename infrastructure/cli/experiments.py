@@ -1,19 +1,28 @@
-"""Commands about experiments: run a spec, show one, replay one."""
+"""Commands about experiments: run a spec, show one, replay one, resume one."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from domain.experiment import Evaluation, Experiment, RunPurpose, structured_id
+from domain.experiment import (
+    Evaluation,
+    Experiment,
+    IterationEvaluated,
+    RunPurpose,
+    structured_id,
+)
 from infrastructure.cli.base import app, console, fail, format_cents, guarded, ledger
 from infrastructure.experiments import (
+    front_of,
     get_experiment,
     read_experiment_file,
     replay_experiment,
+    resume_experiment,
     run_experiment,
 )
 
@@ -57,22 +66,66 @@ def run(
     file = read_experiment_file(spec)
     with ledger() as application:
 
-        def show(evaluation: Evaluation) -> None:
-            verdict = "accepted" if evaluation.accepted else "rejected"
-            if not evaluation.feasible:
-                verdict += " (infeasible)"
-            cost = format_cents(evaluation.cost_cents)
-            console.print(
-                f"iter {evaluation.iteration:>3} {verdict:<21} "
-                f"objective {_objective(evaluation.objective_value):>10}  cost {cost}"
-                f"  [{_searched(file.spec().space.dimensions(), evaluation.parameters)}]",
-                highlight=False,
-            )
+        def started(experiment: Experiment) -> None:
+            console.print(f"experiment {experiment.id} started", highlight=False)
 
         experiment = run_experiment(
-            application, file, workers=workers, scheduler=scheduler, on_iteration=show
+            application,
+            file,
+            workers=workers,
+            scheduler=scheduler,
+            on_iteration=_progress(file.spec().space.dimensions()),
+            on_started=started,
         )
         print_experiment(experiment)
+
+
+@experiment_app.command("resume")
+@guarded
+def resume(
+    experiment_id: str,
+    workers: Annotated[int, typer.Option(help="Worker processes for sample runs")] = 1,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TWINLEDGER_SCHEDULER",
+            help="Evaluate samples on a Dask scheduler tcp://HOST:8786 (or 'local')",
+        ),
+    ] = None,
+) -> None:
+    """Carry on an experiment whose process stopped (status running): same runs, same result."""
+    with ledger() as application:
+        stored = get_experiment(application, experiment_id)
+        experiment = resume_experiment(
+            application,
+            stored.id,
+            workers=workers,
+            scheduler=scheduler,
+            on_iteration=_progress(stored.spec.space.dimensions()),
+        )
+        print_experiment(experiment)
+
+
+def _verdict(it: Evaluation | IterationEvaluated) -> str:
+    verdict = "accepted" if it.accepted else "rejected"
+    if it.cut:
+        return f"{verdict} (cut at year {it.cut_at_year})"
+    if it.pareto_front is not None and it.accepted:
+        verdict = "on front"
+    return verdict if it.feasible else f"{verdict} (infeasible)"
+
+
+def _progress(dimensions: list[tuple[str, list[Any]]]) -> Callable[[Evaluation], None]:
+    def show(evaluation: Evaluation) -> None:
+        cost = format_cents(evaluation.cost_cents)
+        console.print(
+            f"iter {evaluation.iteration:>3} {_verdict(evaluation):<21} "
+            f"objective {_objective(evaluation.objective_value):>10}  cost {cost}"
+            f"  [{_searched(dimensions, evaluation.parameters)}]",
+            highlight=False,
+        )
+
+    return show
 
 
 @experiment_app.command("show")
@@ -93,11 +146,19 @@ def replay(
     allow_other_engine: Annotated[
         bool, typer.Option(help="Replay even if recorded by another engine")
     ] = False,
+    allow_other_version: Annotated[
+        bool,
+        typer.Option(help="Replay even if recorded by another engine or Optuna version"),
+    ] = False,
 ) -> None:
     """Re-execute the experiment from its first event and check every run and decision."""
     with ledger() as application:
         report = replay_experiment(
-            application, experiment_id, only=run, allow_other_engine=allow_other_engine
+            application,
+            experiment_id,
+            only=run,
+            allow_other_engine=allow_other_engine,
+            allow_other_version=allow_other_version,
         )
     if report.identical:
         console.print(
@@ -116,22 +177,38 @@ def print_experiment(experiment: Experiment) -> None:
         f"experiment {experiment.id}: {spec.name}\n"
         f"  twin {experiment.twin_id}, {spec.pattern}, {spec.duration_years} years, "
         f"{spec.samples} samples, master seed {spec.master_seed}, objective {spec.objective}\n"
-        f"  status {experiment.status} ({experiment.reason or 'running'}), "
-        f"engine {experiment.engine_version}",
+        f"  strategy {spec.strategy}, persistence {spec.persistence}"
+        + (
+            f", early stop at year {spec.early_stop_at_year} (margin {spec.early_stop_margin})"
+            if spec.early_stop_at_year is not None
+            else ""
+        )
+        + f"\n  status {experiment.status} ({experiment.reason or 'running'}), "
+        f"engine {experiment.engine_version}"
+        + (f", optuna {experiment.optuna_version}" if experiment.optuna_version else ""),
         highlight=False,
     )
     dimensions = spec.space.dimensions()
     table = Table("iter", "searched", "objective", "cost (GCC)", "decision")
     for it in experiment.iterations:
-        decision = "accepted" if it.accepted else "rejected"
         table.add_row(
             f"{it.iteration} {it.purpose}",
             _searched(dimensions, it.parameters),
             _objective(it.objective_value),
             format_cents(it.cost_cents).removesuffix(" GCC"),
-            decision if it.feasible else f"{decision} (infeasible)",
+            _verdict(it),
         )
     console.print(table)
+    if experiment.pareto_front is not None:
+        front = Table("iter", "searched", "habitability", "cost (GCC)", title="Pareto front")
+        for member in front_of(experiment):
+            front.add_row(
+                str(member["iteration"]),
+                _searched(dimensions, member["parameters"]),
+                _objective(member["habitability"]),
+                format_cents(member["cost_cents"]).removesuffix(" GCC"),
+            )
+        console.print(front)
     best = experiment.best
     if best is not None:
         console.print(
