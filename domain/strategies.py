@@ -81,10 +81,10 @@ class RandomSearch:
 def latin_hypercube(spec: ExperimentSpec) -> list[Indexes]:
     """A Latin hypercube design of ``max_iterations`` points on the grid.
 
-    For n points, each dimension is cut into n equal strata and every stratum is used exactly
-    once (a Fisher-Yates permutation per dimension); within its stratum a point takes a grid
-    index uniformly: stratum s of a dimension with L values covers indexes
-    floor(s*L/n) .. floor(((s+1)*L - 1)/n). Integer arithmetic only.
+    For n points, [0, 1) is cut into n equal strata per dimension and every stratum is used
+    exactly once (a Fisher-Yates permutation per dimension); within its stratum a point is
+    x = (s + u / 2**32) / n for a 32-bit draw u, and takes grid index floor(x * L) of the L
+    values. Integer arithmetic only: ((s * 2**32 + u) * L) // (n * 2**32).
     """
     n = spec.max_iterations
     prng = SplitMix64(strategy_seed(spec.master_seed, "latin_hypercube"))
@@ -95,7 +95,9 @@ def latin_hypercube(spec: ExperimentSpec) -> list[Indexes]:
         for i in range(n - 1, 0, -1):  # Fisher-Yates
             j = prng.below(i + 1)
             strata[i], strata[j] = strata[j], strata[i]
-        columns.append([(s * size + prng.below(size)) // n for s in strata])
+        columns.append(
+            [(((s << 32) + (prng.next_u64() >> 32)) * size) // (n << 32) for s in strata]
+        )
     return [list(point) for point in zip(*columns, strict=True)]
 
 
