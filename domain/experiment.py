@@ -22,6 +22,7 @@ import msgspec
 
 from domain.aggregate import Aggregate, Created, Event
 from domain.errors import InvalidTransition
+from domain.run import Persistence
 from domain.values import BodyState, Pattern, Priority, RunParameters, RunSummary, YearResult
 
 ParameterValue = int | float | str
@@ -46,13 +47,6 @@ class Strategy(StrEnum):
     RANDOM = "random"
     LATIN_HYPERCUBE = "latin_hypercube"
     TPE = "tpe"
-
-
-class Persistence(StrEnum):
-    """What the ledger keeps of an evaluation run: every year, or RunQueued..RunCompleted only."""
-
-    FULL = "full"
-    SUMMARY = "summary"
 
 
 class SearchSpace(msgspec.Struct, frozen=True, kw_only=True):

@@ -16,7 +16,7 @@ import msgspec
 from domain.digest import ResultDigest
 from domain.engine import ENGINE_VERSION, RunInputs, Simulation
 from domain.errors import NothingToVerify, SimulationDiverged, TwinLedgerError
-from domain.run import SimulationRun
+from domain.run import Persistence, SimulationRun
 from domain.values import Economic, Environment, KeyEvent, RunStatus, RunSummary, YearResult
 
 _encoder = msgspec.json.Encoder(order="sorted")
@@ -132,7 +132,10 @@ def replay_recorded(
     engine_failure = failure if failure is not None and failure.startswith(ENGINE_FAILURE) else None
     if not recorded_years and run.summary is None and engine_failure is None:
         raise NothingToVerify(str(run.id), str(run.status))
-    return replay(inputs, recorded_years, run.summary, run.result_digest, engine_failure)
+    summary_only = run.persistence == Persistence.SUMMARY
+    return replay(
+        inputs, recorded_years, run.summary, run.result_digest, engine_failure, summary_only
+    )
 
 
 def replay(
@@ -141,11 +144,13 @@ def replay(
     recorded_summary: RunSummary | None,
     recorded_digest: str | None,
     recorded_failure: str | None = None,
+    summary_only: bool = False,
 ) -> ReplayReport:
     """Re-simulate from ``inputs`` and compare with the recorded years (all of them, in
     order), then, for a completed run, the summary and the digest, or, for a run that failed
     in the engine, the failure (the same message, so the same year and field). Stops at the
-    first divergence."""
+    first divergence. A ``summary_only`` run recorded no years: every year is re-simulated
+    and the summary and digest checked."""
     simulation = Simulation(inputs)
     digest = ResultDigest()
     count = 0
@@ -192,6 +197,14 @@ def replay(
         return _replay_failure(simulation, inputs.duration_years, recorded_failure, report)
     if recorded_summary is None:
         return report(None)
+    if summary_only:
+        while simulation.year < inputs.duration_years:
+            try:
+                digest.add_year(simulation.step())
+            except SimulationDiverged as error:
+                failed = failure_message(error)
+                return report(Divergence(year=None, field="failure", recorded="", replayed=failed))
+            count += 1
     if count != inputs.duration_years:
         return report(
             Divergence(

@@ -7,6 +7,7 @@ event (domain/engine.py). Status: queued -> running -> completed | failed | canc
 
 from __future__ import annotations
 
+from enum import StrEnum
 from uuid import UUID
 
 from domain.aggregate import Aggregate, Created, Event
@@ -35,6 +36,14 @@ def next_run_status(current: RunStatus, event: type[Event]) -> RunStatus:
     return _STATUS_AFTER.get(event, current)
 
 
+class Persistence(StrEnum):
+    """What a run keeps in the log: every year (full), or only RunQueued..RunCompleted with the
+    digest (summary: its years are re-derived by re-simulating, which the digest checks)."""
+
+    FULL = "full"
+    SUMMARY = "summary"
+
+
 class RunQueued(Created, frozen=True, kw_only=True):
     """A run was asked for. Everything needed to execute it again is here."""
 
@@ -51,6 +60,7 @@ class RunQueued(Created, frozen=True, kw_only=True):
     iteration: int | None = None
     sample_index: int | None = None
     run_purpose: str | None = None
+    persistence: Persistence = Persistence.FULL
 
     def apply(self, run: SimulationRun) -> None:
         run.twin_id = self.twin_id
@@ -66,6 +76,7 @@ class RunQueued(Created, frozen=True, kw_only=True):
         run.iteration = self.iteration
         run.sample_index = self.sample_index
         run.run_purpose = self.run_purpose
+        run.persistence = self.persistence
 
 
 class RunStarted(Event, frozen=True, kw_only=True):
@@ -154,6 +165,7 @@ class SimulationRun(Aggregate):
     iteration: int | None
     sample_index: int | None
     run_purpose: str | None
+    persistence: Persistence
 
     @classmethod
     def queue(
@@ -173,6 +185,7 @@ class SimulationRun(Aggregate):
         sample_index: int | None = None,
         run_purpose: str | None = None,
         run_id: UUID | None = None,
+        persistence: Persistence = Persistence.FULL,
     ) -> SimulationRun:
         return cls._create(
             RunQueued,
@@ -190,6 +203,7 @@ class SimulationRun(Aggregate):
             iteration=iteration,
             sample_index=sample_index,
             run_purpose=run_purpose,
+            persistence=persistence,
         )
 
     @property
@@ -206,6 +220,8 @@ class SimulationRun(Aggregate):
         self.trigger_event(RunStarted, resumed_from_year=self.years_recorded)
 
     def record_year(self, result: YearResult) -> None:
+        if self.persistence == Persistence.SUMMARY:
+            raise InvalidTransition(f"run_id: run {self.id} keeps a summary only, not its years")
         if self.status != RunStatus.RUNNING:
             raise InvalidTransition(f"run_id: run {self.id} is {self.status}, not running")
         if result.year != self.years_recorded + 1:
@@ -221,7 +237,8 @@ class SimulationRun(Aggregate):
         )
 
     def complete(self, summary: RunSummary, result_digest: str) -> None:
-        if self.status != RunStatus.RUNNING or self.years_recorded != self.duration_years:
+        years = self.duration_years if self.persistence == Persistence.FULL else 0
+        if self.status != RunStatus.RUNNING or self.years_recorded != years:
             raise InvalidTransition(
                 f"run_id: run {self.id} cannot complete at year {self.years_recorded} "
                 f"of {self.duration_years} ({self.status})"

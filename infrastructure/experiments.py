@@ -27,7 +27,6 @@ from domain.experiment import (
     ExperimentSpec,
     IterationEvaluated,
     Objective,
-    Persistence,
     RunPurpose,
     SampleOutcome,
     SearchSpace,
@@ -47,6 +46,7 @@ from domain.experiment import (
     structured_id,
     structured_run_id,
 )
+from domain.run import Persistence
 from domain.strategies import HillClimb, LatinHypercube, Proposer, RandomSearch
 from domain.values import (
     MAX_SEED,
@@ -383,6 +383,7 @@ def _queue(
         initiated_by=f"experiment:{experiment.id}",
         link=RunLink(experiment.id, iteration, sample, str(purpose)),
         run_id=run_id,
+        persistence=str(spec.persistence),
     )
 
 
@@ -406,7 +407,7 @@ def _outcomes(
             raise InvalidTransition(
                 f"run_id: sample run {run_id} ended {run.status}: {run.error_message}"
             )
-        results = list(ledger.recorded_years(run_id))
+        results = list(ledger.years_of(run))  # summary-level: re-derived by re-simulating
         outcomes.append(outcome(run.id, seed, run.result_digest, run.summary, results, spec))
         years.append(results)
     return outcomes, years

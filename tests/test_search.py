@@ -445,3 +445,67 @@ def test_experiment_show_prints_the_pareto_front(ledger: TwinLedger, database_ur
     out = ok(database_url, "experiment", "show", str(experiment.id))
     assert "Pareto front" in out and "strategy latin_hypercube" in out
     assert "on front" in out
+
+
+# --- persistence levels ------------------------------------------------------------------------
+
+
+def test_a_summary_level_experiment_keeps_no_years_and_replays_to_its_digests(
+    ledger: TwinLedger, database_url: str
+) -> None:
+    from tests.test_read_cli import twinledger
+
+    full = run_experiment(ledger, small_spec(max_iterations=3))
+    summary = run_experiment(ledger, small_spec(max_iterations=3, persistence="summary"))
+    assert summary.spec.persistence == "summary"
+    rows = fingerprint(ledger, full)
+    assert fingerprint(ledger, summary) == rows  # the same digests, decisions and final run
+    run_id = summary.iterations[1].samples[0].run_id
+    events = [type(e).__name__ for e in ledger.repository.event_store.get(run_id)]
+    assert events == ["RunQueued", "RunStarted", "RunCompleted"]
+    run = ledger.get_run(run_id)
+    assert run.persistence == "summary" and run.years_recorded == 0
+    report = ledger.replay_run(run_id)
+    assert report.identical and report.complete and report.years == 15
+    assert report.digest == run.result_digest
+    twin_run = full.iterations[1].samples[0].run_id
+    assert ledger.state_at_year(run_id, 7) == ledger.state_at_year(twin_run, 7)  # re-derived
+    assert replay_experiment(ledger, summary.id).identical
+
+    code, out, err = twinledger(database_url, "results", str(run_id))
+    assert code == 2 and "keeps a summary only" in err, (out, err)
+
+    def forged(state: dict[str, Any]) -> None:
+        state["result_digest"] = "0" * 64
+
+    rewrite_stored_event(database_url, run_id, 3, forged)
+    ledger.repository.cache = None  # type: ignore[assignment]
+    tampered = ledger.replay_run(run_id)
+    assert not tampered.identical and tampered.divergence is not None
+    assert tampered.divergence.field == "result_digest"
+
+
+def test_a_summary_run_row_has_no_results_and_is_done(ledger: TwinLedger) -> None:
+    from projections import queries
+    from projections.runner import Projector
+
+    experiment = run_experiment(ledger, small_spec(max_iterations=2, persistence="summary"))
+    assert ledger.database is not None
+    with Projector(ledger.database) as projector:
+        projector.catch_up()
+        run_id = str(experiment.iterations[0].samples[0].run_id)
+        (row,) = [r for r in queries.runs(projector.store) if r["id"] == run_id]
+        assert (row["persistence"], row["status"], row["progress"]) == ("summary", "completed", 1.0)
+        assert row["current_year"] == 0 and row["result_digest"]
+        with pytest.raises(TwinLedgerError, match=r"^run_id: .* keeps a summary only"):
+            queries.results(projector.store, run_id)
+
+
+def test_queue_run_names_a_bad_persistence(ledger: TwinLedger) -> None:
+    twin = ledger.clone_twin(name="t", body="mars", created_by="test")
+    before = ledger.event_count()
+    with pytest.raises(TwinLedgerError, match=r"^persistence:"):
+        ledger.queue_run(
+            twin, pattern="mars_terraform", duration_years=5, budget_cents=10, persistence="some"
+        )
+    assert ledger.event_count() == before
