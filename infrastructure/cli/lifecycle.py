@@ -13,6 +13,7 @@ from infrastructure.cli.tables import twins_app
 from infrastructure.expiry import DEFAULT_BATCH, expire_twins
 from infrastructure.inputs import parse_duration
 from infrastructure.retention import (
+    DEFAULT_EXPERIMENTS,
     DEFAULT_RESULTS,
     DEFAULT_RUNS,
     DEFAULT_TWINS,
@@ -104,12 +105,16 @@ def retention_apply(
     twins: Annotated[
         str, typer.Option(help="Keep ended twins rows this long")
     ] = f"{DEFAULT_TWINS.days}d",
+    experiments: Annotated[
+        str, typer.Option(help="Keep ended experiments rows (and their iterations) this long")
+    ] = f"{DEFAULT_EXPERIMENTS.days}d",
 ) -> None:
     """Remove read-table rows past their retention windows and report what was removed."""
     windows = Windows(
         results=parse_duration(results, "results"),
         runs=parse_duration(runs, "runs"),
         twins=parse_duration(twins, "twins"),
+        experiments=parse_duration(experiments, "experiments"),
     )
     with ledger() as application:
         assert application.database is not None
@@ -119,7 +124,7 @@ def retention_apply(
     verb = "would remove" if dry_run else "removed"
     console.print(
         f"{verb} {report.results} simulation_results rows, {report.runs} simulation_runs rows, "
-        f"{report.twins} digital_twins rows "
+        f"{report.twins} digital_twins rows, {report.experiments} experiments rows "
         "(the event log keeps everything; a rebuild restores them)",
         highlight=False,
         soft_wrap=True,
