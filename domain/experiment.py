@@ -91,7 +91,7 @@ class ExperimentSpec(msgspec.Struct, frozen=True, kw_only=True):
     min_improvement: float = 0.0
     strategy: Strategy = Strategy.HILL_CLIMB
     early_stop_at_year: int | None = None  # cut a candidate clearly worse than the best by then
-    early_stop_margin: float = 0.0
+    early_stop_margin: float | int = 0  # integer cents for minimize_cost_to_event
     persistence: Persistence = Persistence.FULL
 
 
