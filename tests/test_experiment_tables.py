@@ -347,3 +347,32 @@ def test_the_cli_lists_experiments_from_the_table(database_url: str, tmp_path: P
     assert f"experiment {row['id']}" in twinledger(database_url, "experiment", "show", row["id"])
     bad = runner.invoke(app, ["--db", database_url, "experiments", "--format", "xml"])
     assert bad.exit_code == 2 and "format" in bad.stderr
+
+
+def test_the_tables_hold_the_pareto_front_strategy_and_cuts(
+    ledger: TwinLedger, projector: Projector
+) -> None:
+    pareto = run_experiment(
+        ledger, spec(strategy="tpe", objective={"kind": "pareto"}, max_iterations=5)
+    )
+    cutting = run_experiment(
+        ledger,
+        spec(
+            years=30,
+            space={"tech_level": [9, 5], "budget_cents": [1_000_000_000_000, 200_000_000_000]},
+            early_stop={"at_year": 10, "margin": 0.0},
+        ),
+    )
+    projector.catch_up()
+    rows = {row["id"]: row for row in queries.experiments(projector.store)}
+    row = rows[str(pareto.id)]
+    assert pareto.pareto_front and row["pareto_front"] == pareto.pareto_front
+    assert (row["strategy"], row["optuna_version"]) == ("tpe", pareto.optuna_version)
+    assert row["best_iteration"] is None and row["final_run_id"] is None
+    assert rows[str(cutting.id)]["pareto_front"] is None
+    assert rows[str(cutting.id)]["optuna_version"] is None
+    iterations = queries.experiment_iterations(projector.store, str(cutting.id))
+    assert [(r["cut"], r["cut_at_year"]) for r in iterations] == [
+        (int(it.cut), it.cut_at_year) for it in cutting.iterations
+    ]
+    assert any(r["cut"] == 1 and r["objective_value"] is None for r in iterations)
