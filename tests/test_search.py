@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,6 +21,7 @@ from domain.errors import TwinLedgerError
 from domain.experiment import (
     Experiment,
     RunPurpose,
+    SearchSpace,
     pareto_front,
     structured_id,
     structured_run_id,
@@ -124,15 +126,12 @@ def test_random_and_latin_hypercube_differ_from_hill_climbing(ledger: TwinLedger
     n=st.integers(1, 40),
 )
 def test_a_latin_hypercube_uses_every_stratum_once(seed: int, sizes: list[int], n: int) -> None:
-    spec = small_spec(
-        master_seed=seed,
-        max_iterations=n,
-        space={
-            "pattern_params": {
-                f"p{d}": [float(v) for v in range(size)] for d, size in enumerate(sizes)
-            }
-        },
-    ).spec()
+    space = SearchSpace(
+        pattern_params={f"p{d}": [float(v) for v in range(size)] for d, size in enumerate(sizes)}
+    )
+    spec = msgspec.structs.replace(
+        small_spec().spec(), master_seed=seed, max_iterations=n, space=space
+    )
     design = latin_hypercube(spec)
     assert design == latin_hypercube(spec) and len(design) == n
     for dim, size in enumerate(sizes):

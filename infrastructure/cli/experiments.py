@@ -16,7 +16,7 @@ from domain.experiment import (
     RunPurpose,
     structured_id,
 )
-from infrastructure.cli.base import app, console, fail, format_cents, guarded, ledger
+from infrastructure.cli.base import app, console, fail, format_cents, guarded, integer, ledger
 from infrastructure.experiments import (
     front_of,
     get_experiment,
@@ -53,7 +53,10 @@ def _objective(value: float | None) -> str:
 @guarded
 def run(
     spec: Annotated[Path, typer.Argument(help="Experiment spec (TOML), see docs/experiments.md")],
-    workers: Annotated[int | None, typer.Option(help="Worker processes for sample runs")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(parser=integer("workers", 1, 32), help="Worker processes for sample runs"),
+    ] = None,
     scheduler: Annotated[
         str | None,
         typer.Option(
@@ -84,7 +87,10 @@ def run(
 @guarded
 def resume(
     experiment_id: str,
-    workers: Annotated[int, typer.Option(help="Worker processes for sample runs")] = 1,
+    workers: Annotated[
+        int,
+        typer.Option(parser=integer("workers", 1, 32), help="Worker processes for sample runs"),
+    ] = 1,
     scheduler: Annotated[
         str | None,
         typer.Option(
