@@ -1,13 +1,13 @@
 """The Experiment aggregate: a deterministic parameter search over runs of one twin.
 
 An experiment proposes candidates (run parameters), evaluates each on K sample runs, and
-records every iteration, accepted or rejected (IterationEvaluated). The search is first-
-improvement hill climbing over a discrete grid (docs/experiments.md): iteration 0 evaluates the
-initial candidate; each later iteration evaluates the first untried neighbour of the best
-candidate so far (one dimension moved one step, dimensions in name order, +1 before -1), and
-accepts it if it improves the objective. The search ends when the best candidate has no untried
-neighbour (converged) or after max_iterations. Every decision is a pure function of the spec,
-the master seed and the run results, so an experiment can be replayed and checked.
+records every iteration, accepted, rejected or cut short (IterationEvaluated). Candidates come
+from a strategy (domain/strategies.py: hill climbing, random, Latin hypercube; tpe in
+infrastructure/tpe.py); this module judges them: a single objective (the best is the last
+accepted candidate) or two (objective pareto: the Pareto front of the candidates evaluated),
+and early stopping (a candidate clearly worse than the best by a given year is cut there).
+Every decision is a pure function of the spec, the master seed and the run results, so an
+experiment can be replayed, and resumed after a crash, and checked (docs/experiments.md).
 """
 
 from __future__ import annotations
