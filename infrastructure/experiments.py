@@ -430,7 +430,10 @@ def _outcomes(
             raise InvalidTransition(
                 f"run_id: sample run {run_id} ended {run.status}: {run.error_message}"
             )
-        results = list(ledger.years_of(run))  # summary-level: re-derived by re-simulating
+        # The years only when the search needs them (cost to an event, early stopping); a
+        # summary-level run's are re-derived by re-simulating it.
+        needs_years = spec.target_event is not None or spec.early_stop_at_year is not None
+        results = list(ledger.years_of(run)) if needs_years else []
         outcomes.append(outcome(run.id, seed, run.result_digest, run.summary, results, spec))
         years.append(results)
     return outcomes, years
