@@ -473,6 +473,8 @@ def test_a_summary_level_experiment_keeps_no_years_and_replays_to_its_digests(
 
     code, out, err = twinledger(database_url, "results", str(run_id))
     assert code == 2 and "keeps a summary only" in err, (out, err)
+    code, out, err = twinledger(database_url, "show-run", str(run_id))
+    assert code == 0 and "summary only" in out, (out, err)
 
     def forged(state: dict[str, Any]) -> None:
         state["result_digest"] = "0" * 64

@@ -292,7 +292,12 @@ def print_run(run: SimulationRun) -> None:
         ("twin", str(run.twin_id)),
         ("pattern", str(run.pattern)),
         ("status", str(run.status)),
-        ("progress", f"{run.years_recorded}/{run.duration_years} years"),
+        (
+            "progress",
+            f"{run.years_recorded}/{run.duration_years} years"
+            if run.persistence == "full"
+            else f"summary only ({run.status}; years re-derived by replay)",
+        ),
         ("seed", str(run.seed)),
         ("engine", run.engine_version),
         ("budget", format_cents(run.parameters.budget_cents)),
