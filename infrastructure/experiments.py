@@ -267,10 +267,21 @@ def run_experiment(
     (infrastructure/executors.py); the search decides from their recorded results alone, so
     where they ran changes nothing.
     """
-    spec = file.spec()
-    started_by = check_name(started_by, "started_by")
     workers = workers or file.workers
     _check_elsewhere(ledger, workers, scheduler)
+    experiment = start_experiment(ledger, file, started_by=started_by)
+    if on_started is not None:
+        on_started(experiment)
+    return continue_experiment(
+        ledger, experiment, workers=workers, scheduler=scheduler, on_iteration=on_iteration
+    )
+
+
+def start_experiment(ledger: TwinLedger, file: ExperimentFile, *, started_by: str) -> Experiment:
+    """Record ExperimentStarted (cloning the spec's body first if it names one), nothing more:
+    ``continue_experiment`` evaluates it, here or in a background worker."""
+    started_by = check_name(started_by, "started_by")
+    spec = file.spec()
     if file.twin is not None:
         twin = ledger.get_twin(file.twin)
         check_pattern_fits(spec.pattern, twin.simulation_type, str(twin.id))
@@ -293,9 +304,7 @@ def run_experiment(
         optuna_version=installed_optuna(spec),
     )
     ledger.save_and_notify(experiment)
-    if on_started is not None:
-        on_started(experiment)
-    return _search(ledger, experiment, workers, scheduler, on_iteration)
+    return experiment
 
 
 def resume_experiment(
@@ -320,8 +329,9 @@ def resume_experiment(
             f"experiment_id: experiment {experiment.id} is {experiment.status}, not running"
         )
     _check_versions(experiment, allow_other_version=False, verb="resume")
-    _check_elsewhere(ledger, workers, scheduler)
-    return _search(ledger, experiment, workers, scheduler, on_iteration)
+    return continue_experiment(
+        ledger, experiment, workers=workers, scheduler=scheduler, on_iteration=on_iteration
+    )
 
 
 def _check_elsewhere(ledger: TwinLedger, workers: int, scheduler: str | None) -> None:
@@ -331,14 +341,17 @@ def _check_elsewhere(ledger: TwinLedger, workers: int, scheduler: str | None) ->
         raise ValidationError("workers", "parallel samples need a database file or PostgreSQL")
 
 
-def _search(
+def continue_experiment(
     ledger: TwinLedger,
     experiment: Experiment,
-    workers: int,
-    scheduler: str | None,
-    on_iteration: OnIteration | None,
+    *,
+    workers: int = 1,
+    scheduler: str | None = None,
+    on_iteration: OnIteration | None = None,
 ) -> Experiment:
-    """The search loop from wherever the experiment stands (iteration 0, or a resume)."""
+    """Evaluate a started experiment to its end, from wherever it stands: iteration 0 (after
+    ``start_experiment``) or the iteration in flight of a resumed one."""
+    _check_elsewhere(ledger, workers, scheduler)
     spec = experiment.spec
     elsewhere = workers > 1 or bool(scheduler)
     pool = (
