@@ -17,7 +17,7 @@ from domain.digest import ResultDigest
 from domain.engine import ENGINE_VERSION, RunInputs, Simulation
 from domain.errors import NothingToVerify, SimulationDiverged, TwinLedgerError
 from domain.interventions import FORK_EVENT, HAZARDS, INTERVENTION_EVENT
-from domain.run import SimulationRun
+from domain.run import Persistence, SimulationRun
 from domain.values import Economic, Environment, KeyEvent, RunStatus, RunSummary, YearResult
 
 _encoder = msgspec.json.Encoder(order="sorted")
@@ -166,8 +166,15 @@ def replay_recorded(
     engine_failure = failure if failure is not None and failure.startswith(ENGINE_FAILURE) else None
     if not recorded_years and run.summary is None and engine_failure is None:
         raise NothingToVerify(str(run.id), str(run.status))
+    summary_only = run.persistence == Persistence.SUMMARY
     return replay(
-        inputs, recorded_years, run.summary, run.result_digest, engine_failure, parent=parent
+        inputs,
+        recorded_years,
+        run.summary,
+        run.result_digest,
+        engine_failure,
+        summary_only,
+        parent=parent,
     )
 
 
@@ -177,6 +184,7 @@ def replay(
     recorded_summary: RunSummary | None,
     recorded_digest: str | None,
     recorded_failure: str | None = None,
+    summary_only: bool = False,
     *,
     parent: ParentPrefix | None = None,
 ) -> ReplayReport:
@@ -187,7 +195,8 @@ def replay(
 
     For a fork whose parent is in the store (``parent``), the re-simulated years 1..at_year
     are first compared with the parent's recorded years: a difference there is reported with
-    the field prefixed ``parent``."""
+    the field prefixed ``parent``. A ``summary_only`` run recorded no years: every year is
+    re-simulated and the summary and digest checked."""
     simulation = Simulation(inputs)
     digest = ResultDigest()
     count = 0
@@ -244,6 +253,14 @@ def replay(
         return _replay_failure(simulation, inputs.duration_years, recorded_failure, report)
     if recorded_summary is None:
         return report(None)
+    if summary_only:
+        while simulation.year < inputs.duration_years:
+            try:
+                digest.add_year(simulation.step())
+            except SimulationDiverged as error:
+                failed = failure_message(error)
+                return report(Divergence(year=None, field="failure", recorded="", replayed=failed))
+            count += 1
     if count != inputs.duration_years:
         return report(
             Divergence(

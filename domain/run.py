@@ -8,6 +8,7 @@ that one event (domain/engine.py). Status: queued -> running -> completed | fail
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -55,6 +56,14 @@ def next_run_status(current: RunStatus, event: type[Event]) -> RunStatus:
     return _STATUS_AFTER.get(event, current)
 
 
+class Persistence(StrEnum):
+    """What a run keeps in the log: every year (full), or only RunQueued..RunCompleted with the
+    digest (summary: its years are re-derived by re-simulating, which the digest checks)."""
+
+    FULL = "full"
+    SUMMARY = "summary"
+
+
 class RunQueued(Created, frozen=True, kw_only=True):
     """A run was asked for. Everything needed to execute it again is here.
 
@@ -81,6 +90,7 @@ class RunQueued(Created, frozen=True, kw_only=True):
     interventions: list[Intervention] = msgspec.field(default_factory=list)
     forks: list[ForkPoint] = msgspec.field(default_factory=list)
     provenance: Provenance | None = None
+    persistence: Persistence = Persistence.FULL
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -105,6 +115,7 @@ class RunQueued(Created, frozen=True, kw_only=True):
         run.interventions = self.interventions
         run.forks = self.forks
         run.provenance = self.provenance
+        run.persistence = self.persistence
 
 
 class RunStarted(Event, frozen=True, kw_only=True):
@@ -201,6 +212,7 @@ class SimulationRun(Aggregate):
     def fork(self) -> ForkPoint | None:
         """The fork point that made this run (the last of its lineage), None if not a fork."""
         return self.forks[-1] if self.forks else None
+    persistence: Persistence
 
     @classmethod
     def queue(
@@ -222,9 +234,12 @@ class SimulationRun(Aggregate):
         interventions: list[Intervention] | None = None,
         forks: list[ForkPoint] | None = None,
         provenance: Provenance | None = None,
+        run_id: UUID | None = None,
+        persistence: Persistence = Persistence.FULL,
     ) -> SimulationRun:
         return cls._create(
             RunQueued,
+            id=run_id,
             twin_id=twin_id,
             source_body=source_body,
             twin_state=twin_state,
@@ -241,6 +256,7 @@ class SimulationRun(Aggregate):
             interventions=interventions or [],
             forks=forks or [],
             provenance=provenance,
+            persistence=persistence,
         )
 
     @property
@@ -257,6 +273,8 @@ class SimulationRun(Aggregate):
         self.trigger_event(RunStarted, resumed_from_year=self.years_recorded)
 
     def record_year(self, result: YearResult) -> None:
+        if self.persistence == Persistence.SUMMARY:
+            raise InvalidTransition(f"run_id: run {self.id} keeps a summary only, not its years")
         if self.status != RunStatus.RUNNING:
             raise InvalidTransition(f"run_id: run {self.id} is {self.status}, not running")
         if result.year != self.years_recorded + 1:
@@ -272,7 +290,8 @@ class SimulationRun(Aggregate):
         )
 
     def complete(self, summary: RunSummary, result_digest: str) -> None:
-        if self.status != RunStatus.RUNNING or self.years_recorded != self.duration_years:
+        years = self.duration_years if self.persistence == Persistence.FULL else 0
+        if self.status != RunStatus.RUNNING or self.years_recorded != years:
             raise InvalidTransition(
                 f"run_id: run {self.id} cannot complete at year {self.years_recorded} "
                 f"of {self.duration_years} ({self.status})"

@@ -46,9 +46,9 @@ from domain.replay import (
     replay_recorded,
     state_at_year,
 )
-from domain.run import RunCompleted, RunQueued, SimulationRun, YearResultRecorded
+from domain.run import Persistence, RunCompleted, RunQueued, SimulationRun, YearResultRecorded
 from domain.twin import DigitalTwin
-from domain.values import YearResult
+from domain.values import RunStatus, YearResult
 from infrastructure.codec import MsgspecMapper, NullTranscoder
 from infrastructure.errors import (
     RunInterrupted,
@@ -298,13 +298,22 @@ class TwinLedger(Application[UUID]):
         initiated_by: str = "cli",
         link: RunLink | None = None,
         interventions: Interventions | None = None,
+        run_id: UUID | None = None,
+        persistence: str = "full",
     ) -> UUID:
         """Queue a run on a twin; RunQueued records everything needed to execute it.
 
-        ``link`` ties the run to an experiment (experiment id, iteration, sample, purpose).
+        ``link`` ties the run to an experiment (experiment id, iteration, sample, purpose);
+        ``run_id`` gives the run a known id (experiments derive it from the structured id);
+        ``persistence`` "summary" keeps no YearResultRecorded (docs/experiments.md).
         ``interventions`` are ``YEAR:KEY=VALUE`` texts or ``{year, key, value}`` objects
         (infrastructure/interventions.py), applied at the start of their years.
         """
+        try:
+            level = Persistence(persistence)
+        except ValueError:
+            message = f"{persistence!r} is not full or summary"
+            raise ValidationError("persistence", message) from None
         request = validate(
             QueueRun,
             {
@@ -340,6 +349,8 @@ class TwinLedger(Application[UUID]):
             **(link._asdict() if link is not None else {}),
             interventions=scheduled,
             provenance=current_provenance(),
+            run_id=run_id,
+            persistence=level,
         )
         self._save(run)
         return run.id
@@ -522,12 +533,13 @@ class TwinLedger(Application[UUID]):
         simulation = Simulation(run_inputs(run))
         digest = ResultDigest()
         failure: str | None = None
+        keeps_years = run.persistence == Persistence.FULL
         try:
             while simulation.year < run.duration_years:
                 try:  # the engine's work: an error here is the run's own, recorded as RunFailed
                     result = simulation.step()
                     digest.add_year(result)
-                    if result.year > run.years_recorded:
+                    if result.year > run.years_recorded and keeps_years:
                         run.record_year(result)
                 except Exception as error:
                     failure = f"{type(error).__name__}: {error}"
@@ -601,6 +613,18 @@ class TwinLedger(Application[UUID]):
             if isinstance(event, YearResultRecorded):
                 yield event.to_result()
 
+    def years_of(self, run: SimulationRun) -> Iterator[YearResult]:
+        """A run's years: as recorded, or, for a completed summary-level run, re-derived by
+        re-simulating it (the same years: the digest was checked when it completed)."""
+        if run.persistence == Persistence.FULL or run.status != RunStatus.COMPLETED:
+            yield from self.recorded_years(run.id)
+            return
+        if run.engine_version != ENGINE_VERSION:
+            raise EngineVersionMismatch(str(run.id), run.engine_version)
+        simulation = Simulation(run_inputs(run))
+        while simulation.year < run.duration_years:
+            yield simulation.step()
+
     # --- replay (docs/simulation.md) ----------------------------------------------------------
 
     def replay_run(self, run_id: UUID | str, *, allow_other_engine: bool = False) -> ReplayReport:
@@ -651,7 +675,7 @@ class TwinLedger(Application[UUID]):
     def state_at_year(self, run_id: UUID | str, year: int) -> RunStateAtYear:
         """The run's state at the end of ``year``, folded from its recorded events only."""
         run = self.get_run(run_id)
-        state = None if year < 1 else state_at_year(self.recorded_years(run.id), year)
+        state = None if year < 1 else state_at_year(self.years_of(run), year)
         if state is None:
             recorded = f"1 to {run.years_recorded}" if run.years_recorded else "none"
             raise ValidationError(

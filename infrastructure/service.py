@@ -41,6 +41,7 @@ from infrastructure.experiments import (
     read_experiment_file,
     replay_experiment,
     resolve_run,
+    resume_experiment,
     run_experiment,
     start_experiment,
 )
@@ -594,13 +595,42 @@ class Ledger:
         )
         return self.experiment(experiment_id)
 
+    def resume_experiment(
+        self,
+        experiment_id: str,
+        *,
+        workers: int = 1,
+        scheduler: str | None = None,
+        on_iteration: Callable[[Evaluation], None] | None = None,
+    ) -> views.ExperimentDetail:
+        """Carry on an experiment whose process died (status running) to the end an
+        uninterrupted one would have reached (docs/experiments.md, Resume)."""
+        experiment = resume_experiment(
+            self.application,
+            experiment_id,
+            workers=workers,
+            scheduler=scheduler,
+            on_iteration=on_iteration,
+        )
+        return self.experiment(str(experiment.id))
+
     def replay_experiment(
-        self, experiment_id: str, *, only: str | None = None, allow_other_engine: bool = False
+        self,
+        experiment_id: str,
+        *,
+        only: str | None = None,
+        allow_other_engine: bool = False,
+        allow_other_version: bool = False,
     ) -> views.ExperimentVerdict:
         """Re-run the search from ExperimentStarted alone and compare every candidate, digest
-        and decision with the record (``only``: "iter5:evaluation[:sample2]")."""
+        and decision with the record (``only``: "iter5:evaluation[:sample2]");
+        ``allow_other_version``: even if recorded by another engine or Optuna version."""
         report = replay_experiment(
-            self.application, experiment_id, only=only, allow_other_engine=allow_other_engine
+            self.application,
+            experiment_id,
+            only=only,
+            allow_other_engine=allow_other_engine,
+            allow_other_version=allow_other_version,
         )
         return views.ExperimentVerdict(
             experiment_id=str(_uuid("experiment_id", experiment_id)),

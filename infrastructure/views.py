@@ -91,6 +91,7 @@ class Run(View):
     iteration: int | None
     sample_index: int | None
     run_purpose: str | None
+    persistence: str = "full"  # or summary: no year recorded (docs/experiments.md)
 
 
 class Result(View):
@@ -126,6 +127,9 @@ class Experiment(View):
     best_cost_cents: int | None
     best_parameters: Any | None
     final_run_id: str | None
+    strategy: str = "hill_climb"
+    optuna_version: str | None = None
+    pareto_front: list[int] | None = None  # objective pareto: the front's iterations
     started_at: str
     completed_at: str | None
     updated_at: str
@@ -142,6 +146,8 @@ class Iteration(View):
     cost_cents: int
     feasible: int
     accepted: int
+    cut: int = 0  # 1: cut short by early stopping at cut_at_year
+    cut_at_year: int | None = None
     evaluation_run_id: str
     sample_run_ids: Any
     recorded_at: str

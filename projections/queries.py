@@ -96,8 +96,15 @@ def results(
     to_year: int | None = None,
 ) -> list[dict[str, Any]]:
     run = store.uuid(_uuid("run_id", run_id))
-    if not _select(store, SIMULATION_RUNS, [("id = %s", run)], "id"):
+    found = _select(store, SIMULATION_RUNS, [("id = %s", run)], "id")
+    if not found:
         raise NotFound("run_id", run_id.strip())
+    if found[0]["persistence"] == "summary":
+        raise ValidationError(
+            "run_id",
+            f"run {run_id.strip()} keeps a summary only (persistence summary): no year is "
+            f"recorded; `twinledger replay {run_id.strip()} --to-year N` re-derives year N",
+        )
     where: list[tuple[str, Any]] = [("run_id = %s", run)]
     if result_type is not None:
         if result_type not in RESULT_TYPES:

@@ -318,6 +318,7 @@ def show_run_command(
     adds its interventions, fork lineage, forks and provenance (from its events)."""
     check_format(output)
     with service() as ledger:
+        ledger.run_from_events(run_id)  # an unreadable stream is named here (exit 1)
         found = ledger.run(run_id)
         lineage = ledger.lineage(found.id) if output == "table" and not quiet else None
     show_run(found, output, quiet, lineage)
@@ -417,7 +418,12 @@ def print_run(run: Run, lineage: RunLineage | None = None) -> None:
         ("twin", run.digital_twin_id),
         ("pattern", run.pattern),
         ("status", run.status),
-        ("progress", f"{run.current_year}/{run.duration_years} years"),
+        (
+            "progress",
+            f"{run.current_year}/{run.duration_years} years"
+            if run.persistence == "full"
+            else f"summary only ({run.status}; years re-derived by replay)",
+        ),
         ("seed", str(run.seed)),
         ("engine", run.engine_version),
         ("budget", format_cents(run.budget_cents)),
