@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from domain.catalog import CATALOG
-from domain.twin import DigitalTwin
 from infrastructure.cli.base import (
     app,
     console,
     guarded,
     ledger,
 )
-from infrastructure.inputs import parse_duration
+
+if TYPE_CHECKING:  # imported by the commands that use them: `bodies` starts without them
+    from domain.twin import DigitalTwin
 
 # --- twins ---------------------------------------------------------------------------------------
 
@@ -55,6 +56,8 @@ def clone(
     simulation_type: Annotated[str | None, typer.Option("--type")] = None,
 ) -> None:
     """Clone a body into a new digital twin and print its id."""
+    from infrastructure.inputs import parse_duration
+
     lifetime = parse_duration(expires_in)
     with ledger() as application:
         twin_id = application.clone_twin(
