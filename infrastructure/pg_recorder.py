@@ -19,10 +19,11 @@ Durability: a save may pass ``durable=False`` (execute_run does for every chunk 
 the last). That transaction then commits with ``synchronous_commit = off``: the commit returns
 before its WAL record is flushed. Nothing can be lost that is not re-made: PostgreSQL writes
 and flushes its WAL in order, so the next durable commit (the run's last chunk, RunCompleted,
-any projection's catch-up, any other writer) flushes this one first; only a server crash in the
-~200 ms (3 x wal_writer_delay at most) before that can lose it, whole (never half a batch), and
-the lost chunk was the run's latest, whose years a resumed run simulates again (deterministic:
-same events, same digest). Readers see the events at the commit, as usual. Every other write
+any projection's catch-up, any other writer) flushes this one first, and the WAL writer does
+within 3 x wal_writer_delay anyway. Only a server crash in that window can lose such chunks,
+whole (never half a batch), and only the run's latest ones (never one before a durable
+commit); a resumed run records the missing years, simulating them again (deterministic: same
+events, same digest). Readers see the events at the commit, as usual. Every other write
 (twins, queue, start, cancel, the last chunk, RunCompleted, RunFailed) is durable.
 
 Round trips: the lock timeout, the table lock, the NOTIFY and the commit setting go in one
