@@ -14,12 +14,14 @@ from __future__ import annotations
 MODULES = (
     "archive",
     "bench",
+    "compare",
     "daemon",
     "experiments",
     "lifecycle",
     "projections",
     "replay",
     "runs",
+    "serve",
     "tables",
     "twins",
 )
@@ -38,12 +40,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "bench",
         "Benchmark on scratch storage beside --db (never the ledger itself); prints the numbers.",
     ),
+    "compare": (
+        "compare",
+        "Compare runs: parameters side by side (* where they differ), summary metrics and the\n"
+        "first year whose recorded results differ. ``--format json`` adds each run's series.",
+    ),
     "daemon": (
         "daemon",
         "Run expiry, retention and replay verification on a schedule, each once across all the\n"
         "daemons of the store (start as many as you like, on any hosts).",
     ),
-    "runs": ("tables", "List runs, from the simulation_runs table."),
+    "runs": (
+        "tables",
+        "List runs from the simulation_runs table: filtered, ordered, a page at a time.",
+    ),
     "experiments": (
         "tables",
         "List experiments, from the experiments table (`experiment show ID` for one).",
@@ -57,22 +67,29 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "replay",
         "Re-simulate a run from its RunQueued and compare every year and the summary.",
     ),
-    "bodies": ("twins", "List the built-in reference bodies a twin can be cloned from."),
-    "clone": ("twins", "Clone a body into a new digital twin and print its id."),
-    "delete": ("twins", "Soft-delete a twin: it keeps its history and accepts no new runs."),
-    "twin": ("twins", "Show one twin, read from its events."),
-    "queue": ("runs", "Queue a run without executing it; prints the run id."),
-    "run": ("runs", "Queue a run on a twin and execute it with a progress bar."),
+    "queue": (
+        "runs",
+        "Queue a run without executing it; prints the run id (--format json: the run).",
+    ),
+    "run": ("runs", "Queue a run on a twin and execute it with a progress bar (on stderr)."),
     "execute": (
         "runs",
         "Execute a queued run, or resume one interrupted by a crash; --queued drains the queue.",
     ),
     "cancel": ("runs", "Cancel a queued or running run (a running one stops at its next chunk)."),
-    "show-run": ("runs", "Show one run, read from its events."),
+    "show-run": (
+        "runs",
+        "Show one run (its simulation_runs row, with the summary once completed).",
+    ),
     "demo": (
         "runs",
         "Clone Mars, run mars_terraform for 100 years with a progress bar, print the summary.",
     ),
+    "serve": ("serve", "Serve the JSON API under /api/v1 and the dashboard at /; Ctrl-C stops."),
+    "bodies": ("twins", "List the built-in reference bodies a twin can be cloned from."),
+    "clone": ("twins", "Clone a body into a new digital twin and print it (-q: its id only)."),
+    "delete": ("twins", "Soft-delete a twin: it keeps its history and accepts no new runs."),
+    "twin": ("twins", "Show one twin (its digital_twins row)."),
     "experiment": ("experiments", "Parameter searches over runs of a twin."),
     "twins": ("tables", "List twins (from the digital_twins table), or `twins extend` one."),
     "retention": ("lifecycle", "Remove old rows from the read tables (never events)."),
