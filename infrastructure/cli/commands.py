@@ -79,7 +79,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cancel": ("runs", "Cancel a queued or running run (a running one stops at its next chunk)."),
     "show-run": (
         "runs",
-        "Show one run (its simulation_runs row, with the summary once completed).",
+        "Show one run (its simulation_runs row, with the summary once completed); the table\n"
+        "adds its interventions, fork lineage, forks and provenance (from its events).",
+    ),
+    "fork": (
+        "runs",
+        "Fork a run at a year with changes (what if...), then execute the fork.",
     ),
     "demo": (
         "runs",
