@@ -15,6 +15,14 @@ transaction was rolled back with its connection, so a retry cannot write the bat
 the commit itself landed before the connection dropped, the retry meets the primary key
 (IntegrityError) and nothing is written twice either.
 
+Hash chain (docs/integrity.md): in the same transaction, after the events, each event's chained
+SHA-256 goes into the side table ``<events>_hashes`` (infrastructure/integrity.py). The previous
+hash of each stream is read in that transaction, under the table lock; a concurrent writer to the
+same stream conflicts on the primary key of the events (and of the hashes) as before.
+The table lock is taken through a SECURITY DEFINER function owned by the schema's owner, so the
+writer role (infrastructure/roles.py) needs INSERT on the log, never UPDATE or DELETE (which
+PostgreSQL 15 demands for ``LOCK TABLE ... IN EXCLUSIVE MODE``).
+
 Notification ids: with the table locked, this transaction is the only one drawing from the
 notification_id sequence, so the n ids it draws during COPY are consecutive and end at
 ``currval``; they are returned like the library's RETURNING would.
@@ -22,21 +30,70 @@ notification_id sequence, so the n ids it draws during COPY are consecutive and 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.utils import retry
+from psycopg import Cursor
+from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier, Literal
 
+from infrastructure.integrity import Chainer, chain_batch, hashes_table_name, previous_links
+
 COPY_FROM = 16  # smaller batches take the library's INSERT path: one round trip is cheaper
+BACKFILL = 5000
 
 
 class CopyApplicationRecorder(PostgresApplicationRecorder):
+    copy_from = COPY_FROM
+
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name=events_table_name)
         schema, table = self.datastore.schema, self.events_table_name
+        self.hashes_table_name = hashes_table_name(table)
+        events = Identifier(schema, table)
+        hashes = Identifier(schema, self.hashes_table_name)
+        lock_function = Identifier(schema, f"{table}_lock")
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {} (originator_id uuid NOT NULL,"
+                " originator_version bigint NOT NULL, hash bytea NOT NULL,"
+                " PRIMARY KEY (originator_id, originator_version))"
+            ).format(hashes)
+        )
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE OR REPLACE FUNCTION {}() RETURNS void LANGUAGE plpgsql SECURITY DEFINER"
+                " SET search_path = pg_catalog AS $$ BEGIN LOCK TABLE {} IN EXCLUSIVE MODE;"
+                " END $$"
+            ).format(lock_function, events)
+        )
+        self.lock_table_statements = [
+            self.lock_table_statements[0],  # SET LOCAL lock_timeout
+            SQL("SELECT {}()").format(lock_function),
+        ]
+        self.previous_statement = SQL(
+            "SELECT h.originator_id, h.originator_version, h.hash FROM {} h"
+            " JOIN unnest(%s::uuid[], %s::bigint[]) AS p(i, v)"
+            " ON h.originator_id = p.i AND h.originator_version = p.v"
+        ).format(hashes)
+        self.insert_hash_statement = SQL(
+            "INSERT INTO {} (originator_id, originator_version, hash) VALUES (%s, %s, %s)"
+        ).format(hashes)
+        self.copy_hashes_statement = SQL(
+            "COPY {} (originator_id, originator_version, hash) FROM STDIN (FORMAT BINARY)"
+        ).format(hashes)
+        self.hashes_exist_statement = SQL("SELECT to_regclass({}) IS NOT NULL AS e").format(
+            Literal(f'"{schema}"."{self.hashes_table_name}"')
+        )
+        self.backfill_statement = SQL(
+            "SELECT uuid_send(originator_id), originator_version, topic, state FROM {}"
+            " ORDER BY originator_id, originator_version"
+        ).format(events)
         self.copy_statement = SQL(
             "COPY {}.{} (originator_id, originator_version, topic, state) "
             "FROM STDIN (FORMAT BINARY)"
@@ -48,7 +105,7 @@ class CopyApplicationRecorder(PostgresApplicationRecorder):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        if len(stored_events) < COPY_FROM or self.datastore.enable_db_functions:
+        if len(stored_events) < self.copy_from or self.datastore.enable_db_functions:
             ids: Sequence[int] | None = super().insert_events(stored_events, **kwargs)
             return ids
         copied: list[int] = self._copy_events(stored_events)
@@ -66,8 +123,68 @@ class CopyApplicationRecorder(PostgresApplicationRecorder):
                     copy.write_row(
                         (event.originator_id, event.originator_version, event.topic, event.state)
                     )
+            rows = chain_batch(stored_events, self._previous(curs, stored_events))
+            with curs.copy(self.copy_hashes_statement) as copy:
+                copy.set_types(["uuid", "int8", "bytea"])
+                for row in rows:
+                    copy.write_row(row)
             curs.execute(self.last_id_statement)
             row = curs.fetchone()
             assert row is not None
             last = int(row["currval"])
         return list(range(last - len(stored_events) + 1, last + 1))
+
+    def _insert_stored_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        """The library's INSERT (its cursor keeps the RETURNING ids), then the hashes."""
+        super()._insert_stored_events(curs, stored_events, **kwargs)
+        with curs.connection.cursor() as other:
+            rows = chain_batch(stored_events, self._previous(other, stored_events))
+            other.executemany(self.insert_hash_statement, rows)
+
+    def _previous(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent]
+    ) -> dict[tuple[UUID, int], bytes]:
+        wanted = previous_links(stored_events)
+        if not wanted:
+            return {}
+        curs.execute(
+            self.previous_statement, ([i for i, _ in wanted], [v for _, v in wanted])
+        )
+        return {
+            (r["originator_id"], r["originator_version"]): bytes(r["hash"])
+            for r in curs.fetchall()
+        }
+
+    def _create_table(self, curs: Cursor[DictRow]) -> None:
+        """The library's DDL, the hashes table and lock function; on a store made before the
+        hashes table, the chain of every stored event, computed once here (docs/integrity.md)."""
+        curs.execute(self.hashes_exist_statement)
+        row = curs.fetchone()
+        upgrading = row is not None and not row["e"]
+        super()._create_table(curs)
+        if upgrading:
+            self._backfill(curs)
+
+    def _backfill(self, curs: Cursor[DictRow]) -> None:
+        self._lock_table(curs)
+        chain = Chainer()
+        with curs.connection.cursor("twinledger_backfill", binary=True) as reader:
+            reader.execute(self.backfill_statement)
+            while batch := reader.fetchmany(BACKFILL):
+                rows = []
+                for r in batch:
+                    ident, version = bytes(r["uuid_send"]), r["originator_version"]
+                    digest = chain(ident, version, r["topic"], bytes(r["state"]))
+                    rows.append((UUID(bytes=ident), version, digest))
+                with curs.copy(self.copy_hashes_statement) as copy:
+                    copy.set_types(["uuid", "int8", "bytea"])
+                    for row in rows:
+                        copy.write_row(row)
+
+
+class InsertApplicationRecorder(CopyApplicationRecorder):
+    """The library's INSERT path for every batch (TWINLEDGER_PG_APPEND=insert), hashes and all."""
+
+    copy_from = sys.maxsize

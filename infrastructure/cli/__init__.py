@@ -14,6 +14,7 @@ from infrastructure.cli import (  # noqa: F401  (registers the commands)
     bench,
     daemon,
     experiments,
+    integrity,
     lifecycle,
     projections,
     replay,

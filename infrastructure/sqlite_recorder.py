@@ -1,0 +1,77 @@
+"""The SQLite application recorder with the hash chain (docs/integrity.md).
+
+The library's recorder, plus: each event's chained SHA-256 goes into ``stored_event_hashes``
+in the same transaction as the event (SQLite serialises writers, so the previous hash read
+there is the stream's head), and a store made before that table gets it, with the chain of
+every stored event, once, when it is first opened (infrastructure/integrity.py).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
+
+from infrastructure.integrity import Chainer, chain_batch, hashes_table_name, previous_links
+
+BACKFILL = 5000
+
+
+class HashingSQLiteRecorder(SQLiteApplicationRecorder):
+    def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
+        self.hashes_table_name = hashes_table_name(events_table_name)
+        super().__init__(datastore, events_table_name)
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [
+            *super().construct_create_table_statements(),
+            f"CREATE TABLE IF NOT EXISTS {self.hashes_table_name} (originator_id TEXT,"
+            " originator_version INTEGER, hash BLOB NOT NULL,"
+            " PRIMARY KEY (originator_id, originator_version)) WITHOUT ROWID",
+        ]
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        ids = super()._insert_events(c, stored_events, **kwargs)
+        previous: dict[tuple[UUID, int], bytes] = {}
+        for ident, version in previous_links(stored_events):
+            c.execute(
+                f"SELECT hash FROM {self.hashes_table_name}"  # noqa: S608 (fixed names)
+                " WHERE originator_id = ? AND originator_version = ?",
+                (ident.hex, version),
+            )
+            row = c.fetchone()
+            if row is not None:
+                previous[(ident, version)] = bytes(row[0])
+        c.executemany(
+            f"INSERT INTO {self.hashes_table_name} VALUES (?, ?, ?)",  # noqa: S608
+            [(i.hex, v, h) for i, v, h in chain_batch(stored_events, previous)],
+        )
+        return ids
+
+    def _create_table(self, c: SQLiteCursor) -> None:
+        c.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
+            (self.hashes_table_name,),
+        )
+        upgrading = not c.fetchone()[0]
+        super()._create_table(c)
+        if upgrading:
+            self._backfill(c.sqlite_cursor.connection)
+
+    def _backfill(self, connection: sqlite3.Connection) -> None:
+        chain = Chainer()
+        reader = connection.execute(
+            f"SELECT originator_id, originator_version, topic, state"  # noqa: S608
+            f" FROM {self.events_table_name} ORDER BY originator_id, originator_version"
+        )
+        while batch := reader.fetchmany(BACKFILL):
+            connection.executemany(
+                f"INSERT INTO {self.hashes_table_name} VALUES (?, ?, ?)",  # noqa: S608
+                [(i, v, chain(bytes.fromhex(i), v, t, bytes(s))) for i, v, t, s in batch],
+            )
