@@ -226,17 +226,28 @@ def check_rows(
             close()
             stream, expected, prior, last_position, head = ident, 1, GENESIS, 0, None
         if version != expected:
-            return broken(ident, expected, "missing: the stream skips from here to version "
-                          f"{version}" if version > expected else "stored twice or out of order")
+            return broken(
+                ident,
+                expected,
+                f"missing: the stream skips from here to version {version}"
+                if version > expected
+                else "stored twice or out of order",
+            )
         if topic is None or state is None or where is None:
             return broken(ident, version, _ORPHAN)
         if stored is None:
-            return broken(ident, version, "no stored hash: the event was written outside the "
-                          "ledger, or its hash was deleted")
+            return broken(
+                ident,
+                version,
+                "no stored hash: the event was written outside the ledger, or its hash was deleted",
+            )
         digest = link(prior, ident, version, topic, state)
         if digest != stored:
-            return broken(ident, version, "its stored bytes do not match its hash (changed, "
-                          "replaced or reordered)")
+            return broken(
+                ident,
+                version,
+                "its stored bytes do not match its hash (changed, replaced or reordered)",
+            )
         if where <= last_position:
             return broken(ident, version, "stored before the event it follows (reordered)")
         if where <= position:
@@ -272,43 +283,48 @@ def _scan_postgres(recorder: Any, position: int | None, keep: bool) -> Scan:
     schema = recorder.datastore.schema
     events = Identifier(schema, recorder.events_table_name)
     hashes = Identifier(schema, hashes_table_name(recorder.events_table_name))
-    with recorder.datastore.get_connection() as connection:
-        with connection.transaction():
-            connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            if position is None:
-                row = connection.execute(
-                    SQL("SELECT coalesce(max(notification_id), 0) AS p FROM {}").format(events)
-                ).fetchone()
-                position = int(row["p"])
-            orphan_row = connection.execute(
-                SQL(
-                    "SELECT uuid_send(h.originator_id) AS i, h.originator_version AS v FROM {h} h"
-                    " WHERE NOT EXISTS (SELECT 1 FROM {e} e WHERE e.originator_id ="
-                    " h.originator_id AND e.originator_version = h.originator_version)"
-                    " ORDER BY h.originator_id, h.originator_version LIMIT 1"
-                ).format(h=hashes, e=events)
+    with recorder.datastore.get_connection() as connection, connection.transaction():
+        connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        if position is None:
+            row = connection.execute(
+                SQL("SELECT coalesce(max(notification_id), 0) AS p FROM {}").format(events)
             ).fetchone()
-            orphan = None if orphan_row is None else (bytes(orphan_row["i"]), orphan_row["v"])
-            cursor = connection.cursor("twinledger_verify", binary=True)
-            cursor.itersize = FETCH
-            cursor.execute(
-                SQL(
-                    "SELECT uuid_send(e.originator_id), e.originator_version, e.topic, e.state,"
-                    " e.notification_id, h.hash FROM {e} e LEFT JOIN {h} h"
-                    " ON h.originator_id = e.originator_id"
-                    " AND h.originator_version = e.originator_version"
-                    " ORDER BY e.originator_id, e.originator_version"
-                ).format(e=events, h=hashes)
+            position = int(row["p"])
+        orphan_row = connection.execute(
+            SQL(
+                "SELECT uuid_send(h.originator_id) AS i, h.originator_version AS v FROM {h} h"
+                " WHERE NOT EXISTS (SELECT 1 FROM {e} e WHERE e.originator_id ="
+                " h.originator_id AND e.originator_version = h.originator_version)"
+                " ORDER BY h.originator_id, h.originator_version LIMIT 1"
+            ).format(h=hashes, e=events)
+        ).fetchone()
+        orphan = None if orphan_row is None else (bytes(orphan_row["i"]), orphan_row["v"])
+        cursor = connection.cursor("twinledger_verify", binary=True)
+        cursor.itersize = FETCH
+        cursor.execute(
+            SQL(
+                "SELECT uuid_send(e.originator_id), e.originator_version, e.topic, e.state,"
+                " e.notification_id, h.hash FROM {e} e LEFT JOIN {h} h"
+                " ON h.originator_id = e.originator_id"
+                " AND h.originator_version = e.originator_version"
+                " ORDER BY e.originator_id, e.originator_version"
+            ).format(e=events, h=hashes)
+        )
+        rows = (
+            (
+                r["uuid_send"],
+                r["originator_version"],
+                r["topic"],
+                r["state"],
+                r["notification_id"],
+                r["hash"],
             )
-            rows = (
-                (r["uuid_send"], r["originator_version"], r["topic"], r["state"],
-                 r["notification_id"], r["hash"])
-                for r in cursor
-            )
-            try:
-                return check_rows(rows, position, orphan, keep=keep)
-            finally:
-                cursor.close()
+            for r in cursor
+        )
+        try:
+            return check_rows(rows, position, orphan, keep=keep)
+        finally:
+            cursor.close()
 
 
 def _scan_sqlite(recorder: Any, position: int | None, keep: bool) -> Scan:
@@ -317,18 +333,18 @@ def _scan_sqlite(recorder: Any, position: int | None, keep: bool) -> Scan:
     with recorder.datastore.transaction(commit=False) as cursor:
         connection: sqlite3.Connection = cursor.sqlite_cursor.connection
         if position is None:
-            position = int(connection.execute(
-                f"SELECT coalesce(max(rowid), 0) FROM {events}"  # noqa: S608 (fixed names)
-            ).fetchone()[0])
+            position = int(
+                connection.execute(f"SELECT coalesce(max(rowid), 0) FROM {events}").fetchone()[0]
+            )
         orphan_row = connection.execute(
-            f"SELECT h.originator_id, h.originator_version FROM {hashes} h"  # noqa: S608
+            f"SELECT h.originator_id, h.originator_version FROM {hashes} h"
             f" WHERE NOT EXISTS (SELECT 1 FROM {events} e WHERE e.originator_id ="
             " h.originator_id AND e.originator_version = h.originator_version)"
             " ORDER BY h.originator_id, h.originator_version LIMIT 1"
         ).fetchone()
         orphan = None if orphan_row is None else (bytes.fromhex(orphan_row[0]), orphan_row[1])
         reader = connection.execute(
-            f"SELECT e.originator_id, e.originator_version, e.topic, e.state, e.rowid,"  # noqa: S608
+            f"SELECT e.originator_id, e.originator_version, e.topic, e.state, e.rowid,"
             f" h.hash FROM {events} e LEFT JOIN {hashes} h"
             " ON h.originator_id = e.originator_id AND h.originator_version = e.originator_version"
             " ORDER BY e.originator_id, e.originator_version"
@@ -340,7 +356,9 @@ def _scan_sqlite(recorder: Any, position: int | None, keep: bool) -> Scan:
 # --- proofs ----------------------------------------------------------------------------------
 
 
-def prove(recorder: Any, stream_id: UUID, digest: str, position: int | None = None) -> dict[str, Any]:
+def prove(
+    recorder: Any, stream_id: UUID, digest: str, position: int | None = None
+) -> dict[str, Any]:
     """A proof that ``stream_id``'s events up to ``position`` are in the ledger whose digest
     there is ``digest``: its events, their chain, and the Merkle audit path of its head.
 
@@ -361,8 +379,9 @@ def prove(recorder: Any, stream_id: UUID, digest: str, position: int | None = No
     ]
     events, prior = [], GENESIS
     for event in stored:
-        prior = link(prior, stream_id.bytes, event.originator_version, event.topic,
-                     bytes(event.state))
+        prior = link(
+            prior, stream_id.bytes, event.originator_version, event.topic, bytes(event.state)
+        )
         events.append(
             {
                 "originator_version": event.originator_version,
@@ -381,8 +400,10 @@ def prove(recorder: Any, stream_id: UUID, digest: str, position: int | None = No
         "stream": str(stream_id),
         "leaf_index": index,
         "events": events,
-        "path": [{"side": side, "hash": sibling.hex()} for side, sibling in
-                 audit_path(scan.leaves, index)],
+        "path": [
+            {"side": side, "hash": sibling.hex()}
+            for side, sibling in audit_path(scan.leaves, index)
+        ],
     }
 
 
@@ -401,7 +422,7 @@ def _position_of(recorder: Any, event: StoredEvent) -> int:
             return int(cursor.fetchone()["p"])
     with recorder.datastore.transaction(commit=False) as lite:
         lite.execute(
-            f"SELECT rowid FROM {table} WHERE originator_id = ? AND originator_version = ?",  # noqa: S608
+            f"SELECT rowid FROM {table} WHERE originator_id = ? AND originator_version = ?",
             (_uuid(event.originator_id).hex, event.originator_version),
         )
         return int(lite.fetchone()[0])

@@ -123,11 +123,11 @@ class CopyApplicationRecorder(PostgresApplicationRecorder):
                     copy.write_row(
                         (event.originator_id, event.originator_version, event.topic, event.state)
                     )
-            rows = chain_batch(stored_events, self._previous(curs, stored_events))
+            hashes = chain_batch(stored_events, self._previous(curs, stored_events))
             with curs.copy(self.copy_hashes_statement) as copy:
                 copy.set_types(["uuid", "int8", "bytea"])
-                for row in rows:
-                    copy.write_row(row)
+                for link in hashes:
+                    copy.write_row(link)
             curs.execute(self.last_id_statement)
             row = curs.fetchone()
             assert row is not None
@@ -149,12 +149,9 @@ class CopyApplicationRecorder(PostgresApplicationRecorder):
         wanted = previous_links(stored_events)
         if not wanted:
             return {}
-        curs.execute(
-            self.previous_statement, ([i for i, _ in wanted], [v for _, v in wanted])
-        )
+        curs.execute(self.previous_statement, ([i for i, _ in wanted], [v for _, v in wanted]))
         return {
-            (r["originator_id"], r["originator_version"]): bytes(r["hash"])
-            for r in curs.fetchall()
+            (r["originator_id"], r["originator_version"]): bytes(r["hash"]) for r in curs.fetchall()
         }
 
     def _create_table(self, curs: Cursor[DictRow]) -> None:

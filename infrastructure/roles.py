@@ -45,7 +45,9 @@ class Roles:
 def check(roles: Roles) -> None:
     for kind, name in roles.names().items():
         if not SCHEMA_NAME.fullmatch(name):
-            raise ValidationError(kind, f"{name!r} must be ASCII letters, digits and _ (at most 63)")
+            raise ValidationError(
+                kind, f"{name!r} must be ASCII letters, digits and _ (at most 63)"
+            )
     if len(set(roles.names().values())) != 3:
         raise ValidationError("writer", "the owner, writer and reader must be three roles")
 
@@ -85,11 +87,11 @@ def _statements(
     schema: str,
     roles: Roles,
     passwords: dict[str, str],
-) -> list[tuple[sql.Composable, str]]:
+) -> list[tuple[sql.Composed, str]]:
     ident = sql.Identifier
-    out: list[tuple[sql.Composable, str]] = []
+    out: list[tuple[sql.Composed, str]] = []
 
-    def add(statement: sql.Composable, shown: str | None = None) -> None:
+    def add(statement: sql.Composed, shown: str | None = None) -> None:
         out.append((statement, shown or statement.as_string(connection)))
 
     for name in roles.names().values():
@@ -103,9 +105,14 @@ def _statements(
                 ),
                 f"ALTER ROLE {name} PASSWORD '***'",
             )
-    s, owner, writer, reader = ident(schema), ident(roles.owner), ident(roles.writer), ident(roles.reader)
+    s, owner, writer, reader = (
+        ident(schema),
+        ident(roles.owner),
+        ident(roles.writer),
+        ident(roles.reader),
+    )
     tables = [
-        row[0]
+        str(row[0])
         for row in connection.execute(
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
             " WHERE n.nspname = %s AND c.relkind IN ('r', 'p') ORDER BY c.relname",
@@ -115,7 +122,7 @@ def _statements(
     if EVENTS_TABLE not in tables:
         raise ValidationError("db", f"schema {schema} holds no ledger ({EVENTS_TABLE})")
     types = [
-        row[0]
+        str(row[0])
         for row in connection.execute(
             "SELECT t.typname FROM pg_type t JOIN pg_class c ON c.oid = t.typrelid"
             " JOIN pg_namespace n ON n.oid = t.typnamespace"
@@ -143,14 +150,21 @@ def _statements(
     add(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(s))
     add(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}, {}").format(s, writer, reader))
     add(sql.SQL("GRANT CREATE ON SCHEMA {} TO {}").format(s, writer))
-    add(sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA {} FROM PUBLIC, {}, {}").format(s, writer, reader))
+    add(
+        sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA {} FROM PUBLIC, {}, {}").format(
+            s, writer, reader
+        )
+    )
     add(sql.SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {} TO {}").format(s, writer))
     for table in tables:
         target = ident(schema, table)
         if table in LOG_TABLES:
             add(sql.SQL("GRANT SELECT, INSERT ON {} TO {}").format(target, writer))
         else:
-            add(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON {} TO {}").format(
-                target, writer))
+            add(
+                sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON {} TO {}").format(
+                    target, writer
+                )
+            )
             add(sql.SQL("GRANT SELECT ON {} TO {}").format(target, reader))
     return out

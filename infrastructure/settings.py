@@ -118,16 +118,19 @@ class Database:
         return f"sqlite:{self.sqlite_path}"
 
 
+RECORDERS = "infrastructure.pg_recorder"
+
+
 def _append_path() -> dict[str, str]:
     """TWINLEDGER_PG_APPEND: ``copy`` (default, infrastructure/pg_recorder.py) or ``insert``
     (eventsourcing's own INSERT path: a fallback, and the baseline the benchmark compares with).
     Both write the hash chain (docs/integrity.md)."""
     choice = os.environ.get("TWINLEDGER_PG_APPEND", "copy")
     if choice == "insert":
-        return {"APPLICATION_RECORDER_TOPIC": "infrastructure.pg_recorder:InsertApplicationRecorder"}
+        return {"APPLICATION_RECORDER_TOPIC": f"{RECORDERS}:InsertApplicationRecorder"}
     if choice != "copy":
         raise ValueError(f"TWINLEDGER_PG_APPEND: {choice!r} is not copy or insert")
-    return {"APPLICATION_RECORDER_TOPIC": "infrastructure.pg_recorder:CopyApplicationRecorder"}
+    return {"APPLICATION_RECORDER_TOPIC": f"{RECORDERS}:CopyApplicationRecorder"}
 
 
 def resolve_database(url: str | None = None) -> Database:

@@ -41,7 +41,7 @@ class HashingSQLiteRecorder(SQLiteApplicationRecorder):
         previous: dict[tuple[UUID, int], bytes] = {}
         for ident, version in previous_links(stored_events):
             c.execute(
-                f"SELECT hash FROM {self.hashes_table_name}"  # noqa: S608 (fixed names)
+                f"SELECT hash FROM {self.hashes_table_name}"
                 " WHERE originator_id = ? AND originator_version = ?",
                 (ident.hex, version),
             )
@@ -49,7 +49,7 @@ class HashingSQLiteRecorder(SQLiteApplicationRecorder):
             if row is not None:
                 previous[(ident, version)] = bytes(row[0])
         c.executemany(
-            f"INSERT INTO {self.hashes_table_name} VALUES (?, ?, ?)",  # noqa: S608
+            f"INSERT INTO {self.hashes_table_name} VALUES (?, ?, ?)",
             [(i.hex, v, h) for i, v, h in chain_batch(stored_events, previous)],
         )
         return ids
@@ -67,11 +67,11 @@ class HashingSQLiteRecorder(SQLiteApplicationRecorder):
     def _backfill(self, connection: sqlite3.Connection) -> None:
         chain = Chainer()
         reader = connection.execute(
-            f"SELECT originator_id, originator_version, topic, state"  # noqa: S608
+            f"SELECT originator_id, originator_version, topic, state"
             f" FROM {self.events_table_name} ORDER BY originator_id, originator_version"
         )
         while batch := reader.fetchmany(BACKFILL):
             connection.executemany(
-                f"INSERT INTO {self.hashes_table_name} VALUES (?, ?, ?)",  # noqa: S608
+                f"INSERT INTO {self.hashes_table_name} VALUES (?, ?, ?)",
                 [(i, v, chain(bytes.fromhex(i), v, t, bytes(s))) for i, v, t, s in batch],
             )

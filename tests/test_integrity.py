@@ -21,6 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from psycopg import sql
 from storage import rewrite_stored_event
+from test_experiments import small_spec
 from typer.testing import CliRunner
 
 from infrastructure.application import TwinLedger
@@ -35,7 +36,6 @@ from infrastructure.integrity import (
     node_hash,
 )
 from infrastructure.settings import resolve_database
-from test_experiments import small_spec
 
 CHECKER = Path(__file__).parent.parent / "docs" / "examples" / "check_proof.py"
 runner = CliRunner()
@@ -86,9 +86,7 @@ def tamper(url: str, statement: str, *params: Any) -> None:
         with psycopg.connect(database.psycopg_conninfo(), autocommit=True) as connection:
             connection.execute(sql.SQL(text), params)  # type: ignore[arg-type]
         return
-    text = statement.format(
-        events="stored_events", hashes="stored_event_hashes", position="rowid"
-    )
+    text = statement.format(events="stored_events", hashes="stored_event_hashes", position="rowid")
     lite = tuple(p.hex if isinstance(p, UUID) else p for p in params)
     connection = sqlite3.connect(database.sqlite_path)
     try:
@@ -104,7 +102,12 @@ def swap_states(url: str, stream: UUID, a: int, b: int) -> None:
         "UPDATE {events} SET state = (SELECT e2.state FROM {events} e2 WHERE"
         " e2.originator_id = ? AND e2.originator_version = (? + ? - {events}.originator_version))"
         " WHERE originator_id = ? AND originator_version IN (?, ?)",
-        stream, a, b, stream, a, b,
+        stream,
+        a,
+        b,
+        stream,
+        a,
+        b,
     )
 
 
@@ -149,13 +152,17 @@ TAMPERS: dict[str, Callable[[str, Story], tuple[UUID, int]]] = {
         (s.experiment, 3),
     )[1],
     "delete a year": lambda url, s: (
-        tamper(url, "DELETE FROM {events} WHERE originator_id = ? AND originator_version = 7",
-               s.run),
+        tamper(
+            url, "DELETE FROM {events} WHERE originator_id = ? AND originator_version = 7", s.run
+        ),
         (s.run, 7),
     )[1],
     "delete RunCancelled (the stream's last event)": lambda url, s: (
-        tamper(url, "DELETE FROM {events} WHERE originator_id = ? AND originator_version = 2",
-               s.cancelled),
+        tamper(
+            url,
+            "DELETE FROM {events} WHERE originator_id = ? AND originator_version = 2",
+            s.cancelled,
+        ),
         (s.cancelled, 2),
     )[1],
     "swap two years": lambda url, s: (swap_states(url, s.run, 5, 6), (s.run, 5))[1],
@@ -172,8 +179,9 @@ TAMPERS: dict[str, Callable[[str, Story], tuple[UUID, int]]] = {
         (s.run, 15),
     )[1],
     "delete a hash": lambda url, s: (
-        tamper(url, "DELETE FROM {hashes} WHERE originator_id = ? AND originator_version = 4",
-               s.run),
+        tamper(
+            url, "DELETE FROM {hashes} WHERE originator_id = ? AND originator_version = 4", s.run
+        ),
         (s.run, 4),
     )[1],
     "append an event outside the ledger": lambda url, s: (
@@ -257,11 +265,13 @@ def test_a_proof_checks_against_its_digest_and_fails_against_a_later_one(
     rewrite_stored_event(database_url, story.run, 9, edit("year", 99))
     rechain(database_url, story.run)
     assert twinledger(database_url, "verify")[0] == 0
-    code, _, err = twinledger(database_url, "verify", "--digest", before["digest"],
-                              "--position", str(before["position"]))
+    code, _, err = twinledger(
+        database_url, "verify", "--digest", before["digest"], "--position", str(before["position"])
+    )
     assert code == 1 and "digest" in err
-    code, out, _ = twinledger(database_url, "digest", "--format", "json",
-                              "--position", str(before["position"]))
+    code, out, _ = twinledger(
+        database_url, "digest", "--format", "json", "--position", str(before["position"])
+    )
     after = json.loads(out)
     assert after["digest"] != before["digest"]
     assert check(proof_file, after["digest"]) == 1
@@ -296,7 +306,9 @@ def rechain(url: str, stream: UUID) -> None:
         tamper(
             url,
             "UPDATE {hashes} SET hash = ? WHERE originator_id = ? AND originator_version = ?",
-            prior, stream, event.originator_version,
+            prior,
+            stream,
+            event.originator_version,
         )
 
 
@@ -347,5 +359,3 @@ def test_the_checker_script_uses_nothing_but_the_standard_library() -> None:
         if line.startswith(("import ", "from "))
     }
     assert imports <= {"hashlib", "json", "sys", "__future__"}, imports
-
-

@@ -56,7 +56,8 @@ def main():
     if problem:
         print(f"proof does NOT hold: {problem}")
         return 1
-    print(f"proof holds: stream {proof['stream']}, {len(proof['events'])} events, digest {sys.argv[2]}")
+    events = len(proof["events"])
+    print(f"proof holds: stream {proof['stream']}, {events} events, digest {sys.argv[2]}")
     return 0
 
 

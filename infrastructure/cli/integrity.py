@@ -40,10 +40,17 @@ def digest(
     if scan.broken is not None:
         fail(f"broken: {scan.broken}", 1)
     if output == "json":
-        typer.echo(json.dumps({
-            "digest": scan.digest, "position": scan.position, "streams": scan.streams,
-            "events": scan.events, "algorithm": ALGORITHM,
-        }))
+        typer.echo(
+            json.dumps(
+                {
+                    "digest": scan.digest,
+                    "position": scan.position,
+                    "streams": scan.streams,
+                    "events": scan.events,
+                    "algorithm": ALGORITHM,
+                }
+            )
+        )
     else:
         typer.echo(f"{scan.digest} at position {scan.position} ({scan.streams} streams)")
 
@@ -66,8 +73,7 @@ def verify(
         fail(f"broken: {scan.broken}", 1)
     if expected is not None and scan.digest != expected.strip().lower():
         fail(
-            f"digest: the log at position {scan.position} has digest {scan.digest}, "
-            f"not {expected}",
+            f"digest: the log at position {scan.position} has digest {scan.digest}, not {expected}",
             1,
         )
     console.print(
