@@ -184,6 +184,15 @@ class Scan:
     broken: Break | None = None
     leaves: list[bytes] = field(default_factory=list)  # kept only when asked (proofs)
     ids: list[bytes] = field(default_factory=list)
+    heads: list[tuple[int, bytes]] = field(default_factory=list)
+
+    def head_of(self, stream: UUID) -> tuple[int, int, bytes] | None:
+        """(leaf index, head version, head hash) of a stream at the position (kept scans)."""
+        try:
+            index = self.ids.index(stream.bytes)
+        except ValueError:
+            return None
+        return (index, *self.heads[index])
 
 
 Row = tuple[bytes, int, str | None, bytes | None, int | None, bytes | None]
@@ -213,6 +222,7 @@ def check_rows(
             if keep:
                 scan.leaves.append(leaf)
                 scan.ids.append(stream)
+                scan.heads.append(head)
 
     def broken(ident: bytes, version: int, problem: str) -> Scan:
         found = (ident, version)
@@ -370,13 +380,11 @@ def prove(
         raise ProofRefused(
             f"the log at position {scan.position} has digest {scan.digest}, not {digest}"
         )
-    try:
-        index = scan.ids.index(stream_id.bytes)
-    except ValueError:
-        raise ProofRefused(f"stream {stream_id} has no event at position {scan.position}") from None
-    stored = [
-        e for e in recorder.select_events(stream_id) if _position_of(recorder, e) <= scan.position
-    ]
+    head = scan.head_of(stream_id)
+    if head is None:
+        raise ProofRefused(f"stream {stream_id} has no event at position {scan.position}")
+    index, version, _ = head
+    stored = recorder.select_events(stream_id, lte=version)
     events, prior = [], GENESIS
     for event in stored:
         prior = link(
@@ -405,27 +413,6 @@ def prove(
             for side, sibling in audit_path(scan.leaves, index)
         ],
     }
-
-
-def _position_of(recorder: Any, event: StoredEvent) -> int:
-    """An event's log position (prove only: a handful of events, one query each)."""
-    table = recorder.events_table_name
-    if hasattr(recorder.datastore, "schema"):
-        from psycopg.sql import SQL, Identifier
-
-        statement = SQL(
-            "SELECT notification_id AS p FROM {} WHERE originator_id = %s"
-            " AND originator_version = %s"
-        ).format(Identifier(recorder.datastore.schema, table))
-        with recorder.datastore.transaction(commit=False) as cursor:
-            cursor.execute(statement, (event.originator_id, event.originator_version))
-            return int(cursor.fetchone()["p"])
-    with recorder.datastore.transaction(commit=False) as lite:
-        lite.execute(
-            f"SELECT rowid FROM {table} WHERE originator_id = ? AND originator_version = ?",
-            (_uuid(event.originator_id).hex, event.originator_version),
-        )
-        return int(lite.fetchone()[0])
 
 
 def check_proof(proof: dict[str, Any], digest: str) -> str | None:

@@ -359,3 +359,73 @@ def test_the_checker_script_uses_nothing_but_the_standard_library() -> None:
         if line.startswith(("import ", "from "))
     }
     assert imports <= {"hashlib", "json", "sys", "__future__"}, imports
+
+
+# --- archives carry the chain and the digest ---------------------------------------------------
+
+
+def forge(archive: Path, stream: UUID, version: int, *, rechained: bool) -> Path:
+    """A copy of ``archive`` with one event changed and a valid checksum; with ``rechained``,
+    the stream's hashes recomputed too (only the digest then tells)."""
+    lines = archive.read_text().splitlines(keepends=True)
+    body = [json.loads(line) for line in lines[1:-1]]
+    prior = GENESIS
+    for line in body:
+        if line["originator_id"] != str(stream):
+            continue
+        if line["originator_version"] == version:
+            state = json.loads(line["state"])
+            state["year"] = 999
+            line["state"] = json.dumps(state, separators=(",", ":"))
+        if rechained:
+            prior = link(
+                prior,
+                stream.bytes,
+                line["originator_version"],
+                line["topic"],
+                line["state"].encode(),
+            )
+            line["hash"] = prior.hex()
+    text = [json.dumps(line, separators=(",", ":")) + "\n" for line in body]
+    checksum = hashlib.sha256("".join(text).encode()).hexdigest()
+    trailer = json.dumps({"end": True, "events": len(text), "sha256": checksum}) + "\n"
+    forged = archive.with_name(f"forged-{rechained}.jsonl")
+    forged.write_text(lines[0] + "".join(text) + trailer)
+    return forged
+
+
+def test_an_imported_archive_is_checked_not_trusted(
+    database_url: str, other_database_url: str, story: Story, tmp_path: Path
+) -> None:
+    archive = tmp_path / "run.jsonl"
+    code, _, err = twinledger(database_url, "archive", str(story.run), "-o", str(archive))
+    assert code == 0, err
+    header = json.loads(archive.read_text().splitlines()[0])
+    _, out, _ = twinledger(database_url, "digest", "--format", "json")
+    assert header["digest"] == json.loads(out)["digest"]
+    for rechained, message in (
+        (False, f"stream {story.run} version 6 does not match its hash"),
+        (True, f"stream {story.run} version 15 does not lead to the archive's digest"),
+    ):
+        forged = forge(archive, story.run, 6, rechained=rechained)
+        code, _, err = twinledger(other_database_url, "import", str(forged))
+        assert code == 2 and message in err, err
+        assert twinledger(other_database_url, "verify")[2] == ""
+        assert events_in(other_database_url) == 0
+    code, _, err = twinledger(other_database_url, "import", str(archive), "--digest", "ab" * 32)
+    assert code == 2 and "digest" in err
+    code, _, err = twinledger(
+        other_database_url, "import", str(archive), "--digest", header["digest"]
+    )
+    assert code == 0, err
+    code, _, err = twinledger(other_database_url, "verify")
+    assert code == 0, err
+    assert events_in(other_database_url) == header["events"]
+
+
+def events_in(url: str) -> int:
+    ledger = TwinLedger.open(url)
+    try:
+        return ledger.event_count()
+    finally:
+        ledger.close()

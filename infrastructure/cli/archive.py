@@ -35,10 +35,15 @@ def archive(
 @guarded
 def import_(
     file: Annotated[Path, typer.Argument(help="An archive written by `twinledger archive`")],
+    digest: Annotated[
+        str | None,
+        typer.Option("--digest", help="Import only if the archive was made at this digest"),
+    ] = None,
 ) -> None:
-    """Load an archive into this store (all or nothing; importing twice writes nothing more)."""
+    """Load an archive into this store (all or nothing; importing twice writes nothing more).
+    Every event is checked against the archive's hash chain and digest first."""
     with ledger() as application:
-        report = import_archive(application, file)
+        report = import_archive(application, file, expected_digest=digest)
         console.print(
             f"imported {report.events_written} of {report.events_in_file} events "
             f"({report.streams} streams, {report.streams_already_present} already present)"
