@@ -54,7 +54,15 @@ from infrastructure.errors import (
     UnusableDatabase,
     first_line,
 )
-from infrastructure.inputs import CloneTwin, QueueRun, ReasonText, read_body_file, validate
+from infrastructure.inputs import (
+    CloneTwin,
+    QueueRun,
+    ReasonText,
+    check_pattern_fits,
+    parse_id,
+    read_body_file,
+    validate,
+)
 from infrastructure.settings import Database, resolve_database
 
 Clock = Callable[[], datetime]
@@ -167,7 +175,7 @@ class TwinLedger(Application[UUID]):
     def clone_twin(
         self,
         *,
-        name: str,
+        name: str | None = None,
         body: str | None = None,
         body_file: str | None = None,
         expires_at: datetime | None = None,
@@ -177,15 +185,22 @@ class TwinLedger(Application[UUID]):
         simulation_type: str | None = None,
         simulation_parameters: dict[str, Any] | None = None,
     ) -> UUID:
-        """Clone a catalog body (``body``) or a described one (``body_file``) into a twin."""
+        """Clone a catalog body (``body``) or a described one (``body_file``) into a twin.
+
+        ``name`` defaults to the body's name when not given (None); a given name is validated.
+        """
         if (body is None) == (body_file is None):
             raise ValidationError("body", "give exactly one of a catalog body or a body file")
         now = self.clock()
         if expires_at is None:
             expires_at = now + (expires_in if expires_in is not None else timedelta(days=30))
+        described = None if body_file is None else read_body_file(body_file)
+        if name is None:
+            reference = None if body is None else find_body(body)
+            name = described.name if described else reference.name if reference else body
         data: dict[str, Any] = {
             "body": body,
-            "body_file": None if body_file is None else read_body_file(body_file),
+            "body_file": described,
             "name": name,
             "description": description,
             "created_by": created_by,
@@ -289,6 +304,7 @@ class TwinLedger(Application[UUID]):
         check_parameters(request.pattern, parameters)
         twin = self.get_twin(twin_id)
         twin.check_accepts_runs(self.clock())
+        check_pattern_fits(request.pattern, twin.simulation_type, str(twin.id))
         run = SimulationRun.queue(
             twin_id=twin.id,
             source_body=twin.source_body,
@@ -492,10 +508,7 @@ class TwinLedger(Application[UUID]):
 
     def get_aggregate(self, cls: type[AggregateT], field: str, ident: UUID | str) -> AggregateT:
         """The aggregate of class ``cls`` with this id; errors name ``field``."""
-        try:
-            key = ident if isinstance(ident, UUID) else UUID(str(ident).strip())
-        except ValueError:
-            raise ValidationError(field, f"{ident!r} is not a valid id") from None
+        key = parse_id(ident, field)
         try:
             aggregate: Any = self.repository.get(key)
         except AggregateNotFoundError:

@@ -44,6 +44,7 @@ from eventsourcing.utils import get_topic
 from domain.errors import TwinLedgerError, ValidationError
 from domain.run import RunQueued
 from infrastructure.application import TwinLedger
+from infrastructure.inputs import check_safe, read_input_file
 from infrastructure.integrity import (
     ALGORITHM,
     GENESIS,
@@ -55,6 +56,7 @@ from infrastructure.integrity import (
 )
 
 FORMAT = "twinledger-archive"
+MAX_ARCHIVE_BYTES = 2**30  # read whole into memory and checked before anything is written
 VERSION = 2
 PAGE = 1000
 
@@ -198,10 +200,8 @@ def export(
 def read_archive(path: str | Path) -> tuple[Header, list[StoredEvent]]:
     """Read and check an archive file: header, every line, trailer count and checksum."""
     file = Path(path)
-    try:
-        lines = file.read_bytes().splitlines(keepends=True)
-    except OSError as error:
-        raise ValidationError("file", f"cannot read {file}: {error.strerror}") from None
+    # A regular file of bounded size only: never /dev/zero, a FIFO or a directory.
+    lines = read_input_file(file, "file", MAX_ARCHIVE_BYTES).splitlines(keepends=True)
     if len(lines) < 2:
         raise ValidationError("file", f"{file} is not a TwinLedger archive (too short)")
     try:
@@ -284,9 +284,12 @@ def import_archive(
         )
     for stored in events:  # every event must decode here, before anything is written
         try:
-            ledger.mapper.to_domain_event(stored)
+            event = ledger.mapper.to_domain_event(stored)
         except MapperDeserialisationError as error:
             raise ValidationError("file", f"{path}: {error}") from None
+        # The same text rules as every other input (docs/validation.md): no NUL or other
+        # control character may enter the store through an archive either.
+        check_safe(msgspec.to_builtins(event), f"file.{stored.originator_id}")
     streams: dict[UUID, list[StoredEvent]] = {}
     for stored in events:
         streams.setdefault(UUID(str(stored.originator_id)), []).append(stored)

@@ -8,6 +8,7 @@ number, and older stored states are lifted by ``upcast_vK_vK+1(state: dict)`` me
 
 from __future__ import annotations
 
+import math
 from functools import cache
 from typing import Any, cast
 from uuid import UUID
@@ -25,6 +26,39 @@ from eventsourcing.utils import get_topic, resolve_topic
 _encoder = msgspec.json.Encoder()
 
 
+class NonFiniteNumber(ValueError):
+    """An event holds NaN or an infinity: JSON cannot hold it (msgspec would write null, and
+    the stored event would then not decode), so nothing is written."""
+
+
+def _non_finite_path(value: Any) -> str | None:
+    """The path of the first NaN or infinity in ``value`` (builtins), or None; iterative."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return path or "(the value)"
+        if isinstance(item, dict):
+            stack.extend((v, f"{path}.{k}" if path else str(k)) for k, v in item.items())
+        elif isinstance(item, list | tuple):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(item))
+    return None
+
+
+def encode_finite(value: Any) -> bytes:
+    """msgspec JSON of ``value``; raises NonFiniteNumber naming the field instead of writing
+    null for a NaN or an infinity. msgspec writes both as null, so only an output holding
+    null is walked: the common case costs one bytes search."""
+    encoded = _encoder.encode(value)
+    if b"null" in encoded:
+        path = _non_finite_path(msgspec.to_builtins(value))
+        if path is not None:
+            raise NonFiniteNumber(
+                f"{type(value).__name__}: {path} is not a finite number; nothing was written"
+            )
+    return encoded
+
+
 @cache
 def _decoder(cls: type[Any]) -> msgspec.json.Decoder[Any]:
     return msgspec.json.Decoder(cls)
@@ -39,9 +73,9 @@ class MsgspecMapper(Mapper[UUID]):
         if class_version > 1:
             state_dict = msgspec.to_builtins(domain_event)
             state_dict["class_version"] = class_version
-            state = _encoder.encode(state_dict)
+            state = encode_finite(state_dict)
         else:
-            state = _encoder.encode(domain_event)
+            state = encode_finite(domain_event)
         if self.compressor:
             state = self.compressor.compress(state)
         if self.cipher:

@@ -8,7 +8,7 @@ ExperimentStarted alone and compares every candidate, run digest and decision wi
 
 from __future__ import annotations
 
-import tomllib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +16,11 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, model_validator
+from pydantic import Field, StrictFloat, StrictInt, model_validator
 
+from domain.catalog import find_body
 from domain.digest import ResultDigest
-from domain.engine import ENGINE_VERSION, RunInputs, Simulation
+from domain.engine import ENGINE_VERSION, RunInputs, Simulation, check_parameters
 from domain.errors import InvalidTransition, NotFound, ValidationError
 from domain.experiment import (
     Evaluation,
@@ -39,10 +40,29 @@ from domain.experiment import (
     sample_seed,
     structured_id,
 )
-from domain.values import MAX_SEED, MAX_YEARS, Pattern, Priority, RunStatus, YearResult
+from domain.values import (
+    MAX_SEED,
+    MAX_YEARS,
+    Pattern,
+    Priority,
+    RunParameters,
+    RunStatus,
+    YearResult,
+)
 from infrastructure.application import RunLink, TwinLedger
 from infrastructure.executors import Executor, open_executor, store_url
-from infrastructure.inputs import MAX_BODY_FILE_BYTES, validate
+from infrastructure.inputs import (
+    MAX_ENTRIES,
+    InputModel,
+    Line,
+    Name,
+    ParameterKey,
+    check_name,
+    check_pattern_fits,
+    parse_document,
+    read_input_file,
+    validate,
+)
 
 Cents = Annotated[StrictInt, Field(ge=0, le=2**62)]
 OnIteration = Callable[[Evaluation], None]
@@ -51,14 +71,10 @@ OnIteration = Callable[[Evaluation], None]
 # --- the spec file -----------------------------------------------------------------------------
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ObjectiveIn(_Strict):
+class ObjectiveIn(InputModel):
     kind: Objective
     max_cost_cents: Cents | None = None
-    target_event: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    target_event: Annotated[Line, Field(min_length=1, max_length=100)] | None = None
     min_improvement: Annotated[StrictFloat, Field(ge=0, allow_inf_nan=False)] = 0.0
 
     @model_validator(mode="after")
@@ -68,19 +84,22 @@ class ObjectiveIn(_Strict):
         return self
 
 
-class BaseIn(_Strict):
+class BaseIn(InputModel):
     budget_cents: Cents
     tech_level: Annotated[StrictInt, Field(ge=1, le=10)] = 5
     priority: Priority = Priority.NORMAL
-    pattern_params: dict[str, Annotated[StrictFloat, Field(allow_inf_nan=False)]] = {}
+    pattern_params: Annotated[
+        dict[ParameterKey, Annotated[StrictFloat, Field(allow_inf_nan=False)]],
+        Field(max_length=MAX_ENTRIES),
+    ] = {}
 
 
-class SpaceIn(_Strict):
+class SpaceIn(InputModel):
     budget_cents: Annotated[list[Cents], Field(max_length=50)] = []
     tech_level: Annotated[list[Annotated[StrictInt, Field(ge=1, le=10)]], Field(max_length=10)] = []
     priority: list[Priority] = []
     pattern_params: dict[
-        str,
+        ParameterKey,
         Annotated[
             list[Annotated[StrictFloat, Field(allow_inf_nan=False)]],
             Field(min_length=1, max_length=50),
@@ -94,12 +113,12 @@ class SpaceIn(_Strict):
         return self
 
 
-class ExperimentFile(_Strict):
+class ExperimentFile(InputModel):
     """An experiment spec file (TOML); docs/experiments.md describes each field."""
 
-    name: Annotated[str, Field(min_length=1, max_length=200)]
-    twin: str | None = None
-    body: str | None = None
+    name: Name
+    twin: Line | None = None
+    body: Line | None = None
     pattern: Pattern
     years: Annotated[StrictInt, Field(ge=1, le=MAX_YEARS)]
     master_seed: Annotated[StrictInt, Field(ge=0, le=MAX_SEED)]
@@ -118,7 +137,24 @@ class ExperimentFile(_Strict):
             )
         if self.pattern == Pattern.CUSTOM:
             raise ValueError("experiments search the built-in patterns, not custom")
+        self._parameters_in_range()
         return self
+
+    def _parameters_in_range(self) -> None:
+        """Every pattern parameter the search may try is known and in range, checked now so a
+        bad spec is refused before anything is written (not at its first sample run)."""
+        for where, values in [
+            ("base", [self.base.pattern_params]),
+            ("space", [{k: v} for k, vs in self.space.pattern_params.items() for v in vs]),
+        ]:
+            for params in values:
+                try:
+                    check_parameters(
+                        self.pattern,
+                        RunParameters(budget_cents=0, pattern_params=dict(params)),
+                    )
+                except ValidationError as error:
+                    raise ValidationError(f"{where}.{error.field}", error.message) from None
 
     def spec(self) -> ExperimentSpec:
         return ExperimentSpec(
@@ -141,19 +177,8 @@ class ExperimentFile(_Strict):
 
 
 def read_experiment_file(path: str | Path) -> ExperimentFile:
-    file = Path(path)
-    try:
-        raw = file.read_bytes()
-    except OSError as error:
-        raise ValidationError("spec", f"cannot read {file}: {error.strerror}") from None
-    if len(raw) > MAX_BODY_FILE_BYTES:
-        raise ValidationError(
-            "spec", f"{file} is {len(raw)} bytes; the limit is {MAX_BODY_FILE_BYTES}"
-        )
-    try:
-        data = tomllib.loads(raw.decode())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise ValidationError("spec", f"{file} is not valid TOML: {error}") from None
+    """Read and validate an experiment spec (TOML); every refusal names ``spec`` or its field."""
+    data = parse_document(read_input_file(path, "spec"), path, "spec", toml=True)
     return validate(ExperimentFile, data, root="spec")
 
 
@@ -176,14 +201,20 @@ def run_experiment(
     where they ran changes nothing.
     """
     spec = file.spec()
+    started_by = check_name(started_by, "started_by")
     workers = workers or file.workers
     elsewhere = workers > 1 or bool(scheduler)
     if elsewhere and (ledger.database is None or "mode=memory" in ledger.database.sqlite_path):
         raise ValidationError("workers", "parallel samples need a database file or PostgreSQL")
     if file.twin is not None:
         twin = ledger.get_twin(file.twin)
+        check_pattern_fits(spec.pattern, twin.simulation_type, str(twin.id))
     else:
         assert file.body is not None
+        reference = find_body(file.body)
+        if reference is None:
+            raise ValidationError("body", f"unknown body {file.body!r}")
+        check_pattern_fits(spec.pattern, reference.simulation_type, file.body)
         twin = ledger.get_twin(
             ledger.clone_twin(name=spec.name[:200], body=file.body, created_by=started_by)
         )
@@ -440,15 +471,15 @@ def _check_run(
 def _replay_only(
     ledger: TwinLedger, experiment: Experiment, only: str, report: ExperimentReplay
 ) -> None:
-    parts = only.split(":")
-    try:
-        n = int(parts[0].removeprefix("iter"))
-        purpose = RunPurpose(parts[1])
-        sample_filter = int(parts[2].removeprefix("sample")) if len(parts) > 2 else None
-    except (ValueError, IndexError):
+    match = re.fullmatch(r"iter([0-9]{1,6}):([a-z]{1,20})(?::sample([0-9]{1,6}))?", only)
+    purposes = {str(purpose) for purpose in RunPurpose}
+    if match is None or match.group(2) not in purposes:
         raise ValidationError(
-            "run", f"{only!r} is not like iter5:evaluation or iter5:evaluation:sample2"
-        ) from None
+            "run", f"{only[:60]!r} is not like iter5:evaluation or iter5:evaluation:sample2"
+        )
+    n = int(match.group(1))
+    purpose = RunPurpose(match.group(2))
+    sample_filter = None if match.group(3) is None else int(match.group(3))
     spec = experiment.spec
     if purpose == RunPurpose.FINAL:
         best = experiment.best

@@ -68,6 +68,14 @@ class BackgroundWriter:
         for job in pending:
             self._jobs.put(job)
 
+    def mark(self) -> int:
+        """Where the batch's rows end now: ``forget_since`` drops what came after (a savepoint)."""
+        return len(self._pending)
+
+    def forget_since(self, mark: int) -> None:
+        """The rows queued since ``mark`` were rolled back to a savepoint: forget them."""
+        del self._pending[mark:]
+
     def discard(self) -> None:
         """The batch rolled back: forget its rows."""
         self._pending = []

@@ -8,14 +8,17 @@ A row is normalised column by column from its kind (projections/tables.py):
   encoded with sorted keys;
 - int, bigint, float, text: themselves.
 
-The checksum is SHA-256 over the canonical rows, one JSON line each, in sorted order, so it
-does not depend on physical row order. A rebuild must give the same checksum as the tables it
+The checksum is SHA-256 over the canonical rows, one JSON line each, in primary-key order
+(compared the same way on both back ends: ``_order``), so it does not depend on physical row
+order. Rows are streamed (a server-side cursor on PostgreSQL): memory stays bounded whatever
+the table's size. A rebuild must give the same checksum as the tables it
 replaces; SQLite and PostgreSQL tables folded from the same events give the same checksum.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -26,6 +29,8 @@ from projections.store import Store
 from projections.tables import Table
 
 _encode = msgspec.json.Encoder(order="sorted").encode
+FETCH_ROWS = 2000
+"""Rows a PostgreSQL checksum fetches at a time."""
 
 
 def _number(value: Any) -> Any:
@@ -61,24 +66,55 @@ def normalise(kind: str, value: Any) -> Any:
     return value
 
 
-def canonical_rows(store: Store, cursor: Any, table: Table, physical: str = "") -> list[bytes]:
-    """Every row of the table as one canonical JSON line, sorted."""
+def canonical_line(kinds: Sequence[str], row: Sequence[Any]) -> bytes:
+    """One row as a canonical JSON line (no newline)."""
+    return _encode([normalise(kind, value) for kind, value in zip(kinds, row, strict=True)])
+
+
+def _order(store: Store, table: Table) -> str:
+    """The primary key, compared the same way on both back ends.
+
+    uuid: PostgreSQL compares the 16 bytes, SQLite the lower-case hyphenated text; both give
+    the order of the text. int: numbers. text: bytes of UTF-8 (SQLite's BINARY; PostgreSQL's
+    "C" collation, whatever the column's or the database's collation says).
+    """
+    kinds = table.kinds()
+    keys = []
+    for name in table.primary_key:
+        text = kinds[name] == "text" and store.postgres
+        keys.append(f'"{name}"' + (' COLLATE "C"' if text else ""))
+    return ", ".join(keys)
+
+
+def canonical_rows(store: Store, cursor: Any, table: Table, physical: str = "") -> Iterator[bytes]:
+    """Every row of the table as one canonical JSON line, in primary-key order, streamed.
+
+    PostgreSQL: a server-side cursor in the caller's transaction, read ``FETCH_ROWS`` at a
+    time; SQLite: its cursor steps through the rows. Memory stays bounded however big the
+    table (docs/performance.md, "Checksums").
+    """
     names = ", ".join(f'"{c.name}"' for c in table.columns)
-    cursor.execute(store.sql(f"SELECT {names} FROM {{t}}", t=physical or table.name))
+    query = store.sql(
+        f"SELECT {names} FROM {{t}} ORDER BY {_order(store, table)}", t=physical or table.name
+    )
     kinds = [c.kind for c in table.columns]
-    lines = [
-        _encode([normalise(kind, value) for kind, value in zip(kinds, row, strict=True)])
-        for row in cursor.fetchall()
-    ]
-    lines.sort()
-    return lines
+    if store.postgres:
+        with cursor.connection.cursor(name="twinledger_checksum") as rows:
+            rows.itersize = FETCH_ROWS
+            rows.execute(query)
+            for row in rows:
+                yield canonical_line(kinds, row)
+        return
+    for row in cursor.execute(query):
+        yield canonical_line(kinds, row)
 
 
 def table_checksum(store: Store, cursor: Any, table: Table) -> tuple[int, str]:
-    """(row count, sha256 of the canonical rows)."""
+    """(row count, sha256 of the canonical rows in key order, one line each)."""
     digest = hashlib.sha256()
-    lines = canonical_rows(store, cursor, table)
-    for line in lines:
+    count = 0
+    for line in canonical_rows(store, cursor, table):
         digest.update(line)
         digest.update(b"\n")
-    return len(lines), digest.hexdigest()
+        count += 1
+    return count, digest.hexdigest()

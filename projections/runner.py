@@ -18,6 +18,12 @@ Order between projections. runs has a foreign key to twins, results to runs: a p
 never goes past the position of a projection it depends on (``cap``), and catching up goes in
 dependency order, so a row's parent is always there.
 
+Parking. A batch that fails is rolled back and applied again under savepoints, one event per
+savepoint if need be; each event that fails on its own is parked (projections/parking.py) in
+the same transaction as the rows and the position that moves past it, so one bad event never
+stops a projection, nor those that depend on it. Later events for the rows it would have
+written wait behind it, parked too, until it is retried or skipped.
+
 Rebuild (blue/green). New tables are built under staging names from position 0 in committed
 batches, without touching the live ones (which keep being caught up meanwhile). Then one
 transaction locks the projections' tracking rows, catches the staging tables up to the head,
@@ -34,20 +40,22 @@ import fcntl
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, NoReturn
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
 
 import psycopg
 from psycopg import sql
 
 from infrastructure.settings import Database, resolve_database
-from projections import tracking
+from projections import parking, tracking
 from projections.background import BackgroundFailed, BackgroundWriter
 from projections.base import Batch, Projection
 from projections.checksum import table_checksum
 from projections.decoding import Decoded, UnhandledEvent, is_event_topic, known_events
 from projections.experiments import ExperimentsProjection
+from projections.parking import Parked
 from projections.results import ResultsProjection
 from projections.runs import RunsProjection
 from projections.store import Note, Store
@@ -76,11 +84,14 @@ STAGING = "__rebuild"
 TRANSIENT = (sqlite3.OperationalError, psycopg.OperationalError)
 """Errors of the connection or of locking, not of an event: retried, never a projection stop."""
 
-RECOVERY = "see docs/projections.md, 'When a projection stops'"
+RECOVERY = "see docs/projections.md, 'Parked events'"
 
 
 class ProjectionStopped(Exception):
-    """A projection met an event it cannot handle; its tables and position stay before it."""
+    """A projection met an event it cannot handle; its tables and position stay before it.
+
+    No longer raised by catching up or rebuilding: such an event is parked instead
+    (projections/parking.py). Kept for callers that still catch it."""
 
     def __init__(self, name: str, cause: UnhandledEvent, *, rebuilding: bool = False) -> None:
         self.name = name
@@ -96,7 +107,7 @@ class ProjectionStopped(Exception):
 
 
 class ProjectionsStopped(Exception):
-    """One or more projections stopped; the others were caught up."""
+    """One or more projections stopped; the others were caught up (see ProjectionStopped)."""
 
     def __init__(self, stops: list[ProjectionStopped]) -> None:
         self.stops = stops
@@ -105,6 +116,10 @@ class ProjectionsStopped(Exception):
 
 class RebuildBusy(Exception):
     """Another rebuild of these tables is under way."""
+
+
+class _Careful(Exception):
+    """A batch failed, or meets held rows: roll it back and run it again with savepoints."""
 
 
 class _OrphanRows(Exception):
@@ -122,6 +137,17 @@ class ProjectionStatus:
     error: str | None
     error_position: int | None
     blocked_by: tuple[str, ...]  # stopped projections it depends on (it cannot pass them)
+    parked: int = 0  # events it could not apply, waiting for a retry or a skip
+    skipped: int = 0  # parked events skipped deliberately (projections/parking.py)
+
+
+@dataclass(frozen=True)
+class Retried:
+    """The outcome of retrying one parked event: applied (its parking row removed) or not."""
+
+    row: Parked
+    applied: bool
+    error: str | None = None
 
 
 @dataclass
@@ -131,6 +157,8 @@ class Target:
     physical: dict[str, str]
     positions: dict[str, int] | None = None  # staging positions; None for live
     background: BackgroundWriter | None = None  # a PostgreSQL rebuild's bulk writer
+    parked: list[Parked] = field(default_factory=list)  # staging: committed batches' parked events
+    skips: dict[tuple[str, int], Parked] = field(default_factory=dict)  # a rebuild's known skips
 
     @property
     def live(self) -> bool:
@@ -160,6 +188,8 @@ class Projector:
         known = set(known_events())
         self._skip = {p.name: sorted(known - p.topics) for p in self.projections}
         self._prepared = False
+        self.parked_now: list[Parked] = []
+        """Events the last ``catch_up`` parked, oldest first (for warnings and reports)."""
 
     @classmethod
     def open(cls, url: str | None = None, **options: Any) -> Projector:
@@ -278,20 +308,15 @@ class Projector:
     def catch_up(self, names: Sequence[str] | None = None) -> dict[str, int]:
         """Apply every committed event not yet applied; returns each projection's position.
 
-        A projection that meets an event it cannot handle stops before it (the others go on,
-        up to what they depend on) and ``ProjectionsStopped`` is raised at the end.
+        An event a projection cannot apply is parked (projections/parking.py) and the
+        projection goes on; ``parked_now`` lists what was parked.
         """
+        self.parked_now.clear()
         self.prepare()
         group = self.resolve(names)
         self._run_together(group, LIVE)
-        stops: list[ProjectionStopped] = []
         for projection in group:  # whatever the shared pass left: one projection at a time
-            try:
-                self._run(projection, LIVE)
-            except ProjectionStopped as stop:
-                stops.append(stop)
-        if stops:
-            raise ProjectionsStopped(stops)
+            self._run(projection, LIVE)
         with self.store.reading() as cursor:
             return {
                 p.name: tracking.position(self.store, cursor, p.name) for p in self.resolve(names)
@@ -317,10 +342,14 @@ class Projector:
         while True:
             try:
                 if cursor is not None:
-                    moved = self._shared_batch(group, target, cursor)
+                    moved = self._shared_batch(group, target, cursor, careful=True)
                 else:
-                    with self._transaction(target) as own:
-                        moved = self._shared_batch(group, target, own)
+                    try:
+                        with self._transaction(target) as own:
+                            moved = self._shared_batch(group, target, own, careful=False)
+                    except _Careful:  # rolled back: again, with an event at fault parked
+                        with self._transaction(target) as own:
+                            moved = self._shared_batch(group, target, own, careful=True)
             except TRANSIENT:
                 raise
             except Exception:
@@ -329,11 +358,12 @@ class Projector:
                 return applied  # rolled back; the one-projection path finds out why
             if moved is None:
                 return applied
-            counts, new, cap = moved
+            counts, new, cap, parked = moved
             for name, count in counts.items():
                 applied[name] += count
                 if target.positions is not None:
                     target.positions[name] = new
+            (target.parked if target.positions is not None else self.parked_now).extend(parked)
             if progress is not None:
                 progress("+".join(applied), new, cap)
 
@@ -355,8 +385,8 @@ class Projector:
             background.submit()
 
     def _shared_batch(
-        self, group: list[Projection], target: Target, cursor: Any
-    ) -> tuple[dict[str, int], int, int] | None:
+        self, group: list[Projection], target: Target, cursor: Any, *, careful: bool
+    ) -> tuple[dict[str, int], int, int, list[Parked]] | None:
         store = self.store
         if target.positions is None:
             rows = [tracking.read(store, cursor, p.name, lock=True) for p in group]
@@ -380,19 +410,25 @@ class Projector:
         skip = sorted(set.intersection(*(set(self._skip[p.name]) for p in group)))
         upto = min(cap, start + WINDOW * self.batch_size)
         notes = store.notes(cursor, start, upto, skip, self.batch_size)
-        counts = {}
+        counts: dict[str, int] = {}
+        parked: list[Parked] = []
         for p in group:
-            # Its own topics, and any the group does not know (an unknown one fails the batch).
+            # Its own topics, and any the group does not know (an unknown one is parked).
             mine = p.topics
-            events = self._decode(p, [n for n in notes if n.topic in mine or n.topic not in union])
-            if events:
-                p.apply(Batch(store, cursor, target.physical, events, target.background))
-            counts[p.name] = len(events)
+            counts[p.name], its = self._apply(
+                p,
+                target,
+                cursor,
+                [n for n in notes if n.topic in mine or n.topic not in union],
+                careful=careful,
+            )
+            parked += its
         new = notes[-1].position if len(notes) == self.batch_size else upto
         if target.positions is None:
+            parking.park(store, cursor, parked)
             for p in group:
                 tracking.advance(store, cursor, p.name, start, new)
-        return counts, new, cap
+        return counts, new, cap, parked
 
     def _position(self, cursor: Any, name: str, target: Target) -> int:
         if target.positions is not None and name in target.positions:
@@ -413,10 +449,6 @@ class Projector:
                 if conflicts > 3:
                     raise
                 continue
-            except Exception as error:
-                if cursor is not None:  # inside a caller's transaction: cannot retry here
-                    raise
-                moved = self._pinpoint(projection, target, error)
             if moved is None:
                 return applied
             applied += moved
@@ -430,20 +462,27 @@ class Projector:
         committed (or, inside a caller's transaction, with it: the caller fails as a whole).
         """
         if cursor is not None:
-            result = self._batch(projection, target, limit, cursor)
+            result = self._batch(projection, target, limit, cursor, careful=True)
         else:
-            with self._transaction(target) as own:
-                result = self._batch(projection, target, limit, own)
+            try:
+                with self._transaction(target) as own:
+                    result = self._batch(projection, target, limit, own, careful=False)
+            except _Careful:  # rolled back: again, with an event at fault parked
+                with self._transaction(target) as own:
+                    result = self._batch(projection, target, limit, own, careful=True)
         if result is None:
             return None
-        applied, new = result
+        applied, new, parked = result
         if target.positions is not None:
             target.positions[projection.name] = new
+            target.parked.extend(parked)
+        else:
+            self.parked_now.extend(parked)
         return applied
 
     def _batch(
-        self, projection: Projection, target: Target, limit: int, cursor: Any
-    ) -> tuple[int, int] | None:
+        self, projection: Projection, target: Target, limit: int, cursor: Any, *, careful: bool
+    ) -> tuple[int, int, list[Parked]] | None:
         store = self.store
         name = projection.name
         if target.positions is None:
@@ -458,20 +497,138 @@ class Projector:
             return None
         upto = min(cap, start + WINDOW * limit)
         notes = store.notes(cursor, start, upto, self._skip[name], limit)
-        events = self._decode(projection, notes)
-        if events:
-            try:
-                projection.apply(Batch(store, cursor, target.physical, events, target.background))
-            except (*TRANSIENT, UnhandledEvent):
-                raise
-            except Exception as error:
-                if len(notes) == 1:
-                    raise UnhandledEvent(notes[0], f"{type(error).__name__}: {error}") from error
-                raise
+        applied, parked = self._apply(projection, target, cursor, notes, careful=careful)
         new = notes[-1].position if len(notes) == limit else upto
         if target.positions is None:
+            parking.park(store, cursor, parked)  # with the position: parked exactly once
             tracking.advance(store, cursor, name, start, new)
-        return len(events), new
+        return applied, new, parked
+
+    def _apply(
+        self,
+        projection: Projection,
+        target: Target,
+        cursor: Any,
+        notes: list[Note],
+        *,
+        careful: bool,
+        hold: bool = True,
+    ) -> tuple[int, list[Parked]]:
+        """Apply ``notes`` in ``cursor``'s transaction; returns (events applied, events parked).
+
+        Not ``careful`` (the usual case): the batch is applied as it is, and if it fails (or
+        touches held rows) ``_Careful`` is raised: the caller rolls the transaction back and
+        runs it again ``careful``. Careful: the batch is applied under a savepoint; if it fails
+        (an event whose topic this code does not know, whose state does not decode, whose row
+        the tables refuse, or a handler that raises), it is rolled back to the savepoint and
+        applied again one event per savepoint: each event that fails on its own is parked, the
+        others are applied. (Savepoints only then: they cost a catch-up about a fifth of its
+        time on PostgreSQL.) Errors of the connection or of locking are not an event's: they
+        fail the whole transaction.
+
+        Events for rows an event parked (and not skipped) in this projection would have written
+        are parked behind it, as Axon's sequenced dead letters are: a row never takes a later
+        event before an earlier one, and retrying in log order gives the rows a clean rebuild
+        gives (``_keys``).
+        """
+        if not notes:
+            return 0, []
+        held = self._held(projection, target, cursor) if hold else {}
+        clear = not held or not any(held.keys() & self._keys(projection, note) for note in notes)
+        if not careful:
+            if not clear:
+                raise _Careful()
+            try:
+                return self._apply_now(projection, target, cursor, notes, savepoint=False), []
+            except TRANSIENT:
+                raise
+            except Exception as error:
+                raise _Careful() from error
+        if clear:
+            background = target.background
+            mark = background.mark() if background is not None else 0
+            try:
+                return self._apply_now(projection, target, cursor, notes), []
+            except TRANSIENT:
+                raise
+            except Exception:
+                if background is not None:
+                    background.forget_since(mark)  # its rows were queued, then rolled back
+        applied, parked = 0, []
+        for note in notes:
+            keys = self._keys(projection, note)
+            behind = [held[key] for key in keys if key in held]
+            if behind:
+                parked.append(parking.held(projection.name, note, min(behind), sorted(keys)))
+                for key in keys:
+                    held.setdefault(key, note.position)
+                continue
+            background = target.background
+            mark = background.mark() if background is not None else 0
+            try:
+                applied += self._apply_now(projection, target, cursor, [note])
+            except TRANSIENT:
+                raise
+            except Exception as error:
+                if background is not None:
+                    background.forget_since(mark)
+                row = self._park(projection, target, note, error, keys)
+                parked.append(row)
+                if not row.skipped:  # a skipped event holds nothing back
+                    for key in row.keys:
+                        held.setdefault(key, note.position)
+        return applied, parked
+
+    def _apply_now(
+        self,
+        projection: Projection,
+        target: Target,
+        cursor: Any,
+        notes: list[Note],
+        *,
+        savepoint: bool = True,
+    ) -> int:
+        with self.store.savepoint(cursor) if savepoint else nullcontext():
+            events = self._decode(projection, notes)
+            if events:
+                projection.apply(
+                    Batch(self.store, cursor, target.physical, events, target.background)
+                )
+        return len(events)
+
+    def _held(self, projection: Projection, target: Target, cursor: Any) -> dict[str, int]:
+        """Rows with an event parked (not skipped) in the projection: row id -> its position."""
+        if target.live:
+            return parking.held_rows(self.store, cursor, projection.name)
+        return parking.hold_map(
+            (row.keys, row.position)
+            for row in target.parked
+            if row.projection == projection.name and not row.skipped
+        )
+
+    def _keys(self, projection: Projection, note: Note) -> set[str]:
+        """The rows an event may write: its aggregate's, and any other id it names (the twin a
+        RunQueued counts on, the run an iteration evaluates). Over-approximate, never under:
+        an event naming a held row waits, which keeps the log's order for that row."""
+        keys = {parking.aggregate(note.originator_id)}
+        if note.topic not in projection.topics:
+            return keys
+        try:
+            data = projection.decode(note).data
+        except UnhandledEvent:
+            return keys
+        for name in getattr(data, "__struct_fields__", ()):
+            value = getattr(data, name)
+            if isinstance(value, UUID):
+                keys.add(str(value))
+        return keys
+
+    def _park(
+        self, projection: Projection, target: Target, note: Note, error: Exception, keys: set[str]
+    ) -> Parked:
+        row = parking.parked(projection.name, note, error, sorted(keys))
+        skip = target.skips.get(row.key)
+        return row if skip is None else parking.carry_skip(skip, row)
 
     def _decode(self, projection: Projection, notes: list[Note]) -> list[Decoded]:
         events: list[Decoded] = []
@@ -496,50 +653,6 @@ class Projector:
             else:
                 cap = min(cap, tracking.position(self.store, cursor, dependency))
         return cap
-
-    def _pinpoint(self, projection: Projection, target: Target, error: Exception) -> int | None:
-        """A batch failed: apply its events one per transaction to find the one at fault.
-
-        The events before it are committed; the one at fault stops the projection, naming its
-        position and topic. If every event goes through on its own, the failure was not the
-        events' (``error`` is then forgotten) and batching resumes.
-        """
-        applied = 0
-        for _ in range(self.batch_size):
-            try:
-                moved = self._step(projection, target, 1)
-            except TRANSIENT:
-                raise
-            except UnhandledEvent as unhandled:
-                self._stop(projection, target, unhandled)
-            except Exception as other:
-                note = self._next_note(projection, target)
-                if note is None:
-                    raise
-                self._stop(
-                    projection, target, UnhandledEvent(note, f"{type(other).__name__}: {other}")
-                )
-            if moved is None:
-                return applied if applied else None
-            applied += moved
-        return applied
-
-    def _stop(self, projection: Projection, target: Target, unhandled: UnhandledEvent) -> NoReturn:
-        if target.live:
-            tracking.record_error(self.store, projection.name, unhandled.position, str(unhandled))
-        raise ProjectionStopped(
-            projection.name, unhandled, rebuilding=not target.live
-        ) from unhandled
-
-    def _next_note(self, projection: Projection, target: Target) -> Note | None:
-        with self.store.reading() as cursor:
-            if target.positions is None:
-                start = tracking.position(self.store, cursor, projection.name)
-            else:
-                start = target.positions[projection.name]
-            cap = self._cap(cursor, projection, target)
-            notes = self.store.notes(cursor, start, cap, self._skip[projection.name], 1)
-        return notes[0] if notes else None
 
     # --- rebuilding ---------------------------------------------------------------------------
 
@@ -566,10 +679,10 @@ class Projector:
                     if isinstance(failed.cause, TRANSIENT):
                         raise failed.cause from failed
                     applied = self._rebuild(targets, progress, fast=False)
-                except (_OrphanRows, ProjectionStopped):
+                except _OrphanRows:
                     # The fast load checks foreign keys at its end and inserts some rows in the
                     # background, so its failure may not name the first event at fault: load
-                    # again the exact way, which stops at that event. Live tables are untouched.
+                    # again the exact way, which parks that event. Live tables are untouched.
                     applied = self._rebuild(targets, progress, fast=False)
         self._prepared = False
         return applied
@@ -595,6 +708,11 @@ class Projector:
         staging = {t.name: t.name + STAGING for p in targets for t in p.tables}
         target = Target(physical=staging, positions={p.name: 0 for p in targets})
         with store.transaction(durable=False) as cursor:
+            # Skips are decisions about events: an event skipped before stays skipped.
+            names = [p.name for p in targets]
+            for row in parking.select(store, cursor, names=names):
+                if row.skipped:
+                    target.skips[row.key] = row
             for p in reversed(targets):
                 for table in reversed(p.tables):
                     store.drop_table(cursor, staging[table.name])
@@ -627,19 +745,7 @@ class Projector:
                         self._create_indexes(cursor, table, staging[table.name])
                 if fast:
                     self._add_foreign_keys(cursor, targets, staging)
-        assert target.positions is not None
-        committed = dict(target.positions)
-        try:
-            self._swap(targets, target, applied)
-        except TRANSIENT:
-            raise
-        except Exception as error:
-            # An event failed in the swap's final catch-up (the swap rolled back): find it
-            # with committed staging batches, outside the swap.
-            target.positions.update(committed)
-            for p in targets:
-                self._pinpoint(p, target, error)
-            raise
+        self._swap(targets, target, applied)
         return applied
 
     def _add_foreign_keys(
@@ -664,12 +770,7 @@ class Projector:
     ) -> int:
         applied = 0
         while True:
-            try:
-                moved = self._step(projection, target, self.batch_size)
-            except TRANSIENT:
-                raise
-            except Exception as error:
-                moved = self._pinpoint(projection, target, error)
+            moved = self._step(projection, target, self.batch_size)
             if moved is None:
                 return applied
             applied += moved
@@ -695,6 +796,8 @@ class Projector:
             for p in targets:
                 for table in p.tables:
                     self._rename(cursor, table, target.physical[table.name])
+            # The new generation's parked events replace the old ones (a skip carries over).
+            parking.replace_all(store, cursor, [p.name for p in targets], target.parked)
             for p in targets:
                 tracking.put(store, cursor, p.name, target.positions[p.name], p.schema_version)
 
@@ -766,6 +869,7 @@ class Projector:
         with store.reading() as cursor:
             head = store.head(cursor)
             rows = tracking.read_all(store, cursor)
+            parked = parking.counts(store, cursor)
         report = []
         for p in self.projections:
             row = rows[p.name]
@@ -787,9 +891,105 @@ class Projector:
                     error=row.error,
                     error_position=row.error_position,
                     blocked_by=tuple(a for a in sorted(ancestors) if rows[a].error),
+                    parked=parked.get(p.name, (0, 0))[0],
+                    skipped=parked.get(p.name, (0, 0))[1],
                 )
             )
         return report
+
+    # --- parked events ------------------------------------------------------------------------
+
+    def parked(
+        self, names: Sequence[str] | None = None, *, position: int | None = None
+    ) -> list[Parked]:
+        """Parked events (skipped ones too), in log order."""
+        self._ensure()
+        wanted = [p.name for p in self.resolve(names)]
+        with self.store.reading() as cursor:
+            return parking.select(self.store, cursor, names=wanted, position=position)
+
+    def retry(
+        self,
+        position: int | None = None,
+        names: Sequence[str] | None = None,
+        *,
+        actor: str = "cli",
+    ) -> list[Retried]:
+        """Apply parked events again (after a fix), in log order and dependency order.
+
+        Without ``position``: every parked event not skipped. Each one is retried in its own
+        transaction, holding its projection's tracking row (no catch-up runs meanwhile): if
+        it applies, its parking row is removed and the retry is audited; if not, the row stays
+        with the new error. Raises LookupError if ``position`` has no parked event.
+        """
+        self.prepare()
+        store = self.store
+        wanted = [p.name for p in self.resolve(names)]
+        with store.reading() as cursor:
+            rows = parking.select(
+                store, cursor, names=wanted, position=position, skipped=position is not None
+            )
+        if position is not None and not rows:
+            raise LookupError(f"no parked event at position {position}")
+        order = {p.name: index for index, p in enumerate(self.projections)}
+        rows.sort(key=lambda row: (row.position, order[row.projection]))
+        outcomes = []
+        for row in rows:
+            projection = self.by_name[row.projection]
+            with store.transaction() as cursor:
+                tracking.read(store, cursor, row.projection, lock=True)
+                if not parking.select(store, cursor, names=[row.projection], position=row.position):
+                    continue  # retried meanwhile by another process
+                first = parking.held_rows(store, cursor, row.projection)
+                earlier = min((first.get(key, row.position) for key in row.keys), default=0)
+                if earlier < row.position:
+                    why = f"an earlier event for the same rows is parked (position {earlier})"
+                    outcomes.append(Retried(row, False, why))
+                    continue
+                notes = store.notes(cursor, row.position - 1, row.position, [], 1)
+                if not notes:
+                    outcomes.append(Retried(row, False, "the event is no longer in the log"))
+                    continue
+                _, failed = self._apply(projection, LIVE, cursor, notes, careful=True, hold=False)
+                if failed:
+                    parking.update_error(store, cursor, failed[0])
+                    error = f"{failed[0].error_class}: {failed[0].error_message}"
+                    outcomes.append(Retried(row, False, error))
+                else:
+                    parking.remove(store, cursor, row)
+                    parking.audit(store, cursor, "retried", row, actor, "applied on retry")
+                    outcomes.append(Retried(row, True))
+        return outcomes
+
+    def skip(
+        self,
+        position: int,
+        reason: str,
+        *,
+        actor: str,
+        names: Sequence[str] | None = None,
+    ) -> list[Parked]:
+        """Mark the events parked at ``position`` as skipped deliberately, with who and why.
+
+        The event stays out of the tables; the decision is written to the audit table in the
+        same transaction (projections/parking.py). Raises LookupError if nothing waits there.
+        """
+        if not reason.strip():
+            raise ValueError("a skip needs a reason")
+        self._ensure()
+        store = self.store
+        wanted = [p.name for p in self.resolve(names)]
+        with store.transaction() as cursor:
+            rows = parking.select(store, cursor, names=wanted, position=position, skipped=False)
+            if not rows:
+                raise LookupError(f"no parked event waits at position {position}")
+            return [parking.mark_skipped(store, cursor, row, actor, reason) for row in rows]
+
+    def audit_trail(self) -> list[parking.AuditEntry]:
+        """Every skip and successful retry of a parked event, oldest first."""
+        self._ensure()
+        with self.store.reading() as cursor:
+            return parking.audit_trail(self.store, cursor)
 
     def checksums(self, names: Sequence[str] | None = None) -> dict[str, tuple[int, str]]:
         """Row count and checksum of each live table (projections/checksum.py)."""
@@ -826,6 +1026,9 @@ class Projector:
                 message = ""
                 try:
                     self.catch_up()
+                    if self.parked_now:
+                        report(describe(self.parked_now))
+                    self.parked_now.clear()
                 except (ProjectionsStopped, ProjectionStopped, RebuildBusy) as stopped:
                     message = str(stopped)
                 except TRANSIENT as error:
@@ -856,6 +1059,17 @@ class Projector:
         return connection
 
 
+def describe(rows: Sequence[Parked]) -> str:
+    """One line about events just parked (the first one named), for warnings and reports."""
+    row = rows[0]
+    more = f" and {len(rows) - 1} more" if len(rows) > 1 else ""
+    return (
+        f"projection {row.projection} parked event {row.position} ({row.topic}, "
+        f"{row.originator_id} version {row.originator_version}): {row.error_class}: "
+        f"{row.error_message}{more} (twinledger projections parked; docs/projections.md)"
+    )
+
+
 def keep_current(application: Any, warn: Callable[[str], None]) -> Callable[[], None]:
     """Catch the read tables up after each write ``application`` makes (read your writes).
 
@@ -873,7 +1087,11 @@ def keep_current(application: Any, warn: Callable[[str], None]) -> Callable[[], 
         try:
             if "projector" not in state:
                 state["projector"] = Projector(database)
-            state["projector"].catch_up()
+            projector = state["projector"]
+            projector.catch_up()
+            if projector.parked_now:
+                warn(f"warning: {describe(projector.parked_now)}")
+            projector.parked_now.clear()
         except Exception as error:  # the write is done; the tables catch up later
             message = f"warning: read tables are behind: {error}"
             if message not in warned:  # once per command, not once per chunk saved

@@ -186,6 +186,27 @@ class Store:
             lite.close()
 
     @contextmanager
+    def savepoint(self, cursor: Any) -> Iterator[None]:
+        """A savepoint in the current transaction: an exception rolls back to it (and goes on).
+
+        How one event that cannot be applied is set aside without losing the batch around it
+        (projections/parking.py). After the rollback the transaction is usable again, also on
+        PostgreSQL, where a failed statement otherwise aborts the whole transaction.
+        """
+        if self.postgres:
+            with self.pg.transaction():  # nested in the batch's transaction: a savepoint
+                yield
+            return
+        cursor.execute("SAVEPOINT twinledger_event")
+        try:
+            yield
+        except BaseException:
+            cursor.execute("ROLLBACK TO twinledger_event")
+            cursor.execute("RELEASE twinledger_event")
+            raise
+        cursor.execute("RELEASE twinledger_event")
+
+    @contextmanager
     def reading(self) -> Iterator[Any]:
         """A read-only transaction: one consistent snapshot for several queries."""
         if self.postgres:

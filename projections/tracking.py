@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from projections import parking
 from projections.store import APPLICATION_NAME, Store
 
 TABLE = "projection_tracking"
@@ -39,6 +40,7 @@ class Position:
 
 
 def ensure_table(store: Store, cursor: Any) -> None:
+    """The tracking table, and the parked events' tables beside it (projections/parking.py)."""
     timestamp = "timestamptz" if store.postgres else "TEXT"
     cursor.execute(
         store.sql(
@@ -54,6 +56,7 @@ def ensure_table(store: Store, cursor: Any) -> None:
             t=TABLE,
         )
     )
+    parking.ensure_tables(store, cursor)
 
 
 def _row(values: Any) -> Position:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from uuid import UUID, uuid4
@@ -27,7 +28,7 @@ from domain.values import (
     Pattern,
     RunParameters,
 )
-from infrastructure.codec import MsgspecMapper, NullTranscoder
+from infrastructure.codec import MsgspecMapper, NonFiniteNumber, NullTranscoder
 
 mapper = MsgspecMapper(transcoder=NullTranscoder())
 floats = st.floats(allow_nan=False, allow_infinity=False, width=64)
@@ -204,3 +205,53 @@ def test_an_unknown_topic_is_a_clear_error() -> None:
     stored = StoredEvent(uuid4(), 1, "domain.run:NoSuchEvent", b"{}")
     with pytest.raises(MapperDeserialisationError, match="NoSuchEvent"):
         mapper.to_domain_event(stored)
+
+
+def year_with(temperature: float, gas: float = 95.0, data: float = 1.0) -> YearResultRecorded:
+    return YearResultRecorded(
+        originator_id=uuid4(),
+        originator_version=2,
+        timestamp=datetime(2030, 1, 1, tzinfo=UTC),
+        year=1,
+        economic=Economic(spend_cents=1, revenue_cents=0, balance_cents=1),
+        environment=Environment(
+            temperature_k=temperature,
+            pressure_kpa=0.6,
+            composition_pct={"CO2": gas},
+            liquid_water_kg=0.0,
+            water_ice_kg=0.0,
+            biomass_kg=0.0,
+            habitability=0.0,
+        ),
+        key_events=[KeyEvent(year=1, name="x", description="y", data={"k": data})],
+    )
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize(
+    ("where", "field"),
+    [
+        ("temperature", "environment.temperature_k"),
+        ("gas", "environment.composition_pct.CO2"),
+        ("data", "key_events[0].data.k"),
+    ],
+)
+def test_a_non_finite_float_is_refused_not_stored_as_null(
+    bad: float, where: str, field: str
+) -> None:
+    """msgspec writes NaN and infinities as null, which then cannot be decoded: refuse."""
+    event = year_with(**{"temperature": 210.0, where: bad})
+    with pytest.raises(NonFiniteNumber, match=rf"{re.escape(field)} is not a finite number"):
+        mapper.to_stored_event(event)
+
+
+def test_a_text_null_or_an_optional_none_is_still_encoded() -> None:
+    """The refusal looks only at floats: the word null in a text or a None field passes."""
+    event = year_with(210.0)
+    event = msgspec.structs.replace(
+        event, key_events=[KeyEvent(year=1, name="null", description="null", data={})]
+    )
+    assert round_trip(event) == event
+    queued = make_queued()
+    assert queued.parameters.custom_spec is None
+    assert round_trip(queued) == queued

@@ -13,10 +13,12 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from infrastructure.application import TwinLedger
+from projections.runs import RunsProjection
 from tests.projection_scenario import build, projector
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,6 +83,37 @@ KILL_IN_REBUILD = textwrap.dedent(
 )
 
 
+KILL_WHILE_PARKING = textwrap.dedent(
+    """
+    import os, signal, sys
+    from projections import parking
+    from projections.runs import RunsProjection
+    from projections.runner import Projector
+
+    url, bad = sys.argv[1], int(sys.argv[2])
+    apply = RunsProjection.apply
+
+    def buggy(self, batch):  # a handler bug: this one event cannot be applied
+        if any(event.position == bad for event in batch.events):
+            raise RuntimeError(f"handler bug at {bad}")
+        apply(self, batch)
+
+    RunsProjection.apply = buggy
+    park = parking.park
+
+    def park_then_die(store, cursor, rows):
+        park(store, cursor, rows)  # parked rows written with the batch, not committed
+        if rows:
+            print(" ".join(str(row.position) for row in rows), flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    parking.park = park_then_die
+    Projector.open(url, batch_size=4).catch_up()
+    print("not killed", flush=True)
+    """
+)
+
+
 def child(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", script, *args],
@@ -134,3 +167,39 @@ def test_a_rebuild_killed_at_any_point_leaves_the_live_tables_alone(
         assert [row.position for row in p.status()] == positions
         p.rebuild()
         assert p.checksums() == before
+
+
+def test_a_projection_killed_while_parking_resumes_to_the_clean_rebuild(
+    ledger: TwinLedger, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL after the parked row and the batch's rows are written, before the commit:
+    neither the parked row nor the position survive; resuming parks the event once."""
+    s = build(ledger)
+    notes = ledger.recorder.select_notifications(start=1, limit=10_000)
+    bad = [n.id for n in notes if str(n.originator_id) == str(s.completed)][4]
+    with projector(ledger) as p:
+        p.prepare()
+    killed = child(KILL_WHILE_PARKING, database_url, str(bad))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert int(killed.stdout.split()[0]) == bad
+
+    original = RunsProjection.apply
+
+    def buggy(self: RunsProjection, batch: Any) -> None:  # the same bug in this process
+        if any(event.position == bad for event in batch.events):
+            raise RuntimeError(f"handler bug at {bad}")
+        original(self, batch)
+
+    monkeypatch.setattr(RunsProjection, "apply", buggy)
+    with projector(ledger) as p:
+        status = {row.name: row for row in p.status()}
+        assert status["runs"].position < bad and status["runs"].parked == 0
+        assert p.parked() == []
+        p.catch_up()
+        resumed = p.checksums()
+        parked = [(row.projection, row.position, row.error_class) for row in p.parked()]
+        assert parked[0] == ("runs", bad, "RuntimeError")
+        assert {row.position for row in p.status()} == {ledger.event_count()}
+        p.rebuild()
+        assert p.checksums() == resumed
+        assert [(row.projection, row.position, row.error_class) for row in p.parked()] == parked

@@ -17,7 +17,7 @@ from eventsourcing.persistence import StoredEvent
 
 from infrastructure.application import TwinLedger
 from projections.results import ResultsProjection
-from projections.runner import ProjectionStopped, Projector
+from projections.runner import Projector
 from tests.projection_scenario import build, projector
 
 YEAR_TOPIC = "domain.run:YearResultRecorded"
@@ -36,22 +36,27 @@ def _spy_on_rebuilds(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     return loads
 
 
-def _definitions(p: Projector) -> dict[str, list[tuple[str, str]]]:
-    """Each live table's constraints and indexes as PostgreSQL describes them."""
-    found: dict[str, list[tuple[str, str]]] = {}
+def _definitions(p: Projector) -> dict[str, list[tuple[str, str, str]]]:
+    """Each live table's constraints and indexes as PostgreSQL describes them, fully sorted.
+
+    A primary key is both a constraint and an index of the same name: sorted by name alone,
+    the two rows came in either order. (kind, name, definition) is a total order."""
+    found: dict[str, list[tuple[str, str, str]]] = {}
     with p.store.reading() as cursor:
         for projection in p.projections:
             for table in projection.tables:
                 cursor.execute(
-                    "SELECT conname, pg_get_constraintdef(c.oid) FROM pg_constraint c"
+                    "SELECT 'constraint', conname, pg_get_constraintdef(c.oid) FROM pg_constraint c"
                     " JOIN pg_class t ON t.oid = c.conrelid"
                     " JOIN pg_namespace n ON n.oid = t.relnamespace"
                     " WHERE n.nspname = %s AND t.relname = %s"
-                    " UNION ALL SELECT indexname, indexdef FROM pg_indexes"
-                    " WHERE schemaname = %s AND tablename = %s ORDER BY 1",
+                    " UNION ALL SELECT 'index', indexname, indexdef FROM pg_indexes"
+                    " WHERE schemaname = %s AND tablename = %s",
                     (p.store.schema, table.name, p.store.schema, table.name),
                 )
-                found[table.name] = [(str(name), str(sql)) for name, sql in cursor.fetchall()]
+                found[table.name] = sorted(
+                    (str(kind), str(name), str(sql)) for kind, name, sql in cursor.fetchall()
+                )
     return found
 
 
@@ -74,7 +79,11 @@ def test_a_rebuild_keeps_every_constraint_and_index(
         assert loads == [p.store.postgres]
         if p.store.postgres:
             assert _definitions(p) == definitions
-            assert any("FOREIGN KEY" in sql for sql in str(definitions).split("'), ("))
+            assert any(
+                kind == "constraint" and sql.startswith("FOREIGN KEY")
+                for rows in definitions.values()
+                for kind, _, sql in rows
+            )
             with p.store.reading() as cursor:
                 cursor.execute(
                     "SELECT count(*) FROM pg_tables WHERE schemaname = %s"
@@ -84,18 +93,14 @@ def test_a_rebuild_keeps_every_constraint_and_index(
                 assert cursor.fetchone()[0] == 0
 
 
-def test_a_row_the_staging_table_refuses_stops_the_rebuild_at_its_event(
+def test_a_row_the_staging_table_refuses_is_parked_in_the_new_generation(
     ledger: TwinLedger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A second YearResultRecorded for a year already recorded: the results row collides.
 
     On PostgreSQL the background writer's COPY fails; the rebuild loads again the exact way,
-    which names the event, like a catch-up does."""
+    which parks the event, like a catch-up does, and swaps the parked rows in with the tables."""
     s = build(ledger)
-    with projector(ledger) as p:
-        p.catch_up()
-        before = p.checksums()
-        positions = [row.position for row in p.status()]
     stored = ledger.recorder.select_events(s.completed)
     third = next(
         e for e in stored if e.topic == YEAR_TOPIC and msgspec.json.decode(e.state)["year"] == 3
@@ -104,26 +109,30 @@ def test_a_row_the_staging_table_refuses_stops_the_rebuild_at_its_event(
         [StoredEvent(s.completed, stored[-1].originator_version + 1, YEAR_TOPIC, third.state)]
     )
     duplicate = ledger.event_count()
+    with projector(ledger) as p:
+        p.catch_up()
+        before = p.checksums()
+        parked = [(r.projection, r.position, r.error_class) for r in p.parked()]
+        assert [(name, position) for name, position, _ in parked] == [("results", duplicate)]
+        assert parked[0][2] in ("IntegrityError", "UniqueViolation")
 
     loads = _spy_on_rebuilds(monkeypatch)
     with projector(ledger) as p:
-        with pytest.raises(ProjectionStopped) as stopped:
-            p.rebuild()
-        assert (stopped.value.name, stopped.value.position) == ("results", duplicate)
-        assert "rebuild of projection results stopped" in str(stopped.value)
-        assert "the live tables are unchanged" in str(stopped.value)
+        p.rebuild()
         assert loads == ([True, False] if p.store.postgres else [False])
         assert p.checksums() == before
-        assert [row.position for row in p.status()] == positions
+        assert [(r.projection, r.position, r.error_class) for r in p.parked()] == parked
+        assert {row.position for row in p.status()} == {duplicate}
 
 
-def test_rows_without_their_parent_stop_the_rebuild_at_the_first_one(
+def test_rows_without_their_parent_are_parked_by_the_rebuild_from_the_first_one(
     ledger: TwinLedger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """simulation_runs lost a run by hand: rebuilding results alone finds its rows orphaned.
 
     On PostgreSQL the foreign key added after the load refuses them; the rebuild loads again
-    with the key checked row by row, which stops at the run's first result."""
+    with the key checked row by row, which parks the run's first result and holds the others
+    behind it."""
     s = build(ledger)
     with projector(ledger) as p:
         p.catch_up()
@@ -139,10 +148,11 @@ def test_rows_without_their_parent_stop_the_rebuild_at_the_first_one(
 
     loads = _spy_on_rebuilds(monkeypatch)
     with projector(ledger) as p:
-        with pytest.raises(ProjectionStopped) as stopped:
-            p.rebuild(["results"])
-        assert (stopped.value.name, stopped.value.position) == ("results", first)
-        assert "ForeignKeyViolation" in str(stopped.value) or "FOREIGN KEY" in str(stopped.value)
+        p.rebuild(["results"])
+        (orphan, *held) = p.parked()
+        assert (orphan.projection, orphan.position) == ("results", first)
+        assert orphan.error_class in ("IntegrityError", "ForeignKeyViolation")
+        assert len(held) == 2 and {row.error_class for row in held} == {"Held"}
         assert loads == ([True, False] if p.store.postgres else [False])
         assert p.checksums() == before
 

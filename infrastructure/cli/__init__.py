@@ -7,6 +7,7 @@ Each module registers its commands on the shared Typer app (infrastructure/cli/b
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from infrastructure.cli import (  # noqa: F401  (registers the commands)
@@ -26,6 +27,11 @@ from infrastructure.cli.base import app, errors
 
 
 def main() -> None:
+    # `twinledger ... | head`: a reader that closes the pipe ends the command quietly, as it
+    # ends cat or grep (SIGPIPE's default action), instead of a BrokenPipeError on stderr.
+    # Every command prints through this process's stdout, so this one line covers them all.
+    # Database connections are unaffected: libpq and SQLite never raise SIGPIPE.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         app()
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ field and exit with code 2; nothing is written. Other failures exit 1 with one l
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
@@ -14,13 +15,43 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from domain.errors import TwinLedgerError, ValidationError
 from infrastructure.application import TwinLedger
 from infrastructure.errors import StoreError
+from infrastructure.inputs import parse_int, parse_number
 from projections.runner import keep_current
 
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (a bad flag value, a missing argument) print one line and exit 2, like
+    every other user error; a --flag value parser may raise a ledger error naming its field."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        if not kwargs.get("standalone_mode", True):
+            return super().main(*args, **kwargs)
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except typer.TyperException as error:  # typer's click usage errors
+            text = error.format_message() if hasattr(error, "format_message") else str(error)
+            if type(error).__name__ == "NoArgsIsHelpError":  # the help text, as asked
+                errors.print(text, markup=False, highlight=False)
+            else:
+                say(f"error: {' '.join(text.split())}")
+            sys.exit(getattr(error, "exit_code", 2))
+        except TwinLedgerError as error:  # from a flag value parser (see ``integer``)
+            say(f"error: {error}")
+            sys.exit(2)
+        except typer.Abort:
+            say("aborted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     help="TwinLedger: an event-sourced ledger for digital-twin simulations.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -65,8 +96,22 @@ def ledger() -> Iterator[TwinLedger]:
         application.close()
 
 
+def say(line: str) -> None:
+    """One line on stderr, never wrapped or styled (control characters are escaped)."""
+    errors.print(
+        line.encode("unicode_escape").decode() if _unprintable(line) else line,
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _unprintable(text: str) -> bool:
+    return any(ord(char) < 32 or 127 <= ord(char) < 160 for char in text)
+
+
 def fail(message: str, code: int) -> None:
-    errors.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    say(f"error: {message}")
     raise typer.Exit(code)
 
 
@@ -92,25 +137,54 @@ def guarded(command: Callable[..., T]) -> Callable[..., T]:
 
 
 def parse_cents(text: str, field: str = "budget_cents") -> int:
-    cleaned = text.replace("_", "").strip()
-    if not cleaned.isdigit():
+    """Integer GCC cents in ASCII digits (no floats, no '_', no Unicode digits)."""
+    if not text.isascii() or not text.isdigit():
         raise ValidationError(
-            field, f"{text!r} must be an integer number of GCC cents (no floats, no signs)"
+            field,
+            f"{text[:40]!r} must be an integer number of GCC cents in ASCII digits "
+            "(no floats, no signs, no separators)",
         )
-    return int(cleaned)
+    return parse_int(text, field)
 
 
 def parse_params(pairs: list[str]) -> dict[str, float | int]:
+    """--param KEY=NUMBER pairs; the keys and ranges are checked by the pattern."""
     params: dict[str, float | int] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ValidationError("param", f"{pair!r} is not KEY=NUMBER")
-        try:
-            params[key] = int(value) if value.lstrip("-").isdigit() else float(value)
-        except ValueError:
-            raise ValidationError(f"pattern_params.{key}", f"{value!r} is not a number") from None
+            raise ValidationError("param", f"{pair[:40]!r} is not KEY=NUMBER")
+        params[key] = parse_number(value, f"pattern_params.{key}"[:80])
     return params
+
+
+def integer(
+    field: str, low: int | None = None, high: int | None = None
+) -> Callable[[str | int], int]:
+    """A typer ``parser`` for an integer flag: ASCII digits only (infrastructure/inputs.py
+    parse_int), within [low, high] when given; a refusal names ``field``."""
+
+    def parse(text: str | int) -> int:
+        value = text if isinstance(text, int) else parse_int(text, field)
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"[{low if low is not None else '...'}, {high if high is not None else '...'}]"
+            raise ValidationError(field, f"{value} is outside {bounds}")
+        return value
+
+    return parse
+
+
+def number(field: str, low: float, high: float) -> Callable[[str | float], float]:
+    """A typer ``parser`` for a decimal flag in ASCII (no nan, inf or Unicode digits), within
+    [low, high]; a refusal names ``field``."""
+
+    def parse(text: str | float) -> float:
+        value = float(text if isinstance(text, int | float) else parse_number(text, field))
+        if not low <= value <= high:
+            raise ValidationError(field, f"{value:g} is outside [{low:g}, {high:g}]")
+        return value
+
+    return parse
 
 
 def format_cents(cents: int) -> str:

@@ -9,24 +9,30 @@ import typer
 from rich.table import Table
 
 from infrastructure.bench.runner import run_bench
-from infrastructure.cli.base import app, console, errors, guarded, state
+from infrastructure.cli.base import app, console, errors, guarded, integer, state
 
 
 @app.command()
 @guarded
 def bench(
-    runs: Annotated[int, typer.Option(min=1, help="Runs to record")] = 100,
-    years: Annotated[int, typer.Option(min=1, max=1000, help="Years per run")] = 1000,
+    runs: Annotated[int, typer.Option(parser=integer("runs", 1), help="Runs to record")] = 100,
+    years: Annotated[
+        int, typer.Option(parser=integer("years", 1, 1000), help="Years per run")
+    ] = 1000,
     writers: Annotated[str, typer.Option(help="Writer process counts (PostgreSQL)")] = "1,2,4,8",
-    repeats: Annotated[int, typer.Option(min=5, help="Repeats of each query")] = 200,
+    repeats: Annotated[
+        int, typer.Option(parser=integer("repeats", 5), help="Repeats of each query")
+    ] = 200,
     query_rows: Annotated[
         int,
         typer.Option(
-            min=0, help="Time the queries over this many result rows (copies of the runs)"
+            parser=integer("query_rows", 0),
+            help="Time the queries over this many result rows (copies of the runs)",
         ),
     ] = 1_000_000,
     chunk: Annotated[
-        int | None, typer.Option(min=1, help="Years per save [default: as execute_run]")
+        int | None,
+        typer.Option(parser=integer("chunk", 1), help="Years per save [default: as execute_run]"),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
     scale_out: Annotated[

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from domain.errors import ValidationError
-from infrastructure.cli.base import app, console, errors, guarded, ledger
+from infrastructure.cli.base import app, console, errors, guarded, ledger, number
 from infrastructure.inputs import parse_duration
 
 
@@ -40,7 +40,9 @@ def daemon(
             "--every", help="NAME=DURATION (expire=5m, retention=1d, verify=1h) or NAME=off"
         ),
     ] = [],  # noqa: B006  (typer reads the default)
-    poll: Annotated[float, typer.Option(min=0.1, help="Seconds between ticks")] = 10.0,
+    poll: Annotated[
+        float, typer.Option(parser=number("poll", 0.1, 86_400), help="Seconds between ticks")
+    ] = 10.0,
     once: Annotated[bool, typer.Option(help="One tick, then exit")] = False,
 ) -> None:
     """Run expiry, retention and replay verification on a schedule, each once across all the

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from domain.experiment import Evaluation, Experiment, RunPurpose, structured_id
-from infrastructure.cli.base import app, console, fail, format_cents, guarded, ledger
+from infrastructure.cli.base import app, console, fail, format_cents, guarded, integer, ledger
 from infrastructure.experiments import (
     get_experiment,
     read_experiment_file,
@@ -44,7 +44,10 @@ def _objective(value: float | None) -> str:
 @guarded
 def run(
     spec: Annotated[Path, typer.Argument(help="Experiment spec (TOML), see docs/experiments.md")],
-    workers: Annotated[int | None, typer.Option(help="Worker processes for sample runs")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(parser=integer("workers", 1, 32), help="Worker processes for sample runs"),
+    ] = None,
     scheduler: Annotated[
         str | None,
         typer.Option(

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from domain.errors import ValidationError
-from infrastructure.cli.base import app, console, errors, guarded, ledger
+from infrastructure.cli.base import app, console, errors, guarded, integer, ledger
 from infrastructure.cli.tables import twins_app
 from infrastructure.expiry import DEFAULT_BATCH, expire_twins
 from infrastructure.inputs import parse_duration
@@ -42,7 +42,9 @@ def parse_now(text: str | None) -> datetime | None:
 @guarded
 def expire(
     now: NowOption = None,
-    batch: Annotated[int, typer.Option(min=1, max=10_000, help="Twins per write")] = DEFAULT_BATCH,
+    batch: Annotated[
+        int, typer.Option(parser=integer("batch", 1, 10_000), help="Twins per write")
+    ] = DEFAULT_BATCH,
 ) -> None:
     """End every twin past its expires_at (TwinExpired), cancelling its runs first. Idempotent."""
     moment = parse_now(now)

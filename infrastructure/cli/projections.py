@@ -1,16 +1,18 @@
-"""``twinledger projections status|run|rebuild|checksum``: the read tables' projections."""
+"""``twinledger projections status|run|rebuild|checksum|parked|retry|skip``: the projections."""
 
 from __future__ import annotations
 
+import getpass
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
-from infrastructure.cli.base import app, console, errors, guarded, ledger
+from domain.errors import ValidationError
+from infrastructure.cli.base import app, console, errors, guarded, ledger, number
 from projections.follower import follow
 from projections.runner import Projector
 
@@ -41,13 +43,17 @@ def _names(name: str | None) -> list[str] | None:
     return None if name is None else [name]
 
 
-def _known(opened: Projector, name: str | None) -> None:
+def _known(opened: Projector, name: str | None, field: str = "name") -> None:
     try:
         opened.resolve(_names(name))
     except KeyError as error:
-        from domain.errors import ValidationError
+        raise ValidationError(field, str(error.args[0])) from None
 
-        raise ValidationError("name", str(error.args[0])) from None
+
+def _parked_column(parked: int, skipped: int) -> str:
+    if not skipped:
+        return str(parked)
+    return f"{parked} (+{skipped} skipped)"
 
 
 @projections_app.command("status")
@@ -55,7 +61,15 @@ def _known(opened: Projector, name: str | None) -> None:
 def status() -> None:
     """Each projection's position, the head of the log and the lag (events behind)."""
     with projector() as opened:
-        table = Table("projection", "tables", "position", "head", "lag", "state")
+        table = Table(
+            "projection",
+            "tables",
+            "position",
+            "head",
+            "lag",
+            Column("parked", no_wrap=True),
+            "state",
+        )
         for row in opened.status():
             if row.error:
                 state = f"STOPPED at event {row.error_position}: {row.error}"
@@ -71,16 +85,27 @@ def status() -> None:
                 str(row.position),
                 str(row.head),
                 str(row.lag),
+                _parked_column(row.parked, row.skipped),
                 state,
             )
         console.print(table)
+        if any(row.parked for row in opened.status()):
+            console.print(
+                "events are parked: `twinledger projections parked` lists them "
+                "(docs/projections.md, 'Parked events')",
+                highlight=False,
+            )
 
 
 @projections_app.command("run")
 @guarded
 def run(
     poll: Annotated[
-        float, typer.Option(help="Seconds between polls (SQLite; PostgreSQL's fallback)")
+        float,
+        typer.Option(
+            parser=number("poll", 0.01, 3600),
+            help="Seconds between polls (SQLite; PostgreSQL's fallback)",
+        ),
     ] = 1.0,
     once: Annotated[bool, typer.Option(help="Catch up once and exit")] = False,
 ) -> None:
@@ -147,3 +172,103 @@ def checksum(name: NameArgument = None) -> None:
         _known(opened, name)
         for spec_name, (rows, digest) in opened.checksums(_names(name)).items():
             console.print(f"{spec_name} {rows} {digest}", highlight=False, soft_wrap=True)
+
+
+ProjectionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--projection", help="Only this projection's parked events (twins, runs, results, ...)"
+    ),
+]
+
+
+@projections_app.command("parked")
+@guarded
+def parked(name: NameArgument = None) -> None:
+    """Events a projection could not apply, in log order: position, event, error, skip."""
+    with projector() as opened:
+        _known(opened, name)
+        rows = opened.parked(_names(name))
+        if not rows:
+            console.print("no parked events")
+            return
+        for row in rows:  # one block per event: errors are long, tables would wrap them
+            lines = [
+                f"{row.projection} {row.position}: {row.topic} {row.originator_id} "
+                f"version {row.originator_version}",
+                f"  parked {row.parked_at:%Y-%m-%d %H:%M:%S}: {row.error_class}: "
+                f"{row.error_message}",
+            ]
+            if row.skipped_at is not None:
+                lines.append(
+                    f"  skipped {row.skipped_at:%Y-%m-%d %H:%M:%S} by {row.skipped_by}: "
+                    f"{row.skip_reason}"
+                )
+            console.print("\n".join(lines), highlight=False, markup=False, soft_wrap=True)
+
+
+@projections_app.command("retry")
+@guarded
+def retry(
+    position: Annotated[
+        int | None, typer.Argument(help="The parked event's position in the log")
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every parked event not skipped")] = False,
+    projection: ProjectionOption = None,
+) -> None:
+    """Apply parked events again after a fix; each one that applies leaves the parked list.
+
+    Exits 1 if any of them still fails (it stays parked, with the new error)."""
+    if (position is None) == (not all_):
+        raise ValidationError("position", "give a POSITION or --all, not both")
+    with projector() as opened:
+        _known(opened, projection, "projection")
+        try:
+            outcomes = opened.retry(position, _names(projection), actor=_actor(None))
+        except LookupError as error:
+            raise ValidationError("position", str(error.args[0])) from None
+        for outcome in outcomes:
+            row = outcome.row
+            verdict = "applied" if outcome.applied else f"still parked: {outcome.error}"
+            console.print(f"{row.projection} {row.position}: {verdict}", highlight=False)
+        failed = sum(not outcome.applied for outcome in outcomes)
+        console.print(f"{len(outcomes) - failed} applied, {failed} still parked", highlight=False)
+        if failed:
+            raise typer.Exit(1)
+
+
+@projections_app.command("skip")
+@guarded
+def skip(
+    position: Annotated[int, typer.Argument(help="The parked event's position in the log")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit table)")],
+    projection: ProjectionOption = None,
+    by: Annotated[
+        str | None, typer.Option("--by", help="Who decides (default: the OS user)")
+    ] = None,
+) -> None:
+    """Leave a parked event out of the tables deliberately; who, when and why are audited."""
+    if not reason.strip():
+        raise ValidationError("reason", "say why the event is skipped")
+    for field, text in (("reason", reason), ("by", by or "")):
+        if any(not character.isprintable() for character in text):
+            raise ValidationError(field, "must not hold control characters")
+    with projector() as opened:
+        _known(opened, projection, "projection")
+        try:
+            rows = opened.skip(position, reason, actor=_actor(by), names=_names(projection))
+        except LookupError as error:
+            raise ValidationError("position", str(error.args[0])) from None
+        for row in rows:
+            console.print(
+                f"{row.projection} {row.position}: skipped by {row.skipped_by}", highlight=False
+            )
+
+
+def _actor(by: str | None) -> str:
+    if by:
+        return by
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user name in this environment
+        return "unknown"

@@ -17,7 +17,7 @@ import typer
 from domain.errors import ValidationError
 from domain.replay import EngineVersionMismatch, ReplayReport, RunStateAtYear
 from domain.run import SimulationRun
-from infrastructure.cli.base import app, fail, format_cents, guarded, ledger, to_json
+from infrastructure.cli.base import app, fail, format_cents, guarded, integer, ledger, to_json
 from infrastructure.errors import UnreadableStream
 
 
@@ -28,7 +28,9 @@ def replay_command(
     to_year: Annotated[
         int | None,
         typer.Option(
-            "--to-year", help="Show the run's state at this year from its recorded events only"
+            "--to-year",
+            parser=integer("to_year"),
+            help="Show the run's state at this year from its recorded events only",
         ),
     ] = None,
     all_runs: Annotated[bool, typer.Option("--all", help="Verify every completed run")] = False,

@@ -19,6 +19,7 @@ from infrastructure.cli.base import (
     errors,
     format_cents,
     guarded,
+    integer,
     ledger,
     parse_cents,
     parse_params,
@@ -62,10 +63,18 @@ def _queue(
 PatternOption = Annotated[
     str, typer.Option(help="mars_terraform, venus_industrial, titan_fuel, europa_ocean, custom")
 ]
-YearsOption = Annotated[int, typer.Option("--years", help="Duration in years, 1 to 1000")]
+YearsOption = Annotated[
+    int,
+    typer.Option("--years", parser=integer("duration_years"), help="Duration in years, 1 to 1000"),
+]
 BudgetOption = Annotated[str, typer.Option(help="Budget in integer GCC cents")]
-SeedOption = Annotated[int | None, typer.Option(help="PRNG seed (random and recorded if omitted)")]
-TechOption = Annotated[int, typer.Option(help="Technology level, 1 to 10")]
+SeedOption = Annotated[
+    int | None,
+    typer.Option(parser=integer("seed"), help="PRNG seed (random and recorded if omitted)"),
+]
+TechOption = Annotated[
+    int, typer.Option(parser=integer("tech_level"), help="Technology level, 1 to 10")
+]
 PriorityOption = Annotated[str, typer.Option(help="low, normal or high")]
 ParamOption = Annotated[list[str], typer.Option("--param", help="Pattern parameter KEY=NUMBER")]
 SpecOption = Annotated[Path | None, typer.Option(help="Custom pattern spec (JSON or TOML)")]
@@ -124,7 +133,10 @@ def run(
     spec: SpecOption = None,
     chunk: Annotated[
         int | None,
-        typer.Option(min=1, help="Years saved per transaction [default: max(50, years/4)]"),
+        typer.Option(
+            parser=integer("chunk", 1),
+            help="Years saved per transaction [default: max(50, years/4)]",
+        ),
     ] = None,
     scheduler: SchedulerOption = None,
 ) -> None:
@@ -148,14 +160,24 @@ def execute(
     run_id: Annotated[str | None, typer.Argument(help="The run (or use --queued)")] = None,
     chunk: Annotated[
         int | None,
-        typer.Option(min=1, help="Years saved per transaction [default: max(50, years/4)]"),
+        typer.Option(
+            parser=integer("chunk", 1),
+            help="Years saved per transaction [default: max(50, years/4)]",
+        ),
     ] = None,
     queued: Annotated[
         bool, typer.Option("--queued", help="Drain the queue (and resume orphaned runs)")
     ] = False,
-    limit: Annotated[int | None, typer.Option(min=1, help="With --queued: at most N runs")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(parser=integer("limit", 1, 1_000_000), help="With --queued: at most N runs"),
+    ] = None,
     workers: Annotated[
-        int, typer.Option(min=1, help="With --queued and no scheduler: local processes")
+        int,
+        typer.Option(
+            parser=integer("workers", 1, 64),
+            help="With --queued and no scheduler: local processes",
+        ),
     ] = 1,
     scheduler: SchedulerOption = None,
 ) -> None:
@@ -206,8 +228,8 @@ def show_run(
 @app.command()
 @guarded
 def demo(
-    years: Annotated[int, typer.Option("--years")] = 100,
-    seed: Annotated[int, typer.Option()] = 42,
+    years: Annotated[int, typer.Option("--years", parser=integer("duration_years"))] = 100,
+    seed: Annotated[int, typer.Option(parser=integer("seed"))] = 42,
 ) -> None:
     """Clone Mars, run mars_terraform for 100 years with a progress bar, print the summary."""
     with ledger() as application:

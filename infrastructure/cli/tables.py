@@ -21,7 +21,15 @@ import typer
 from rich.table import Table
 
 from domain.errors import ValidationError
-from infrastructure.cli.base import app, console, errors, format_cents, guarded, ledger
+from infrastructure.cli.base import (
+    app,
+    console,
+    errors,
+    format_cents,
+    guarded,
+    integer,
+    ledger,
+)
 from projections import queries
 from projections.canonical import canonical
 from projections.runner import ProjectionsStopped, Projector
@@ -215,8 +223,12 @@ def results(
     result_type: Annotated[
         str | None, typer.Option("--type", help="economic, environmental or timeline")
     ] = None,
-    from_year: Annotated[int | None, typer.Option(help="First year shown")] = None,
-    to_year: Annotated[int | None, typer.Option(help="Last year shown")] = None,
+    from_year: Annotated[
+        int | None, typer.Option(parser=integer("from_year"), help="First year shown")
+    ] = None,
+    to_year: Annotated[
+        int | None, typer.Option(parser=integer("to_year"), help="Last year shown")
+    ] = None,
     output: FormatOption = "table",
 ) -> None:
     """A run's per-year results, from the simulation_results table."""

@@ -45,7 +45,9 @@ def clone(
     body: Annotated[
         str | None, typer.Argument(help="Catalog body key (see `twinledger bodies`)")
     ] = None,
-    name: Annotated[str, typer.Option(help="Name of the new twin")] = "",
+    name: Annotated[
+        str | None, typer.Option(help="Name of the new twin [default: the body's name]")
+    ] = None,
     from_file: Annotated[Path | None, typer.Option(help="JSON file describing a body")] = None,
     expires_in: Annotated[str, typer.Option(help="Lifetime: 30d, 12h, 90m")] = "30d",
     description: Annotated[str | None, typer.Option()] = None,
@@ -56,7 +58,7 @@ def clone(
     lifetime = parse_duration(expires_in)
     with ledger() as application:
         twin_id = application.clone_twin(
-            name=name or (body or "").capitalize() or "twin",
+            name=name,
             body=body,
             body_file=None if from_file is None else str(from_file),
             expires_in=lifetime,
