@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.persistence import DataError, StoredEvent
 
 GENESIS = bytes(32)
 ALGORITHM = "twinledger-chain-v1/rfc6962-sha256"
@@ -125,12 +125,39 @@ def previous_links(stored_events: Sequence[StoredEvent]) -> list[tuple[UUID, int
     return [(ident, version - 1) for ident, version in first.items() if version > 1]
 
 
+class RecentLinks:
+    """Hashes this process wrote lately, by (stream, version): a stored hash never changes, so a
+    remembered one is as good as reading it, and the next save of a stream it wrote (the next
+    chunk of a run) needs no extra round trip. Bounded: forgotten wholesale when full."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self.known: dict[tuple[UUID, int], bytes] = {}
+
+    def split(
+        self, wanted: list[tuple[UUID, int]]
+    ) -> tuple[dict[tuple[UUID, int], bytes], list[tuple[UUID, int]]]:
+        """(the wanted hashes remembered, the wanted ones to read from the store)."""
+        found = {key: self.known[key] for key in wanted if key in self.known}
+        return found, [key for key in wanted if key not in found]
+
+    def remember(self, rows: list[tuple[UUID, int, bytes]]) -> None:
+        """Keep each stream's last hash of a written batch (call after it is stored)."""
+        if len(self.known) >= self.size:
+            self.known.clear()
+        last: dict[UUID, tuple[int, bytes]] = {}
+        for ident, version, digest in rows:
+            last[ident] = (version, digest)
+        for ident, (version, digest) in last.items():
+            self.known[(ident, version)] = digest
+
+
 def chain_batch(
     stored_events: Sequence[StoredEvent], previous: dict[tuple[UUID, int], bytes]
 ) -> list[tuple[UUID, int, bytes]]:
     """The hash of each event of a batch, chained onto the stored ``previous`` hashes.
 
-    Raises IntegrityError (the write is refused, nothing is written) if a stream's previous
+    Raises BrokenChain (the write is refused, nothing is written) if a stream's previous
     event has no stored hash: the chain is already broken there (docs/integrity.md)."""
     heads: dict[UUID, tuple[int, bytes]] = {
         ident: (version, digest) for (ident, version), digest in previous.items()
@@ -143,7 +170,7 @@ def chain_batch(
         else:
             head = heads.get(ident)
             if head is None or head[0] != version - 1:
-                raise IntegrityError(
+                raise BrokenChain(
                     f"stream {ident} version {version - 1} has no stored hash: its chain is "
                     "broken (twinledger verify names where); nothing was written"
                 )
@@ -152,6 +179,10 @@ def chain_batch(
         heads[ident] = (version, digest)
         rows.append((ident, version, digest))
     return rows
+
+
+class BrokenChain(DataError):
+    """A write onto a stream whose chain is already broken (not a concurrent write)."""
 
 
 def _uuid(value: UUID | str) -> UUID:

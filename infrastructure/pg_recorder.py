@@ -31,18 +31,29 @@ notification_id sequence, so the n ids it draws during COPY are consecutive and 
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+)
 from eventsourcing.utils import retry
 from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier, Literal
 
-from infrastructure.integrity import Chainer, chain_batch, hashes_table_name, previous_links
+from infrastructure.integrity import (
+    Chainer,
+    RecentLinks,
+    chain_batch,
+    hashes_table_name,
+    previous_links,
+)
 
 COPY_FROM = 16  # smaller batches take the library's INSERT path: one round trip is cheaper
 BACKFILL = 5000
@@ -55,6 +66,8 @@ class CopyApplicationRecorder(PostgresApplicationRecorder):
         super().__init__(datastore, events_table_name=events_table_name)
         schema, table = self.datastore.schema, self.events_table_name
         self.hashes_table_name = hashes_table_name(table)
+        self.recent = RecentLinks()
+        self.written = threading.local()  # this thread's batch hashes, remembered once committed
         events = Identifier(schema, table)
         hashes = Identifier(schema, self.hashes_table_name)
         lock_function = Identifier(schema, f"{table}_lock")
@@ -105,11 +118,14 @@ class CopyApplicationRecorder(PostgresApplicationRecorder):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
+        self.written.rows = []
+        ids: Sequence[int] | None
         if len(stored_events) < self.copy_from or self.datastore.enable_db_functions:
-            ids: Sequence[int] | None = super().insert_events(stored_events, **kwargs)
-            return ids
-        copied: list[int] = self._copy_events(stored_events)
-        return copied
+            ids = super().insert_events(stored_events, **kwargs)
+        else:
+            ids = self._copy_events(stored_events)
+        self.recent.remember(self.written.rows)  # committed: safe to chain onto
+        return ids
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # the library's
     def _copy_events(self, stored_events: Sequence[StoredEvent]) -> list[int]:
@@ -123,7 +139,7 @@ class CopyApplicationRecorder(PostgresApplicationRecorder):
                     copy.write_row(
                         (event.originator_id, event.originator_version, event.topic, event.state)
                     )
-            hashes = chain_batch(stored_events, self._previous(curs, stored_events))
+            hashes = self._chain(curs, stored_events)
             with curs.copy(self.copy_hashes_statement) as copy:
                 copy.set_types(["uuid", "int8", "bytea"])
                 for link in hashes:
@@ -137,22 +153,31 @@ class CopyApplicationRecorder(PostgresApplicationRecorder):
     def _insert_stored_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
-        """The library's INSERT (its cursor keeps the RETURNING ids), then the hashes."""
-        super()._insert_stored_events(curs, stored_events, **kwargs)
+        """The library's lock, NOTIFY and INSERT, with the hashes before the INSERT: the
+        library's pipeline commits after a Python error, so a refused chain must be refused
+        before any event is queued; and the INSERT stays the last statement on ``curs``,
+        whose RETURNING gives the ids."""
+        self._lock_table(curs)
+        self._notify_channel(curs)
         with curs.connection.cursor() as other:
-            rows = chain_batch(stored_events, self._previous(other, stored_events))
+            rows = self._chain(other, stored_events)
             other.executemany(self.insert_hash_statement, rows)
+        PostgresAggregateRecorder._insert_stored_events(self, curs, stored_events, **kwargs)
 
-    def _previous(
+    def _chain(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent]
-    ) -> dict[tuple[UUID, int], bytes]:
-        wanted = previous_links(stored_events)
-        if not wanted:
-            return {}
-        curs.execute(self.previous_statement, ([i for i, _ in wanted], [v for _, v in wanted]))
-        return {
-            (r["originator_id"], r["originator_version"]): bytes(r["hash"]) for r in curs.fetchall()
-        }
+    ) -> list[tuple[UUID, int, bytes]]:
+        """The batch's hashes, chained onto the hashes remembered or read in this transaction."""
+        previous, missing = self.recent.split(previous_links(stored_events))
+        if missing:
+            curs.execute(
+                self.previous_statement, ([i for i, _ in missing], [v for _, v in missing])
+            )
+            for r in curs.fetchall():
+                previous[(r["originator_id"], r["originator_version"])] = bytes(r["hash"])
+        rows = chain_batch(stored_events, previous)
+        self.written.rows = rows
+        return rows
 
     def _create_table(self, curs: Cursor[DictRow]) -> None:
         """The library's DDL, the hashes table and lock function; on a store made before the

@@ -9,14 +9,20 @@ every stored event, once, when it is first opened (infrastructure/integrity.py).
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Sequence
 from typing import Any
-from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 
-from infrastructure.integrity import Chainer, chain_batch, hashes_table_name, previous_links
+from infrastructure.integrity import (
+    Chainer,
+    RecentLinks,
+    chain_batch,
+    hashes_table_name,
+    previous_links,
+)
 
 BACKFILL = 5000
 
@@ -24,7 +30,17 @@ BACKFILL = 5000
 class HashingSQLiteRecorder(SQLiteApplicationRecorder):
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
         self.hashes_table_name = hashes_table_name(events_table_name)
+        self.recent = RecentLinks()
+        self.written = threading.local()  # this thread's batch hashes, remembered once committed
         super().__init__(datastore, events_table_name)
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        self.written.rows = []
+        ids = super().insert_events(stored_events, **kwargs)
+        self.recent.remember(self.written.rows)  # committed: safe to chain onto
+        return ids
 
     def construct_create_table_statements(self) -> list[str]:
         return [
@@ -38,8 +54,8 @@ class HashingSQLiteRecorder(SQLiteApplicationRecorder):
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         ids = super()._insert_events(c, stored_events, **kwargs)
-        previous: dict[tuple[UUID, int], bytes] = {}
-        for ident, version in previous_links(stored_events):
+        previous, missing = self.recent.split(previous_links(stored_events))
+        for ident, version in missing:
             c.execute(
                 f"SELECT hash FROM {self.hashes_table_name}"
                 " WHERE originator_id = ? AND originator_version = ?",
@@ -48,10 +64,12 @@ class HashingSQLiteRecorder(SQLiteApplicationRecorder):
             row = c.fetchone()
             if row is not None:
                 previous[(ident, version)] = bytes(row[0])
+        rows = chain_batch(stored_events, previous)
         c.executemany(
             f"INSERT INTO {self.hashes_table_name} VALUES (?, ?, ?)",
-            [(i.hex, v, h) for i, v, h in chain_batch(stored_events, previous)],
+            [(i.hex, v, h) for i, v, h in rows],
         )
+        self.written.rows = rows
         return ids
 
     def _create_table(self, c: SQLiteCursor) -> None:

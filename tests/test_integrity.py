@@ -11,12 +11,14 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import psycopg
 import pytest
+from eventsourcing.persistence import StoredEvent
 from hypothesis import given
 from hypothesis import strategies as st
 from psycopg import sql
@@ -29,6 +31,7 @@ from infrastructure.cli import app
 from infrastructure.experiments import run_experiment
 from infrastructure.integrity import (
     GENESIS,
+    BrokenChain,
     MerkleRoot,
     audit_path,
     leaf_hash,
@@ -429,3 +432,29 @@ def events_in(url: str) -> int:
         return ledger.event_count()
     finally:
         ledger.close()
+
+
+def test_a_write_onto_a_broken_chain_is_refused_and_writes_nothing(
+    open_ledger: Callable[[], TwinLedger], database_url: str
+) -> None:
+    twin = open_ledger().clone_twin(name="Mars C", body="mars")
+    tamper(database_url, "DELETE FROM {hashes} WHERE originator_id = ?", twin)
+    ledger = open_ledger()  # another process: it has not just written the twin's hash itself
+    before = ledger.event_count()
+    with pytest.raises(BrokenChain, match=f"stream {twin} version 1"):
+        ledger.extend_twin(twin, by=timedelta(days=1))  # one event: the INSERT path
+    batch = [StoredEvent(twin, v, "tests:Probe", b"{}") for v in range(2, 40)]
+    with pytest.raises(BrokenChain, match=f"stream {twin} version 1"):
+        ledger.recorder.insert_events(batch)  # the COPY path on PostgreSQL
+    assert ledger.event_count() == before
+    code, _, err = twinledger(database_url, "verify")
+    assert code == 1 and f"stream {twin} version 1: no stored hash" in err
+
+
+def test_consecutive_saves_chain_onto_the_hash_just_written(ledger: TwinLedger) -> None:
+    """The next chunk of a run chains onto the hash its process remembers (no extra read)."""
+    twin = ledger.clone_twin(name="Mars D", body="mars")
+    recent = ledger.recorder.recent  # type: ignore[attr-defined]
+    assert list(recent.known) == [(twin, 1)]
+    ledger.extend_twin(twin, by=timedelta(days=1))
+    assert (twin, 2) in recent.known

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from domain.errors import ValidationError
-from infrastructure.cli.base import app, console, fail, guarded, ledger, state
+from infrastructure.cli.base import app, fail, guarded, ledger, state
 from infrastructure.integrity import ALGORITHM, ProofRefused, prove, scan_log
 from infrastructure.roles import Roles, apply, passwords_from_env
 from infrastructure.settings import resolve_database
@@ -76,10 +76,9 @@ def verify(
             f"digest: the log at position {scan.position} has digest {scan.digest}, not {expected}",
             1,
         )
-    console.print(
+    typer.echo(
         f"intact: {scan.events} events in {scan.streams} streams; digest {scan.digest} "
-        f"at position {scan.position}",
-        highlight=False,
+        f"at position {scan.position}"
     )
 
 
@@ -124,8 +123,7 @@ def roles(
     database = resolve_database(state.db)
     apply(database, chosen, passwords, dry_run=dry_run, say=lambda line: typer.echo(f"{line};"))
     if not dry_run:
-        console.print(
+        typer.echo(
             f"roles set on schema {database.schema}: owner {owner}, writer {writer}, "
-            f"reader {reader}",
-            highlight=False,
+            f"reader {reader}"
         )
