@@ -331,7 +331,29 @@ def _scan_postgres(recorder: Any, position: int | None, keep: bool) -> Scan:
                 SQL("SELECT coalesce(max(notification_id), 0) AS p FROM {}").format(events)
             ).fetchone()
             position = int(row["p"])
-        orphan_row = connection.execute(
+        # COPY streams the rows with no round trip per batch (a loaded server answers each
+        # FETCH late); memory stays bounded: rows are checked as they arrive.
+        with (
+            connection.cursor() as cursor,
+            cursor.copy(
+                SQL(
+                    "COPY (SELECT uuid_send(e.originator_id), e.originator_version, e.topic,"
+                    " e.state, e.notification_id, h.hash FROM {e} e LEFT JOIN {h} h"
+                    " ON h.originator_id = e.originator_id"
+                    " AND h.originator_version = e.originator_version"
+                    " ORDER BY e.originator_id, e.originator_version) TO STDOUT (FORMAT BINARY)"
+                ).format(e=events, h=hashes)
+            ) as copy,
+        ):
+            copy.set_types(["bytea", "int8", "text", "bytea", "int8", "bytea"])
+            scan = check_rows(copy.rows(), position, None, keep=keep)
+            while copy.read():  # after a break: the rest, unparsed, to free the connection
+                pass
+        if scan.broken is None:
+            row = connection.execute(SQL("SELECT count(*) AS n FROM {}").format(hashes)).fetchone()
+            if int(row["n"]) == scan.events:
+                return scan  # every hash belongs to a checked event: no event was deleted
+        row = connection.execute(
             SQL(
                 "SELECT uuid_send(h.originator_id) AS i, h.originator_version AS v FROM {h} h"
                 " WHERE NOT EXISTS (SELECT 1 FROM {e} e WHERE e.originator_id ="
@@ -339,33 +361,19 @@ def _scan_postgres(recorder: Any, position: int | None, keep: bool) -> Scan:
                 " ORDER BY h.originator_id, h.originator_version LIMIT 1"
             ).format(h=hashes, e=events)
         ).fetchone()
-        orphan = None if orphan_row is None else (bytes(orphan_row["i"]), orphan_row["v"])
-        cursor = connection.cursor("twinledger_verify", binary=True)
-        cursor.itersize = FETCH
-        cursor.execute(
-            SQL(
-                "SELECT uuid_send(e.originator_id), e.originator_version, e.topic, e.state,"
-                " e.notification_id, h.hash FROM {e} e LEFT JOIN {h} h"
-                " ON h.originator_id = e.originator_id"
-                " AND h.originator_version = e.originator_version"
-                " ORDER BY e.originator_id, e.originator_version"
-            ).format(e=events, h=hashes)
-        )
-        rows = (
-            (
-                r["uuid_send"],
-                r["originator_version"],
-                r["topic"],
-                r["state"],
-                r["notification_id"],
-                r["hash"],
-            )
-            for r in cursor
-        )
-        try:
-            return check_rows(rows, position, orphan, keep=keep)
-        finally:
-            cursor.close()
+        return _with_orphan(scan, None if row is None else (bytes(row["i"]), row["v"]))
+
+
+def _with_orphan(scan: Scan, orphan: tuple[bytes, int] | None) -> Scan:
+    """The first break, counting a stored hash whose event is gone (found only when the pass
+    broke, or when there are more hashes than checked events)."""
+    if orphan is None:
+        return scan
+    broken = scan.broken
+    if broken is None or orphan < (broken.stream.bytes, broken.version):
+        scan.broken = Break(UUID(bytes=orphan[0]), orphan[1], _ORPHAN)
+        scan.digest = ""
+    return scan
 
 
 def _scan_sqlite(recorder: Any, position: int | None, keep: bool) -> Scan:
@@ -377,13 +385,6 @@ def _scan_sqlite(recorder: Any, position: int | None, keep: bool) -> Scan:
             position = int(
                 connection.execute(f"SELECT coalesce(max(rowid), 0) FROM {events}").fetchone()[0]
             )
-        orphan_row = connection.execute(
-            f"SELECT h.originator_id, h.originator_version FROM {hashes} h"
-            f" WHERE NOT EXISTS (SELECT 1 FROM {events} e WHERE e.originator_id ="
-            " h.originator_id AND e.originator_version = h.originator_version)"
-            " ORDER BY h.originator_id, h.originator_version LIMIT 1"
-        ).fetchone()
-        orphan = None if orphan_row is None else (bytes.fromhex(orphan_row[0]), orphan_row[1])
         reader = connection.execute(
             f"SELECT e.originator_id, e.originator_version, e.topic, e.state, e.rowid,"
             f" h.hash FROM {events} e LEFT JOIN {hashes} h"
@@ -391,7 +392,19 @@ def _scan_sqlite(recorder: Any, position: int | None, keep: bool) -> Scan:
             " ORDER BY e.originator_id, e.originator_version"
         )
         rows = ((bytes.fromhex(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in reader)
-        return check_rows(rows, position, orphan, keep=keep)
+        scan = check_rows(rows, position, None, keep=keep)
+        reader.close()
+        if scan.broken is None:
+            count = connection.execute(f"SELECT count(*) FROM {hashes}").fetchone()[0]
+            if count == scan.events:
+                return scan
+        row = connection.execute(
+            f"SELECT h.originator_id, h.originator_version FROM {hashes} h"
+            f" WHERE NOT EXISTS (SELECT 1 FROM {events} e WHERE e.originator_id ="
+            " h.originator_id AND e.originator_version = h.originator_version)"
+            " ORDER BY h.originator_id, h.originator_version LIMIT 1"
+        ).fetchone()
+        return _with_orphan(scan, None if row is None else (bytes.fromhex(row[0]), row[1]))
 
 
 # --- proofs ----------------------------------------------------------------------------------
