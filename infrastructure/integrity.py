@@ -35,6 +35,8 @@ from uuid import UUID
 
 from eventsourcing.persistence import DataError, StoredEvent
 
+from domain.errors import ValidationError
+
 GENESIS = bytes(32)
 ALGORITHM = "twinledger-chain-v1/rfc6962-sha256"
 _HEAD = struct.Struct(">16sQI")
@@ -326,11 +328,10 @@ def _scan_postgres(recorder: Any, position: int | None, keep: bool) -> Scan:
     hashes = Identifier(schema, hashes_table_name(recorder.events_table_name))
     with recorder.datastore.get_connection() as connection, connection.transaction():
         connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        if position is None:
-            row = connection.execute(
-                SQL("SELECT coalesce(max(notification_id), 0) AS p FROM {}").format(events)
-            ).fetchone()
-            position = int(row["p"])
+        row = connection.execute(
+            SQL("SELECT coalesce(max(notification_id), 0) AS p FROM {}").format(events)
+        ).fetchone()
+        position = _position(position, int(row["p"]))
         # COPY streams the rows with no round trip per batch (a loaded server answers each
         # FETCH late); memory stays bounded: rows are checked as they arrive.
         with (
@@ -364,6 +365,16 @@ def _scan_postgres(recorder: Any, position: int | None, keep: bool) -> Scan:
         return _with_orphan(scan, None if row is None else (bytes(row["i"]), row["v"]))
 
 
+def _position(asked: int | None, last: int) -> int:
+    """The position to take the digest at: the last one unless asked; never beyond it (a
+    digest there would claim a position the log has not reached)."""
+    if asked is None:
+        return last
+    if asked > last:
+        raise ValidationError("position", f"{asked} is beyond the log's last position {last}")
+    return asked
+
+
 def _with_orphan(scan: Scan, orphan: tuple[bytes, int] | None) -> Scan:
     """The first break, counting a stored hash whose event is gone (found only when the pass
     broke, or when there are more hashes than checked events)."""
@@ -381,10 +392,8 @@ def _scan_sqlite(recorder: Any, position: int | None, keep: bool) -> Scan:
     hashes = hashes_table_name(events)
     with recorder.datastore.transaction(commit=False) as cursor:
         connection: sqlite3.Connection = cursor.sqlite_cursor.connection
-        if position is None:
-            position = int(
-                connection.execute(f"SELECT coalesce(max(rowid), 0) FROM {events}").fetchone()[0]
-            )
+        last = connection.execute(f"SELECT coalesce(max(rowid), 0) FROM {events}").fetchone()[0]
+        position = _position(position, int(last))
         reader = connection.execute(
             f"SELECT e.originator_id, e.originator_version, e.topic, e.state, e.rowid,"
             f" h.hash FROM {events} e LEFT JOIN {hashes} h"

@@ -214,6 +214,8 @@ def test_an_untouched_log_verifies(database_url: str, story: Story) -> None:
     assert code == 0, err
     code, out, err = twinledger(database_url, "verify", "--digest", "00" * 32)
     assert code == 1 and "digest" in err
+    code, out, err = twinledger(database_url, "digest", "--position", str(taken["position"] + 1))
+    assert code == 2 and "position" in err
 
 
 @pytest.mark.parametrize("kind", sorted(TAMPERS))
