@@ -229,16 +229,14 @@ class Scan:
 
 
 Row = tuple[bytes, int, str | None, bytes | None, int | None, bytes | None]
-"""(stream id bytes, version, topic, state, position, stored hash); topic None: no event."""
+"""(stream id bytes, version, topic, state, position, stored hash or None)."""
 
 
-def check_rows(
-    rows: Iterable[Row], position: int, orphan: tuple[bytes, int] | None, *, keep: bool = False
-) -> Scan:
+def check_rows(rows: Iterable[Row], position: int, *, keep: bool = False) -> Scan:
     """Check rows ordered by (stream, version) and build the digest at ``position``.
 
-    ``orphan`` is the first stored hash whose event is gone (found separately), so a deleted
-    last event is named too."""
+    A stored hash whose event is gone (a deleted last event) is not in the rows: the scans
+    look for it separately (``with_orphan``)."""
     scan = Scan(position=position)
     tree = MerkleRoot()
     stream: bytes | None = None
@@ -258,9 +256,6 @@ def check_rows(
                 scan.heads.append(head)
 
     def broken(ident: bytes, version: int, problem: str) -> Scan:
-        found = (ident, version)
-        if orphan is not None and orphan < found:
-            ident, version, problem = orphan[0], orphan[1], _ORPHAN
         scan.broken = Break(UUID(bytes=ident), version, problem)
         return scan
 
@@ -277,7 +272,7 @@ def check_rows(
                 else "stored twice or out of order",
             )
         if topic is None or state is None or where is None:
-            return broken(ident, version, _ORPHAN)
+            return broken(ident, version, "its stored topic or state is missing (NULL)")
         if stored is None:
             return broken(
                 ident,
@@ -298,8 +293,6 @@ def check_rows(
         prior, last_position, expected = digest, where, expected + 1
         scan.events += 1
     close()
-    if orphan is not None:
-        return broken(*orphan, _ORPHAN)
     scan.digest = tree.root().hex()
     return scan
 
@@ -347,7 +340,7 @@ def _scan_postgres(recorder: Any, position: int | None, keep: bool) -> Scan:
             ) as copy,
         ):
             copy.set_types(["bytea", "int8", "text", "bytea", "int8", "bytea"])
-            scan = check_rows(copy.rows(), position, None, keep=keep)
+            scan = check_rows(copy.rows(), position, keep=keep)
             while copy.read():  # after a break: the rest, unparsed, to free the connection
                 pass
         if scan.broken is None:
@@ -362,7 +355,7 @@ def _scan_postgres(recorder: Any, position: int | None, keep: bool) -> Scan:
                 " ORDER BY h.originator_id, h.originator_version LIMIT 1"
             ).format(h=hashes, e=events)
         ).fetchone()
-        return _with_orphan(scan, None if row is None else (bytes(row["i"]), row["v"]))
+        return with_orphan(scan, None if row is None else (bytes(row["i"]), row["v"]))
 
 
 def _position(asked: int | None, last: int) -> int:
@@ -375,7 +368,7 @@ def _position(asked: int | None, last: int) -> int:
     return asked
 
 
-def _with_orphan(scan: Scan, orphan: tuple[bytes, int] | None) -> Scan:
+def with_orphan(scan: Scan, orphan: tuple[bytes, int] | None) -> Scan:
     """The first break, counting a stored hash whose event is gone (found only when the pass
     broke, or when there are more hashes than checked events)."""
     if orphan is None:
@@ -401,7 +394,7 @@ def _scan_sqlite(recorder: Any, position: int | None, keep: bool) -> Scan:
             " ORDER BY e.originator_id, e.originator_version"
         )
         rows = ((bytes.fromhex(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in reader)
-        scan = check_rows(rows, position, None, keep=keep)
+        scan = check_rows(rows, position, keep=keep)
         reader.close()
         if scan.broken is None:
             count = connection.execute(f"SELECT count(*) FROM {hashes}").fetchone()[0]
@@ -413,7 +406,7 @@ def _scan_sqlite(recorder: Any, position: int | None, keep: bool) -> Scan:
             " h.originator_id AND e.originator_version = h.originator_version)"
             " ORDER BY h.originator_id, h.originator_version LIMIT 1"
         ).fetchone()
-        return _with_orphan(scan, None if row is None else (bytes.fromhex(row[0]), row[1]))
+        return with_orphan(scan, None if row is None else (bytes.fromhex(row[0]), row[1]))
 
 
 # --- proofs ----------------------------------------------------------------------------------

@@ -34,9 +34,11 @@ from infrastructure.integrity import (
     BrokenChain,
     MerkleRoot,
     audit_path,
+    check_rows,
     leaf_hash,
     link,
     node_hash,
+    with_orphan,
 )
 from infrastructure.settings import resolve_database
 
@@ -460,3 +462,55 @@ def test_consecutive_saves_chain_onto_the_hash_just_written(ledger: TwinLedger) 
     assert list(recent.known) == [(twin, 1)]
     ledger.extend_twin(twin, by=timedelta(days=1))
     assert (twin, 2) in recent.known
+
+
+# --- the pass itself, on made-up logs ----------------------------------------------------------
+
+
+def made_up_log(shape: list[int]) -> list[list[Any]]:
+    """Rows (id, version, topic, state, position, hash) of streams of the given lengths, in
+    (stream, version) order, positions interleaved round-robin like concurrent writers."""
+    ids = sorted(uuid_n.to_bytes(16, "big") for uuid_n in range(1, len(shape) + 1))
+    rows: list[list[Any]] = []
+    position = 0
+    for round_ in range(max(shape, default=0)):
+        for ident, length in zip(ids, shape, strict=True):
+            if round_ < length:
+                position += 1
+                rows.append([ident, round_ + 1, "t:E", f'{{"n":{position}}}'.encode(), position])
+    rows.sort(key=lambda r: (r[0], r[1]))
+    prior: dict[bytes, bytes] = {}
+    for row in rows:
+        row.append(link(prior.get(row[0], GENESIS), row[0], row[1], row[2], row[3]))
+        prior[row[0]] = row[5]
+    return rows
+
+
+@given(
+    shape=st.lists(st.integers(min_value=1, max_value=6), min_size=1, max_size=5),
+    data=st.data(),
+)
+def test_any_single_change_is_named_at_its_stream_and_version(
+    shape: list[int], data: st.DataObject
+) -> None:
+    rows = made_up_log(shape)
+    intact = check_rows((tuple(r) for r in rows), len(rows))
+    assert intact.broken is None and intact.events == len(rows)
+    index = data.draw(st.integers(min_value=0, max_value=len(rows) - 1))
+    ident, version = rows[index][0], rows[index][1]
+    kind = data.draw(st.sampled_from(["state", "topic", "hash", "delete", "drop hash"]))
+    if kind == "state":
+        rows[index][3] += b" "
+    elif kind == "topic":
+        rows[index][2] = "t:F"
+    elif kind == "hash":
+        rows[index][5] = bytes(32)
+    elif kind == "drop hash":
+        rows[index][5] = None
+    else:
+        del rows[index]
+    last = index == len(rows) or kind != "delete" or rows[index][0] != ident
+    orphan = (ident, version) if kind == "delete" and last else None
+    scan = with_orphan(check_rows((tuple(r) for r in rows), 10**6), orphan)
+    assert scan.broken is not None, kind
+    assert (scan.broken.stream.bytes, scan.broken.version) == (ident, version), (kind, scan.broken)
