@@ -73,13 +73,16 @@ class HashingSQLiteRecorder(SQLiteApplicationRecorder):
         return ids
 
     def _create_table(self, c: SQLiteCursor) -> None:
-        c.execute(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
-            (self.hashes_table_name,),
-        )
-        upgrading = not c.fetchone()[0]
+        """The tables first (their CREATEs take the write lock as in the library), then the
+        chain of a store made before the hashes table: events but no hashes. This runs only
+        when the hashes table was missing at open (infrastructure/application.py), so hashes
+        deleted later are never recomputed here."""
         super()._create_table(c)
-        if upgrading:
+        c.execute(
+            f"SELECT NOT EXISTS (SELECT 1 FROM {self.hashes_table_name})"
+            f" AND EXISTS (SELECT 1 FROM {self.events_table_name})"
+        )
+        if c.fetchone()[0]:
             self._backfill(c.sqlite_cursor.connection)
 
     def _backfill(self, connection: sqlite3.Connection) -> None:
