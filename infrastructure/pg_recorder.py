@@ -94,8 +94,9 @@ class CopyApplicationRecorder(PostgresApplicationRecorder):
             " JOIN unnest(%s::uuid[], %s::bigint[]) AS p(i, v)"
             " ON h.originator_id = p.i AND h.originator_version = p.v"
         ).format(hashes)
-        self.insert_hash_statement = SQL(
-            "INSERT INTO {} (originator_id, originator_version, hash) VALUES (%s, %s, %s)"
+        self.insert_hashes_statement = SQL(
+            "INSERT INTO {} (originator_id, originator_version, hash)"
+            " SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::bytea[])"
         ).format(hashes)
         self.copy_hashes_statement = SQL(
             "COPY {} (originator_id, originator_version, hash) FROM STDIN (FORMAT BINARY)"
@@ -153,16 +154,22 @@ class CopyApplicationRecorder(PostgresApplicationRecorder):
     def _insert_stored_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
-        """The library's lock, NOTIFY and INSERT, with the hashes before the INSERT: the
-        library's pipeline commits after a Python error, so a refused chain must be refused
-        before any event is queued; and the INSERT stays the last statement on ``curs``,
-        whose RETURNING gives the ids."""
+        """The library's lock, NOTIFY and INSERT (whose RETURNING on ``curs`` gives the ids),
+        then the hashes. The hashes are computed before the INSERT is queued: the library's
+        pipeline commits after a Python error, so a refused chain is refused before any
+        event is queued. The hash statements are never prepared: in a pipeline aborted by a
+        concurrent write (the INSERT's IntegrityError), a statement being prepared is skipped,
+        and psycopg would believe it prepared ("prepared statement does not exist" later)."""
         self._lock_table(curs)
         self._notify_channel(curs)
         with curs.connection.cursor() as other:
             rows = self._chain(other, stored_events)
-            other.executemany(self.insert_hash_statement, rows)
-        PostgresAggregateRecorder._insert_stored_events(self, curs, stored_events, **kwargs)
+            PostgresAggregateRecorder._insert_stored_events(self, curs, stored_events, **kwargs)
+            other.execute(
+                self.insert_hashes_statement,
+                ([i for i, _, _ in rows], [v for _, v, _ in rows], [h for _, _, h in rows]),
+                prepare=False,
+            )
 
     def _chain(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent]
@@ -171,7 +178,9 @@ class CopyApplicationRecorder(PostgresApplicationRecorder):
         previous, missing = self.recent.split(previous_links(stored_events))
         if missing:
             curs.execute(
-                self.previous_statement, ([i for i, _ in missing], [v for _, v in missing])
+                self.previous_statement,
+                ([i for i, _ in missing], [v for _, v in missing]),
+                prepare=False,  # see _insert_stored_events
             )
             for r in curs.fetchall():
                 previous[(r["originator_id"], r["originator_version"])] = bytes(r["hash"])

@@ -9,16 +9,18 @@ import json
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import psycopg
 import pytest
-from eventsourcing.persistence import StoredEvent
+from conftest import fresh_postgres_url
+from eventsourcing.persistence import IntegrityError, StoredEvent
 from hypothesis import given
 from hypothesis import strategies as st
 from psycopg import sql
@@ -514,3 +516,37 @@ def test_any_single_change_is_named_at_its_stream_and_version(
     scan = with_orphan(check_rows((tuple(r) for r in rows), 10**6), orphan)
     assert scan.broken is not None, kind
     assert (scan.broken.stream.bytes, scan.broken.version) == (ident, version), (kind, scan.broken)
+
+
+@pytest.mark.postgres
+def test_conflicting_writes_leave_the_connections_usable() -> None:
+    """Concurrent writers to the same streams: a conflict's IntegrityError aborts the library's
+    pipeline, and no statement may be left half-prepared by it (psycopg prepares a statement on
+    its fifth execution; before the fix: "prepared statement _pg3_7 does not exist" on later
+    writes, first seen in parallel experiments)."""
+    with fresh_postgres_url() as url:
+        ledger = TwinLedger.open(url)
+        streams = [uuid4(), uuid4()]
+        unexpected: list[str] = []
+
+        def write() -> None:
+            for i in range(60):
+                stream = streams[i % 2]
+                version = len(ledger.recorder.select_events(stream)) + 1
+                try:
+                    ledger.recorder.insert_events([StoredEvent(stream, version, "t:E", b"{}")])
+                except IntegrityError:
+                    pass  # another writer took that version: expected
+                except Exception as error:
+                    unexpected.append(repr(error))
+
+        try:
+            writers = [threading.Thread(target=write) for _ in range(4)]
+            for writer in writers:
+                writer.start()
+            for writer in writers:
+                writer.join()
+        finally:
+            ledger.close()
+        assert unexpected == []
+        assert twinledger(url, "verify")[0] == 0
