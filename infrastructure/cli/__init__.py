@@ -13,6 +13,7 @@ import sys
 from infrastructure.cli import (  # noqa: F401  (registers the commands)
     archive,
     bench,
+    compare,
     daemon,
     experiments,
     integrity,
@@ -20,6 +21,7 @@ from infrastructure.cli import (  # noqa: F401  (registers the commands)
     projections,
     replay,
     runs,
+    serve,
     tables,
     twins,
 )
