@@ -771,15 +771,17 @@ class TwinLedger(Application[UUID]):
 
 
 def _sqlite_store_exists(path: str) -> bool:
-    """True if the SQLite file holds the event table (a file that is not a database raises)."""
+    """True if the SQLite file holds the event table and its hashes (a file that is not a
+    database raises; a store without the hashes gets them when opened: docs/integrity.md)."""
     if path.startswith("file:") or not os.path.exists(path):
         return False
     connection = sqlite3.connect(path, timeout=30)
     try:
         row = connection.execute(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'stored_events'"
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+            " AND name IN ('stored_events', 'stored_event_hashes')"
         ).fetchone()
-        return bool(row[0])
+        return bool(row[0] == 2)
     finally:
         connection.close()
 

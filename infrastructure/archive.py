@@ -1,13 +1,23 @@
 """Archive files: the complete event streams of a run, or of a twin and its runs, in one file.
 
 Format (JSON lines, UTF-8):
-- line 1, the header: {"format": "twinledger-archive", "version": 1, "kind": "run"|"twin",
-  "root_id": ..., "created_at": ..., "streams": N, "events": M}
+- line 1, the header: {"format": "twinledger-archive", "version": 2, "kind": "run"|"twin",
+  "root_id": ..., "created_at": ..., "streams": N, "events": M, "position": P,
+  "digest": D, "algorithm": ..., "paths": {stream id: [{"side", "hash"}, ...]}}: the ledger
+  digest at the position the archive was made at, and each stream's Merkle audit path to it
+  (docs/integrity.md)
 - one line per stored event, streams in order and each stream by version:
-  {"originator_id": ..., "originator_version": ..., "topic": ..., "state": "<the stored JSON>"}
-  ``state`` is the stored event's bytes as text, so an import writes back exactly what was stored.
+  {"originator_id": ..., "originator_version": ..., "topic": ..., "state": "<the stored JSON>",
+  "hash": ...}
+  ``state`` is the stored event's bytes as text, so an import writes back exactly what was
+  stored; ``hash`` is the event's chained hash.
 - the last line, the trailer: {"end": true, "events": M, "sha256": ...}, SHA-256 over the event
   lines (each with its newline), so a truncated or altered file is refused.
+
+Import checks the archive, it does not trust it: every event's hash is recomputed along its
+stream's chain, and each stream's head must lead, by its audit path, to the archive's digest
+(and, given ``--digest``, that must be the digest kept elsewhere). A tampered archive is refused
+naming the stream and version; nothing is imported. Version 1 archives (no chain) are refused.
 
 A run archive holds the run's stream and its twin's stream (so the run has its twin wherever it
 is imported); a twin archive holds the twin's stream and every run queued on it.
@@ -35,10 +45,19 @@ from domain.errors import TwinLedgerError, ValidationError
 from domain.run import RunQueued
 from infrastructure.application import TwinLedger
 from infrastructure.inputs import check_safe, read_input_file
+from infrastructure.integrity import (
+    ALGORITHM,
+    GENESIS,
+    audit_path,
+    leaf_hash,
+    link,
+    node_hash,
+    scan_log,
+)
 
 FORMAT = "twinledger-archive"
 MAX_ARCHIVE_BYTES = 2**30  # read whole into memory and checked before anything is written
-VERSION = 1
+VERSION = 2
 PAGE = 1000
 
 
@@ -50,6 +69,15 @@ class Header(msgspec.Struct, kw_only=True):
     created_at: str
     streams: int
     events: int
+    position: int = 0
+    digest: str = ""
+    algorithm: str = ""
+    paths: dict[UUID, list[PathStep]] = msgspec.field(default_factory=dict)
+
+
+class PathStep(msgspec.Struct):
+    side: str
+    hash: str
 
 
 class Line(msgspec.Struct, kw_only=True):
@@ -57,6 +85,7 @@ class Line(msgspec.Struct, kw_only=True):
     originator_version: int
     topic: str
     state: str
+    hash: str = ""
 
 
 class Trailer(msgspec.Struct, kw_only=True):
@@ -111,7 +140,20 @@ def export(
     else:
         twin = ledger.get_twin(str(twin_id))
         kind, root, stream_ids = "twin", twin.id, [twin.id, *_runs_of_twin(ledger, twin.id)]
-    streams = [_stream(ledger, stream_id) for stream_id in stream_ids]
+    scan = scan_log(ledger.recorder, keep=True)  # checks the log, and the digest to carry
+    if scan.broken is not None:
+        raise ArchiveRefused(f"the log is broken at {scan.broken}; nothing was archived")
+    streams: list[Sequence[StoredEvent]] = []
+    paths: dict[UUID, list[PathStep]] = {}
+    for stream_id in stream_ids:
+        head = scan.head_of(stream_id)
+        if head is None:
+            continue
+        index, version, _ = head
+        streams.append(ledger.recorder.select_events(stream_id, lte=version))
+        paths[stream_id] = [
+            PathStep(side, sibling.hex()) for side, sibling in audit_path(scan.leaves, index)
+        ]
     total = sum(len(stream) for stream in streams)
     header = Header(
         format=FORMAT,
@@ -121,18 +163,28 @@ def export(
         created_at=ledger.clock().isoformat(),
         streams=len(streams),
         events=total,
+        position=scan.position,
+        digest=scan.digest,
+        algorithm=ALGORITHM,
+        paths=paths,
     )
     out.write(msgspec.json.encode(header) + b"\n")
     digest = hashlib.sha256()
     for stream in streams:
+        prior = GENESIS
         for stored in stream:
+            ident = UUID(str(stored.originator_id))
+            prior = link(
+                prior, ident.bytes, stored.originator_version, stored.topic, bytes(stored.state)
+            )
             line = (
                 msgspec.json.encode(
                     Line(
-                        originator_id=UUID(str(stored.originator_id)),
+                        originator_id=ident,
                         originator_version=stored.originator_version,
                         topic=stored.topic,
-                        state=stored.state.decode(),
+                        state=bytes(stored.state).decode(),
+                        hash=prior.hex(),
                     )
                 )
                 + b"\n"
@@ -170,29 +222,66 @@ def read_archive(path: str | Path) -> tuple[Header, list[StoredEvent]]:
     except msgspec.DecodeError:
         raise ValidationError("file", f"{file} is truncated: no trailer line") from None
     body = lines[1:-1]
-    digest = hashlib.sha256(b"".join(body)).hexdigest()
-    if trailer.events != len(body) or header.events != len(body) or digest != trailer.sha256:
-        raise ValidationError(
-            "file", f"{file} is damaged: its checksum or event count does not match"
-        )
     decoder = msgspec.json.Decoder(Line)
     events = []
+    heads: dict[UUID, tuple[int, bytes]] = {}
     for number, raw in enumerate(body, start=2):
         try:
             line = decoder.decode(raw)
         except msgspec.DecodeError as error:
             raise ValidationError("file", f"{file} line {number}: {error}") from None
-        events.append(
-            StoredEvent(
-                line.originator_id, line.originator_version, line.topic, line.state.encode()
+        stored = StoredEvent(
+            line.originator_id, line.originator_version, line.topic, line.state.encode()
+        )
+        heads[line.originator_id] = _check_link(file, heads.get(line.originator_id), line, stored)
+        events.append(stored)
+    for stream, (version, head) in heads.items():
+        top = leaf_hash(stream.bytes, version, head)
+        for step in header.paths.get(stream, []):
+            sibling = bytes.fromhex(step.hash)
+            top = node_hash(sibling, top) if step.side == "left" else node_hash(top, sibling)
+        if top.hex() != header.digest:
+            raise ValidationError(
+                "file",
+                f"{file}: stream {stream} version {version} does not lead to the archive's "
+                "digest; nothing was imported",
             )
+    digest = hashlib.sha256(b"".join(body)).hexdigest()
+    if trailer.events != len(body) or header.events != len(body) or digest != trailer.sha256:
+        raise ValidationError(
+            "file", f"{file} is damaged: its checksum or event count does not match"
         )
     return header, events
 
 
-def import_archive(ledger: TwinLedger, path: str | Path) -> ImportReport:
-    """Merge an archive's streams into the ledger's store, in one transaction."""
-    _, events = read_archive(path)
+def _check_link(
+    file: Path, head: tuple[int, bytes] | None, line: Line, stored: StoredEvent
+) -> tuple[int, bytes]:
+    """The next link of a stream's chain, checked against the hash the archive carries."""
+    version, prior = head if head is not None else (0, GENESIS)
+    where = f"{file}: stream {line.originator_id} version {line.originator_version}"
+    if line.originator_version != version + 1:
+        raise ValidationError(
+            "file", f"{where} does not follow version {version}; nothing was imported"
+        )
+    digest = link(
+        prior, line.originator_id.bytes, line.originator_version, line.topic, stored.state
+    )
+    if digest.hex() != line.hash:
+        raise ValidationError("file", f"{where} does not match its hash; nothing was imported")
+    return line.originator_version, digest
+
+
+def import_archive(
+    ledger: TwinLedger, path: str | Path, *, expected_digest: str | None = None
+) -> ImportReport:
+    """Merge an archive's streams into the ledger's store, in one transaction; with
+    ``expected_digest``, only if the archive was made at that ledger digest."""
+    header, events = read_archive(path)
+    if expected_digest is not None and header.digest != expected_digest.strip().lower():
+        raise ValidationError(
+            "digest", f"{path} was made at digest {header.digest}, not {expected_digest}"
+        )
     for stored in events:  # every event must decode here, before anything is written
         try:
             event = ledger.mapper.to_domain_event(stored)
@@ -231,6 +320,10 @@ def import_archive(ledger: TwinLedger, path: str | Path) -> ImportReport:
         events_written=len(to_write),
         streams_already_present=present,
     )
+
+
+class ArchiveRefused(TwinLedgerError):
+    """The store's own chain is broken: an archive of it would carry the break."""
 
 
 class ImportConflict(TwinLedgerError):

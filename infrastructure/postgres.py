@@ -16,9 +16,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from infrastructure.integrity import hashes_table_name
 from infrastructure.settings import Database
 
 EVENTS_TABLE = "twinledger_events"
+HASHES_TABLE = hashes_table_name(EVENTS_TABLE)  # the hash chain (docs/integrity.md)
 EVENT_TYPE = "stored_event_uuid"  # the composite type eventsourcing's INSERT path uses
 SETUP_LOCK = "twinledger-setup:{schema}"
 
@@ -28,14 +30,18 @@ def connect(database: Database) -> psycopg.Connection[tuple[Any, ...]]:
 
 
 def store_exists(connection: psycopg.Connection[Any], schema: str) -> bool:
-    """True if the schema holds the ledger's event table and the library's composite type."""
+    """True if the schema holds the ledger's event and hashes tables and the library's composite
+    type. A store made before the hashes table is not: it gets it (and the chain of its events)
+    under the set-up lock, once."""
     row = connection.execute(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables"
         "  WHERE schemaname = %(schema)s AND tablename = %(table)s)"
+        " AND EXISTS (SELECT 1 FROM pg_catalog.pg_tables"
+        "  WHERE schemaname = %(schema)s AND tablename = %(hashes)s)"
         " AND EXISTS (SELECT 1 FROM pg_catalog.pg_type t"
         "  JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace"
         "  WHERE n.nspname = %(schema)s AND t.typname = %(type)s)",
-        {"schema": schema, "table": EVENTS_TABLE, "type": EVENT_TYPE},
+        {"schema": schema, "table": EVENTS_TABLE, "hashes": HASHES_TABLE, "type": EVENT_TYPE},
     ).fetchone()
     return bool(row and row[0])
 

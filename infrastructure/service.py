@@ -700,9 +700,12 @@ class Ledger:
         ``out``; returns the number of events."""
         return export(self.application, out, run_id=run_id, twin_id=twin_id)
 
-    def import_archive(self, path: str | Path) -> ImportReport:
-        """Merge an archive into this store, all or nothing (importing twice writes nothing)."""
-        return import_archive(self.application, path)
+    def import_archive(
+        self, path: str | Path, *, expected_digest: str | None = None
+    ) -> ImportReport:
+        """Merge an archive into this store, all or nothing (importing twice writes nothing);
+        checked against its hash chain and digest, and ``expected_digest`` if given."""
+        return import_archive(self.application, path, expected_digest=expected_digest)
 
     # --- the read side --------------------------------------------------------------------------
 

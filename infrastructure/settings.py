@@ -93,6 +93,7 @@ class Database:
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": self.sqlite_path,
             "SQLITE_LOCK_TIMEOUT": "10",
+            "APPLICATION_RECORDER_TOPIC": "infrastructure.sqlite_recorder:HashingSQLiteRecorder",
         } | PINNED
 
     def psycopg_conninfo(self) -> str:
@@ -117,15 +118,19 @@ class Database:
         return f"sqlite:{self.sqlite_path}"
 
 
+RECORDERS = "infrastructure.pg_recorder"
+
+
 def _append_path() -> dict[str, str]:
     """TWINLEDGER_PG_APPEND: ``copy`` (default, infrastructure/pg_recorder.py) or ``insert``
-    (eventsourcing's own recorder: a fallback, and the baseline the benchmark compares with)."""
+    (eventsourcing's own INSERT path: a fallback, and the baseline the benchmark compares with).
+    Both write the hash chain (docs/integrity.md)."""
     choice = os.environ.get("TWINLEDGER_PG_APPEND", "copy")
     if choice == "insert":
-        return {}
+        return {"APPLICATION_RECORDER_TOPIC": f"{RECORDERS}:InsertApplicationRecorder"}
     if choice != "copy":
         raise ValueError(f"TWINLEDGER_PG_APPEND: {choice!r} is not copy or insert")
-    return {"APPLICATION_RECORDER_TOPIC": "infrastructure.pg_recorder:CopyApplicationRecorder"}
+    return {"APPLICATION_RECORDER_TOPIC": f"{RECORDERS}:CopyApplicationRecorder"}
 
 
 def resolve_database(url: str | None = None) -> Database:

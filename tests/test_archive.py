@@ -46,7 +46,7 @@ def test_a_twin_archive_moves_to_the_other_back_end_with_the_same_results(
     path = tmp_path / "mars.jsonl"
     count = archive_to(ledger, path, twin_id=twin_id)
     header = json.loads(path.read_text().splitlines()[0])
-    assert header["format"] == "twinledger-archive" and header["version"] == 1
+    assert header["format"] == "twinledger-archive" and header["version"] == 2
     assert header["streams"] == 3 and header["events"] == count
 
     target = TwinLedger.open(other_database_url)
@@ -125,13 +125,14 @@ def test_a_diverging_stream_is_refused(ledger: TwinLedger, tmp_path: Path) -> No
     report = import_archive(ledger, path)  # the archive is a prefix of what the store holds
     assert report.events_written == 0
     lines = other.read_text().splitlines(keepends=True)
-    # A forged archive whose version 2 differs from the store's (with a valid checksum).
+    # A forged archive whose version 2 differs from the store's (with a valid checksum): its
+    # chain names it (docs/integrity.md).
     tampered_body = lines[2].replace('\\"reason\\":\\"gone\\"', '\\"reason\\":\\"other\\"')
     assert tampered_body != lines[2]
     digest = hashlib.sha256("".join([lines[1], tampered_body]).encode()).hexdigest()
     trailer = json.dumps({"end": True, "events": 2, "sha256": digest}) + "\n"
     forged = tmp_path / "forged.jsonl"
     forged.write_text(lines[0] + lines[1] + tampered_body + trailer)
-    with pytest.raises(TwinLedgerError, match="differs from this store at version 2"):
+    with pytest.raises(TwinLedgerError, match=f"stream {twin_id} version 2"):
         import_archive(ledger, forged)
     assert ledger.event_count() == before

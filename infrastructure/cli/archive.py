@@ -47,12 +47,17 @@ def archive(
 @guarded
 def import_(
     file: Annotated[Path, typer.Argument(help="An archive written by `twinledger archive`")],
+    digest: Annotated[
+        str | None,
+        typer.Option("--digest", help="Import only if the archive was made at this digest"),
+    ] = None,
     output: RecordFormat = "table",
 ) -> None:
-    """Load an archive into this store (all or nothing; importing twice writes nothing more)."""
+    """Load an archive into this store (all or nothing; importing twice writes nothing more).
+    Every event is checked against the archive's hash chain and digest first."""
     check_format(output)
     with service() as ledger:
-        report = ledger.import_archive(file)
+        report = ledger.import_archive(file, expected_digest=digest)
     if output == "json":
         print_json(report)
     else:

@@ -17,6 +17,7 @@ MODULES = (
     "compare",
     "daemon",
     "experiments",
+    "integrity",
     "lifecycle",
     "projections",
     "replay",
@@ -34,7 +35,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "import": (
         "archive",
-        "Load an archive into this store (all or nothing; importing twice writes nothing more).",
+        "Load an archive into this store (all or nothing; importing twice writes nothing more).\n"
+        "Every event is checked against the archive's hash chain and digest first.",
     ),
     "bench": (
         "bench",
@@ -77,6 +79,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Execute a queued run, or resume one interrupted by a crash; --queued drains the queue.",
     ),
     "cancel": ("runs", "Cancel a queued or running run (a running one stops at its next chunk)."),
+    "digest": (
+        "integrity",
+        "Check every chain and print the ledger digest (Merkle root over stream heads).",
+    ),
+    "verify": (
+        "integrity",
+        "Check every stream's hash chain in one pass (no simulation); with --digest, check the\n"
+        "log at --position against a digest kept elsewhere.",
+    ),
+    "prove": (
+        "integrity",
+        "Print a proof (JSON) that the run's events are in the ledger with this digest;\n"
+        "docs/examples/check_proof.py checks it with hashlib and json alone.",
+    ),
     "show-run": (
         "runs",
         "Show one run (its simulation_runs row, with the summary once completed); the table\n"
@@ -96,6 +112,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "delete": ("twins", "Soft-delete a twin: it keeps its history and accepts no new runs."),
     "twin": ("twins", "Show one twin (its digital_twins row)."),
     "experiment": ("experiments", "Parameter searches over runs of a twin."),
+    "db": ("integrity", "Database administration: roles."),
     "twins": ("tables", "List twins (from the digital_twins table), or `twins extend` one."),
     "retention": ("lifecycle", "Remove old rows from the read tables (never events)."),
     "projections": (
