@@ -112,5 +112,6 @@ def test_a_save_that_need_not_wait_sets_synchronous_commit_off_for_itself(
     assert "synchronous_commit" not in statements[True]
     for text in statements.values():
         # The table lock goes through the owner's function (docs/integrity.md: roles).
-        assert "twinledger_events_lock()" in text and "NOTIFY" in text and "lock_timeout" in text
+        assert '"twinledger_events_lock"()' in text
+        assert "NOTIFY" in text and "lock_timeout" in text
     assert "SET LOCAL synchronous_commit" in statements[False]  # this transaction only
