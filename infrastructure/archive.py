@@ -5,7 +5,9 @@ Format (JSON lines, UTF-8):
   "root_id": ..., "created_at": ..., "streams": N, "events": M}
 - one line per stored event, streams in order and each stream by version:
   {"originator_id": ..., "originator_version": ..., "topic": ..., "state": "<the stored JSON>"}
-  ``state`` is the stored event's bytes as text, so an import writes back exactly what was stored.
+  ``state`` is the stored event's bytes as text, so an import writes back exactly what was stored;
+  a compact (binary, msgpack) state is ``"state_base64": "..."`` instead (an optional field:
+  files without it read as before).
 - the last line, the trailer: {"end": true, "events": M, "sha256": ...}, SHA-256 over the event
   lines (each with its newline), so a truncated or altered file is refused.
 
@@ -20,6 +22,8 @@ import is all or nothing and importing the same file twice writes nothing the se
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +38,7 @@ from eventsourcing.utils import get_topic
 from domain.errors import TwinLedgerError, ValidationError
 from domain.run import RunQueued
 from infrastructure.application import TwinLedger
+from infrastructure.codec import is_compact
 from infrastructure.inputs import check_safe, read_input_file
 
 FORMAT = "twinledger-archive"
@@ -52,11 +57,12 @@ class Header(msgspec.Struct, kw_only=True):
     events: int
 
 
-class Line(msgspec.Struct, kw_only=True):
+class Line(msgspec.Struct, kw_only=True, omit_defaults=True):
     originator_id: UUID
     originator_version: int
     topic: str
-    state: str
+    state: str = ""
+    state_base64: str | None = None  # a compact (binary) state (infrastructure/codec.py)
 
 
 class Trailer(msgspec.Struct, kw_only=True):
@@ -132,7 +138,7 @@ def export(
                         originator_id=UUID(str(stored.originator_id)),
                         originator_version=stored.originator_version,
                         topic=stored.topic,
-                        state=stored.state.decode(),
+                        **_state_fields(stored.state),
                     )
                 )
                 + b"\n"
@@ -180,13 +186,10 @@ def read_archive(path: str | Path) -> tuple[Header, list[StoredEvent]]:
     for number, raw in enumerate(body, start=2):
         try:
             line = decoder.decode(raw)
-        except msgspec.DecodeError as error:
+            state = _state_of(line)
+        except (msgspec.DecodeError, binascii.Error) as error:
             raise ValidationError("file", f"{file} line {number}: {error}") from None
-        events.append(
-            StoredEvent(
-                line.originator_id, line.originator_version, line.topic, line.state.encode()
-            )
-        )
+        events.append(StoredEvent(line.originator_id, line.originator_version, line.topic, state))
     return header, events
 
 
@@ -235,3 +238,16 @@ def import_archive(ledger: TwinLedger, path: str | Path) -> ImportReport:
 
 class ImportConflict(TwinLedgerError):
     """The archive and the store disagree about a stream."""
+
+
+def _state_fields(state: bytes) -> dict[str, str]:
+    """A stored state as an archive line holds it: JSON as text, a compact state in base64."""
+    if is_compact(state):
+        return {"state_base64": base64.b64encode(state).decode()}
+    return {"state": state.decode()}
+
+
+def _state_of(line: Line) -> bytes:
+    if line.state_base64 is not None:
+        return base64.b64decode(line.state_base64, validate=True)
+    return line.state.encode()

@@ -92,7 +92,7 @@ class Projection(ABC):
         except KeyError:
             raise UnhandledEvent(note, f"projection {self.name} has no handler for it") from None
         try:
-            return Decoded(note.position, event, decode(note.state))
+            return Decoded(note.position, event, decode(note))
         except Exception as error:
             raise UnhandledEvent(note, f"cannot decode its state: {error}") from error
 
