@@ -123,57 +123,70 @@ def mirror(tp: Any) -> Any:
     return tp
 
 
-Build = Callable[[Any], Any]
+class _Code:
+    """Generated Python for one compact class: an expression per field turning the event's
+    value into its compact form (lists in field order) and one turning the decoded compact
+    value (typed and validated by its msgspec decode) back into the domain's Structs. Generated
+    once per class, as dataclasses generates ``__init__``: a walk over the type per event costs
+    several times more."""
 
+    def __init__(self) -> None:
+        self.namespace: dict[str, Any] = {"_convert": msgspec.convert}
+        self._names: dict[Any, str] = {}
+        self._depth = 0
 
-def builders(tp: Any) -> tuple[Build, Build] | None:
-    """Functions from a value of type ``tp`` to its compact form (``mirror(tp)``) and back,
-    or None if ``tp`` holds no Struct (the value is its own compact form). Decoded compact
-    values were validated by their typed decode, so the domain Structs are built directly."""
-    if _is_struct(tp):
-        compact_type = mirror(tp)
-        fields = msgspec.structs.fields(tp)
-        parts = [(f.name, builders(f.type)) for f in fields]
-        if all(part is None for _, part in parts):
-            astuple, asdict = msgspec.structs.astuple, msgspec.structs.asdict
-            return (lambda v: compact_type(*astuple(v))), (lambda v: tp(**asdict(v)))
-        outs = [(name, part[0] if part else None) for name, part in parts]
-        ins = [(name, part[1] if part else None) for name, part in parts]
+    def name(self, value: Any) -> str:
+        if value not in self._names:
+            self._names[value] = f"_t{len(self._names)}"
+            self.namespace[self._names[value]] = value
+        return self._names[value]
 
-        def out(value: Any) -> Any:
-            return compact_type(
-                *(getattr(value, n) if b is None else b(getattr(value, n)) for n, b in outs)
+    def _variable(self) -> str:
+        self._depth += 1
+        return f"_v{self._depth}"
+
+    def out(self, tp: Any, source: str) -> str:
+        """An expression of ``source`` (a value of type ``tp``) in compact form."""
+        if _is_struct(tp):
+            parts = (self.out(f.type, f"{source}.{f.name}") for f in msgspec.structs.fields(tp))
+            return "[" + ", ".join(parts) + "]"
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        if origin is list and _has_struct(args[0]):
+            item = self._variable()
+            return f"[{self.out(args[0], item)} for {item} in {source}]"
+        if origin is dict and _has_struct(args[1]):
+            key, item = self._variable(), self._variable()
+            return f"{{{key}: {self.out(args[1], item)} for {key}, {item} in {source}.items()}}"
+        if _has_struct(tp):  # rare shapes (an optional Struct, say): msgspec converts
+            return f"_convert({source}, {self.name(mirror(tp))}, from_attributes=True)"
+        return source
+
+    def back(self, tp: Any, source: str) -> str:
+        """An expression of ``source`` (a decoded compact value of ``tp``) as ``tp``."""
+        if _is_struct(tp):
+            parts = (
+                f"{f.name}={self.back(f.type, f'{source}.{f.name}')}"
+                for f in msgspec.structs.fields(tp)
             )
+            return f"{self.name(tp)}(" + ", ".join(parts) + ")"
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        if origin is list and _has_struct(args[0]):
+            item = self._variable()
+            return f"[{self.back(args[0], item)} for {item} in {source}]"
+        if origin is dict and _has_struct(args[1]):
+            key, item = self._variable(), self._variable()
+            return f"{{{key}: {self.back(args[1], item)} for {key}, {item} in {source}.items()}}"
+        if _has_struct(tp):
+            return f"_convert({source}, {self.name(tp)}, from_attributes=True)"
+        return source
 
-        def back(value: Any) -> Any:
-            return tp(
-                **{n: getattr(value, n) if b is None else b(getattr(value, n)) for n, b in ins}
-            )
+    def function(self, name: str, arguments: str, body: str) -> Callable[..., Any]:
+        exec(f"def {name}({arguments}):\n    return {body}\n", self.namespace)
+        return cast(Callable[..., Any], self.namespace[name])
 
-        return out, back
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is list:
-        item = builders(args[0])
-        if item is None:
-            return None
-        item_out, item_back = item
-        return (lambda v: [item_out(x) for x in v]), (lambda v: [item_back(x) for x in v])
-    if origin is dict:
-        item = builders(args[1])
-        if item is None:
-            return None
-        item_out, item_back = item
-        return (
-            lambda v: {k: item_out(x) for k, x in v.items()},
-            lambda v: {k: item_back(x) for k, x in v.items()},
-        )
-    if any(_is_struct(a) or typing.get_args(a) for a in args):
-        convert = msgspec.convert  # rare shapes (an optional Struct, say): msgspec converts
-        return (
-            lambda v: convert(v, mirror(tp), from_attributes=True),
-            lambda v: convert(v, tp, from_attributes=True),
-        )
-    return None
+
+def _has_struct(tp: Any) -> bool:
+    return _is_struct(tp) or any(_has_struct(a) for a in typing.get_args(tp))
 
 
 class Compact:
@@ -191,14 +204,16 @@ class Compact:
             array_like=True,
         )
         self._decoder = msgspec.msgpack.Decoder(self.row)
-        parts = [(f.name, builders(f.type)) for f in fields]
-        self._out = [(name, part[0] if part else None) for name, part in parts]
-        self._in = [(name, part[1] if part else None) for name, part in parts]
+        code = _Code()
+        values = ", ".join(code.out(f.type, f"event.{f.name}") for f in fields)
+        self._values = code.function("values", "event", f"[{self.version}, {values}]")
+        kwargs = ", ".join(f"{f.name}={code.back(f.type, f'row.{f.name}')}" for f in fields)
+        build = f"{code.name(cls)}(originator_id=originator_id, "
+        build += f"originator_version=originator_version, {kwargs})"
+        self._build = code.function("build", "row, originator_id, originator_version", build)
 
     def encode(self, event: Any) -> bytes:
-        values = [self.version]
-        values += [getattr(event, n) if b is None else b(getattr(event, n)) for n, b in self._out]
-        state = _packer.encode(values)
+        state = _packer.encode(self._values(event))
         if (b"\xcb\x7f" in state or b"\xcb\xff" in state) and _NON_FINITE_FLOAT64.search(state):
             path = _non_finite_path(msgspec.to_builtins(event))
             if path is not None:
@@ -220,11 +235,7 @@ class Compact:
             return None
         if not isinstance(originator_id, UUID):
             originator_id = UUID(originator_id)
-        return self.cls(
-            originator_id=originator_id,
-            originator_version=originator_version,
-            **{n: getattr(row, n) if b is None else b(getattr(row, n)) for n, b in self._in},
-        )
+        return self._build(row, originator_id, originator_version)
 
     def named(
         self, state: bytes, originator_id: UUID | str, originator_version: int
