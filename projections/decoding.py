@@ -145,21 +145,31 @@ def _compact_decoder(event: type[Event], lean: type[Any]) -> Callable[[Note], An
     needed = [n for n in layout.names if n in wanted]
     last = max((layout.names.index(n) for n in needed), default=-1)
     row_fields: list[tuple[str, Any]] = [("class_version", int)]
-    convert: list[tuple[str, Callable[[Any], Any] | None]] = []
+    namespace: dict[str, Any] = {"_Raw": msgspec.Raw, "_sorted": _sorted, "_UUID": UUID}
+    arguments: list[str] = []
     for name in layout.names[: last + 1]:
         if name not in wanted:
             row_fields.append((name, msgspec.Raw))
         elif wanted[name] is msgspec.Raw:  # as written, untyped (as a JSON copy would be)
             row_fields.append((name, Any))
-            convert.append((name, _as_json(namer(types[name]))))
+            named = _named(types[name], f"row.{name}", namespace)
+            arguments.append(f"{name}=_Raw(_sorted({named}))")
         else:
             row_fields.append((name, wanted[name]))
-            convert.append((name, None))
+            arguments.append(f"{name}=row.{name}")
+    if "originator_id" in wanted:
+        ident = "originator_id if type(originator_id) is _UUID else _UUID(originator_id)"
+        arguments.append(f"originator_id={ident}")
+    if "originator_version" in wanted:
+        arguments.append("originator_version=originator_version")
+    namespace["_lean"] = lean
+    source = "def build(row, originator_id, originator_version):\n"
+    source += f"    return _lean({', '.join(arguments)})\n"
+    exec(source, namespace)  # generated once per (event, lean type): no per-event walk
+    build = namespace["build"]
     row_type = msgspec.defstruct(f"{lean.__name__}Compact", row_fields, array_like=True)
     row_decode = msgspec.msgpack.Decoder(row_type).decode
     version = layout.version
-    with_id = "originator_id" in wanted
-    with_version = "originator_version" in wanted
 
     def decode(note: Note) -> Any | None:
         state = note.state
@@ -171,47 +181,52 @@ def _compact_decoder(event: type[Event], lean: type[Any]) -> Callable[[Note], An
             raise
         if row.class_version != version:  # type: ignore[attr-defined]
             return None
-        kwargs = {n: getattr(row, n) if c is None else c(getattr(row, n)) for n, c in convert}
-        if with_id:
-            ident = note.originator_id
-            kwargs["originator_id"] = ident if isinstance(ident, UUID) else UUID(ident)
-        if with_version:
-            kwargs["originator_version"] = note.originator_version
-        return lean(**kwargs)
+        return build(row, note.originator_id, note.originator_version)
 
     return decode
 
 
-def namer(tp: Any) -> Callable[[Any], Any] | None:
-    """A function from a compact value of type ``tp``, decoded untyped, to its named form
-    (each Struct's array as an object with its field names); None if ``tp`` holds no Struct."""
+def _named(tp: Any, source: str, namespace: dict[str, Any], depth: int = 0) -> str:
+    """An expression of ``source`` (a compact value of type ``tp``, decoded untyped) in named
+    form: each Struct's array as an object with its field names (a wrong length is an error)."""
     if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
-        parts = [(f.name, namer(f.type)) for f in msgspec.structs.fields(tp)]
-        if all(part is None for _, part in parts):
-            names = tuple(name for name, _ in parts)
-            return lambda values: dict(zip(names, values, strict=True))
-        return lambda values: {
-            name: value if part is None else part(value)
-            for (name, part), value in zip(parts, values, strict=True)
-        }
+        fields = msgspec.structs.fields(tp)
+        if not any(_holds_struct(f.type) for f in fields):
+            names = f"_names{len(namespace)}"
+            namespace[names] = tuple(f.name for f in fields)
+            return f"dict(zip({names}, {source}, strict=True))"
+        values = f"_values{depth}"
+        parts = ", ".join(
+            f"{f.name!r}: {_named(f.type, f'{values}[{index}]', namespace, depth + 1)}"
+            for index, f in enumerate(fields)
+        )
+        count = len(fields)
+        check = f"_check({source}, {count})"
+        namespace["_check"] = _check_length
+        return f"(lambda {values}: {{{parts}}})({check})"
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is list:
-        each = namer(args[0])
-        return None if each is None else (lambda values: [each(v) for v in values])
-    if origin is dict:
-        value_namer = namer(args[1])
-        if value_namer is None:
-            return None
-        return lambda values: {k: value_namer(v) for k, v in values.items()}
-    if any(namer(a) is not None for a in args if a is not type(None)):
+    if origin is list and _holds_struct(args[0]):
+        item = f"_item{depth}"
+        return f"[{_named(args[0], item, namespace, depth + 1)} for {item} in {source}]"
+    if origin is dict and _holds_struct(args[1]):
+        key, item = f"_key{depth}", f"_item{depth}"
+        inner = _named(args[1], item, namespace, depth + 1)
+        return f"{{{key}: {inner} for {key}, {item} in {source}.items()}}"
+    if _holds_struct(tp):
         raise TypeError(f"a compact field of type {tp} cannot be copied as JSON")
-    return None
+    return source
 
 
-def _as_json(name: Callable[[Any], Any] | None) -> Callable[[Any], msgspec.Raw]:
-    if name is None:
-        return lambda value: msgspec.Raw(_sorted(value))
-    return lambda value: msgspec.Raw(_sorted(name(value)))
+def _holds_struct(tp: Any) -> bool:
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        return True
+    return any(_holds_struct(a) for a in typing.get_args(tp))
+
+
+def _check_length(values: list[Any], count: int) -> list[Any]:
+    if len(values) != count:
+        raise ValueError(f"expected {count} values, got {len(values)}")
+    return values
 
 
 def raw_text(raw: msgspec.Raw) -> str:
