@@ -46,15 +46,11 @@ AWKWARD = {
 }
 
 
-def awkward_run(ledger: TwinLedger, twin: UUID) -> UUID:
+def awkward_run(ledger: TwinLedger, twin: UUID, pattern: str = "mars_terraform") -> UUID:
     """A run whose year 1 has a key event holding numbers and keys jsonb would reprint."""
-    run_id = ledger.queue_run(
-        twin, pattern="mars_terraform", duration_years=3, budget_cents=BUDGET, seed=7
-    )
+    run_id = ledger.queue_run(twin, pattern=pattern, duration_years=3, budget_cents=BUDGET, seed=7)
     done = ledger.execute_run(
-        ledger.queue_run(
-            twin, pattern="mars_terraform", duration_years=3, budget_cents=BUDGET, seed=7
-        )
+        ledger.queue_run(twin, pattern=pattern, duration_years=3, budget_cents=BUDGET, seed=7)
     )
     year = next(iter(ledger.recorded_years(done.id)))
     run, twin_aggregate = ledger.get_run(run_id), ledger.get_twin(twin)
@@ -266,7 +262,7 @@ def test_tables_do_not_depend_on_the_order_of_streams(postgres: bool, tmp_path: 
     source = TwinLedger.open(source_url)
     try:
         s = build(source, years=4)
-        awkward_run(source, s.venus)
+        awkward_run(source, s.venus, "venus_industrial")
         events = _stored(source)
     finally:
         source.close()
