@@ -1,6 +1,7 @@
 """The reads the CLI makes, from the read tables only (never from the event log).
 
-Rows come back as plain dicts: ids and timestamps as strings (ISO 8601, UTC), JSON columns
+Each read is one statement on its own (``Store.read_once``: no transaction around it, one
+round trip). Rows come back as plain dicts: ids and timestamps as strings (ISO 8601, UTC), JSON columns
 decoded from their canonical text (integers as int, other numbers as float), numbers as
 numbers, so they print the same from SQLite and PostgreSQL.
 """
@@ -51,9 +52,7 @@ def _select(
     clause = " AND ".join(condition for condition, _ in where)
     statement = f"SELECT {names} FROM {{t}}" + (f" WHERE {clause}" if clause else "")
     statement += f" ORDER BY {order}"
-    with store.reading() as cursor:
-        cursor.execute(store.sql(statement, t=table.name), [value for _, value in where])
-        rows = cursor.fetchall()
+    rows = store.read_once(store.sql(statement, t=table.name), [value for _, value in where])
     return [
         {
             name: plain(kinds[name], value)
