@@ -1,9 +1,9 @@
 """The reads the CLI makes, from the read tables only (never from the event log).
 
 Each read is one statement on its own (``Store.read_once``: no transaction around it, one
-round trip). Rows come back as plain dicts: ids and timestamps as strings (ISO 8601, UTC), JSON columns
-decoded from their canonical text (integers as int, other numbers as float), numbers as
-numbers, so they print the same from SQLite and PostgreSQL.
+round trip). Rows come back as plain dicts: ids and timestamps as strings (ISO 8601, UTC),
+JSON columns decoded from their canonical text (integers as int, other numbers as float),
+numbers as numbers, so they print the same from SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
