@@ -55,6 +55,7 @@ from infrastructure.errors import (
     first_line,
 )
 from infrastructure.inputs import (
+    BodyFile,
     CloneTwin,
     QueueRun,
     ReasonText,
@@ -177,7 +178,7 @@ class TwinLedger(Application[UUID]):
         *,
         name: str | None = None,
         body: str | None = None,
-        body_file: str | None = None,
+        body_file: str | BodyFile | None = None,
         expires_at: datetime | None = None,
         expires_in: timedelta | None = None,
         description: str | None = None,
@@ -185,7 +186,8 @@ class TwinLedger(Application[UUID]):
         simulation_type: str | None = None,
         simulation_parameters: dict[str, Any] | None = None,
     ) -> UUID:
-        """Clone a catalog body (``body``) or a described one (``body_file``) into a twin.
+        """Clone a catalog body (``body``) or a described one (``body_file``: a file's path, or
+        a BodyFile already validated) into a twin.
 
         ``name`` defaults to the body's name when not given (None); a given name is validated.
         """
@@ -194,7 +196,11 @@ class TwinLedger(Application[UUID]):
         now = self.clock()
         if expires_at is None:
             expires_at = now + (expires_in if expires_in is not None else timedelta(days=30))
-        described = None if body_file is None else read_body_file(body_file)
+        described = (
+            body_file
+            if body_file is None or isinstance(body_file, BodyFile)
+            else read_body_file(body_file)
+        )
         if name is None:
             reference = None if body is None else find_body(body)
             name = described.name if described else reference.name if reference else body

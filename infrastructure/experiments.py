@@ -200,12 +200,21 @@ def run_experiment(
     (infrastructure/executors.py); the search decides from their recorded results alone, so
     where they ran changes nothing.
     """
-    spec = file.spec()
-    started_by = check_name(started_by, "started_by")
     workers = workers or file.workers
     elsewhere = workers > 1 or bool(scheduler)
     if elsewhere and (ledger.database is None or "mode=memory" in ledger.database.sqlite_path):
         raise ValidationError("workers", "parallel samples need a database file or PostgreSQL")
+    experiment = start_experiment(ledger, file, started_by=started_by)
+    return continue_experiment(
+        ledger, experiment, workers=workers, scheduler=scheduler, on_iteration=on_iteration
+    )
+
+
+def start_experiment(ledger: TwinLedger, file: ExperimentFile, *, started_by: str) -> Experiment:
+    """Record ExperimentStarted (cloning the spec's body first if it names one), nothing more:
+    ``continue_experiment`` evaluates it, here or in a background worker."""
+    started_by = check_name(started_by, "started_by")
+    spec = file.spec()
     if file.twin is not None:
         twin = ledger.get_twin(file.twin)
         check_pattern_fits(spec.pattern, twin.simulation_type, str(twin.id))
@@ -227,10 +236,22 @@ def run_experiment(
         started_by=started_by,
     )
     ledger.save_and_notify(experiment)
+    return experiment
+
+
+def continue_experiment(
+    ledger: TwinLedger,
+    experiment: Experiment,
+    *,
+    workers: int = 1,
+    scheduler: str | None = None,
+    on_iteration: OnIteration | None = None,
+) -> Experiment:
+    """Evaluate a just-started experiment to its end (``run_experiment`` without the start)."""
+    spec = experiment.spec
+    elsewhere = workers > 1 or bool(scheduler)
     pool = (
-        open_executor(store_url(ledger.database), scheduler, workers=workers)
-        if elsewhere
-        else None
+        open_executor(store_url(ledger.database), scheduler, workers=workers) if elsewhere else None
     )
     try:
         tried: list[list[int]] = []

@@ -13,12 +13,14 @@ import sys
 from infrastructure.cli import (  # noqa: F401  (registers the commands)
     archive,
     bench,
+    compare,
     daemon,
     experiments,
     lifecycle,
     projections,
     replay,
     runs,
+    serve,
     tables,
     twins,
 )

@@ -7,8 +7,15 @@ from typing import Annotated
 
 import typer
 
-from infrastructure.archive import export, import_archive
-from infrastructure.cli.base import app, console, guarded, ledger
+from infrastructure.cli.base import (
+    RecordFormat,
+    app,
+    check_format,
+    console,
+    guarded,
+    print_json,
+    service,
+)
 
 
 @app.command()
@@ -18,27 +25,37 @@ def archive(
     twin: Annotated[
         str | None, typer.Option("--twin", help="Archive a twin and all its runs")
     ] = None,
-    output: Annotated[
-        Path, typer.Option("-o", "--output", help="The archive file to write")
-    ] = Path("archive.jsonl"),
+    file: Annotated[Path, typer.Option("-o", "--output", help="The archive file to write")] = Path(
+        "archive.jsonl"
+    ),
+    output: RecordFormat = "table",
 ) -> None:
     """Export the complete event streams of a run (with its twin), or of a twin and its runs."""
-    with ledger() as application:
-        partial = output.with_name(output.name + ".partial")
+    check_format(output)
+    with service() as ledger:
+        partial = file.with_name(file.name + ".partial")
         with partial.open("wb") as out:
-            count = export(application, out, run_id=run_id, twin_id=twin)
-        partial.replace(output)
-        console.print(f"archived {count} events to {output}")
+            count = ledger.archive(out, run_id=run_id, twin_id=twin)
+        partial.replace(file)
+    if output == "json":
+        print_json({"events": count, "file": str(file)})
+        return
+    console.print(f"archived {count} events to {file}", highlight=False, soft_wrap=True)
 
 
 @app.command("import")
 @guarded
 def import_(
     file: Annotated[Path, typer.Argument(help="An archive written by `twinledger archive`")],
+    output: RecordFormat = "table",
 ) -> None:
     """Load an archive into this store (all or nothing; importing twice writes nothing more)."""
-    with ledger() as application:
-        report = import_archive(application, file)
+    check_format(output)
+    with service() as ledger:
+        report = ledger.import_archive(file)
+    if output == "json":
+        print_json(report)
+    else:
         console.print(
             f"imported {report.events_written} of {report.events_in_file} events "
             f"({report.streams} streams, {report.streams_already_present} already present)"

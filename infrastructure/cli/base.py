@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 from typer.core import TyperGroup
 
@@ -21,6 +22,7 @@ from domain.errors import TwinLedgerError, ValidationError
 from infrastructure.application import TwinLedger
 from infrastructure.errors import StoreError
 from infrastructure.inputs import parse_int, parse_number
+from infrastructure.service import Ledger
 from projections.runner import keep_current
 
 
@@ -50,8 +52,38 @@ class OneLineErrors(TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+def hoist_db(args: list[str]) -> list[str]:
+    """``--db URL`` (or ``--db=URL``) moved in front, wherever it was given (not after ``--``)."""
+    front: list[str] = []
+    rest: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            rest.extend(args[index:])
+            break
+        if arg == "--db" and index + 1 < len(args):
+            front += args[index : index + 2]
+            index += 2
+            continue
+        if arg.startswith("--db="):
+            front.append(arg)
+        else:
+            rest.append(arg)
+        index += 1
+    return front + rest
+
+
+class DbAnywhere(OneLineErrors):
+    """The root command group: one-line usage errors, and ``--db`` accepted after the
+    subcommand too."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_db(args))
+
+
 app = typer.Typer(
-    cls=OneLineErrors,
+    cls=DbAnywhere,
     help="TwinLedger: an event-sourced ledger for digital-twin simulations.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -82,6 +114,9 @@ state = State()
 @app.callback()
 def _global(db: DbOption = None) -> None:
     state.db = db
+    for stream in (console, errors):  # piped or redirected: never cut a line (an id, a digest)
+        if not stream.is_terminal:
+            stream.width = PIPE_WIDTH
 
 
 @contextmanager
@@ -196,3 +231,37 @@ def format_cents(cents: int) -> str:
 
 def to_json(value: Any) -> str:
     return json.dumps(msgspec.to_builtins(value), indent=2)
+
+
+# --- output for scripts and people ---------------------------------------------------------------
+
+PIPE_WIDTH = 100_000
+RECORD_FORMATS = ("table", "json")
+RecordFormat = Annotated[str, typer.Option("--format", help="table or json")]
+Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Print only the id (one per line)")]
+
+
+@contextmanager
+def service() -> Iterator[Ledger]:
+    """The service layer (infrastructure/service.py) on the --db database."""
+    with Ledger.open(state.db, warn=lambda text: errors.print(text, markup=False)) as opened:
+        yield opened
+
+
+def check_format(output: str, allowed: tuple[str, ...] = RECORD_FORMATS) -> None:
+    if output not in allowed:
+        raise ValidationError("format", f"{output!r} is not one of {', '.join(allowed)}")
+
+
+def builtins(value: Any) -> Any:
+    """A record (pydantic view, msgspec Struct, dataclass) as plain JSON-able values."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list | tuple):
+        return [builtins(item) for item in value]
+    return msgspec.to_builtins(value)
+
+
+def print_json(value: Any) -> None:
+    """JSON on stdout, unwrapped (plain print: no markup, no line width)."""
+    print(json.dumps(builtins(value), indent=2, ensure_ascii=False))

@@ -9,7 +9,16 @@ import typer
 from rich.table import Table
 
 from infrastructure.bench.runner import run_bench
-from infrastructure.cli.base import app, console, errors, guarded, integer, state
+from infrastructure.cli.base import (
+    RecordFormat,
+    app,
+    check_format,
+    console,
+    errors,
+    guarded,
+    integer,
+    state,
+)
 
 
 @app.command()
@@ -34,7 +43,8 @@ def bench(
         int | None,
         typer.Option(parser=integer("chunk", 1), help="Years per save [default: as execute_run]"),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
+    output: RecordFormat = "table",
+    as_json: Annotated[bool, typer.Option("--json", hidden=True, help="= --format json")] = False,
     scale_out: Annotated[
         str | None,
         typer.Option(
@@ -43,6 +53,8 @@ def bench(
     ] = None,
 ) -> None:
     """Benchmark on scratch storage beside --db (never the ledger itself); prints the numbers."""
+    check_format(output)
+    as_json = as_json or output == "json"
     if scale_out is not None:
         _scale_out(runs, years, scale_out)
         return

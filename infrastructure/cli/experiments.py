@@ -1,21 +1,30 @@
-"""Commands about experiments: run a spec, show one, replay one."""
+"""Commands about experiments: run a spec, show one, replay one (via the service layer)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any
+from uuid import UUID
 
+import msgspec
 import typer
 from rich.table import Table
 
-from domain.experiment import Evaluation, Experiment, RunPurpose, structured_id
-from infrastructure.cli.base import app, console, fail, format_cents, guarded, integer, ledger
-from infrastructure.experiments import (
-    get_experiment,
-    read_experiment_file,
-    replay_experiment,
-    run_experiment,
+from domain.experiment import Evaluation, RunPurpose, SearchSpace, structured_id
+from infrastructure.cli.base import (
+    Quiet,
+    RecordFormat,
+    app,
+    check_format,
+    console,
+    fail,
+    format_cents,
+    guarded,
+    integer,
+    print_json,
+    service,
 )
+from infrastructure.views import ExperimentDetail
 
 experiment_app = typer.Typer(help="Parameter searches over runs of a twin.", no_args_is_help=True)
 app.add_typer(experiment_app, name="experiment")
@@ -33,11 +42,13 @@ def _searched(dimensions: list[tuple[str, list[Any]]], parameters: dict[str, Any
     return ", ".join(shown)
 
 
-def _objective(value: float | None) -> str:
+def _objective(value: float | None, cents: bool = False) -> str:
     """A habitability score to 6 digits; a cost objective (integer cents) exactly."""
     if value is None:
         return "-"
-    return f"{value} cents" if isinstance(value, int) else f"{value:.6g}"
+    if cents or isinstance(value, int):  # the read table holds a cost as a float: exact < 2**53
+        return f"{int(value)} cents"
+    return f"{value:.6g}"
 
 
 @experiment_app.command("run")
@@ -55,12 +66,18 @@ def run(
             help="Evaluate samples on a Dask scheduler tcp://HOST:8786 (or 'local')",
         ),
     ] = None,
+    output: RecordFormat = "table",
+    quiet: Quiet = False,
 ) -> None:
     """Run an experiment from its spec, printing each iteration as it is decided."""
-    file = read_experiment_file(spec)
-    with ledger() as application:
+    check_format(output)
+    with service() as ledger:
+        file = ledger.experiment_spec(spec)
+        dimensions = file.spec().space.dimensions()
 
         def show(evaluation: Evaluation) -> None:
+            if output == "json" or quiet:
+                return
             verdict = "accepted" if evaluation.accepted else "rejected"
             if not evaluation.feasible:
                 verdict += " (infeasible)"
@@ -68,22 +85,24 @@ def run(
             console.print(
                 f"iter {evaluation.iteration:>3} {verdict:<21} "
                 f"objective {_objective(evaluation.objective_value):>10}  cost {cost}"
-                f"  [{_searched(file.spec().space.dimensions(), evaluation.parameters)}]",
+                f"  [{_searched(dimensions, evaluation.parameters)}]",
                 highlight=False,
             )
 
-        experiment = run_experiment(
-            application, file, workers=workers, scheduler=scheduler, on_iteration=show
+        detail = ledger.run_experiment(
+            file, workers=workers, scheduler=scheduler, started_by="cli", on_iteration=show
         )
-        print_experiment(experiment)
+    show_experiment(detail, output, quiet)
 
 
 @experiment_app.command("show")
 @guarded
-def show(experiment_id: str) -> None:
+def show(experiment_id: str, output: RecordFormat = "table", quiet: Quiet = False) -> None:
     """Show an experiment: every iteration, accepted or rejected, and the best candidate."""
-    with ledger() as application:
-        print_experiment(get_experiment(application, experiment_id))
+    check_format(output)
+    with service() as ledger:
+        detail = ledger.experiment(experiment_id)
+    show_experiment(detail, output, quiet)
 
 
 @experiment_app.command("replay")
@@ -96,50 +115,72 @@ def replay(
     allow_other_engine: Annotated[
         bool, typer.Option(help="Replay even if recorded by another engine")
     ] = False,
+    output: RecordFormat = "table",
 ) -> None:
     """Re-execute the experiment from its first event and check every run and decision."""
-    with ledger() as application:
-        report = replay_experiment(
-            application, experiment_id, only=run, allow_other_engine=allow_other_engine
+    check_format(output)
+    with service() as ledger:
+        verdict = ledger.replay_experiment(
+            experiment_id, only=run, allow_other_engine=allow_other_engine
         )
-    if report.identical:
+    if output == "json":
+        print_json(verdict)
+    elif verdict.identical:
         console.print(
-            f"identical: {report.iterations} iterations, {report.runs_checked} runs re-simulated"
+            f"identical: {verdict.iterations} iterations, {verdict.runs_checked} runs re-simulated"
         )
-        return
-    for difference in report.differences:
-        console.print(f"differs: {difference}", highlight=False, markup=False)
-    count = len(report.differences)
-    fail(f"experiment {experiment_id} does not replay identically ({count} differences)", 1)
+    else:
+        for difference in verdict.differences:
+            console.print(f"differs: {difference}", highlight=False, markup=False)
+    if not verdict.identical:
+        count = len(verdict.differences)
+        fail(f"experiment {experiment_id} does not replay identically ({count} differences)", 1)
 
 
-def print_experiment(experiment: Experiment) -> None:
-    spec = experiment.spec
+def show_experiment(detail: ExperimentDetail, output: str, quiet: bool) -> None:
+    if quiet:
+        print(detail.experiment.id)
+    elif output == "json":
+        print_json(detail)
+    else:
+        print_experiment(detail)
+
+
+def print_experiment(detail: ExperimentDetail) -> None:
+    experiment = detail.experiment
+    spec: dict[str, Any] = experiment.spec
     console.print(
-        f"experiment {experiment.id}: {spec.name}\n"
-        f"  twin {experiment.twin_id}, {spec.pattern}, {spec.duration_years} years, "
-        f"{spec.samples} samples, master seed {spec.master_seed}, objective {spec.objective}\n"
+        f"experiment {experiment.id}: {experiment.name}\n"
+        f"  twin {experiment.digital_twin_id}, {experiment.pattern}, "
+        f"{experiment.duration_years} years, {experiment.samples} samples, "
+        f"master seed {experiment.master_seed}, objective {experiment.objective}\n"
         f"  status {experiment.status} ({experiment.reason or 'running'}), "
         f"engine {experiment.engine_version}",
         highlight=False,
+        soft_wrap=True,
     )
-    dimensions = spec.space.dimensions()
+    dimensions = msgspec.convert(spec.get("space", {}), SearchSpace).dimensions()
+    cents = experiment.objective == "minimize_cost_to_event"
     table = Table("iter", "searched", "objective", "cost (GCC)", "decision")
-    for it in experiment.iterations:
+    for it in detail.iterations:
         decision = "accepted" if it.accepted else "rejected"
         table.add_row(
             f"{it.iteration} {it.purpose}",
             _searched(dimensions, it.parameters),
-            _objective(it.objective_value),
+            _objective(it.objective_value, cents),
             format_cents(it.cost_cents).removesuffix(" GCC"),
             decision if it.feasible else f"{decision} (infeasible)",
         )
     console.print(table)
-    best = experiment.best
-    if best is not None:
+    if experiment.best_iteration is not None:
         console.print(
-            f"best: iteration {best.iteration}, objective {_objective(best.objective_value)}"
+            f"best: iteration {experiment.best_iteration}, "
+            f"objective {_objective(experiment.best_objective_value, cents)}"
         )
-        if experiment.final_run is not None:
-            ref = structured_id(experiment.id, best.iteration, RunPurpose.FINAL, None)
-            console.print(f"final run: {ref} -> {experiment.final_run.run_id}", highlight=False)
+        if experiment.final_run_id is not None:
+            ref = structured_id(
+                UUID(experiment.id), experiment.best_iteration, RunPurpose.FINAL, None
+            )
+            console.print(
+                f"final run: {ref} -> {experiment.final_run_id}", highlight=False, soft_wrap=True
+            )

@@ -8,18 +8,22 @@ from typing import Annotated
 import typer
 
 from domain.errors import ValidationError
-from infrastructure.cli.base import app, console, errors, guarded, integer, ledger
-from infrastructure.cli.tables import twins_app
-from infrastructure.expiry import DEFAULT_BATCH, expire_twins
-from infrastructure.inputs import parse_duration
-from infrastructure.retention import (
-    DEFAULT_RESULTS,
-    DEFAULT_RUNS,
-    DEFAULT_TWINS,
-    Windows,
-    apply_retention,
+from infrastructure.cli.base import (
+    Quiet,
+    RecordFormat,
+    app,
+    check_format,
+    console,
+    errors,
+    guarded,
+    integer,
+    print_json,
+    service,
 )
-from projections.runner import Projector
+from infrastructure.cli.tables import twins_app
+from infrastructure.expiry import DEFAULT_BATCH
+from infrastructure.inputs import parse_duration
+from infrastructure.retention import DEFAULT_RESULTS, DEFAULT_RUNS, DEFAULT_TWINS, Windows
 
 NowOption = Annotated[
     str | None, typer.Option("--now", help="Act as if it were this time (ISO 8601; default: now)")
@@ -45,24 +49,27 @@ def expire(
     batch: Annotated[
         int, typer.Option(parser=integer("batch", 1, 10_000), help="Twins per write")
     ] = DEFAULT_BATCH,
+    output: RecordFormat = "table",
 ) -> None:
     """End every twin past its expires_at (TwinExpired), cancelling its runs first. Idempotent."""
+    check_format(output)
     moment = parse_now(now)
-    with ledger() as application:
-        assert application.database is not None
-        with Projector(application.database) as projector:
-            report = expire_twins(application, projector, now=moment, batch=batch)
+    with service() as ledger:
+        report = ledger.expire(now=moment, batch=batch)
     for line in report.unreadable:
         errors.print(f"error: {line}", markup=False, highlight=False, soft_wrap=True)
     if report.behind:
         errors.print(f"warning: {report.behind}", markup=False, highlight=False, soft_wrap=True)
-    console.print(
-        f"expired {report.expired} twins ({report.runs_cancelled} runs cancelled) "
-        f"of {report.examined} candidates"
-        + (f", {len(report.unreadable)} unreadable" if report.unreadable else ""),
-        highlight=False,
-        soft_wrap=True,
-    )
+    if output == "json":
+        print_json(report)
+    else:
+        console.print(
+            f"expired {report.expired} twins ({report.runs_cancelled} runs cancelled) "
+            f"of {report.examined} candidates"
+            + (f", {len(report.unreadable)} unreadable" if report.unreadable else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
     if report.unreadable or report.behind:
         raise typer.Exit(1)
 
@@ -72,13 +79,22 @@ def expire(
 def extend(
     twin_id: str,
     by: Annotated[str, typer.Option("--by", help="How much later: 30d, 12h, 90m")] = "30d",
+    output: RecordFormat = "table",
+    quiet: Quiet = False,
 ) -> None:
     """Move a twin's expiry later (TwinExpiryExtended)."""
+    check_format(output)
     lifetime = parse_duration(by, "by")
-    with ledger() as application:
-        expires_at = application.extend_twin(twin_id, by=lifetime)
+    with service() as ledger:
+        twin = ledger.extend_twin(twin_id, by=lifetime)
+    if quiet:
+        print(twin.id)
+        return
+    if output == "json":
+        print_json(twin)
+        return
     console.print(
-        f"twin {twin_id.strip()} now expires at {expires_at.isoformat()}",
+        f"twin {twin.id} now expires at {twin.expires_at}",
         highlight=False,
         soft_wrap=True,
     )
@@ -106,26 +122,28 @@ def retention_apply(
     twins: Annotated[
         str, typer.Option(help="Keep ended twins rows this long")
     ] = f"{DEFAULT_TWINS.days}d",
+    output: RecordFormat = "table",
 ) -> None:
     """Remove read-table rows past their retention windows and report what was removed."""
+    check_format(output)
     windows = Windows(
         results=parse_duration(results, "results"),
         runs=parse_duration(runs, "runs"),
         twins=parse_duration(twins, "twins"),
     )
-    with ledger() as application:
-        assert application.database is not None
-        moment = parse_now(now) or application.clock()
-        with Projector(application.database) as projector:
-            report = apply_retention(projector, moment, windows, dry_run=dry_run)
-    verb = "would remove" if dry_run else "removed"
-    console.print(
-        f"{verb} {report.results} simulation_results rows, {report.runs} simulation_runs rows, "
-        f"{report.twins} digital_twins rows "
-        "(the event log keeps everything; a rebuild restores them)",
-        highlight=False,
-        soft_wrap=True,
-    )
+    with service() as ledger:
+        report = ledger.apply_retention(now=parse_now(now), windows=windows, dry_run=dry_run)
+    if output == "json":
+        print_json(report)
+    else:
+        verb = "would remove" if dry_run else "removed"
+        console.print(
+            f"{verb} {report.results} simulation_results rows, {report.runs} simulation_runs "
+            f"rows, {report.twins} digital_twins rows "
+            "(the event log keeps everything; a rebuild restores them)",
+            highlight=False,
+            soft_wrap=True,
+        )
     if report.behind:
         errors.print(f"warning: {report.behind}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1)

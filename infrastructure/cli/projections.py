@@ -12,7 +12,17 @@ import typer
 from rich.table import Column, Table
 
 from domain.errors import ValidationError
-from infrastructure.cli.base import app, console, errors, guarded, ledger, number
+from infrastructure.cli.base import (
+    RecordFormat,
+    app,
+    check_format,
+    console,
+    errors,
+    guarded,
+    number,
+    print_json,
+    service,
+)
 from projections.follower import follow
 from projections.runner import Projector
 
@@ -32,11 +42,9 @@ NameArgument = Annotated[
 
 @contextmanager
 def projector() -> Iterator[Projector]:
-    """A projector on the --db database (opening the ledger first creates the event log)."""
-    with ledger() as application:
-        assert application.database is not None
-        with Projector(application.database) as opened:
-            yield opened
+    """The service layer's projector on the --db database (opening it creates the event log)."""
+    with service() as ledger:
+        yield ledger.projector
 
 
 def _names(name: str | None) -> list[str] | None:
@@ -58,8 +66,13 @@ def _parked_column(parked: int, skipped: int) -> str:
 
 @projections_app.command("status")
 @guarded
-def status() -> None:
+def status(output: RecordFormat = "table") -> None:
     """Each projection's position, the head of the log and the lag (events behind)."""
+    check_format(output)
+    if output == "json":
+        with service() as ledger:
+            print_json(ledger.projections())
+        return
     with projector() as opened:
         table = Table(
             "projection",
@@ -153,7 +166,7 @@ def rebuild(name: NameArgument = None) -> None:
                     str(applied[projection.name]) if index == 0 else "",
                     spec.name,
                     str(rows),
-                    checksum[:16],
+                    checksum,
                 )
         console.print(table)
         head = max((row.head for row in opened.status()), default=0)

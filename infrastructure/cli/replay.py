@@ -5,20 +5,30 @@ divergence (the first diverging year and field is printed with both values) or a
 events cannot be read (a missing version), 2 a user error (bad arguments, unknown run, a run
 recorded by another engine version without --allow-other-engine, a run with nothing recorded
 to verify, e.g. a queued one). ``--all`` goes on past a run it cannot verify and reports every
-one, then exits with the worst.
+one, then exits with the worst. ``--format json`` prints the verdict (``--all``: a list).
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from domain.errors import ValidationError
-from domain.replay import EngineVersionMismatch, ReplayReport, RunStateAtYear
-from domain.run import SimulationRun
-from infrastructure.cli.base import app, fail, format_cents, guarded, integer, ledger, to_json
+from domain.replay import EngineVersionMismatch
+from infrastructure.cli.base import (
+    RecordFormat,
+    app,
+    check_format,
+    fail,
+    format_cents,
+    guarded,
+    integer,
+    print_json,
+    service,
+)
 from infrastructure.errors import UnreadableStream
+from infrastructure.views import ReplayVerdict, Run, RunState
 
 
 @app.command("replay")
@@ -38,46 +48,64 @@ def replay_command(
         bool,
         typer.Option("--allow-other-engine", help="Replay runs recorded by another engine version"),
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="With --to-year: print JSON")] = False,
+    output: RecordFormat = "table",
+    as_json: Annotated[bool, typer.Option("--json", hidden=True, help="= --format json")] = False,
 ) -> None:
     """Re-simulate a run from its RunQueued and compare every year and the summary."""
+    check_format(output)
+    json_out = as_json or output == "json"
     if all_runs == (run_id is not None):
         raise ValidationError("run_id", "give a run id or --all, not both and not neither")
     if all_runs and to_year is not None:
         raise ValidationError("to_year", "--to-year needs one run id, not --all")
-    with ledger() as application:
+    with service() as ledger:
         if to_year is not None:
             assert run_id is not None
-            state = application.state_at_year(run_id, to_year)
-            run = application.get_run(run_id)
-            typer.echo(to_json(state) if as_json else describe_state(run, state))
+            state = ledger.state_at_year(run_id, to_year)
+            if json_out:
+                print_json(state)
+            else:
+                typer.echo(describe_state(ledger.run(run_id), state))
             return
         if run_id is not None:
-            report = application.replay_run(run_id, allow_other_engine=allow_other_engine)
-            typer.echo(describe_report(report))
-            if not report.identical:
+            verdict = ledger.replay_run(run_id, allow_other_engine=allow_other_engine)
+            if json_out:
+                print_json(verdict)
+            else:
+                typer.echo(describe_report(verdict))
+            if not verdict.identical:
                 raise typer.Exit(1)
             return
         identical = diverged = refused = unreadable = 0
-        for ident, outcome in application.replay_all(allow_other_engine=allow_other_engine):
+        verdicts: list[Any] = []
+        for outcome in ledger.replay_all(allow_other_engine=allow_other_engine):
             if isinstance(outcome, UnreadableStream):
                 unreadable += 1
-                typer.echo(f"{ident} unreadable: {outcome.problem}")
+                verdicts.append({"run_id": str(outcome.ident), "unreadable": outcome.problem})
+                if not json_out:
+                    typer.echo(f"{outcome.ident} unreadable: {outcome.problem}")
                 continue
             if isinstance(outcome, EngineVersionMismatch):
                 refused += 1
-                typer.echo(f"{ident} refused: recorded by engine {outcome.recorded}")
+                verdicts.append({"refused": str(outcome), "recorded_engine": outcome.recorded})
+                if not json_out:
+                    typer.echo(f"{_run_of(outcome)} refused: recorded by engine {outcome.recorded}")
                 continue
             if outcome.identical:
                 identical += 1
             else:
                 diverged += 1
-            typer.echo(f"{ident} {describe_report(outcome)}")
+            verdicts.append(outcome)
+            if not json_out:
+                typer.echo(f"{outcome.run_id} {describe_report(outcome)}")
         total = identical + diverged + refused + unreadable
-        typer.echo(
-            f"{total} completed run(s): {identical} identical, {diverged} diverged, "
-            f"{refused} refused" + (f", {unreadable} unreadable" if unreadable else "")
-        )
+        if json_out:
+            print_json(verdicts)
+        else:
+            typer.echo(
+                f"{total} completed run(s): {identical} identical, {diverged} diverged, "
+                f"{refused} refused" + (f", {unreadable} unreadable" if unreadable else "")
+            )
         if diverged or unreadable:
             raise typer.Exit(1)
         if refused:
@@ -88,7 +116,13 @@ def replay_command(
             )
 
 
-def describe_report(report: ReplayReport) -> str:
+def _run_of(refusal: EngineVersionMismatch) -> str:
+    """The run a refusal names (its message: "engine_version: run ID was recorded by ...")."""
+    words = str(refusal).split()
+    return words[2] if len(words) > 2 and words[1] == "run" else "a run"
+
+
+def describe_report(report: ReplayVerdict) -> str:
     divergence = report.divergence
     if divergence is None:
         if report.failure is not None:
@@ -103,28 +137,29 @@ def describe_report(report: ReplayReport) -> str:
     )
 
 
-def describe_state(run: SimulationRun, state: RunStateAtYear) -> str:
+def describe_state(run: Run, state: RunState) -> str:
     env = state.environment
     economic = state.economic
-    composition = ", ".join(f"{gas} {pct:g}%" for gas, pct in env.composition_pct.items())
+    composition = ", ".join(f"{gas} {pct:g}%" for gas, pct in env["composition_pct"].items())
     lines = [
         f"run {run.id} [{run.pattern}] at year {state.year} of {run.duration_years} "
         "(from recorded events, not re-simulated)",
-        f"  balance            {format_cents(economic.balance_cents)}",
-        f"  spent this year    {format_cents(economic.spend_cents)}",
-        f"  revenue this year  {format_cents(economic.revenue_cents)}",
+        f"  balance            {format_cents(economic['balance_cents'])}",
+        f"  spent this year    {format_cents(economic['spend_cents'])}",
+        f"  revenue this year  {format_cents(economic['revenue_cents'])}",
         f"  spent so far       {format_cents(state.total_spend_cents)}",
         f"  revenue so far     {format_cents(state.total_revenue_cents)}",
-        f"  temperature        {env.temperature_k:g} K",
-        f"  pressure           {env.pressure_kpa:g} kPa",
+        f"  temperature        {env['temperature_k']:g} K",
+        f"  pressure           {env['pressure_kpa']:g} kPa",
         f"  composition        {composition}",
-        f"  liquid water       {env.liquid_water_kg:g} kg",
-        f"  water ice          {env.water_ice_kg:g} kg",
-        f"  biomass            {env.biomass_kg:g} kg",
-        f"  habitability       {env.habitability:g}",
+        f"  liquid water       {env['liquid_water_kg']:g} kg",
+        f"  water ice          {env['water_ice_kg']:g} kg",
+        f"  biomass            {env['biomass_kg']:g} kg",
+        f"  habitability       {env['habitability']:g}",
         f"  key events so far  {len(state.key_events)}",
     ]
     lines.extend(
-        f"    year {event.year:>4}  {event.name}: {event.description}" for event in state.key_events
+        f"    year {event['year']:>4}  {event['name']}: {event['description']}"
+        for event in state.key_events
     )
     return "\n".join(lines)

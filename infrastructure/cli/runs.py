@@ -1,36 +1,43 @@
-"""Commands about runs: queue, execute (with progress), cancel, show, and the demo."""
+"""Commands about runs: queue, execute (with progress), cancel, show, and the demo.
+
+Each calls the service layer (infrastructure/service.py) and prints the run's simulation_runs
+row: a table, ``--format json``, or ``-q`` for the id alone.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any
+from uuid import UUID
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from domain.errors import RunBusy, ValidationError
-from domain.run import SimulationRun
-from domain.values import RunSummary
-from infrastructure.application import TwinLedger
 from infrastructure.cli.base import (
+    Quiet,
+    RecordFormat,
     app,
+    check_format,
     console,
     errors,
     format_cents,
     guarded,
     integer,
-    ledger,
     parse_cents,
     parse_params,
+    print_json,
+    service,
 )
-from infrastructure.cli.twins import print_twin  # noqa: F401
+from infrastructure.service import Ledger
+from infrastructure.views import Run
 
 # --- runs ----------------------------------------------------------------------------------------
 
 
 def _queue(
-    application: TwinLedger,
+    ledger: Ledger,
     twin_id: str,
     pattern: str,
     years: int,
@@ -40,24 +47,24 @@ def _queue(
     priority: str,
     param: list[str],
     spec: Path | None,
-) -> str:
+) -> Run:
     custom_spec: dict[str, Any] | None = None
     if spec is not None:
         from infrastructure.inputs import read_spec_file
 
         custom_spec = read_spec_file(spec)
-    run_id = application.queue_run(
+    return ledger.queue_run(
         twin_id,
         pattern=pattern,
-        duration_years=years,
+        years=years,
         budget_cents=parse_cents(budget),
         seed=seed,
         tech_level=tech_level,
         priority=priority,
-        pattern_params=parse_params(param),
+        params=parse_params(param),
         custom_spec=custom_spec,
+        initiated_by="cli",
     )
-    return str(run_id)
 
 
 PatternOption = Annotated[
@@ -78,6 +85,13 @@ TechOption = Annotated[
 PriorityOption = Annotated[str, typer.Option(help="low, normal or high")]
 ParamOption = Annotated[list[str], typer.Option("--param", help="Pattern parameter KEY=NUMBER")]
 SpecOption = Annotated[Path | None, typer.Option(help="Custom pattern spec (JSON or TOML)")]
+ChunkOption = Annotated[
+    int | None,
+    typer.Option(
+        parser=integer("chunk", 1),
+        help="Years saved per transaction [default: max(50, years/4)]",
+    ),
+]
 SchedulerOption = Annotated[
     str | None,
     typer.Option(
@@ -100,23 +114,16 @@ def queue(
     priority: PriorityOption = "normal",
     param: ParamOption = [],  # noqa: B006  (typer reads the default)
     spec: SpecOption = None,
+    output: Annotated[str, typer.Option("--format", help="id (the default) or json")] = "id",
+    quiet: Quiet = False,
 ) -> None:
-    """Queue a run without executing it; prints the run id."""
-    with ledger() as application:
-        console.print(
-            _queue(
-                application,
-                twin_id,
-                pattern,
-                years,
-                budget,
-                seed,
-                tech_level,
-                priority,
-                param,
-                spec,
-            )
+    """Queue a run without executing it; prints the run id (--format json: the run)."""
+    check_format(output, ("id", "json"))
+    with service() as ledger:
+        queued = _queue(
+            ledger, twin_id, pattern, years, budget, seed, tech_level, priority, param, spec
         )
+    show_run(queued, "json" if output == "json" else "id", quiet)
 
 
 @app.command()
@@ -131,40 +138,32 @@ def run(
     priority: PriorityOption = "normal",
     param: ParamOption = [],  # noqa: B006
     spec: SpecOption = None,
-    chunk: Annotated[
-        int | None,
-        typer.Option(
-            parser=integer("chunk", 1),
-            help="Years saved per transaction [default: max(50, years/4)]",
-        ),
-    ] = None,
+    chunk: ChunkOption = None,
     scheduler: SchedulerOption = None,
+    output: RecordFormat = "table",
+    quiet: Quiet = False,
 ) -> None:
-    """Queue a run on a twin and execute it with a progress bar."""
-    with ledger() as application:
-        run_id = _queue(
-            application, twin_id, pattern, years, budget, seed, tech_level, priority, param, spec
+    """Queue a run on a twin and execute it with a progress bar (on stderr)."""
+    check_format(output)
+    with service() as ledger:
+        queued = _queue(
+            ledger, twin_id, pattern, years, budget, seed, tech_level, priority, param, spec
         )
         if scheduler:
             from infrastructure.cli.cluster import execute_elsewhere
 
-            print_run(execute_elsewhere(application, run_id, scheduler=scheduler))
-            return
-        finished = execute_with_progress(application, run_id, chunk)
-        print_run(finished)
+            execute_elsewhere(ledger.application, queued.id, scheduler=scheduler)
+            finished = ledger.run(queued.id)
+        else:
+            finished = execute_with_progress(ledger, queued, chunk)
+    show_run(finished, output, quiet)
 
 
 @app.command()
 @guarded
 def execute(
     run_id: Annotated[str | None, typer.Argument(help="The run (or use --queued)")] = None,
-    chunk: Annotated[
-        int | None,
-        typer.Option(
-            parser=integer("chunk", 1),
-            help="Years saved per transaction [default: max(50, years/4)]",
-        ),
-    ] = None,
+    chunk: ChunkOption = None,
     queued: Annotated[
         bool, typer.Option("--queued", help="Drain the queue (and resume orphaned runs)")
     ] = False,
@@ -180,21 +179,27 @@ def execute(
         ),
     ] = 1,
     scheduler: SchedulerOption = None,
+    output: RecordFormat = "table",
+    quiet: Quiet = False,
 ) -> None:
     """Execute a queued run, or resume one interrupted by a crash; --queued drains the queue."""
     from infrastructure.cli import cluster
 
-    with ledger() as application:
+    check_format(output)
+    with service() as ledger:
         if queued:
             if run_id is not None:
                 raise ValidationError("run_id", "give a run id or --queued, not both")
-            cluster.drain(application, limit=limit, scheduler=scheduler, workers=workers)
-        elif run_id is None:
+            cluster.drain(ledger.application, limit=limit, scheduler=scheduler, workers=workers)
+            return
+        if run_id is None:
             raise ValidationError("run_id", "missing: give a run id, or --queued")
-        elif scheduler:
-            print_run(cluster.execute_elsewhere(application, run_id, scheduler=scheduler))
+        if scheduler:
+            executed = cluster.execute_elsewhere(ledger.application, run_id, scheduler=scheduler)
+            finished = ledger.run(str(executed.id))
         else:
-            print_run(execute_with_progress(application, run_id, chunk))
+            finished = execute_with_progress(ledger, ledger.run(run_id), chunk)
+    show_run(finished, output, quiet)
 
 
 @app.command()
@@ -203,26 +208,28 @@ def cancel(
     run_id: str,
     reason: Annotated[str, typer.Option()] = "",
     by: Annotated[str, typer.Option()] = "cli",
+    output: RecordFormat = "table",
+    quiet: Quiet = False,
 ) -> None:
     """Cancel a queued or running run (a running one stops at its next chunk)."""
-    with ledger() as application:
-        application.cancel_run(run_id, reason=reason, by=by)
-        print_run(application.get_run(run_id))
+    check_format(output)
+    with service() as ledger:
+        cancelled = ledger.cancel_run(run_id, reason=reason, by=by)
+    show_run(cancelled, output, quiet)
 
 
 @app.command("show-run")
 @guarded
-def show_run(
+def show_run_command(
     run_id: Annotated[str, typer.Argument(help="Run id, or EXPERIMENT_ID-iterN-PURPOSE[-sampleK]")],
+    output: RecordFormat = "table",
+    quiet: Quiet = False,
 ) -> None:
-    """Show one run, read from its events."""
-    with ledger() as application:
-        if len(run_id.strip()) > 36:
-            from infrastructure.experiments import resolve_run
-
-            print_run(application.get_run(resolve_run(application, run_id.strip())))
-        else:
-            print_run(application.get_run(run_id))
+    """Show one run (its simulation_runs row, with the summary once completed)."""
+    check_format(output)
+    with service() as ledger:
+        found = ledger.run(run_id)
+    show_run(found, output, quiet)
 
 
 @app.command()
@@ -232,41 +239,39 @@ def demo(
     seed: Annotated[int, typer.Option(parser=integer("seed"))] = 42,
 ) -> None:
     """Clone Mars, run mars_terraform for 100 years with a progress bar, print the summary."""
-    with ledger() as application:
-        console.print(f"ledger: {application.database.describe() if application.database else '?'}")
-        twin_id = application.clone_twin(name="Mars (demo)", body="mars", created_by="demo")
-        console.print(f"cloned Mars into twin {twin_id}")
-        run_id = application.queue_run(
-            twin_id,
+    with service() as ledger:
+        console.print(f"ledger: {ledger.database.describe()}")
+        twin = ledger.clone_twin(name="Mars (demo)", body="mars", created_by="demo")
+        console.print(f"cloned Mars into twin {twin.id}")
+        queued = ledger.queue_run(
+            twin.id,
             pattern="mars_terraform",
-            duration_years=years,
+            years=years,
             budget_cents=int(DEFAULT_BUDGET),
             seed=seed,
             initiated_by="demo",
         )
-        print_run(execute_with_progress(application, str(run_id), None))
+        print_run(execute_with_progress(ledger, queued, None))
 
 
 # --- output --------------------------------------------------------------------------------------
 
 
-def execute_with_progress(application: TwinLedger, run_id: str, chunk: int | None) -> SimulationRun:
+def execute_with_progress(ledger: Ledger, stored: Run, chunk: int | None) -> Run:
+    """Execute under the run's fleet-wide claim (infrastructure/executors.py): one executor at a
+    time, whatever process or machine asks."""
     from infrastructure.executors import run_claim
 
-    stored = application.get_run(run_id)
-    assert application.database is not None
-    claim = run_claim(application.database, stored.id)
+    claim = run_claim(ledger.database, UUID(stored.id))
     if not claim.try_acquire():
         raise RunBusy(f"run_id: run {stored.id} is being executed by another process right now")
     try:
-        return _execute_claimed_with_progress(application, stored, chunk)
+        return _execute_claimed_with_progress(ledger, stored, chunk)
     finally:
         claim.release()
 
 
-def _execute_claimed_with_progress(
-    application: TwinLedger, stored: SimulationRun, chunk: int | None
-) -> SimulationRun:
+def _execute_claimed_with_progress(ledger: Ledger, stored: Run, chunk: int | None) -> Run:
     with Progress(
         TextColumn(f"run {stored.id} [{stored.pattern}]"),
         BarColumn(),
@@ -276,51 +281,68 @@ def _execute_claimed_with_progress(
         console=errors,
         transient=False,
     ) as progress:
-        task = progress.add_task(
-            "run", total=stored.duration_years, completed=stored.years_recorded
-        )
+        task = progress.add_task("run", total=stored.duration_years, completed=stored.current_year)
 
         def advance(done: int, total: int) -> None:
             progress.update(task, completed=done)
 
-        return application.execute_run(stored.id, chunk_years=chunk, on_progress=advance)
+        return ledger.execute_run(stored.id, chunk_years=chunk, on_progress=advance)
 
 
-def print_run(run: SimulationRun) -> None:
+def show_run(run: Run, output: str, quiet: bool) -> None:
+    if quiet or output == "id":
+        print(run.id)
+    elif output == "json":
+        print_json(run)
+    else:
+        print_run(run)
+
+
+def print_run(run: Run) -> None:
     table = Table(show_header=False, title=f"run {run.id}")
+    parameters: dict[str, Any] = run.parameters or {}
     rows = [
-        ("twin", str(run.twin_id)),
-        ("pattern", str(run.pattern)),
-        ("status", str(run.status)),
-        ("progress", f"{run.years_recorded}/{run.duration_years} years"),
+        ("twin", run.digital_twin_id),
+        ("pattern", run.pattern),
+        ("status", run.status),
+        ("progress", f"{run.current_year}/{run.duration_years} years"),
         ("seed", str(run.seed)),
         ("engine", run.engine_version),
-        ("budget", format_cents(run.parameters.budget_cents)),
+        ("budget", format_cents(run.budget_cents)),
+        ("tech level", str(parameters.get("tech_level", "-"))),
+        ("priority", str(parameters.get("priority", "-"))),
     ]
+    rows.extend(
+        (f"param {name}", f"{value:g}")
+        for name, value in sorted((parameters.get("pattern_params") or {}).items())
+    )
     if run.error_message:
         rows.append(("reason", run.error_message))
-    if run.summary is not None:
-        rows.extend(summary_rows(run.summary))
+    if run.results is not None:
+        rows.extend(summary_rows(run.results))
         rows.append(("digest", run.result_digest or ""))
+    table.add_column("field", no_wrap=True)
+    table.add_column("value", overflow="fold")
     for key, value in rows:
         table.add_row(key, value)
     console.print(table)
 
 
-def summary_rows(summary: RunSummary) -> list[tuple[str, str]]:
-    metrics = summary.success_metrics
-    start, end = summary.start_state, summary.end_state
+def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The RunSummary as RunCompleted holds it (simulation_runs.results)."""
+    metrics = summary["success_metrics"]
+    start, end = summary["start_state"], summary["end_state"]
     rows = [
-        ("habitability", f"{metrics.habitability_score:.3f}"),
-        ("timeline efficiency", f"{metrics.timeline_efficiency:.3f}"),
-        ("resource efficiency", f"{metrics.resource_efficiency:.3f}"),
-        ("cost efficiency", f"{metrics.cost_efficiency:.3f}"),
-        ("temperature", f"{start.temperature_k:.1f} K -> {end.temperature_k:.1f} K"),
-        ("pressure", f"{start.pressure_kpa:.3f} kPa -> {end.pressure_kpa:.3f} kPa"),
-        ("spent", format_cents(summary.total_spend_cents)),
-        ("revenue", format_cents(summary.total_revenue_cents)),
-        ("final balance", format_cents(summary.final_balance_cents)),
+        ("habitability", f"{metrics['habitability_score']:.3f}"),
+        ("timeline efficiency", f"{metrics['timeline_efficiency']:.3f}"),
+        ("resource efficiency", f"{metrics['resource_efficiency']:.3f}"),
+        ("cost efficiency", f"{metrics['cost_efficiency']:.3f}"),
+        ("temperature", f"{start['temperature_k']:.1f} K -> {end['temperature_k']:.1f} K"),
+        ("pressure", f"{start['pressure_kpa']:.3f} kPa -> {end['pressure_kpa']:.3f} kPa"),
+        ("spent", format_cents(summary["total_spend_cents"])),
+        ("revenue", format_cents(summary["total_revenue_cents"])),
+        ("final balance", format_cents(summary["final_balance_cents"])),
     ]
-    for event in summary.key_events:
-        rows.append((f"year {event.year}", f"{event.name}: {event.description}"))
+    for event in summary["key_events"]:
+        rows.append((f"year {event['year']}", f"{event['name']}: {event['description']}"))
     return rows

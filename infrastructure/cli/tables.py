@@ -1,8 +1,10 @@
 """``twinledger twins|runs|results|experiments``: reads from the relational read tables only.
 
-The tables are caught up first (cheap when current), so what is listed includes every event
-written so far. ``--format json`` prints every column of every row; ``--format csv`` too, with
-JSON columns as JSON text; ``table`` (the default) prints the columns people look at.
+The commands call the service layer (infrastructure/service.py), which catches the tables up
+first (cheap when current), so what is listed includes every event written so far.
+``--format json`` prints every column of every row; ``--format csv`` too, with JSON columns as
+JSON text; ``table`` (the default) prints the columns people look at; ``-q`` prints the ids
+alone, one per line. ``runs`` takes a filter and an order (projections/search.py).
 
 json and csv print canonical JSON (projections/canonical.py: keys sorted, floats as the event
 codec prints them), so the same events print the same bytes from SQLite and PostgreSQL.
@@ -13,48 +15,49 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Annotated, Any
 
 import msgspec
 import typer
+from pydantic import BaseModel
 from rich.table import Table
 
-from domain.errors import ValidationError
 from infrastructure.cli.base import (
+    Quiet,
     app,
+    check_format,
     console,
     errors,
     format_cents,
     guarded,
     integer,
-    ledger,
+    service,
 )
-from projections import queries
+from infrastructure.pages import MAX_LIMIT
+from infrastructure.views import Page
 from projections.canonical import canonical
-from projections.runner import ProjectionsStopped, Projector
-from projections.store import Store
 
 FORMATS = ("table", "json", "csv")
 FormatOption = Annotated[str, typer.Option("--format", help="table, json or csv")]
 
 
-@contextmanager
-def read_tables() -> Iterator[Store]:
-    """The read tables of the --db database, caught up to the head of the log."""
-    with ledger() as application:
-        assert application.database is not None
-        with Projector(application.database) as projector:
-            try:
-                projector.catch_up()
-            except ProjectionsStopped as stopped:
-                errors.print(f"warning: read tables are behind: {stopped}", markup=False)
-            yield projector.store
-
-
 def _check_format(output: str) -> None:
-    if output not in FORMATS:
-        raise ValidationError("format", f"{output!r} is not one of {', '.join(FORMATS)}")
+    check_format(output, FORMATS)
+
+
+def every(fetch: Callable[[str | None], Page[Any]]) -> Iterator[dict[str, Any]]:
+    """Every row of a paginated list, page after page, as plain dicts."""
+    cursor: str | None = None
+    while True:
+        page = fetch(cursor)
+        yield from (item.model_dump(mode="json") for item in page.items)
+        cursor = page.next_cursor
+        if cursor is None:
+            return
+
+
+def rows_of(items: list[BaseModel]) -> list[dict[str, Any]]:
+    return [item.model_dump(mode="json") for item in items]
 
 
 def emit(
@@ -62,7 +65,12 @@ def emit(
     output: str,
     columns: list[tuple[str, Callable[[dict[str, Any]], str]]],
     title: str,
+    quiet: bool = False,
 ) -> None:
+    if quiet:
+        for row in rows:
+            print(row["id"])
+        return
     if output == "json":
         print(msgspec.json.format(canonical(rows), indent=2).decode())
         return
@@ -77,7 +85,7 @@ def emit(
         return
     table = Table(title=f"{title} ({len(rows)})")
     for name, _ in columns:
-        if name == "id":  # ids are for copying: never cut
+        if name == "id":  # ids are for copying: never cut (other columns fold, never cut)
             table.add_column(name, no_wrap=True, min_width=36)
         else:
             table.add_column(name, overflow="fold")
@@ -137,13 +145,16 @@ def twins(
     context: typer.Context,
     status: Annotated[str | None, typer.Option(help="Only twins with this status")] = None,
     output: FormatOption = "table",
+    quiet: Quiet = False,
 ) -> None:
     """List twins, from the digital_twins table."""
     if context.invoked_subcommand is not None:
         return
     _check_format(output)
-    with read_tables() as store:
-        rows = queries.twins(store, status=status)
+    with service() as ledger:
+        rows = list(
+            every(lambda cursor: ledger.twins(status=status, limit=MAX_LIMIT, cursor=cursor))
+        )
     emit(
         rows,
         output,
@@ -156,6 +167,7 @@ def twins(
             ("expires at", _text("expires_at")),
         ],
         "twins",
+        quiet,
     )
 
 
@@ -165,12 +177,54 @@ def runs(
     twin: Annotated[str | None, typer.Option(help="Only runs of this twin id")] = None,
     status: Annotated[str | None, typer.Option(help="Only runs with this status")] = None,
     pattern: Annotated[str | None, typer.Option(help="Only runs of this pattern")] = None,
+    where: Annotated[
+        str | None,
+        typer.Option(
+            "--where",
+            help="Filter, e.g. \"status = 'completed' and summary.habitability > 0.3\" "
+            "(docs/queries.md, Search)",
+        ),
+    ] = None,
+    order_by: Annotated[
+        str | None,
+        typer.Option(
+            "--order-by",
+            help="Order, e.g. 'summary.habitability desc, created_at'; default: created_at",
+        ),
+    ] = None,
+    limit: Annotated[
+        int,
+        typer.Option(
+            parser=integer("limit", 1, MAX_LIMIT), help=f"At most this many runs, 1 to {MAX_LIMIT}"
+        ),
+    ] = MAX_LIMIT,
+    cursor: Annotated[
+        str | None, typer.Option("--cursor", help="The next page: the cursor a listing printed")
+    ] = None,
     output: FormatOption = "table",
+    quiet: Quiet = False,
 ) -> None:
-    """List runs, from the simulation_runs table."""
+    """List runs from the simulation_runs table: filtered, ordered, a page at a time."""
     _check_format(output)
-    with read_tables() as store:
-        rows = queries.runs(store, twin=twin, status=status, pattern=pattern)
+    with service() as ledger:
+        page = ledger.runs(
+            where=where,
+            order_by=order_by,
+            twin=twin,
+            status=status,
+            pattern=pattern,
+            limit=limit,
+            cursor=cursor,
+            fields=("where", "order_by", "cursor"),
+        )
+    rows = rows_of(list(page.items))
+    if page.next_cursor is not None:
+        errors.print(
+            f"more runs: add --cursor {page.next_cursor}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     emit(
         rows,
         output,
@@ -184,6 +238,7 @@ def runs(
             ("spent", _cents("total_spend_cents")),
         ],
         "runs",
+        quiet,
     )
 
 
@@ -195,11 +250,18 @@ def experiments(
         str | None, typer.Option(help="Only experiments with this status (running, ...)")
     ] = None,
     output: FormatOption = "table",
+    quiet: Quiet = False,
 ) -> None:
     """List experiments, from the experiments table (`experiment show ID` for one)."""
     _check_format(output)
-    with read_tables() as store:
-        rows = queries.experiments(store, twin=twin, status=status)
+    with service() as ledger:
+        rows = list(
+            every(
+                lambda cursor: ledger.experiments(
+                    twin=twin, status=status, limit=MAX_LIMIT, cursor=cursor
+                )
+            )
+        )
     emit(
         rows,
         output,
@@ -213,6 +275,7 @@ def experiments(
             ("best cost", _cents("best_cost_cents")),
         ],
         "experiments",
+        quiet,
     )
 
 
@@ -233,9 +296,13 @@ def results(
 ) -> None:
     """A run's per-year results, from the simulation_results table."""
     _check_format(output)
-    with read_tables() as store:
-        rows = queries.results(
-            store, run_id, result_type=result_type, from_year=from_year, to_year=to_year
+    with service() as ledger:
+        rows = rows_of(
+            list(
+                ledger.results(
+                    run_id, result_type=result_type, from_year=from_year, to_year=to_year
+                )
+            )
         )
     emit(
         rows,

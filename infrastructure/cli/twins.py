@@ -1,30 +1,43 @@
-"""Commands about twins: the catalog, cloning, showing and deleting."""
+"""Commands about twins: the catalog, cloning, showing and deleting (via the service layer)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import msgspec
 import typer
 from rich.table import Table
 
 from domain.catalog import CATALOG
-from domain.twin import DigitalTwin
 from infrastructure.cli.base import (
+    Quiet,
+    RecordFormat,
     app,
+    check_format,
     console,
     guarded,
-    ledger,
+    print_json,
+    service,
 )
 from infrastructure.inputs import parse_duration
+from infrastructure.views import Twin
 
 # --- twins ---------------------------------------------------------------------------------------
 
 
 @app.command()
 @guarded
-def bodies() -> None:
+def bodies(output: RecordFormat = "table", quiet: Quiet = False) -> None:
     """List the built-in reference bodies a twin can be cloned from."""
+    check_format(output)
+    if quiet:
+        for key in CATALOG:
+            print(key)
+        return
+    if output == "json":
+        print_json([msgspec.to_builtins(body) for body in CATALOG.values()])
+        return
     table = Table("key", "name", "T (K)", "P (kPa)", "g (m/s²)", "type")
     for body in CATALOG.values():
         atmosphere = body.state.atmosphere
@@ -48,16 +61,22 @@ def clone(
     name: Annotated[
         str | None, typer.Option(help="Name of the new twin [default: the body's name]")
     ] = None,
-    from_file: Annotated[Path | None, typer.Option(help="JSON file describing a body")] = None,
+    from_file: Annotated[
+        Path | None,
+        typer.Option(help="JSON file describing a body (docs/examples/body.json)"),
+    ] = None,
     expires_in: Annotated[str, typer.Option(help="Lifetime: 30d, 12h, 90m")] = "30d",
     description: Annotated[str | None, typer.Option()] = None,
     created_by: Annotated[str, typer.Option()] = "cli",
     simulation_type: Annotated[str | None, typer.Option("--type")] = None,
+    output: RecordFormat = "table",
+    quiet: Quiet = False,
 ) -> None:
-    """Clone a body into a new digital twin and print its id."""
+    """Clone a body into a new digital twin and print it (-q: its id only)."""
+    check_format(output)
     lifetime = parse_duration(expires_in)
-    with ledger() as application:
-        twin_id = application.clone_twin(
+    with service() as ledger:
+        twin = ledger.clone_twin(
             name=name,
             body=body,
             body_file=None if from_file is None else str(from_file),
@@ -66,7 +85,7 @@ def clone(
             created_by=created_by,
             simulation_type=simulation_type,
         )
-        print_twin(application.get_twin(twin_id))
+    show_twin(twin, output, quiet)
 
 
 @app.command()
@@ -75,36 +94,50 @@ def delete(
     twin_id: str,
     reason: Annotated[str, typer.Option()] = "",
     by: Annotated[str, typer.Option()] = "cli",
+    output: RecordFormat = "table",
+    quiet: Quiet = False,
 ) -> None:
     """Soft-delete a twin: it keeps its history and accepts no new runs."""
-    with ledger() as application:
-        application.delete_twin(twin_id, by=by, reason=reason)
-        print_twin(application.get_twin(twin_id))
+    check_format(output)
+    with service() as ledger:
+        twin = ledger.delete_twin(twin_id, by=by, reason=reason)
+    show_twin(twin, output, quiet)
 
 
 @app.command()
 @guarded
-def twin(twin_id: str) -> None:
-    """Show one twin, read from its events."""
-    with ledger() as application:
-        print_twin(application.get_twin(twin_id))
+def twin(twin_id: str, output: RecordFormat = "table", quiet: Quiet = False) -> None:
+    """Show one twin (its digital_twins row)."""
+    check_format(output)
+    with service() as ledger:
+        found = ledger.twin(twin_id)
+    show_twin(found, output, quiet)
 
 
-def print_twin(twin: DigitalTwin) -> None:
+def show_twin(twin: Twin, output: str, quiet: bool) -> None:
+    if quiet:
+        print(twin.id)
+    elif output == "json":
+        print_json(twin)
+    else:
+        print_twin(twin)
+
+
+def print_twin(twin: Twin) -> None:
     table = Table(show_header=False, title=f"twin {twin.id}")
-    atmosphere = twin.state.atmosphere
+    atmosphere: dict[str, Any] = (twin.state or {}).get("atmosphere", {})
     rows = [
         ("name", twin.name),
         ("status", twin.status),
         ("source body", f"{twin.source_body} ({twin.solar_system})"),
         ("simulation type", twin.simulation_type),
         ("created by", twin.created_by),
-        ("expires at", twin.expires_at.isoformat() if twin.expires_at else "-"),
-        ("temperature", f"{atmosphere.mean_temperature_k:g} K"),
-        ("pressure", f"{atmosphere.surface_pressure_kpa:g} kPa"),
+        ("expires at", twin.expires_at),
+        ("temperature", f"{atmosphere.get('mean_temperature_k', 0):g} K"),
+        ("pressure", f"{atmosphere.get('surface_pressure_kpa', 0):g} kPa"),
     ]
     if twin.ended_reason:
-        rows.append(("ended", f"{twin.ended_reason} at {twin.ended_at}"))
+        rows.append(("ended", f"{twin.ended_reason} at {twin.deleted_at}"))
     for key, value in rows:
         table.add_row(key, str(value))
     console.print(table)

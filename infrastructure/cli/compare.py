@@ -1,0 +1,82 @@
+"""``twinledger compare RUN_A RUN_B ...``: 2 to 6 runs side by side (projections/compare.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from infrastructure.cli.base import (
+    RecordFormat,
+    app,
+    check_format,
+    console,
+    format_cents,
+    guarded,
+    print_json,
+    service,
+)
+from projections.compare import Comparison, Row
+
+
+@app.command()
+@guarded
+def compare(
+    run_ids: Annotated[list[str], typer.Argument(help="2 to 6 run ids")],
+    output: RecordFormat = "table",
+) -> None:
+    """Compare runs: parameters side by side (* where they differ), summary metrics and the
+    first year whose recorded results differ. ``--format json`` adds each run's series."""
+    check_format(output)
+    with service() as ledger:
+        comparison = ledger.compare(run_ids)
+    if output == "json":
+        print_json(comparison)
+        return
+    print_comparison(comparison)
+
+
+def _shown(name: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if name.endswith("_cents") and isinstance(value, int):
+        return format_cents(value)
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _table(title: str, rows: list[Row], runs: int) -> Table:
+    table = Table(title=title)
+    table.add_column("", no_wrap=True)
+    for index in range(runs):
+        table.add_column(f"run {index + 1}", overflow="fold")
+    for row in rows:
+        mark = "* " if row.differs else "  "
+        table.add_row(mark + row.name, *(_shown(row.name, value) for value in row.values))
+    return table
+
+
+def print_comparison(comparison: Comparison) -> None:
+    for index, run_id in enumerate(comparison.run_ids):
+        console.print(f"run {index + 1}: {run_id}", highlight=False, soft_wrap=True)
+    runs = len(comparison.run_ids)
+    console.print(_table("parameters (* differs)", comparison.parameters, runs))
+    console.print(_table("summary", comparison.metrics, runs))
+    divergence = comparison.first_divergence
+    if divergence is None:
+        console.print(
+            f"no diverging year: the results are the same over the {comparison.common_years} "
+            "years every run recorded",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
+    values = " | ".join(_shown(divergence.field, value) for value in divergence.values)
+    console.print(
+        f"first diverging year: {divergence.year} ({divergence.field}: {values})",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
