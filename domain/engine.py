@@ -26,9 +26,24 @@ from typing import Any
 import msgspec
 
 from domain.errors import SimulationDiverged, ValidationError
+from domain.interventions import (
+    ADD,
+    BUDGET_KEY,
+    FORK_EVENT,
+    HAZARD_KEY,
+    HAZARDS,
+    INTERVENTION_EVENT,
+    ORBITAL_PROJECTS,
+    PARAM_PREFIX,
+    SET,
+    ForkPoint,
+    Intervention,
+    hazard_effect,
+)
 from domain.physics import (
     ARMSTRONG_LIMIT_KPA,
     BREATHABLE_O2_KPA,
+    CMB_K,
     TRIPLE_POINT_K,
     TRIPLE_POINT_KPA,
     clamp,
@@ -38,12 +53,14 @@ from domain.physics import (
 )
 from domain.prng import SplitMix64
 from domain.values import (
+    MAX_SEED,
     BodyState,
     Economic,
     Environment,
     EventData,
     KeyEvent,
     Pattern,
+    Priority,
     RunParameters,
     RunSummary,
     SuccessMetrics,
@@ -76,13 +93,19 @@ COMMON_PARAMETERS: dict[str, tuple[float, float]] = {
 
 
 class RunInputs(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything a run's results depend on; nothing else is read."""
+    """Everything a run's results depend on; nothing else is read.
+
+    ``interventions`` and ``forks`` (the run's lineage, oldest first) change the run at the
+    start of given years (domain/interventions.py); both are empty for a plain run.
+    """
 
     state: BodyState
     pattern: Pattern
     duration_years: int
     parameters: RunParameters
     seed: int
+    interventions: list[Intervention] = msgspec.field(default_factory=list)
+    forks: list[ForkPoint] = msgspec.field(default_factory=list)
 
 
 def _model_class(pattern: Pattern) -> type[PatternModel]:
@@ -117,6 +140,110 @@ def check_parameters(pattern: Pattern, parameters: RunParameters) -> None:
         raise ValidationError("budget_cents", "must not be negative")
 
 
+def check_interventions(
+    pattern: Pattern,
+    duration_years: int,
+    interventions: list[Intervention],
+    *,
+    after_year: int = 0,
+    field: str = "interventions",
+) -> None:
+    """Raise ValidationError naming the first intervention whose year, key or value is not
+    acceptable for a run of this pattern and duration (after ``after_year``, for a fork)."""
+    for index, intervention in enumerate(interventions):
+        where = f"{field}[{index}]"
+        year, key, value = intervention.year, intervention.key, intervention.value
+        if not 1 <= year <= duration_years:
+            raise ValidationError(
+                f"{where}.year", f"year {year} is outside the run's years 1..{duration_years}"
+            )
+        if year <= after_year:
+            raise ValidationError(
+                f"{where}.year", f"year {year} is not after the fork year {after_year}"
+            )
+        if intervention.mode not in (ADD, SET) or (intervention.mode == ADD and key != BUDGET_KEY):
+            raise ValidationError(
+                f"{where}.mode", f"{intervention.mode!r}: only {BUDGET_KEY} may add ('add')"
+            )
+        if key == BUDGET_KEY:
+            if type(value) is not int:
+                raise ValidationError(f"{where}.value", "budget_cents must be integer cents")
+            if intervention.mode == SET and value < 0:
+                raise ValidationError(f"{where}.value", f"{value} is not a balance in cents")
+            if abs(value) > MAX_CHANGE_CENTS:
+                raise ValidationError(f"{where}.value", f"{value} is beyond {MAX_CHANGE_CENTS}")
+        elif key == HAZARD_KEY:
+            hazard = HAZARDS.get(str(value))
+            if hazard is None:
+                known = ", ".join(sorted(HAZARDS))
+                raise ValidationError(f"{where}.value", f"unknown hazard {value!r}; known: {known}")
+            if hazard_effect(hazard.name, pattern) is None:
+                raise ValidationError(
+                    f"{where}.value", f"{hazard.name} cannot happen on {pattern}: {hazard.absent}"
+                )
+        elif key.startswith(PARAM_PREFIX):
+            _changed_parameters(pattern, key[len(PARAM_PREFIX) :], value, f"{where}.value")
+        else:
+            raise ValidationError(
+                f"{where}.key",
+                f"unknown key {key!r}; known: {BUDGET_KEY}, {HAZARD_KEY}, {PARAM_PREFIX}NAME",
+            )
+
+
+MAX_CHANGE_CENTS = 2**62
+
+
+def _changed_parameters(
+    pattern: Pattern,
+    name: str,
+    value: int | float | str,
+    field: str,
+    parameters: RunParameters | None = None,
+) -> RunParameters:
+    """``parameters`` with one parameter changed (tech_level, priority or a pattern
+    parameter), checked like a queued run's."""
+    base = parameters or RunParameters(budget_cents=0)
+    if name == "tech_level":
+        if type(value) is not int or not 1 <= value <= 10:
+            raise ValidationError(field, f"tech_level must be an integer 1 to 10, not {value!r}")
+        return msgspec.structs.replace(base, tech_level=value)
+    if name == "priority":
+        if value not in set(Priority):
+            raise ValidationError(field, f"priority must be low, normal or high, not {value!r}")
+        return msgspec.structs.replace(base, priority=Priority(str(value)))
+    if type(value) not in (int, float) or not math.isfinite(float(value)):
+        raise ValidationError(field, f"{name} must be a finite number, not {value!r}")
+    changed = dict(base.pattern_params)
+    changed[name] = float(value)
+    try:
+        check_parameters(
+            pattern, msgspec.structs.replace(base, pattern_params={name: float(value)})
+        )
+    except ValidationError as error:
+        raise ValidationError(field, error.message) from None
+    return msgspec.structs.replace(base, pattern_params=dict(sorted(changed.items())))
+
+
+def check_fork(pattern: Pattern, duration_years: int, fork: ForkPoint) -> None:
+    """Raise ValidationError naming the first unacceptable part of a fork point."""
+    if not 1 <= fork.at_year < duration_years:
+        raise ValidationError(
+            "at_year",
+            f"{fork.at_year} is outside 1..{duration_years - 1} (the run has "
+            f"{duration_years} years; a fork needs at least one year after its fork point)",
+        )
+    changes = fork.changes
+    if changes.budget_cents is not None and not 0 <= changes.budget_cents <= MAX_CHANGE_CENTS:
+        raise ValidationError("budget_cents", "must be between 0 and 2^62 cents")
+    if changes.seed is not None and not 0 <= changes.seed <= MAX_SEED:
+        raise ValidationError("seed", f"must be between 0 and {MAX_SEED}")
+    if changes.tech_level is not None:
+        _changed_parameters(pattern, "tech_level", changes.tech_level, "tech_level")
+    for name in sorted(changes.pattern_params):
+        _changed_parameters(pattern, name, changes.pattern_params[name], f"pattern_params.{name}")
+    check_interventions(pattern, duration_years, changes.interventions, after_year=fork.at_year)
+
+
 class Simulation:
     """Steps a run year by year; ``summary()`` is valid once the last year is done."""
 
@@ -124,6 +251,9 @@ class Simulation:
         check_parameters(inputs.pattern, inputs.parameters)
         if inputs.duration_years < 1:
             raise ValidationError("duration_years", "must be at least 1")
+        check_interventions(inputs.pattern, inputs.duration_years, inputs.interventions)
+        for fork in inputs.forks:
+            check_fork(inputs.pattern, inputs.duration_years, fork)
         self.inputs = inputs
         self.year = 0
         self._phase = "start_state"
@@ -140,21 +270,20 @@ class Simulation:
             self._diverged = SimulationDiverged(0, self._phase, _arithmetic(error))
 
     def _set_up(self, inputs: RunInputs) -> None:
-        params = inputs.parameters.pattern_params
         self.rng = SplitMix64(inputs.seed)
         self.world = World(inputs.state)
         self.model = _model_class(inputs.pattern)(inputs.parameters, self.world)
         self.projects: dict[str, Project] = {p.name: p for p in self.model.projects()}
-        self.tech_efficiency = (5 + inputs.parameters.tech_level) / 10.0
-        self.failure_probability = (
-            params.get("failure_rate", self.model.failure_rate)
-            * (15 - inputs.parameters.tech_level)
-            / 10.0
-        )
-        self.hazard_probability = params.get("hazard_rate", self.model.hazard.annual_probability)
-        variance = params.get("funding_variance", DEFAULT_FUNDING_VARIANCE)
-        self.variance_permille = int(variance * 1000)
+        self._use_parameters(inputs.parameters)
         self.balance = inputs.parameters.budget_cents
+        self._schedule: dict[int, list[ForkPoint | Intervention]] = {}
+        for fork in inputs.forks:
+            self._schedule.setdefault(fork.at_year + 1, []).append(fork)
+        for intervention in inputs.interventions:
+            self._schedule.setdefault(intervention.year, []).append(intervention)
+        for fork in inputs.forks:
+            for intervention in fork.changes.interventions:
+                self._schedule.setdefault(intervention.year, []).append(intervention)
         self.total_spend = 0
         self.total_revenue = 0
         self.last_spend = 0
@@ -169,6 +298,116 @@ class Simulation:
         self._held_at_start = {m.name for m in self._milestones if m.reached()}
         self._start = self.environment()
         self._current = self._start
+
+    def _use_parameters(self, parameters: RunParameters) -> None:
+        """Take ``parameters`` as the run's from now on (at the start, or changed by a fork or
+        an intervention): the model's and the derived rates."""
+        params = parameters.pattern_params
+        self.parameters = parameters
+        self.model.parameters = parameters
+        self.model.params = params
+        self.tech_efficiency = (5 + parameters.tech_level) / 10.0
+        self.failure_probability = (
+            params.get("failure_rate", self.model.failure_rate)
+            * (15 - parameters.tech_level)
+            / 10.0
+        )
+        self.hazard_probability = params.get("hazard_rate", self.model.hazard.annual_probability)
+        variance = params.get("funding_variance", DEFAULT_FUNDING_VARIANCE)
+        self.variance_permille = int(variance * 1000)
+
+    # --- forks and interventions (domain/interventions.py) -------------------------------------
+
+    def _intervene(self, events: list[KeyEvent]) -> None:
+        """Apply this year's fork points, then its interventions, in their recorded order."""
+        for change in self._schedule.get(self.year, []):
+            if isinstance(change, ForkPoint):
+                self._fork(change, events)
+            else:
+                self._apply_intervention(change, events)
+
+    def _fork(self, fork: ForkPoint, events: list[KeyEvent]) -> None:
+        changes = fork.changes
+        parameters = self.parameters
+        data: EventData = {}
+        if changes.budget_cents is not None:
+            change = changes.budget_cents - parameters.budget_cents
+            self.balance = max(0, self.balance + change)
+            parameters = msgspec.structs.replace(parameters, budget_cents=changes.budget_cents)
+            data["balance_cents"] = self.balance
+            data["change_cents"] = change
+        if changes.tech_level is not None:
+            parameters = msgspec.structs.replace(parameters, tech_level=changes.tech_level)
+        if changes.priority is not None:
+            parameters = msgspec.structs.replace(parameters, priority=changes.priority)
+        if changes.pattern_params:
+            merged = dict(parameters.pattern_params)
+            merged.update(changes.pattern_params)
+            parameters = msgspec.structs.replace(
+                parameters, pattern_params=dict(sorted(merged.items()))
+            )
+        self._use_parameters(parameters)
+        if changes.seed is not None:
+            self.rng = SplitMix64(changes.seed)
+        events.append(
+            self._event(
+                FORK_EVENT,
+                f"forked from run {fork.parent_run_id} after year {fork.at_year}: "
+                f"{changes.describe()}",
+                data,
+            )
+        )
+
+    def _apply_intervention(self, intervention: Intervention, events: list[KeyEvent]) -> None:
+        key, value = intervention.key, intervention.value
+        text = f"scheduled intervention {intervention.text()}"
+        if key == BUDGET_KEY:
+            assert isinstance(value, int)
+            before = self.balance
+            self.balance = max(0, before + value) if intervention.mode == ADD else value
+            events.append(
+                self._event(
+                    INTERVENTION_EVENT,
+                    f"{text}: the balance went from {gcc(before)} to {gcc(self.balance)}",
+                    {"balance_cents": self.balance, "change_cents": self.balance - before},
+                )
+            )
+        elif key == HAZARD_KEY:
+            self._scheduled_hazard(str(value), text, events)
+        else:
+            name = key[len(PARAM_PREFIX) :]
+            parameters = _changed_parameters(self.inputs.pattern, name, value, key, self.parameters)
+            self._use_parameters(parameters)
+            data: EventData = {} if isinstance(value, str) else {"value": float(value)}
+            events.append(self._event(INTERVENTION_EVENT, f"{text}: {name} is now {value}", data))
+
+    def _scheduled_hazard(self, name: str, text: str, events: list[KeyEvent]) -> None:
+        """A scheduled hazard strikes at once: projects lose capacity (when they operate this
+        year, combined with any random hazard), temperature and biomass drop."""
+        effect = hazard_effect(name, self.inputs.pattern)
+        assert effect is not None  # checked with the inputs
+        for project_name in sorted(self.projects):
+            project = self.projects[project_name]
+            orbital = project_name in ORBITAL_PROJECTS
+            share = effect.orbital_damage if orbital else effect.surface_damage
+            if share > 0.0:
+                project.damage = _combine(project.damage, share)
+        world = self.world
+        world.temperature_k = max(CMB_K, world.temperature_k + effect.temperature_change_k)
+        killed = world.biomass_kg * effect.biomass_loss
+        world.biomass_kg -= killed
+        events.append(
+            self._event(
+                name,
+                f"{text}: {HAZARDS[name].description}",
+                {
+                    "biomass_lost_kg": killed,
+                    "orbital_capacity_lost_pct": effect.orbital_damage * 100.0,
+                    "surface_capacity_lost_pct": effect.surface_damage * 100.0,
+                    "temperature_change_k": effect.temperature_change_k,
+                },
+            )
+        )
 
     # --- one year ------------------------------------------------------------------------------
 
@@ -200,6 +439,9 @@ class Simulation:
 
     def _advance(self) -> YearResult:
         events: list[KeyEvent] = []
+        if self.year in self._schedule:
+            self._phase = "interventions"
+            self._intervene(events)
         self._phase = "hazard"
         self._hazard(events)
         self._phase = "projects"
@@ -235,7 +477,8 @@ class Simulation:
         names = sorted(self.projects)
         name = names[self.rng.below(len(names))]
         severity = self.rng.between(0.1, 0.4)
-        self.projects[name].damage = severity
+        project = self.projects[name]
+        project.damage = _combine(project.damage, severity)
         events.append(
             self._event(
                 hazard.name,
@@ -522,6 +765,12 @@ class Simulation:
             resource_efficiency=quantize(clamp(resource, 0.0, 1.0)),
             cost_efficiency=quantize(clamp(cost, 0.0, 1.0)),
         )
+
+
+def _combine(damage: float, share: float) -> float:
+    """Two losses in one year: what survives both (the second alone when there is no first,
+    exactly, so runs without scheduled hazards keep their results)."""
+    return share if damage == 0.0 else 1.0 - (1.0 - damage) * (1.0 - share)
 
 
 def _arithmetic(error: ArithmeticError | ValueError) -> str:

@@ -1,26 +1,28 @@
 """The Experiment aggregate: a deterministic parameter search over runs of one twin.
 
 An experiment proposes candidates (run parameters), evaluates each on K sample runs, and
-records every iteration, accepted or rejected (IterationEvaluated). The search is first-
-improvement hill climbing over a discrete grid (docs/experiments.md): iteration 0 evaluates the
-initial candidate; each later iteration evaluates the first untried neighbour of the best
-candidate so far (one dimension moved one step, dimensions in name order, +1 before -1), and
-accepts it if it improves the objective. The search ends when the best candidate has no untried
-neighbour (converged) or after max_iterations. Every decision is a pure function of the spec,
-the master seed and the run results, so an experiment can be replayed and checked.
+records every iteration, accepted, rejected or cut short (IterationEvaluated). Candidates come
+from a strategy (domain/strategies.py: hill climbing, random, Latin hypercube; tpe in
+infrastructure/tpe.py); this module judges them: a single objective (the best is the last
+accepted candidate) or two (objective pareto: the Pareto front of the candidates evaluated),
+and early stopping (a candidate clearly worse than the best by a given year is cut there).
+Every decision is a pure function of the spec, the master seed and the run results, so an
+experiment can be replayed, and resumed after a crash, and checked (docs/experiments.md).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from enum import StrEnum
-from uuid import UUID
+from uuid import UUID, uuid5
 
 import msgspec
 
 from domain.aggregate import Aggregate, Created, Event
 from domain.errors import InvalidTransition
+from domain.run import Persistence
 from domain.values import BodyState, Pattern, Priority, RunParameters, RunSummary, YearResult
 
 ParameterValue = int | float | str
@@ -35,6 +37,16 @@ class RunPurpose(StrEnum):
 class Objective(StrEnum):
     MAXIMIZE_HABITABILITY = "maximize_habitability"
     MINIMIZE_COST_TO_EVENT = "minimize_cost_to_event"
+    PARETO = "pareto"  # two objectives: mean habitability up, mean total spend down
+
+
+class Strategy(StrEnum):
+    """How candidates are proposed (domain/strategies.py; tpe: infrastructure/tpe.py)."""
+
+    HILL_CLIMB = "hill_climb"
+    RANDOM = "random"
+    LATIN_HYPERCUBE = "latin_hypercube"
+    TPE = "tpe"
 
 
 class SearchSpace(msgspec.Struct, frozen=True, kw_only=True):
@@ -77,6 +89,10 @@ class ExperimentSpec(msgspec.Struct, frozen=True, kw_only=True):
     max_cost_cents: int | None = None
     target_event: str | None = None
     min_improvement: float = 0.0
+    strategy: Strategy = Strategy.HILL_CLIMB
+    early_stop_at_year: int | None = None  # cut a candidate clearly worse than the best by then
+    early_stop_margin: float | int = 0  # integer cents for minimize_cost_to_event
+    persistence: Persistence = Persistence.FULL
 
 
 class Candidate(msgspec.Struct, frozen=True, kw_only=True):
@@ -104,6 +120,7 @@ class ExperimentStarted(Created, frozen=True, kw_only=True):
     spec: ExperimentSpec
     engine_version: str
     started_by: str
+    optuna_version: str | None = None  # the tpe strategy's candidates depend on it
 
     def apply(self, experiment: Experiment) -> None:
         experiment.twin_id = self.twin_id
@@ -111,6 +128,7 @@ class ExperimentStarted(Created, frozen=True, kw_only=True):
         experiment.spec = self.spec
         experiment.engine_version = self.engine_version
         experiment.started_by = self.started_by
+        experiment.optuna_version = self.optuna_version
 
 
 class IterationEvaluated(Event, frozen=True, kw_only=True):
@@ -125,10 +143,16 @@ class IterationEvaluated(Event, frozen=True, kw_only=True):
     cost_cents: int
     feasible: bool
     accepted: bool
+    cut: bool = False  # early stopping: simulated only to cut_at_year, clearly worse
+    cut_at_year: int | None = None
+    early_value: float | int | None = None  # the candidate's objective measure at that year
+    pareto_front: list[int] | None = None  # objective pareto: the front's iterations after this
 
     def apply(self, experiment: Experiment) -> None:
         experiment.iterations.append(self)
-        if self.accepted:
+        if self.pareto_front is not None:
+            experiment.pareto_front = list(self.pareto_front)
+        elif self.accepted:
             experiment.best_iteration = self.iteration
 
 
@@ -162,12 +186,14 @@ class Experiment(Aggregate):
         self.best_iteration: int | None = None
         self.reason = ""
         self.final_run: SampleOutcome | None = None
+        self.pareto_front: list[int] | None = None
 
     twin_id: UUID
     twin_state: BodyState
     spec: ExperimentSpec
     engine_version: str
     started_by: str
+    optuna_version: str | None
 
     @classmethod
     def start(
@@ -178,6 +204,7 @@ class Experiment(Aggregate):
         spec: ExperimentSpec,
         engine_version: str,
         started_by: str,
+        optuna_version: str | None = None,
     ) -> Experiment:
         return cls._create(
             ExperimentStarted,
@@ -186,6 +213,7 @@ class Experiment(Aggregate):
             spec=spec,
             engine_version=engine_version,
             started_by=started_by,
+            optuna_version=optuna_version,
         )
 
     @property
@@ -210,6 +238,10 @@ class Experiment(Aggregate):
             cost_cents=evaluation.cost_cents,
             feasible=evaluation.feasible,
             accepted=evaluation.accepted,
+            cut=evaluation.cut,
+            cut_at_year=evaluation.cut_at_year,
+            early_value=evaluation.early_value,
+            pareto_front=evaluation.pareto_front,
         )
 
     def complete(self, reason: str, final_run: SampleOutcome | None) -> None:
@@ -242,6 +274,14 @@ class Evaluation(msgspec.Struct, frozen=True, kw_only=True):
     cost_cents: int
     feasible: bool
     accepted: bool
+    cut: bool = False
+    cut_at_year: int | None = None
+    early_value: float | int | None = None
+    pareto_front: list[int] | None = None
+
+
+Judged = IterationEvaluated | Evaluation
+"""An iteration as the search sees it: recorded (IterationEvaluated) or just decided."""
 
 
 def sample_seed(master_seed: int, sample: int) -> int:
@@ -336,19 +376,33 @@ def outcome(
     )
 
 
+def best_of(history: Sequence[Judged]) -> Judged | None:
+    """The best candidate so far: the last accepted (single objective; None under pareto)."""
+    for it in reversed(history):
+        if it.accepted and it.pareto_front is None:
+            return it
+    return None
+
+
 def judge(
     spec: ExperimentSpec,
     iteration: int,
     indexes: list[int],
     samples: list[SampleOutcome],
-    best: IterationEvaluated | Evaluation | None,
+    history: Sequence[Judged],
+    *,
+    early_value: float | int | None = None,
 ) -> Evaluation:
-    """Score a candidate on its samples and decide whether it becomes the best."""
+    """Score a candidate on its samples and decide whether it becomes the best.
+
+    Under objective pareto, ``objective_value`` is the mean habitability, ``accepted`` means
+    the candidate joined the Pareto front, and ``pareto_front`` is the front after it.
+    """
     count = len(samples)
     cost = sum(sample.total_spend_cents for sample in samples) // count  # integer cents
     feasible = spec.max_cost_cents is None or cost <= spec.max_cost_cents
     value: float | int | None
-    if spec.objective == Objective.MAXIMIZE_HABITABILITY:
+    if spec.objective != Objective.MINIMIZE_COST_TO_EVENT:
         # math.fsum: correctly rounded, so the same on every Python version and in any order
         # (the built-in sum of floats changed in 3.12, and with it accept/reject decisions).
         value = math.fsum(sample.habitability_score for sample in samples) / count
@@ -358,7 +412,15 @@ def judge(
             value, feasible = None, False
         else:
             value = sum(c for c in costs if c is not None) // count  # integer cents
-    accepted = feasible and value is not None and _improves(spec, value, best)
+    front: list[int] | None = None
+    if spec.objective == Objective.PARETO:
+        points = [(it.iteration, it.objective_value, it.cost_cents) for it in history if _on(it)]
+        if feasible and value is not None:
+            points.append((iteration, value, cost))
+        front = pareto_front(points)
+        accepted = iteration in front
+    else:
+        accepted = feasible and value is not None and _improves(spec, value, best_of(history))
     return Evaluation(
         iteration=iteration,
         purpose=RunPurpose.INITIAL if iteration == 0 else RunPurpose.EVALUATION,
@@ -369,12 +431,100 @@ def judge(
         cost_cents=cost,
         feasible=feasible,
         accepted=accepted,
+        early_value=early_value,
+        pareto_front=front,
     )
 
 
-def _improves(
-    spec: ExperimentSpec, value: float, best: IterationEvaluated | Evaluation | None
-) -> bool:
+def _on(it: Judged) -> bool:
+    """May this iteration be on a Pareto front: evaluated in full and feasible."""
+    return it.feasible and not it.cut and it.objective_value is not None
+
+
+def pareto_front(points: Sequence[tuple[int, float | int | None, int]]) -> list[int]:
+    """The iterations of the (iteration, habitability, cost) points no other point dominates.
+
+    A dominates B when A's habitability is at least B's and its cost at most B's, one of them
+    strictly. Equal points are both on the front. Sorted by iteration.
+    """
+    front = []
+    for n, value, cost in points:
+        assert value is not None
+        dominated = any(
+            other is not None
+            and other >= value
+            and other_cost <= cost
+            and (other > value or other_cost < cost)
+            for _, other, other_cost in points
+        )
+        if not dominated:
+            front.append(n)
+    return sorted(front)
+
+
+def early_measure(spec: ExperimentSpec, results: list[YearResult]) -> float | int:
+    """One sample's objective measure at the early-stop year (``results`` are its years 1..K).
+
+    maximize_habitability: its habitability then (clamped to 0..1, as the final score is);
+    minimize_cost_to_event: its spend through year K, or through the event if reached by then
+    (a lower bound of its cost to the event).
+    """
+    if spec.objective == Objective.MINIMIZE_COST_TO_EVENT:
+        assert spec.target_event is not None
+        reached = cost_to_event(results, spec.target_event)
+        return reached if reached is not None else sum(r.economic.spend_cents for r in results)
+    return min(1.0, max(0.0, results[-1].environment.habitability))
+
+
+def early_value(spec: ExperimentSpec, measures: list[float | int]) -> float | int:
+    """The candidate's measure at year K: the mean of its samples' (fsum; integer cents)."""
+    if spec.objective == Objective.MINIMIZE_COST_TO_EVENT:
+        return sum(int(m) for m in measures) // len(measures)
+    return math.fsum(measures) / len(measures)
+
+
+def clearly_worse(spec: ExperimentSpec, value: float | int, history: Sequence[Judged]) -> bool:
+    """Cut the candidate: its year-K measure is worse than the best's by more than the margin.
+
+    maximize_habitability compares with the best's habitability at year K; minimize_cost_to_event
+    with the best's final cost to the event (a candidate that has spent more by year K cannot
+    reach the event for less). No best yet: never cut.
+    """
+    best = best_of(history)
+    if spec.early_stop_at_year is None or best is None:
+        return False
+    margin = spec.early_stop_margin
+    if spec.objective == Objective.MINIMIZE_COST_TO_EVENT:
+        return best.objective_value is not None and value > best.objective_value + margin
+    return best.early_value is not None and value < best.early_value - margin
+
+
+def cut_evaluation(
+    spec: ExperimentSpec,
+    iteration: int,
+    indexes: list[int],
+    samples: list[SampleOutcome],
+    value: float | int,
+) -> Evaluation:
+    """A candidate cut short at the early-stop year: rejected, with what its samples did by then."""
+    return Evaluation(
+        iteration=iteration,
+        purpose=RunPurpose.INITIAL if iteration == 0 else RunPurpose.EVALUATION,
+        parameters=parameters_of(spec, indexes),
+        indexes=list(indexes),
+        samples=samples,
+        objective_value=None,
+        cost_cents=sum(sample.total_spend_cents for sample in samples) // len(samples),
+        feasible=False,
+        accepted=False,
+        cut=True,
+        cut_at_year=spec.early_stop_at_year,
+        early_value=value,
+        pareto_front=None,
+    )
+
+
+def _improves(spec: ExperimentSpec, value: float, best: Judged | None) -> bool:
     if best is None or best.objective_value is None:
         return True
     if spec.objective == Objective.MAXIMIZE_HABITABILITY:
@@ -383,7 +533,7 @@ def _improves(
 
 
 def next_candidate(
-    spec: ExperimentSpec, tried: list[list[int]], best: IterationEvaluated | Evaluation | None
+    spec: ExperimentSpec, tried: list[list[int]], best: Judged | None
 ) -> list[int] | None:
     """The next candidate to evaluate, or None when the search has converged."""
     if not tried:
@@ -393,6 +543,11 @@ def next_candidate(
         if candidate not in tried:
             return candidate
     return None
+
+
+def structured_run_id(experiment_id: UUID, ref: str) -> UUID:
+    """The run id of a structured id: a UUID5 of it, so a resumed experiment finds its runs."""
+    return uuid5(experiment_id, ref)
 
 
 def structured_id(

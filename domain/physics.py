@@ -151,10 +151,12 @@ class Atmosphere:
         self.rest_kpa = rest_weight * scale  # the unnamed remainder of the composition
 
     def pressure_kpa(self) -> float:
-        return total([*(self.columns[gas] for gas in sorted(self.columns)), self.rest_kpa])
+        columns = self.columns  # (the same list and sum as a generator, without its frames)
+        return total([*map(columns.__getitem__, sorted(columns)), self.rest_kpa])
 
     def _moles(self) -> tuple[dict[str, float], float]:
-        moles = {gas: self.columns[gas] / molar_mass(gas) for gas in sorted(self.columns)}
+        columns, mass = self.columns, MOLAR_MASS.get
+        moles = {gas: columns[gas] / mass(gas, DEFAULT_MOLAR_MASS) for gas in sorted(columns)}
         return moles, total([*moles.values(), self.rest_kpa / DEFAULT_MOLAR_MASS])
 
     def composition_pct(self) -> dict[str, float]:

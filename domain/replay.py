@@ -16,7 +16,8 @@ import msgspec
 from domain.digest import ResultDigest
 from domain.engine import ENGINE_VERSION, RunInputs, Simulation
 from domain.errors import NothingToVerify, SimulationDiverged, TwinLedgerError
-from domain.run import SimulationRun
+from domain.interventions import FORK_EVENT, HAZARDS, INTERVENTION_EVENT
+from domain.run import Persistence, SimulationRun
 from domain.values import Economic, Environment, KeyEvent, RunStatus, RunSummary, YearResult
 
 _encoder = msgspec.json.Encoder(order="sorted")
@@ -64,6 +65,7 @@ class ReplayReport(msgspec.Struct, frozen=True, kw_only=True):
     recorded_digest: str | None
     divergence: Divergence | None
     failure: str | None = None  # the recorded engine failure, reproduced by the replay
+    parent_note: str | None = None  # for a fork: how its prefix was checked against its parent
 
     @property
     def identical(self) -> bool:
@@ -102,7 +104,28 @@ def first_difference(recorded: Any, replayed: Any, path: str = "") -> tuple[str,
     return None if left == right else (path, left, right)
 
 
+def _scheduled(result: YearResult) -> list[str]:
+    """The descriptions of a year's key events made by its recorded inputs (interventions,
+    scheduled hazards, fork points), which name the input that made them."""
+    return [
+        event.description
+        for event in result.key_events
+        if event.name in (INTERVENTION_EVENT, FORK_EVENT) or event.name in HAZARDS
+    ]
+
+
 def compare_year(recorded: YearResult, replayed: YearResult) -> Divergence | None:
+    """The first difference of a year; a difference in what the run's inputs scheduled for
+    that year (an intervention, a hazard, a fork point) is reported first, by its
+    description, so a changed recorded input is named rather than its consequences."""
+    scheduled, rescheduled = _scheduled(recorded), _scheduled(replayed)
+    if scheduled != rescheduled:
+        return Divergence(
+            year=recorded.year,
+            field="intervention",
+            recorded=_text(scheduled) if scheduled else "(none)",
+            replayed=_text(rescheduled) if rescheduled else "(none)",
+        )
     found = first_difference(msgspec.to_builtins(recorded), msgspec.to_builtins(replayed))
     if found is None:
         return None
@@ -118,8 +141,19 @@ def failure_message(error: BaseException) -> str:
 ENGINE_FAILURE = f"{SimulationDiverged.__name__}: "
 
 
+class ParentPrefix(msgspec.Struct, frozen=True, kw_only=True):
+    """A fork's parent as recorded: its years 1..``at_year`` must be the fork's."""
+
+    run_id: str
+    at_year: int
+    years: list[YearResult]
+
+
 def replay_recorded(
-    run: SimulationRun, inputs: RunInputs, recorded_years: list[YearResult]
+    run: SimulationRun,
+    inputs: RunInputs,
+    recorded_years: list[YearResult],
+    parent: ParentPrefix | None = None,
 ) -> ReplayReport:
     """Replay a run as its events recorded it: its years, then its summary and digest if it
     completed, or its engine failure (SimulationDiverged) if it failed on one.
@@ -132,7 +166,16 @@ def replay_recorded(
     engine_failure = failure if failure is not None and failure.startswith(ENGINE_FAILURE) else None
     if not recorded_years and run.summary is None and engine_failure is None:
         raise NothingToVerify(str(run.id), str(run.status))
-    return replay(inputs, recorded_years, run.summary, run.result_digest, engine_failure)
+    summary_only = run.persistence == Persistence.SUMMARY
+    return replay(
+        inputs,
+        recorded_years,
+        run.summary,
+        run.result_digest,
+        engine_failure,
+        summary_only,
+        parent=parent,
+    )
 
 
 def replay(
@@ -141,14 +184,32 @@ def replay(
     recorded_summary: RunSummary | None,
     recorded_digest: str | None,
     recorded_failure: str | None = None,
+    summary_only: bool = False,
+    *,
+    parent: ParentPrefix | None = None,
 ) -> ReplayReport:
     """Re-simulate from ``inputs`` and compare with the recorded years (all of them, in
     order), then, for a completed run, the summary and the digest, or, for a run that failed
     in the engine, the failure (the same message, so the same year and field). Stops at the
-    first divergence."""
+    first divergence.
+
+    For a fork whose parent is in the store (``parent``), the re-simulated years 1..at_year
+    are first compared with the parent's recorded years: a difference there is reported with
+    the field prefixed ``parent``. A ``summary_only`` run recorded no years: every year is
+    re-simulated and the summary and digest checked."""
     simulation = Simulation(inputs)
     digest = ResultDigest()
     count = 0
+    if parent is not None:
+        prefix = _check_parent(Simulation(inputs), parent)
+        if prefix is not None:
+            return ReplayReport(
+                years=0,
+                complete=False,
+                digest=digest.hexdigest(),
+                recorded_digest=recorded_digest,
+                divergence=prefix,
+            )
 
     def report(
         divergence: Divergence | None, complete: bool = False, failure: str | None = None
@@ -192,6 +253,14 @@ def replay(
         return _replay_failure(simulation, inputs.duration_years, recorded_failure, report)
     if recorded_summary is None:
         return report(None)
+    if summary_only:
+        while simulation.year < inputs.duration_years:
+            try:
+                digest.add_year(simulation.step())
+            except SimulationDiverged as error:
+                failed = failure_message(error)
+                return report(Divergence(year=None, field="failure", recorded="", replayed=failed))
+            count += 1
     if count != inputs.duration_years:
         return report(
             Divergence(
@@ -217,6 +286,34 @@ def replay(
             complete=True,
         )
     return report(None, complete=True)
+
+
+def _check_parent(simulation: Simulation, parent: ParentPrefix) -> Divergence | None:
+    """Compare the fork's first ``at_year`` re-simulated years with its parent's record."""
+    recorded = [year for year in parent.years if year.year <= parent.at_year]
+    if len(recorded) < parent.at_year:
+        return Divergence(
+            year=None,
+            field=f"parent {parent.run_id} years",
+            recorded=str(len(recorded)),
+            replayed=str(parent.at_year),
+        )
+    for year in recorded:
+        try:
+            replayed = simulation.step()
+        except SimulationDiverged as error:
+            return Divergence(
+                year=year.year,
+                field=f"parent {parent.run_id} failure",
+                recorded="(a recorded year)",
+                replayed=_text(failure_message(error)),
+            )
+        divergence = compare_year(year, replayed)
+        if divergence is not None:
+            return msgspec.structs.replace(
+                divergence, field=f"parent {parent.run_id} {divergence.field}"
+            )
+    return None
 
 
 def _replay_failure(

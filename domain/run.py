@@ -1,17 +1,22 @@
 """The SimulationRun aggregate: one execution of a pattern on a copy of a twin.
 
 RunQueued is self-contained: it holds the twin's state at queue time, the pattern, the
-parameters, the seed and the engine version, so the run can be executed again from that one
-event (domain/engine.py). Status: queued -> running -> completed | failed | cancelled.
+parameters, the seed, the scheduled interventions and, for a fork, its lineage (the fork points,
+each with its parent and changes) and the engine version, so the run can be executed again from
+that one event (domain/engine.py). Status: queued -> running -> completed | failed | cancelled.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, ClassVar
 from uuid import UUID
 
+import msgspec
+
 from domain.aggregate import Aggregate, Created, Event
 from domain.errors import InvalidTransition
+from domain.interventions import ForkPoint, Intervention
 from domain.values import (
     BodyState,
     Economic,
@@ -25,6 +30,21 @@ from domain.values import (
 )
 
 
+class Provenance(msgspec.Struct, frozen=True, kw_only=True):
+    """Where and with what a run was queued: what could make its results differ elsewhere.
+
+    ``packages`` maps the names of the packages that shape results (msgspec encodes the
+    digest's canonical JSON) to their versions; ``python`` is the implementation and version;
+    ``git_commit`` the project's commit when it runs from a git checkout (None otherwise).
+    """
+
+    engine_version: str
+    python: str
+    packages: dict[str, str]
+    git_commit: str | None
+    host: str
+
+
 def next_run_status(current: RunStatus, event: type[Event]) -> RunStatus:
     """The run's status after ``event``: the status rules in one place, used by SimulationRun
     and by the simulation_runs projection (projections/runs.py).
@@ -36,8 +56,23 @@ def next_run_status(current: RunStatus, event: type[Event]) -> RunStatus:
     return _STATUS_AFTER.get(event, current)
 
 
+class Persistence(StrEnum):
+    """What a run keeps in the log: every year (full), or only RunQueued..RunCompleted with the
+    digest (summary: its years are re-derived by re-simulating, which the digest checks)."""
+
+    FULL = "full"
+    SUMMARY = "summary"
+
+
 class RunQueued(Created, frozen=True, kw_only=True):
-    """A run was asked for. Everything needed to execute it again is here."""
+    """A run was asked for. Everything needed to execute it again is here.
+
+    Version 2 added ``interventions``, ``forks`` (the lineage of a fork, oldest first: the
+    parent's inputs are this event's other fields) and ``provenance``; version 1 events are
+    upcast with none of them.
+    """
+
+    class_version: ClassVar[int] = 2
 
     twin_id: UUID
     source_body: str
@@ -52,6 +87,16 @@ class RunQueued(Created, frozen=True, kw_only=True):
     iteration: int | None = None
     sample_index: int | None = None
     run_purpose: str | None = None
+    interventions: list[Intervention] = msgspec.field(default_factory=list)
+    forks: list[ForkPoint] = msgspec.field(default_factory=list)
+    provenance: Provenance | None = None
+    persistence: Persistence = Persistence.FULL
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["interventions"] = []
+        state["forks"] = []
+        state["provenance"] = None
 
     def apply(self, run: SimulationRun) -> None:
         run.twin_id = self.twin_id
@@ -67,6 +112,10 @@ class RunQueued(Created, frozen=True, kw_only=True):
         run.iteration = self.iteration
         run.sample_index = self.sample_index
         run.run_purpose = self.run_purpose
+        run.interventions = self.interventions
+        run.forks = self.forks
+        run.provenance = self.provenance
+        run.persistence = self.persistence
 
 
 class RunStarted(Event, frozen=True, kw_only=True):
@@ -167,6 +216,15 @@ class SimulationRun(Aggregate):
     iteration: int | None
     sample_index: int | None
     run_purpose: str | None
+    interventions: list[Intervention]
+    forks: list[ForkPoint]
+    provenance: Provenance | None
+
+    @property
+    def fork(self) -> ForkPoint | None:
+        """The fork point that made this run (the last of its lineage), None if not a fork."""
+        return self.forks[-1] if self.forks else None
+    persistence: Persistence
 
     @classmethod
     def queue(
@@ -185,9 +243,15 @@ class SimulationRun(Aggregate):
         iteration: int | None = None,
         sample_index: int | None = None,
         run_purpose: str | None = None,
+        interventions: list[Intervention] | None = None,
+        forks: list[ForkPoint] | None = None,
+        provenance: Provenance | None = None,
+        run_id: UUID | None = None,
+        persistence: Persistence = Persistence.FULL,
     ) -> SimulationRun:
         return cls._create(
             RunQueued,
+            id=run_id,
             twin_id=twin_id,
             source_body=source_body,
             twin_state=twin_state,
@@ -201,6 +265,10 @@ class SimulationRun(Aggregate):
             iteration=iteration,
             sample_index=sample_index,
             run_purpose=run_purpose,
+            interventions=interventions or [],
+            forks=forks or [],
+            provenance=provenance,
+            persistence=persistence,
         )
 
     @property
@@ -217,6 +285,8 @@ class SimulationRun(Aggregate):
         self.trigger_event(RunStarted, resumed_from_year=self.years_recorded)
 
     def record_year(self, result: YearResult) -> None:
+        if self.persistence == Persistence.SUMMARY:
+            raise InvalidTransition(f"run_id: run {self.id} keeps a summary only, not its years")
         if self.status != RunStatus.RUNNING:
             raise InvalidTransition(f"run_id: run {self.id} is {self.status}, not running")
         if result.year != self.years_recorded + 1:
@@ -232,7 +302,8 @@ class SimulationRun(Aggregate):
         )
 
     def complete(self, summary: RunSummary, result_digest: str) -> None:
-        if self.status != RunStatus.RUNNING or self.years_recorded != self.duration_years:
+        years = self.duration_years if self.persistence == Persistence.FULL else 0
+        if self.status != RunStatus.RUNNING or self.years_recorded != years:
             raise InvalidTransition(
                 f"run_id: run {self.id} cannot complete at year {self.years_recorded} "
                 f"of {self.duration_years} ({self.status})"

@@ -8,6 +8,7 @@ before making any event; a refused command writes nothing.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
+import msgspec
 import psycopg
 import psycopg.sql
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -38,14 +40,15 @@ from domain.errors import ConcurrentWrite, InvalidTransition, NotFound, Validati
 from domain.replay import (
     Divergence,
     EngineVersionMismatch,
+    ParentPrefix,
     ReplayReport,
     RunStateAtYear,
     replay_recorded,
     state_at_year,
 )
-from domain.run import RunCompleted, SimulationRun, YearResultRecorded
+from domain.run import Persistence, RunCompleted, RunQueued, SimulationRun, YearResultRecorded
 from domain.twin import DigitalTwin
-from domain.values import YearResult
+from domain.values import RunStatus, YearResult
 from infrastructure.codec import MsgspecMapper, NullTranscoder
 from infrastructure.errors import (
     RunInterrupted,
@@ -64,6 +67,8 @@ from infrastructure.inputs import (
     read_body_file,
     validate,
 )
+from infrastructure.interventions import validate_fork, validate_interventions
+from infrastructure.provenance import current_provenance
 from infrastructure.settings import Database, resolve_database
 
 Clock = Callable[[], datetime]
@@ -71,6 +76,11 @@ AggregateT = TypeVar("AggregateT", bound=Aggregate)
 Progress = Callable[[int, int], None]
 
 MIN_CHUNK_YEARS = 50
+Interventions = list[str] | list[dict[str, Any]] | list[str | dict[str, Any]]
+STRUCTURED_RUN_ID = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"-iter\d+-[a-z]+(-sample\d+)?$"
+)
 TRANSIENT = (OperationalError, InterfaceError)
 """Errors of the connection or of locking (eventsourcing wraps the drivers' in these), raised
 after the library's own retries: the store was unavailable, nothing about the data was wrong."""
@@ -156,9 +166,9 @@ class TwinLedger(Application[UUID]):
 
     # --- writing -----------------------------------------------------------------------------
 
-    def _save(self, *aggregates: Aggregate) -> None:
+    def _save(self, *aggregates: Aggregate, **kwargs: Any) -> None:
         try:
-            self.save(*aggregates)
+            self.save(*aggregates, **kwargs)
         except IntegrityError as error:
             names = ", ".join(f"{type(a).__name__} {a.id}" for a in aggregates)
             raise ConcurrentWrite(
@@ -287,11 +297,23 @@ class TwinLedger(Application[UUID]):
         seed: int | None = None,
         initiated_by: str = "cli",
         link: RunLink | None = None,
+        interventions: Interventions | None = None,
+        run_id: UUID | None = None,
+        persistence: str = "full",
     ) -> UUID:
         """Queue a run on a twin; RunQueued records everything needed to execute it.
 
-        ``link`` ties the run to an experiment (experiment id, iteration, sample, purpose).
+        ``link`` ties the run to an experiment (experiment id, iteration, sample, purpose);
+        ``run_id`` gives the run a known id (experiments derive it from the structured id);
+        ``persistence`` "summary" keeps no YearResultRecorded (docs/experiments.md).
+        ``interventions`` are ``YEAR:KEY=VALUE`` texts or ``{year, key, value}`` objects
+        (infrastructure/interventions.py), applied at the start of their years.
         """
+        try:
+            level = Persistence(persistence)
+        except ValueError:
+            message = f"{persistence!r} is not full or summary"
+            raise ValidationError("persistence", message) from None
         request = validate(
             QueueRun,
             {
@@ -308,6 +330,9 @@ class TwinLedger(Application[UUID]):
         )
         parameters = request.run_parameters()
         check_parameters(request.pattern, parameters)
+        scheduled = validate_interventions(
+            interventions or [], pattern=request.pattern, duration_years=request.duration_years
+        )
         twin = self.get_twin(twin_id)
         twin.check_accepts_runs(self.clock())
         check_pattern_fits(request.pattern, twin.simulation_type, str(twin.id))
@@ -322,12 +347,146 @@ class TwinLedger(Application[UUID]):
             engine_version=ENGINE_VERSION,
             initiated_by=request.initiated_by,
             **(link._asdict() if link is not None else {}),
+            interventions=scheduled,
+            provenance=current_provenance(),
+            run_id=run_id,
+            persistence=level,
         )
         self._save(run)
         return run.id
 
+    # --- forks (docs/simulation.md, "Forks and interventions") --------------------------------
+
+    def fork_run(
+        self,
+        parent_id: UUID | str,
+        *,
+        at_year: int,
+        budget_cents: int | None = None,
+        tech_level: int | None = None,
+        priority: str | None = None,
+        pattern_params: dict[str, Any] | None = None,
+        seed: int | None = None,
+        interventions: Interventions | None = None,
+        initiated_by: str = "cli",
+    ) -> UUID:
+        """Queue a fork of a run: years 1..at_year are the parent's, the changes apply from
+        the start of year at_year + 1. Its RunQueued holds the parent's inputs, the parent's
+        lineage and this fork point, so it replays without the parent.
+
+        The service function of POST /api/v1/runs/{id}/fork: its JSON body's fields are these
+        keyword arguments (``interventions`` as texts or ``{year, key, value, mode}`` objects);
+        a ValidationError (422) names the field and nothing is written."""
+        by = validate(ReasonText, {"by": initiated_by}).by
+        parent = self.get_run(parent_id)
+        if parent.engine_version != ENGINE_VERSION:
+            raise EngineVersionMismatch(
+                str(parent.id),
+                parent.engine_version,
+                "a fork re-simulates its parent's years with this engine; fork a run of this one",
+            )
+        data: dict[str, Any] = {
+            "at_year": at_year,
+            "budget_cents": budget_cents,
+            "tech_level": tech_level,
+            "priority": priority,
+            "pattern_params": pattern_params or {},
+            "seed": seed,
+        }
+        fork = validate_fork(
+            data,
+            interventions or [],
+            parent_run_id=parent.id,
+            pattern=parent.pattern,
+            duration_years=parent.duration_years,
+        )
+        if parent.years_recorded < fork.at_year:
+            raise ValidationError(
+                "at_year",
+                f"run {parent.id} has {parent.years_recorded} year(s) recorded "
+                f"({parent.status}); a fork at year {fork.at_year} needs its years "
+                f"1..{fork.at_year}",
+            )
+        twin = self.get_twin(parent.twin_id)
+        twin.check_accepts_runs(self.clock())
+        run = SimulationRun.queue(
+            twin_id=parent.twin_id,
+            source_body=parent.source_body,
+            twin_state=parent.twin_state,
+            pattern=parent.pattern,
+            duration_years=parent.duration_years,
+            parameters=parent.parameters,
+            seed=parent.seed,
+            engine_version=ENGINE_VERSION,
+            initiated_by=by,
+            interventions=list(parent.interventions),
+            forks=[*parent.forks, fork],
+            provenance=current_provenance(),
+        )
+        self._save(run)
+        return run.id
+
+    def children_of(self, run_id: UUID | str, page_size: int = 500) -> list[tuple[UUID, int]]:
+        """The forks made from a run: (fork run id, fork year), in the order they were
+        queued. Scans RunQueued in the log, decoding only each one's lineage."""
+        parent = self.resolve_run_id(run_id)
+        topic = get_topic(RunQueued)
+        found: list[tuple[UUID, int]] = []
+        position: int | None = None
+        while True:
+            notifications = self.recorder.select_notifications(
+                start=position, limit=page_size, topics=[topic], inclusive_of_start=False
+            )
+            plain = not (self.mapper.cipher or self.mapper.compressor)
+            for notification in notifications:
+                lineage: list[Any] = (
+                    _lineage_decoder.decode(notification.state).forks
+                    if plain
+                    else getattr(self.mapper.to_domain_event(notification), "forks", [])
+                )
+                if lineage and lineage[-1].parent_run_id == parent:
+                    found.append((UUID(str(notification.originator_id)), lineage[-1].at_year))
+            if len(notifications) < page_size:
+                return found
+            position = notifications[-1].id
+
+    # --- run ids -------------------------------------------------------------------------------
+
+    def resolve_run_id(self, ref: UUID | str) -> UUID:
+        """A run's id from its UUID or its structured id ``{experiment}-iter{N}-{purpose}
+        [-sample{K}]`` (docs/experiments.md): the one resolver every command uses."""
+        if isinstance(ref, UUID):
+            return ref
+        text = str(ref).strip()
+        if STRUCTURED_RUN_ID.match(text) is None:
+            return parse_id(text, "run_id")
+        from domain.experiment import Experiment
+        from infrastructure.experiments import runs_of
+
+        experiment = self.get_aggregate(Experiment, "run_id", text[:36])
+        runs = runs_of(experiment)
+        if text not in runs:
+            raise NotFound("run_id", text)
+        return runs[text]
+
     def get_run(self, run_id: UUID | str) -> SimulationRun:
-        return self.get_aggregate(SimulationRun, "run_id", run_id)
+        """A run by id or structured id; an experiment's id is refused with a pointer to the
+        experiment commands."""
+        key = self.resolve_run_id(run_id)
+        try:
+            return self.get_aggregate(SimulationRun, "run_id", key)
+        except NotFound:
+            from domain.experiment import Experiment
+
+            try:
+                self.get_aggregate(Experiment, "experiment_id", key)
+            except NotFound:
+                raise NotFound("run_id", str(key)) from None
+            raise ValidationError(
+                "run_id",
+                f"{key} is an experiment, not a run: use `twinledger experiment replay {key}` "
+                f"to verify it, `twinledger experiment show {key}` to see it",
+            ) from None
 
     def execute_run(
         self,
@@ -374,18 +533,19 @@ class TwinLedger(Application[UUID]):
         simulation = Simulation(run_inputs(run))
         digest = ResultDigest()
         failure: str | None = None
+        keeps_years = run.persistence == Persistence.FULL
         try:
             while simulation.year < run.duration_years:
                 try:  # the engine's work: an error here is the run's own, recorded as RunFailed
                     result = simulation.step()
                     digest.add_year(result)
-                    if result.year > run.years_recorded:
+                    if result.year > run.years_recorded and keeps_years:
                         run.record_year(result)
                 except Exception as error:
                     failure = f"{type(error).__name__}: {error}"
                     break
                 if result.year % chunk == 0 or result.year == run.duration_years:
-                    if not self._save_chunk(run):
+                    if not self._save_chunk(run, durable=result.year == run.duration_years):
                         return self.get_run(run.id)
                     if on_progress is not None:
                         on_progress(run.years_recorded, run.duration_years)
@@ -397,30 +557,51 @@ class TwinLedger(Application[UUID]):
                     failure = f"{type(error).__name__}: {error}"
             if failure is not None:
                 message = failure
-                failed: SimulationRun = self._change_run_and_twin(
-                    run.id, lambda r, t: r.fail(message)
-                )
-                return failed
+                return self._end_run(run, lambda r, t: r.fail(message))
             result_digest = digest.hexdigest()
-            completed: SimulationRun = self._change_run_and_twin(
-                run.id, lambda r, t: r.complete(summary, result_digest)
-            )
-            return completed
+            return self._end_run(run, lambda r, t: r.complete(summary, result_digest))
         except TRANSIENT as error:
             # The database, not the run, failed: saved chunks stay, and the run stays running
             # so that ``execute`` resumes it (re-simulating deterministically: same digest).
             raise RunInterrupted(run.id, first_line(error)) from error
 
-    def _save_chunk(self, run: SimulationRun) -> bool:
-        """Save recorded years; False if the run was ended (cancelled) by another writer."""
+    def _save_chunk(self, run: SimulationRun, *, durable: bool = True) -> bool:
+        """Save recorded years; False if the run was ended (cancelled) by another writer.
+
+        ``durable=False`` (every chunk but the last) lets PostgreSQL commit without waiting
+        for its log flush (infrastructure/pg_recorder.py says why that loses nothing)."""
         try:
-            self._save(run)
+            self._save(run, durable=durable)
         except ConcurrentWrite:
             stored = self.get_run(run.id)
             if stored.ended:
                 return False
             raise
         return True
+
+    def _end_run(
+        self, run: SimulationRun, change: Callable[[SimulationRun, DigitalTwin], None]
+    ) -> SimulationRun:
+        """Complete or fail the run executed here, from the aggregate in memory.
+
+        Reloading it would read its ~1000 events again (31-44 ms a 1000-year run,
+        docs/performance.md). The run in memory is at the version this process saved last;
+        if another writer moved it since (a cancel), the save conflicts, nothing is written,
+        and the change is applied the usual way, to freshly loaded run and twin. So it is when
+        the run holds years not saved (a failure drops the chunk in flight)."""
+        if run.pending_events:
+            dropped: SimulationRun = self._change_run_and_twin(run.id, change)
+            return dropped
+        twin = self.get_twin(run.twin_id)
+        change(run, twin)
+        if run.ended:
+            twin.end_run(run.id, run.status)
+        try:
+            self._save(run, twin)
+        except ConcurrentWrite:
+            reloaded: SimulationRun = self._change_run_and_twin(run.id, change)
+            return reloaded
+        return run
 
     @retry(ConcurrentWrite, max_attempts=10, wait=0.01)
     def _change_run_and_twin(
@@ -453,6 +634,18 @@ class TwinLedger(Application[UUID]):
             if isinstance(event, YearResultRecorded):
                 yield event.to_result()
 
+    def years_of(self, run: SimulationRun) -> Iterator[YearResult]:
+        """A run's years: as recorded, or, for a completed summary-level run, re-derived by
+        re-simulating it (the same years: the digest was checked when it completed)."""
+        if run.persistence == Persistence.FULL or run.status != RunStatus.COMPLETED:
+            yield from self.recorded_years(run.id)
+            return
+        if run.engine_version != ENGINE_VERSION:
+            raise EngineVersionMismatch(str(run.id), run.engine_version)
+        simulation = Simulation(run_inputs(run))
+        while simulation.year < run.duration_years:
+            yield simulation.step()
+
     # --- replay (docs/simulation.md) ----------------------------------------------------------
 
     def replay_run(self, run_id: UUID | str, *, allow_other_engine: bool = False) -> ReplayReport:
@@ -465,6 +658,7 @@ class TwinLedger(Application[UUID]):
             if run.engine_version != ENGINE_VERSION and not allow_other_engine:
                 raise EngineVersionMismatch(str(run.id), run.engine_version)
             years = list(self.recorded_years(run.id))
+            parent = self._parent_prefix(run)
         except (MapperDeserialisationError, UndecodableStream) as error:
             divergence = Divergence(
                 year=None, field="stored_event", recorded=str(error), replayed="(not decodable)"
@@ -472,12 +666,37 @@ class TwinLedger(Application[UUID]):
             return ReplayReport(
                 years=0, complete=False, digest="", recorded_digest=None, divergence=divergence
             )
-        return replay_recorded(run, run_inputs(run), years)
+        report = replay_recorded(run, run_inputs(run), years, parent)
+        if run.fork is not None:
+            fork = run.fork
+            note = (
+                f"prefix checked against parent {fork.parent_run_id} years 1..{fork.at_year}"
+                if parent is not None
+                else f"parent {fork.parent_run_id} is not in this store: the fork was "
+                "re-simulated from its own record, its prefix not compared with the parent's"
+            )
+            report = msgspec.structs.replace(report, parent_note=note)
+        return report
+
+    def _parent_prefix(self, run: SimulationRun) -> ParentPrefix | None:
+        """A fork's parent's recorded years 1..at_year, if the parent is in this store."""
+        fork = run.fork
+        if fork is None:
+            return None
+        try:
+            years = [
+                year
+                for year in self.recorded_years(fork.parent_run_id)
+                if year.year <= fork.at_year
+            ]
+        except NotFound:
+            return None
+        return ParentPrefix(run_id=str(fork.parent_run_id), at_year=fork.at_year, years=years)
 
     def state_at_year(self, run_id: UUID | str, year: int) -> RunStateAtYear:
         """The run's state at the end of ``year``, folded from its recorded events only."""
         run = self.get_run(run_id)
-        state = None if year < 1 else state_at_year(self.recorded_years(run.id), year)
+        state = None if year < 1 else state_at_year(self.years_of(run), year)
         if state is None:
             recorded = f"1 to {run.years_recorded}" if run.years_recorded else "none"
             raise ValidationError(
@@ -573,4 +792,18 @@ def run_inputs(run: SimulationRun) -> RunInputs:
         duration_years=run.duration_years,
         parameters=run.parameters,
         seed=run.seed,
+        interventions=run.interventions,
+        forks=run.forks,
     )
+
+
+class _ForkLean(msgspec.Struct):
+    parent_run_id: UUID
+    at_year: int
+
+
+class _Lineage(msgspec.Struct):
+    forks: list[_ForkLean] = msgspec.field(default_factory=list)
+
+
+_lineage_decoder = msgspec.json.Decoder(_Lineage)

@@ -31,7 +31,7 @@ from domain.replay import EngineVersionMismatch, ReplayReport
 from domain.run import SimulationRun
 from domain.twin import DigitalTwin
 from infrastructure import pages, views
-from infrastructure.application import Clock, Progress, TwinLedger, utc_now
+from infrastructure.application import Clock, Interventions, Progress, TwinLedger, utc_now
 from infrastructure.archive import ImportReport, export, import_archive
 from infrastructure.codec import named_state
 from infrastructure.errors import UnreadableStream
@@ -42,6 +42,7 @@ from infrastructure.experiments import (
     read_experiment_file,
     replay_experiment,
     resolve_run,
+    resume_experiment,
     run_experiment,
     start_experiment,
 )
@@ -291,8 +292,11 @@ class Ledger:
         params: dict[str, Any] | None = None,
         custom_spec: dict[str, Any] | None = None,
         initiated_by: str = "api",
+        interventions: Interventions | None = None,
     ) -> views.Run:
-        """Queue a run on a twin (RunQueued records every input; nothing is simulated yet)."""
+        """Queue a run on a twin (RunQueued records every input; nothing is simulated yet).
+        ``interventions``: ``YEAR:KEY=VALUE`` texts or ``{year, key, value, mode}`` objects,
+        applied at the start of their years (docs/simulation.md)."""
         run_id = self.application.queue_run(
             twin_id,
             pattern=pattern,
@@ -304,8 +308,62 @@ class Ledger:
             custom_spec=custom_spec,
             seed=seed,
             initiated_by=initiated_by,
+            interventions=interventions,
         )
         return self._written(self.run, "run_id", str(run_id))
+
+    def fork_run(
+        self,
+        run_id: str,
+        *,
+        at_year: int,
+        budget_cents: int | None = None,
+        tech_level: int | None = None,
+        priority: str | None = None,
+        params: dict[str, Any] | None = None,
+        seed: int | None = None,
+        interventions: Interventions | None = None,
+        initiated_by: str = "api",
+    ) -> views.Run:
+        """Queue a fork of a run (POST /api/v1/runs/{id}/fork): years 1..at_year are the
+        parent's, the changes apply from year at_year + 1; execute it like any queued run."""
+        fork_id = self.application.fork_run(
+            self.resolve_run(run_id),
+            at_year=at_year,
+            budget_cents=budget_cents,
+            tech_level=tech_level,
+            priority=priority,
+            pattern_params=params,
+            seed=seed,
+            interventions=interventions,
+            initiated_by=initiated_by,
+        )
+        return self._written(self.run, "run_id", str(fork_id))
+
+    def lineage(self, run_id: str) -> views.RunLineage:
+        """A run's interventions, fork lineage, forks made from it and provenance (its events)."""
+        run = self.run_from_events(run_id)
+        provenance = run.provenance
+        return views.RunLineage(
+            run_id=str(run.id),
+            interventions=[item.text() for item in run.interventions],
+            lineage=[
+                views.ForkPoint(
+                    parent_run_id=str(point.parent_run_id),
+                    at_year=point.at_year,
+                    changes=msgspec.to_builtins(point.changes),
+                    described=point.changes.describe(),
+                )
+                for point in run.forks
+            ],
+            forks=[
+                views.Fork(run_id=str(child), at_year=at_year)
+                for child, at_year in self.application.children_of(run.id)
+            ],
+            provenance=None
+            if provenance is None
+            else views.Provenance.model_validate(msgspec.to_builtins(provenance)),
+        )
 
     def execute_run(
         self, run_id: str, *, chunk_years: int | None = None, on_progress: Progress | None = None
@@ -340,6 +398,7 @@ class Ledger:
             cursor=None,
         )
         if not rows:
+            self.application.get_run(key)  # an experiment's id: a pointer to its commands
             raise NotFound("run_id", str(key))
         return views.Run.model_validate(rows[0])
 
@@ -540,13 +599,42 @@ class Ledger:
         )
         return self.experiment(experiment_id)
 
+    def resume_experiment(
+        self,
+        experiment_id: str,
+        *,
+        workers: int = 1,
+        scheduler: str | None = None,
+        on_iteration: Callable[[Evaluation], None] | None = None,
+    ) -> views.ExperimentDetail:
+        """Carry on an experiment whose process died (status running) to the end an
+        uninterrupted one would have reached (docs/experiments.md, Resume)."""
+        experiment = resume_experiment(
+            self.application,
+            experiment_id,
+            workers=workers,
+            scheduler=scheduler,
+            on_iteration=on_iteration,
+        )
+        return self.experiment(str(experiment.id))
+
     def replay_experiment(
-        self, experiment_id: str, *, only: str | None = None, allow_other_engine: bool = False
+        self,
+        experiment_id: str,
+        *,
+        only: str | None = None,
+        allow_other_engine: bool = False,
+        allow_other_version: bool = False,
     ) -> views.ExperimentVerdict:
         """Re-run the search from ExperimentStarted alone and compare every candidate, digest
-        and decision with the record (``only``: "iter5:evaluation[:sample2]")."""
+        and decision with the record (``only``: "iter5:evaluation[:sample2]");
+        ``allow_other_version``: even if recorded by another engine or Optuna version."""
         report = replay_experiment(
-            self.application, experiment_id, only=only, allow_other_engine=allow_other_engine
+            self.application,
+            experiment_id,
+            only=only,
+            allow_other_engine=allow_other_engine,
+            allow_other_version=allow_other_version,
         )
         return views.ExperimentVerdict(
             experiment_id=str(_uuid("experiment_id", experiment_id)),
@@ -694,6 +782,7 @@ def _verdict(run_id: UUID, report: ReplayReport) -> views.ReplayVerdict:
         digest=report.digest,
         recorded_digest=report.recorded_digest,
         failure=report.failure,
+        parent_note=report.parent_note,
         divergence=None
         if divergence is None
         else views.Divergence(

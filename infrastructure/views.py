@@ -91,6 +91,7 @@ class Run(View):
     iteration: int | None
     sample_index: int | None
     run_purpose: str | None
+    persistence: str = "full"  # or summary: no year recorded (docs/experiments.md)
 
 
 class Result(View):
@@ -126,6 +127,9 @@ class Experiment(View):
     best_cost_cents: int | None
     best_parameters: Any | None
     final_run_id: str | None
+    strategy: str = "hill_climb"
+    optuna_version: str | None = None
+    pareto_front: list[int] | None = None  # objective pareto: the front's iterations
     started_at: str
     completed_at: str | None
     updated_at: str
@@ -142,6 +146,8 @@ class Iteration(View):
     cost_cents: int
     feasible: int
     accepted: int
+    cut: int = 0  # 1: cut short by early stopping at cut_at_year
+    cut_at_year: int | None = None
     evaluation_run_id: str
     sample_run_ids: Any
     recorded_at: str
@@ -189,6 +195,46 @@ class ReplayVerdict(BaseModel):
     recorded_digest: str | None
     divergence: Divergence | None
     failure: str | None = None  # a run that failed in the engine: the failure, replayed
+    parent_note: str | None = None  # a fork: how its prefix was checked against its parent
+
+
+class ForkPoint(BaseModel):
+    """Where a fork left its parent: years 1..at_year are the parent's, ``changes`` apply
+    from the start of year at_year + 1 (docs/simulation.md, Forks)."""
+
+    parent_run_id: str
+    at_year: int
+    changes: dict[str, Any]
+    described: str
+
+
+class Fork(BaseModel):
+    """A fork made from a run."""
+
+    run_id: str
+    at_year: int
+
+
+class Provenance(BaseModel):
+    """Where and with what a run was queued (not an input of the simulation)."""
+
+    engine_version: str
+    python: str
+    packages: dict[str, str]
+    git_commit: str | None
+    host: str
+
+
+class RunLineage(BaseModel):
+    """A run's what-if inputs and family, from its RunQueued: scheduled interventions, the
+    fork points of its lineage (oldest first; the last made this run), the forks made from it,
+    and its provenance (None for runs recorded before provenance existed)."""
+
+    run_id: str
+    interventions: list[str]
+    lineage: list[ForkPoint]
+    forks: list[Fork]
+    provenance: Provenance | None
 
 
 class RunState(BaseModel):

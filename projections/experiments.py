@@ -5,9 +5,11 @@
   counts an iteration and, when accepted, makes it the best (``best_*``, as the aggregate does);
   ExperimentCompleted / ExperimentFailed end it (``reason``: converged, max_iterations, or the
   error) and name the final run.
+  Under objective pareto there is no single best: ``pareto_front`` holds the front's
+  iterations after the latest IterationEvaluated.
 - ``experiment_iterations``: one row per IterationEvaluated, written once: the candidate's
-  parameters (as the event holds them), objective value, mean cost in cents, feasible and
-  accepted (1 or 0, the same on both back ends), and its runs: ``evaluation_run_id`` is the
+  parameters (as the event holds them), objective value, mean cost in cents, feasible,
+  accepted and cut (1 or 0, the same on both back ends), and its runs: ``evaluation_run_id`` is the
   first sample's run (the link to simulation_runs), ``sample_run_ids`` all of them in sample
   order.
 
@@ -48,6 +50,8 @@ EXPERIMENTS = Table(
         Column("objective", "text", doc="maximize_habitability or minimize_cost_to_event"),
         Column("spec", "json", doc="the whole ExperimentSpec, as ExperimentStarted holds it"),
         Column("engine_version", "text"),
+        Column("strategy", "text", doc="hill_climb, random, latin_hypercube or tpe"),
+        Column("optuna_version", "text", nullable=True, doc="recorded for tpe only"),
         Column("started_by", "text"),
         Column("status", "text", doc="running, completed, failed"),
         Column("reason", "text", nullable=True, doc="converged, max_iterations, or the error"),
@@ -57,6 +61,12 @@ EXPERIMENTS = Table(
         Column("best_cost_cents", "bigint", nullable=True),
         Column("best_parameters", "json", nullable=True),
         Column("final_run_id", "uuid", nullable=True, doc="the best candidate's final run"),
+        Column(
+            "pareto_front",
+            "json",
+            nullable=True,
+            doc="objective pareto: the front's iterations, as the last IterationEvaluated holds it",
+        ),
         Column("started_at", "timestamp", doc="ExperimentStarted's timestamp"),
         Column("completed_at", "timestamp", nullable=True, doc="when it completed or failed"),
         Column("updated_at", "timestamp"),
@@ -85,6 +95,8 @@ EXPERIMENT_ITERATIONS = Table(
         Column("cost_cents", "bigint", doc="mean total spend of the samples"),
         Column("feasible", "int", doc="1 or 0"),
         Column("accepted", "int", doc="1 or 0"),
+        Column("cut", "int", doc="1 if cut short by early stopping, else 0"),
+        Column("cut_at_year", "int", nullable=True, doc="the year it was cut at"),
         Column("evaluation_run_id", "uuid", doc="the first sample's run"),
         Column("sample_run_ids", "json", doc="every sample's run id, in sample order"),
         Column("recorded_at", "timestamp", doc="IterationEvaluated's timestamp"),
@@ -94,7 +106,7 @@ EXPERIMENT_ITERATIONS = Table(
         ForeignKey("experiment_id", "experiments"),
         ForeignKey("evaluation_run_id", "simulation_runs"),
     ),
-    checks=("feasible IN (0, 1) AND accepted IN (0, 1)", "iteration >= 0"),
+    checks=("feasible IN (0, 1) AND accepted IN (0, 1) AND cut IN (0, 1)", "iteration >= 0"),
 )
 ITERATION_COLUMNS = EXPERIMENT_ITERATIONS.column_names
 ITERATION_KINDS = tuple(column.kind for column in EXPERIMENT_ITERATIONS.columns)
@@ -110,6 +122,7 @@ class Spec(msgspec.Struct):
     samples: int
     max_iterations: int
     objective: str
+    strategy: str = "hill_climb"
 
 
 class Started(Lean, kw_only=True):
@@ -117,6 +130,7 @@ class Started(Lean, kw_only=True):
     spec: msgspec.Raw
     engine_version: str
     started_by: str
+    optuna_version: str | None = None
 
 
 class Sample(msgspec.Struct):
@@ -132,6 +146,9 @@ class Evaluated(Lean, kw_only=True):
     cost_cents: int
     feasible: bool
     accepted: bool
+    cut: bool = False
+    cut_at_year: int | None = None
+    pareto_front: list[int] | None = None
 
 
 class Completed(Lean, kw_only=True):
@@ -148,7 +165,7 @@ _spec = msgspec.json.Decoder(Spec)
 
 class ExperimentsProjection(Projection):
     name = "experiments"
-    version = 2  # 2: canonical JSON; statuses by domain/ folds; updated_at a max
+    version = 3  # 2: canonical JSON; statuses by domain/ folds; updated_at a max; 3: issue 14
     tables = (EXPERIMENTS, EXPERIMENT_ITERATIONS)
     depends_on = ("twins", "runs")
     handles = {
@@ -171,6 +188,7 @@ class ExperimentsProjection(Projection):
                 "best_cost_cents",
                 "best_parameters",
                 "final_run_id",
+                "pareto_front",
                 "completed_at",
                 "updated_at",
             ),
@@ -221,6 +239,8 @@ def _started(data: Started) -> dict[str, Any]:
         "objective": spec.objective,
         "spec": data.spec,
         "engine_version": data.engine_version,
+        "strategy": spec.strategy,
+        "optuna_version": data.optuna_version,
         "started_by": data.started_by,
         "status": "running",
         "reason": None,
@@ -230,6 +250,7 @@ def _started(data: Started) -> dict[str, Any]:
         "best_cost_cents": None,
         "best_parameters": None,
         "final_run_id": None,
+        "pareto_front": None,
         "started_at": data.timestamp,
         "completed_at": None,
         "updated_at": data.timestamp,
@@ -249,6 +270,8 @@ def _iteration(data: Evaluated) -> tuple[Any, ...]:
         data.cost_cents,
         int(data.feasible),
         int(data.accepted),
+        int(data.cut),
+        data.cut_at_year,
         data.samples[0].run_id,
         [sample.run_id for sample in data.samples],
         data.timestamp,
@@ -259,7 +282,9 @@ def _apply(row: dict[str, Any], data: Any) -> None:
     """One event's effect on an experiment's row; mirrors the events' ``apply``."""
     if isinstance(data, Evaluated):
         row["iterations"] += 1
-        if data.accepted:
+        if data.pareto_front is not None:
+            row["pareto_front"] = data.pareto_front
+        elif data.accepted:
             row["best_iteration"] = data.iteration
             row["best_objective_value"] = data.objective_value
             row["best_cost_cents"] = data.cost_cents

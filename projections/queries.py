@@ -227,11 +227,19 @@ def _run_id(store: Store, run_id: str) -> tuple[Any, str]:
 
 
 def _check_run(store: Store, run: Any, text: str) -> None:
-    """No result rows: NotFound unless the run exists (then it has no results yet)."""
-    if not store.read_once(
-        store.sql("SELECT 1 FROM {t} WHERE id = %s", t=SIMULATION_RUNS.name), [run]
-    ):
+    """No result rows: NotFound unless the run exists (then it has no results yet), and a
+    clear error for a run that keeps a summary only (persistence summary)."""
+    found = store.read_once(
+        store.sql("SELECT persistence FROM {t} WHERE id = %s", t=SIMULATION_RUNS.name), [run]
+    )
+    if not found:
         raise NotFound("run_id", text)
+    if found[0][0] == "summary":
+        raise ValidationError(
+            "run_id",
+            f"run {text} keeps a summary only (persistence summary): no year is "
+            f"recorded; `twinledger replay {text} --to-year N` re-derives year N",
+        )
 
 
 def _result_filter(

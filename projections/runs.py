@@ -64,6 +64,7 @@ SIMULATION_RUNS = Table(
         Column("iteration", "int", nullable=True),
         Column("sample_index", "int", nullable=True),
         Column("run_purpose", "text", nullable=True),
+        Column("persistence", "text", doc="full (every year recorded) or summary (none)"),
     ),
     primary_key=("id",),
     foreign_keys=(ForeignKey("digital_twin_id", "digital_twins"),),
@@ -89,6 +90,7 @@ class Queued(Lean, kw_only=True):
     iteration: int | None = None
     sample_index: int | None = None
     run_purpose: str | None = None
+    persistence: str = "full"
 
 
 class Budget(msgspec.Struct):
@@ -133,7 +135,7 @@ _headline = msgspec.json.Decoder(Headline)
 
 class RunsProjection(Projection):
     name = "runs"
-    version = 2  # 2: canonical JSON; statuses by domain/ folds; updated_at a max
+    version = 3  # 2: canonical JSON; statuses by domain/ folds; updated_at a max; 3: persistence
     tables = (SIMULATION_RUNS,)
     depends_on = ("twins",)
     handles = {
@@ -166,7 +168,7 @@ class RunsProjection(Projection):
                 "total_revenue_cents",
                 "final_balance_cents",
             ),
-            load_also=("duration_years",),
+            load_also=("duration_years", "persistence"),
         )
         fold.load(data.originator_id for _, _, data in batch.events)
         changed: set[UUID] = set()
@@ -213,6 +215,7 @@ def _queued(data: Queued) -> dict[str, Any]:
         "iteration": data.iteration,
         "sample_index": data.sample_index,
         "run_purpose": data.run_purpose,
+        "persistence": data.persistence,
     }
 
 
@@ -228,6 +231,8 @@ def _apply(row: dict[str, Any], event: type[Event], data: Any) -> None:
     elif isinstance(data, Completed):
         headline = _headline.decode(data.summary)
         row["completed_at"] = data.timestamp
+        if row["persistence"] == "summary":  # no years recorded, and none to come: done
+            row["progress"] = 1.0
         row["results"] = data.summary
         row["result_digest"] = data.result_digest
         row["habitability_score"] = headline.success_metrics.habitability_score

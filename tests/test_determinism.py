@@ -32,6 +32,21 @@ INTEGER_SUMS: dict[tuple[str, str, str], str] = {
         "judge",
         "sum((c for c in costs if c is not None))",
     ): "SampleOutcome.cost_to_event_cents is int cents",
+    (
+        "experiment.py",
+        "early_measure",
+        "sum((r.economic.spend_cents for r in results))",
+    ): "Economic.spend_cents is int cents",
+    (
+        "experiment.py",
+        "early_value",
+        "sum((int(m) for m in measures))",
+    ): "a cost objective's measures are int cents",
+    (
+        "experiment.py",
+        "cut_evaluation",
+        "sum((sample.total_spend_cents for sample in samples))",
+    ): "SampleOutcome.total_spend_cents is int cents",
 }
 # Reductions whose float result depends on the Python version, the C library or the order.
 FORBIDDEN_CALLS = {"sum", "reduce", "fmean", "mean", "median", "prod", "accumulate"}
@@ -152,12 +167,12 @@ def test_objective_is_the_correctly_rounded_mean_on_every_python() -> None:
         base_budget_cents=1,
     )
     samples = [_outcome(0.1, 1), _outcome(0.2, 2), _outcome(0.3, 4)]
-    evaluation = judge(spec, 0, [0], samples, None)
+    evaluation = judge(spec, 0, [0], samples, [])
     assert evaluation.objective_value is not None
     assert evaluation.objective_value.hex() == (0.6 / 3).hex() == "0x1.9999999999999p-3"
     assert evaluation.cost_cents == 2  # integer cents: 7 // 3
     # Order does not matter either: the same samples reversed give the same bits.
-    reversed_eval = judge(spec, 0, [0], list(reversed(samples)), None)
+    reversed_eval = judge(spec, 0, [0], list(reversed(samples)), [])
     assert reversed_eval.objective_value == evaluation.objective_value
 
 

@@ -20,7 +20,7 @@ from domain.experiment import Experiment
 from infrastructure.application import TwinLedger
 from infrastructure.cli import app
 from infrastructure.experiments import run_experiment
-from infrastructure.retention import apply_retention
+from infrastructure.retention import Windows, apply_retention
 from projections import queries
 from projections.checksum import canonical_json
 from projections.results import ResultsProjection
@@ -217,7 +217,7 @@ def test_an_existing_database_gets_the_tables_from_the_log(ledger: TwinLedger) -
         assert now.checksums() == current
 
 
-def test_retention_keeps_what_experiments_reference(
+def test_retention_keeps_what_experiments_reference_then_removes_old_experiments(
     ledger: TwinLedger, projector: Projector, clock: Clock
 ) -> None:
     experiment = run_experiment(ledger, spec(max_iterations=2))
@@ -233,14 +233,42 @@ def test_retention_keeps_what_experiments_reference(
     }
     assert len(experiment_runs) == 2 * 2 + 1
 
-    # Everything is past its window: results, the standalone run; the twin is kept.
-    report = apply_retention(projector, clock.now + timedelta(days=3000))
-    assert (report.runs, report.twins) == (1, 0) and report.results > 0
+    # Past every window but the experiments': results, the standalone run; the twin is kept.
+    later = clock.now + timedelta(days=3000)
+    report = apply_retention(projector, later, Windows(experiments=timedelta(days=4000)))
+    assert (report.runs, report.twins, report.experiments) == (1, 0, 0) and report.results > 0
     assert {row["id"] for row in queries.runs(projector.store)} == experiment_runs
     assert [row["id"] for row in queries.twins(projector.store)] == [str(experiment.twin_id)]
     assert projector.checksums(["experiments"]) == before
     projector.rebuild(["experiments"])  # its runs are still there to point at
     assert projector.checksums(["experiments"]) == before
+
+    # The default experiments window (1 year) has passed too: the experiment goes with its
+    # iterations, then its runs and its twin; a dry run counts the same.
+    counted = apply_retention(projector, later, dry_run=True)
+    assert (counted.experiments, counted.runs, counted.twins) == (1, 5, 1)
+    report = apply_retention(projector, later)
+    assert (report.experiments, report.runs, report.twins) == (1, 5, 1)
+    assert queries.experiments(projector.store) == [] and queries.runs(projector.store) == []
+    assert queries.twins(projector.store) == []
+
+
+def test_retention_keeps_a_running_experiment(
+    ledger: TwinLedger, projector: Projector, clock: Clock
+) -> None:
+    experiment = run_experiment(ledger, spec(max_iterations=2))
+    running = Experiment.start(
+        twin_id=experiment.twin_id,
+        twin_state=experiment.twin_state,
+        spec=experiment.spec,
+        engine_version=ENGINE_VERSION,
+        started_by="test",
+    )
+    ledger.save_and_notify(running)
+    projector.catch_up()
+    report = apply_retention(projector, clock.now + timedelta(days=3000))
+    assert report.experiments == 1 and report.twins == 0  # the twin of a running one stays
+    assert [row["id"] for row in queries.experiments(projector.store)] == [str(running.id)]
 
 
 def test_the_documented_experiment_query_answers(ledger: TwinLedger, projector: Projector) -> None:
@@ -319,3 +347,32 @@ def test_the_cli_lists_experiments_from_the_table(database_url: str, tmp_path: P
     assert f"experiment {row['id']}" in twinledger(database_url, "experiment", "show", row["id"])
     bad = runner.invoke(app, ["--db", database_url, "experiments", "--format", "xml"])
     assert bad.exit_code == 2 and "format" in bad.stderr
+
+
+def test_the_tables_hold_the_pareto_front_strategy_and_cuts(
+    ledger: TwinLedger, projector: Projector
+) -> None:
+    pareto = run_experiment(
+        ledger, spec(strategy="tpe", objective={"kind": "pareto"}, max_iterations=5)
+    )
+    cutting = run_experiment(
+        ledger,
+        spec(
+            years=30,
+            space={"tech_level": [9, 5], "budget_cents": [1_000_000_000_000, 200_000_000_000]},
+            early_stop={"at_year": 10, "margin": 0.0},
+        ),
+    )
+    projector.catch_up()
+    rows = {row["id"]: row for row in queries.experiments(projector.store)}
+    row = rows[str(pareto.id)]
+    assert pareto.pareto_front and row["pareto_front"] == pareto.pareto_front
+    assert (row["strategy"], row["optuna_version"]) == ("tpe", pareto.optuna_version)
+    assert row["best_iteration"] is None and row["final_run_id"] is None
+    assert rows[str(cutting.id)]["pareto_front"] is None
+    assert rows[str(cutting.id)]["optuna_version"] is None
+    iterations = queries.experiment_iterations(projector.store, str(cutting.id))
+    assert [(r["cut"], r["cut_at_year"]) for r in iterations] == [
+        (int(it.cut), it.cut_at_year) for it in cutting.iterations
+    ]
+    assert any(r["cut"] == 1 and r["objective_value"] is None for r in iterations)

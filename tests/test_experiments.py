@@ -104,7 +104,7 @@ def test_runs_carry_their_experiment_and_structured_ids_resolve(ledger: TwinLedg
     assert best is not None
     final = ledger.get_run(resolve_run(ledger, f"{experiment.id}-iter{best.iteration}-final"))
     assert final.run_purpose == RunPurpose.FINAL and final.sample_index is None
-    with pytest.raises(TwinLedgerError, match="run_ref"):
+    with pytest.raises(TwinLedgerError, match="run_id"):
         resolve_run(ledger, f"{experiment.id}-iter99-evaluation-sample0")
 
 

@@ -2,7 +2,9 @@
 
 Errors a user can fix (bad input, unknown ids, refused transitions) print one line naming the
 field and exit with code 2; nothing is written. Other failures exit 1 with one line.
-Each module registers its commands on the shared Typer app (infrastructure/cli/base.py).
+Each module registers its commands on the shared Typer app (infrastructure/cli/base.py); a
+module is imported when one of its commands runs (infrastructure/cli/commands.py), so that
+`twinledger --help` and light commands start fast.
 """
 
 from __future__ import annotations
@@ -10,20 +12,6 @@ from __future__ import annotations
 import signal
 import sys
 
-from infrastructure.cli import (  # noqa: F401  (registers the commands)
-    archive,
-    bench,
-    compare,
-    daemon,
-    experiments,
-    lifecycle,
-    projections,
-    replay,
-    runs,
-    serve,
-    tables,
-    twins,
-)
 from infrastructure.cli.base import app, errors
 
 

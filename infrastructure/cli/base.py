@@ -10,20 +10,22 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import msgspec
 import typer
-from pydantic import BaseModel
 from rich.console import Console
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from domain.errors import TwinLedgerError, ValidationError
-from infrastructure.application import TwinLedger
 from infrastructure.errors import StoreError
-from infrastructure.inputs import parse_int, parse_number
-from infrastructure.service import Ledger
-from projections.runner import keep_current
+
+if TYPE_CHECKING:
+    from infrastructure.application import TwinLedger
+    from infrastructure.service import Ledger
+
+# Heavy modules (the application, eventsourcing, psycopg, the projections, the input models)
+# are imported inside the functions that use them: `twinledger --help` and light commands
+# start without them (docs/performance.md, "Starting the CLI").
 
 
 class OneLineErrors(TyperGroup):
@@ -50,6 +52,62 @@ class OneLineErrors(TyperGroup):
             say("aborted")
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
+
+    # --- commands imported when they run (infrastructure/cli/commands.py) ---------------------
+
+    _listing = False  # formatting the help: list commands from the table, import nothing
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        from infrastructure.cli.commands import COMMANDS, MODULES
+
+        if not self._listing or any(
+            module not in {m for m, _ in COMMANDS.values()} for module in MODULES
+        ):
+            self._load(MODULES)  # a module the table does not know: list what it defines
+        return [*COMMANDS, *(name for name in self.commands if name not in COMMANDS)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        from infrastructure.cli.commands import COMMANDS, MODULES
+
+        command = self.commands.get(cmd_name)
+        if command is not None:
+            return command
+        if cmd_name in COMMANDS:
+            module, help_text = COMMANDS[cmd_name]
+            if self._listing:
+                return TyperCommand(cmd_name, help=help_text)
+            groups = cmd_name not in self._plain_commands(module)
+            self._load(MODULES if groups else (module,))
+        else:
+            self._load(MODULES)
+        return self.commands.get(cmd_name)
+
+    def _plain_commands(self, module: str) -> set[str]:
+        import importlib
+
+        importlib.import_module(f"infrastructure.cli.{module}")
+        return {
+            info.name or (info.callback.__name__.replace("_", "-") if info.callback else "")
+            for info in app.registered_commands
+        }
+
+    def _load(self, modules: tuple[str, ...]) -> None:
+        """Import command modules and add the commands they register to this group."""
+        import importlib
+
+        for module in modules:
+            importlib.import_module(f"infrastructure.cli.{module}")
+        built = typer.main.get_command(app)
+        assert isinstance(built, TyperGroup)
+        for name, command in built.commands.items():
+            self.commands.setdefault(name, command)
 
 
 def hoist_db(args: list[str]) -> list[str]:
@@ -121,6 +179,9 @@ def _global(db: DbOption = None) -> None:
 
 @contextmanager
 def ledger() -> Iterator[TwinLedger]:
+    from infrastructure.application import TwinLedger
+    from projections.runner import keep_current
+
     application = TwinLedger.open(state.db)
     # Read your writes: the read tables catch up after each write, before anything prints.
     detach = keep_current(application, lambda text: errors.print(text, markup=False))
@@ -173,6 +234,8 @@ def guarded(command: Callable[..., T]) -> Callable[..., T]:
 
 def parse_cents(text: str, field: str = "budget_cents") -> int:
     """Integer GCC cents in ASCII digits (no floats, no '_', no Unicode digits)."""
+    from infrastructure.inputs import parse_int
+
     if not text.isascii() or not text.isdigit():
         raise ValidationError(
             field,
@@ -184,6 +247,8 @@ def parse_cents(text: str, field: str = "budget_cents") -> int:
 
 def parse_params(pairs: list[str]) -> dict[str, float | int]:
     """--param KEY=NUMBER pairs; the keys and ranges are checked by the pattern."""
+    from infrastructure.inputs import parse_number
+
     params: dict[str, float | int] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -200,6 +265,8 @@ def integer(
     parse_int), within [low, high] when given; a refusal names ``field``."""
 
     def parse(text: str | int) -> int:
+        from infrastructure.inputs import parse_int
+
         value = text if isinstance(text, int) else parse_int(text, field)
         if (low is not None and value < low) or (high is not None and value > high):
             bounds = f"[{low if low is not None else '...'}, {high if high is not None else '...'}]"
@@ -214,6 +281,8 @@ def number(field: str, low: float, high: float) -> Callable[[str | float], float
     [low, high]; a refusal names ``field``."""
 
     def parse(text: str | float) -> float:
+        from infrastructure.inputs import parse_number
+
         value = float(text if isinstance(text, int | float) else parse_number(text, field))
         if not low <= value <= high:
             raise ValidationError(field, f"{value:g} is outside [{low:g}, {high:g}]")
@@ -230,6 +299,8 @@ def format_cents(cents: int) -> str:
 
 
 def to_json(value: Any) -> str:
+    import msgspec
+
     return json.dumps(msgspec.to_builtins(value), indent=2)
 
 
@@ -244,6 +315,8 @@ Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Print only the id (o
 @contextmanager
 def service() -> Iterator[Ledger]:
     """The service layer (infrastructure/service.py) on the --db database."""
+    from infrastructure.service import Ledger
+
     with Ledger.open(state.db, warn=lambda text: errors.print(text, markup=False)) as opened:
         yield opened
 
@@ -255,6 +328,9 @@ def check_format(output: str, allowed: tuple[str, ...] = RECORD_FORMATS) -> None
 
 def builtins(value: Any) -> Any:
     """A record (pydantic view, msgspec Struct, dataclass) as plain JSON-able values."""
+    import msgspec
+    from pydantic import BaseModel
+
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if isinstance(value, list | tuple):

@@ -23,7 +23,13 @@ from infrastructure.cli.base import (
 from infrastructure.cli.tables import twins_app
 from infrastructure.expiry import DEFAULT_BATCH
 from infrastructure.inputs import parse_duration
-from infrastructure.retention import DEFAULT_RESULTS, DEFAULT_RUNS, DEFAULT_TWINS, Windows
+from infrastructure.retention import (
+    DEFAULT_EXPERIMENTS,
+    DEFAULT_RESULTS,
+    DEFAULT_RUNS,
+    DEFAULT_TWINS,
+    Windows,
+)
 
 NowOption = Annotated[
     str | None, typer.Option("--now", help="Act as if it were this time (ISO 8601; default: now)")
@@ -122,6 +128,9 @@ def retention_apply(
     twins: Annotated[
         str, typer.Option(help="Keep ended twins rows this long")
     ] = f"{DEFAULT_TWINS.days}d",
+    experiments: Annotated[
+        str, typer.Option(help="Keep ended experiments rows (and their iterations) this long")
+    ] = f"{DEFAULT_EXPERIMENTS.days}d",
     output: RecordFormat = "table",
 ) -> None:
     """Remove read-table rows past their retention windows and report what was removed."""
@@ -130,6 +139,7 @@ def retention_apply(
         results=parse_duration(results, "results"),
         runs=parse_duration(runs, "runs"),
         twins=parse_duration(twins, "twins"),
+        experiments=parse_duration(experiments, "experiments"),
     )
     with service() as ledger:
         report = ledger.apply_retention(now=parse_now(now), windows=windows, dry_run=dry_run)
@@ -139,7 +149,7 @@ def retention_apply(
         verb = "would remove" if dry_run else "removed"
         console.print(
             f"{verb} {report.results} simulation_results rows, {report.runs} simulation_runs "
-            f"rows, {report.twins} digital_twins rows "
+            f"rows, {report.twins} digital_twins rows, {report.experiments} experiments rows "
             "(the event log keeps everything; a rebuild restores them)",
             highlight=False,
             soft_wrap=True,

@@ -123,12 +123,13 @@ def _run_of(refusal: EngineVersionMismatch) -> str:
 
 
 def describe_report(report: ReplayVerdict) -> str:
+    note = f" ({report.parent_note})" if report.parent_note else ""
     divergence = report.divergence
     if divergence is None:
         if report.failure is not None:
-            return f"identical: {report.years} years, then the same failure: {report.failure}"
+            return f"identical: {report.years} years, then the same failure: {report.failure}{note}"
         partial = "" if report.complete else " (run not completed: recorded years only)"
-        return f"identical: {report.years} years{partial}, {report.digest}"
+        return f"identical: {report.years} years{partial}, {report.digest}{note}"
     where = f"year {divergence.year}" if divergence.year is not None else "run"
     return (
         f"diverged at {where}, field {divergence.field} "

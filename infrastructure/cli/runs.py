@@ -31,7 +31,7 @@ from infrastructure.cli.base import (
     service,
 )
 from infrastructure.service import Ledger
-from infrastructure.views import Run
+from infrastructure.views import Run, RunLineage
 
 # --- runs ----------------------------------------------------------------------------------------
 
@@ -47,6 +47,7 @@ def _queue(
     priority: str,
     param: list[str],
     spec: Path | None,
+    intervene: list[str] | None = None,
 ) -> Run:
     custom_spec: dict[str, Any] | None = None
     if spec is not None:
@@ -64,6 +65,7 @@ def _queue(
         params=parse_params(param),
         custom_spec=custom_spec,
         initiated_by="cli",
+        interventions=intervene or [],
     )
 
 
@@ -85,6 +87,14 @@ TechOption = Annotated[
 PriorityOption = Annotated[str, typer.Option(help="low, normal or high")]
 ParamOption = Annotated[list[str], typer.Option("--param", help="Pattern parameter KEY=NUMBER")]
 SpecOption = Annotated[Path | None, typer.Option(help="Custom pattern spec (JSON or TOML)")]
+InterveneOption = Annotated[
+    list[str],
+    typer.Option(
+        "--intervene",
+        help="YEAR:KEY=VALUE at the start of that year: budget_cents=+N|-N|N, "
+        "hazard=dust_storm|solar_flare|asteroid_impact, param.NAME=VALUE (repeatable)",
+    ),
+]
 ChunkOption = Annotated[
     int | None,
     typer.Option(
@@ -116,12 +126,23 @@ def queue(
     spec: SpecOption = None,
     output: Annotated[str, typer.Option("--format", help="id (the default) or json")] = "id",
     quiet: Quiet = False,
+    intervene: InterveneOption = [],  # noqa: B006
 ) -> None:
     """Queue a run without executing it; prints the run id (--format json: the run)."""
     check_format(output, ("id", "json"))
     with service() as ledger:
         queued = _queue(
-            ledger, twin_id, pattern, years, budget, seed, tech_level, priority, param, spec
+            ledger,
+            twin_id,
+            pattern,
+            years,
+            budget,
+            seed,
+            tech_level,
+            priority,
+            param,
+            spec,
+            intervene,
         )
     show_run(queued, "json" if output == "json" else "id", quiet)
 
@@ -142,12 +163,23 @@ def run(
     scheduler: SchedulerOption = None,
     output: RecordFormat = "table",
     quiet: Quiet = False,
+    intervene: InterveneOption = [],  # noqa: B006
 ) -> None:
     """Queue a run on a twin and execute it with a progress bar (on stderr)."""
     check_format(output)
     with service() as ledger:
         queued = _queue(
-            ledger, twin_id, pattern, years, budget, seed, tech_level, priority, param, spec
+            ledger,
+            twin_id,
+            pattern,
+            years,
+            budget,
+            seed,
+            tech_level,
+            priority,
+            param,
+            spec,
+            intervene,
         )
         if scheduler:
             from infrastructure.cli.cluster import execute_elsewhere
@@ -218,6 +250,63 @@ def cancel(
     show_run(cancelled, output, quiet)
 
 
+@app.command()
+@guarded
+def fork(
+    run_id: Annotated[str, typer.Argument(help="The parent run (id or structured id)")],
+    at_year: Annotated[
+        int,
+        typer.Option(
+            "--at-year",
+            parser=integer("at_year"),
+            help="Years 1..N are the parent's; changes from N+1",
+        ),
+    ],
+    param: ParamOption = [],  # noqa: B006
+    budget: Annotated[
+        str | None, typer.Option(help="The fork's budget in integer cents (the balance moves)")
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            parser=integer("seed"), help="A new PRNG stream from year N+1 (else the parent's)"
+        ),
+    ] = None,
+    tech_level: Annotated[
+        int | None,
+        typer.Option(parser=integer("tech_level"), help="Technology level from N+1"),
+    ] = None,
+    priority: Annotated[str | None, typer.Option(help="low, normal or high from N+1")] = None,
+    intervene: InterveneOption = [],  # noqa: B006
+    queue_only: Annotated[
+        bool, typer.Option("--queue-only", help="Queue the fork, print its id, do not execute")
+    ] = False,
+    chunk: ChunkOption = None,
+    output: RecordFormat = "table",
+    quiet: Quiet = False,
+) -> None:
+    """Fork a run at a year with changes (what if...), then execute the fork."""
+    check_format(output)
+    with service() as ledger:
+        forked = ledger.fork_run(
+            run_id,
+            at_year=at_year,
+            budget_cents=None if budget is None else parse_cents(budget),
+            tech_level=tech_level,
+            priority=priority,
+            params=parse_params(param),
+            seed=seed,
+            interventions=intervene,
+            initiated_by="cli",
+        )
+        if queue_only:
+            show_run(forked, "id", quiet)
+            return
+        finished = execute_with_progress(ledger, forked, chunk)
+        lineage = ledger.lineage(finished.id) if output == "table" and not quiet else None
+    show_run(finished, output, quiet, lineage)
+
+
 @app.command("show-run")
 @guarded
 def show_run_command(
@@ -225,11 +314,14 @@ def show_run_command(
     output: RecordFormat = "table",
     quiet: Quiet = False,
 ) -> None:
-    """Show one run (its simulation_runs row, with the summary once completed)."""
+    """Show one run (its simulation_runs row, with the summary once completed); the table
+    adds its interventions, fork lineage, forks and provenance (from its events)."""
     check_format(output)
     with service() as ledger:
+        ledger.run_from_events(run_id)  # an unreadable stream is named here (exit 1)
         found = ledger.run(run_id)
-    show_run(found, output, quiet)
+        lineage = ledger.lineage(found.id) if output == "table" and not quiet else None
+    show_run(found, output, quiet, lineage)
 
 
 @app.command()
@@ -289,23 +381,49 @@ def _execute_claimed_with_progress(ledger: Ledger, stored: Run, chunk: int | Non
         return ledger.execute_run(stored.id, chunk_years=chunk, on_progress=advance)
 
 
-def show_run(run: Run, output: str, quiet: bool) -> None:
+def show_run(run: Run, output: str, quiet: bool, lineage: RunLineage | None = None) -> None:
     if quiet or output == "id":
         print(run.id)
     elif output == "json":
         print_json(run)
     else:
-        print_run(run)
+        print_run(run, lineage)
 
 
-def print_run(run: Run) -> None:
+def lineage_rows(lineage: RunLineage) -> list[tuple[str, str]]:
+    """Interventions, the fork lineage (older fork points, then the one that made this run,
+    with its changes), the forks made from the run, and the provenance."""
+    rows = [("intervention", text) for text in lineage.interventions]
+    for point in lineage.lineage[:-1]:
+        rows.append(("lineage", f"{point.parent_run_id} after year {point.at_year}"))
+    if lineage.lineage:
+        point = lineage.lineage[-1]
+        rows.append(("forked from", f"{point.parent_run_id} after year {point.at_year}"))
+        rows.append(("changes", point.described))
+    rows.extend(("fork", f"{child.run_id} after year {child.at_year}") for child in lineage.forks)
+    provenance = lineage.provenance
+    if provenance is not None:
+        packages = ", ".join(f"{k} {v}" for k, v in sorted(provenance.packages.items()))
+        rows.append(("provenance", f"engine {provenance.engine_version}, {provenance.python}"))
+        rows.append(("packages", packages))
+        rows.append(("git commit", provenance.git_commit or "(not a git checkout)"))
+        rows.append(("host", provenance.host))
+    return rows
+
+
+def print_run(run: Run, lineage: RunLineage | None = None) -> None:
     table = Table(show_header=False, title=f"run {run.id}")
     parameters: dict[str, Any] = run.parameters or {}
     rows = [
         ("twin", run.digital_twin_id),
         ("pattern", run.pattern),
         ("status", run.status),
-        ("progress", f"{run.current_year}/{run.duration_years} years"),
+        (
+            "progress",
+            f"{run.current_year}/{run.duration_years} years"
+            if run.persistence == "full"
+            else f"summary only ({run.status}; years re-derived by replay)",
+        ),
         ("seed", str(run.seed)),
         ("engine", run.engine_version),
         ("budget", format_cents(run.budget_cents)),
@@ -318,6 +436,8 @@ def print_run(run: Run) -> None:
     )
     if run.error_message:
         rows.append(("reason", run.error_message))
+    if lineage is not None:
+        rows.extend(lineage_rows(lineage))
     if run.results is not None:
         rows.extend(summary_rows(run.results))
         rows.append(("digest", run.result_digest or ""))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 import typer
@@ -20,8 +20,9 @@ from infrastructure.cli.base import (
     print_json,
     service,
 )
-from infrastructure.inputs import parse_duration
-from infrastructure.views import Twin
+
+if TYPE_CHECKING:  # imported by the commands that use them: `bodies` starts without them
+    from infrastructure.views import Twin
 
 # --- twins ---------------------------------------------------------------------------------------
 
@@ -73,6 +74,8 @@ def clone(
     quiet: Quiet = False,
 ) -> None:
     """Clone a body into a new digital twin and print it (-q: its id only)."""
+    from infrastructure.inputs import parse_duration
+
     check_format(output)
     lifetime = parse_duration(expires_in)
     with service() as ledger:

@@ -104,6 +104,23 @@ class RunIn(_Shape):
     params: dict[str, StrictFloat] = {}
     custom_spec: dict[str, Any] | None = None
     initiated_by: StrictStr = "api"
+    interventions: list[StrictStr | dict[str, Any]] = Field(
+        default=[],
+        description="YEAR:KEY=VALUE texts or {year, key, value, mode} objects (docs/simulation.md)",
+    )
+
+
+class ForkIn(_Shape):
+    """POST /runs/{id}/fork: years 1..at_year are the parent's; the changes apply after."""
+
+    at_year: StrictInt
+    budget_cents: StrictInt | None = None
+    tech_level: StrictInt | None = None
+    priority: StrictStr | None = None
+    params: dict[str, StrictFloat] = {}
+    seed: StrictInt | None = None
+    interventions: list[StrictStr | dict[str, Any]] = []
+    initiated_by: StrictStr = "api"
 
 
 class CancelIn(_Shape):
@@ -220,6 +237,7 @@ def queue_run(request: Request, response: Response, run: RunIn) -> views.Run:
                 params=run.params,
                 custom_spec=run.custom_spec,
                 initiated_by=run.initiated_by,
+                interventions=run.interventions,
             )
         except ValidationError as error:
             head, _, rest = error.field.partition(".")
@@ -280,6 +298,39 @@ def compare(
 def get_run(request: Request, run_id: str) -> views.Run:
     with use(request) as ledger:
         return ledger.run(run_id)
+
+
+@router.post("/runs/{run_id}/fork", status_code=202, response_model=views.Run, tags=["runs"])
+def fork_run(request: Request, response: Response, run_id: str, fork: ForkIn) -> views.Run:
+    """Fork a run at a year with changes (a RunQueued carrying the parent's inputs and the fork
+    point) and hand it to the background executor; 202 with Location, like POST /runs."""
+    with use(request) as ledger:
+        try:
+            forked = ledger.fork_run(
+                run_id,
+                at_year=fork.at_year,
+                budget_cents=fork.budget_cents,
+                tech_level=fork.tech_level,
+                priority=fork.priority,
+                params=fork.params,
+                seed=fork.seed,
+                interventions=fork.interventions,
+                initiated_by=fork.initiated_by,
+            )
+        except ValidationError as error:
+            head, _, rest = error.field.partition(".")
+            renamed = RUN_FIELDS.get(head, head) + ("." + rest if rest else "")
+            raise ValidationError(renamed, error.message) from None
+    request.app.state.executor.submit(UUID(forked.id))
+    _location(response, f"runs/{forked.id}")
+    return forked
+
+
+@router.get("/runs/{run_id}/lineage", response_model=views.RunLineage, tags=["runs"])
+def run_lineage(request: Request, run_id: str) -> views.RunLineage:
+    """The run's interventions, fork lineage, forks made from it and provenance."""
+    with use(request) as ledger:
+        return ledger.lineage(run_id)
 
 
 @router.post("/runs/{run_id}/cancel", response_model=views.Run, tags=["runs"])

@@ -1,0 +1,1 @@
+"""The HTTP API and the dashboard (docs/http.md, docs/dashboard.md)."""

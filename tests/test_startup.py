@@ -1,0 +1,107 @@
+"""`twinledger` starts without the heavy modules: `import infrastructure.cli`, `--help` and
+`bodies` import neither the database drivers nor eventsourcing's application, the projections,
+Dask or the HTTP server; commands are imported when they run (infrastructure/cli/commands.py).
+No time is asserted (docs/performance.md, "Starting the CLI", has the numbers)."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+import subprocess
+import sys
+
+import typer.main
+
+from infrastructure.cli.base import app
+from infrastructure.cli.commands import COMMANDS, MODULES
+
+HEAVY = (
+    "psycopg",
+    "eventsourcing.application",
+    "eventsourcing.postgres",
+    "infrastructure.application",
+    "projections.runner",
+    "distributed",
+    "fastapi",
+)
+
+
+def imported_after(*argv: str) -> set[str]:
+    """The modules loaded by `twinledger ARGV` (or by the import alone), in a fresh process."""
+    script = (
+        "import json, sys\n"
+        "from infrastructure.cli import main\n"
+        f"sys.argv = ['twinledger', *{list(argv)!r}]\n"
+        "try:\n"
+        "    main() if len(sys.argv) > 1 else None\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "sys.stdout = sys.__stdout__\n"
+        "print('\\nMODULES=' + json.dumps(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=dict(os.environ)
+    )
+    line = done.stdout.rsplit("MODULES=", 1)[-1]
+    return set(json.loads(line))
+
+
+def test_importing_the_cli_loads_no_heavy_module() -> None:
+    loaded = imported_after()
+    assert "infrastructure.cli" in loaded
+    assert not [name for name in HEAVY if name in loaded]
+
+
+def test_help_loads_no_command_module() -> None:
+    loaded = imported_after("--help")
+    assert not [name for name in HEAVY if name in loaded]
+    assert not [m for m in MODULES if f"infrastructure.cli.{m}" in loaded]
+
+
+def test_bodies_loads_only_its_own_module() -> None:
+    loaded = imported_after("bodies")
+    assert "infrastructure.cli.twins" in loaded
+    assert not [name for name in HEAVY if name in loaded]
+
+
+def test_the_command_table_matches_the_commands_the_modules_define() -> None:
+    for module in MODULES:
+        importlib.import_module(f"infrastructure.cli.{module}")
+    group = typer.main.get_command(app)
+    assert isinstance(group, typer.core.TyperGroup)
+    real = {}
+    for name, command in group.commands.items():
+        text = inspect.cleandoc(command.short_help or command.help or "").split("\n\n")[0]
+        real[name] = text
+    # (the order --help lists them in is checked by the next test, in a fresh process: here
+    # other tests may have imported the modules in another order)
+    assert real == {name: text for name, (_, text) in COMMANDS.items()}
+    for name, command in group.commands.items():
+        module = COMMANDS[name][0]
+        if command.callback is not None and not isinstance(command, typer.core.TyperGroup):
+            assert command.callback.__module__ == f"infrastructure.cli.{module}", name
+
+
+def test_help_lists_the_same_text_lazily_and_with_every_module_imported() -> None:
+    def help_text(eager: bool) -> str:
+        preload = (
+            "import importlib\n"
+            f"for m in {MODULES!r}: importlib.import_module('infrastructure.cli.' + m)\n"
+        )
+        script = (
+            (preload if eager else "")
+            + "import sys\nfrom infrastructure.cli import main\n"
+            + "sys.argv = ['twinledger', '--help']\nmain()\n"
+        )
+        env = {**os.environ, "COLUMNS": "100", "TERM": "dumb"}
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    lazy = help_text(eager=False)
+    assert "bodies" in lazy and "projections" in lazy
+    assert lazy == help_text(eager=True)
