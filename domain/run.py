@@ -128,12 +128,24 @@ class RunStarted(Event, frozen=True, kw_only=True):
 
 
 class YearResultRecorded(Event, frozen=True, kw_only=True):
-    """One simulated year's results: economic (cents), environmental, and key events."""
+    """One simulated year's results: economic (cents), environmental, and key events.
+
+    Version 2 is stored compactly (positional msgpack, infrastructure/codec.py): it is the
+    event written once per simulated year, and field names were most of its bytes. The
+    fields did not change; version 1 states (named JSON) still read back.
+    """
+
+    class_version: ClassVar[int] = 2
+    compact_storage: ClassVar[bool] = True
 
     year: int
     economic: Economic
     environment: Environment
     key_events: list[KeyEvent]
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 2 changed only how the event is stored, not its fields."""
 
     def apply(self, run: SimulationRun) -> None:
         run.years_recorded = self.year

@@ -10,7 +10,8 @@ Format (JSON lines, UTF-8):
   {"originator_id": ..., "originator_version": ..., "topic": ..., "state": "<the stored JSON>",
   "hash": ...}
   ``state`` is the stored event's bytes as text, so an import writes back exactly what was
-  stored; ``hash`` is the event's chained hash.
+  stored; a compact (binary, msgpack) state is ``"state_base64": "..."`` instead (an optional
+  field: files without it read as before); ``hash`` is the event's chained hash.
 - the last line, the trailer: {"end": true, "events": M, "sha256": ...}, SHA-256 over the event
   lines (each with its newline), so a truncated or altered file is refused.
 
@@ -30,6 +31,8 @@ import is all or nothing and importing the same file twice writes nothing the se
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,6 +47,7 @@ from eventsourcing.utils import get_topic
 from domain.errors import TwinLedgerError, ValidationError
 from domain.run import RunQueued
 from infrastructure.application import TwinLedger
+from infrastructure.codec import is_compact
 from infrastructure.inputs import check_safe, read_input_file
 from infrastructure.integrity import (
     ALGORITHM,
@@ -80,11 +84,12 @@ class PathStep(msgspec.Struct):
     hash: str
 
 
-class Line(msgspec.Struct, kw_only=True):
+class Line(msgspec.Struct, kw_only=True, omit_defaults=True):
     originator_id: UUID
     originator_version: int
     topic: str
-    state: str
+    state: str = ""
+    state_base64: str | None = None  # a compact (binary) state (infrastructure/codec.py)
     hash: str = ""
 
 
@@ -183,7 +188,7 @@ def export(
                         originator_id=ident,
                         originator_version=stored.originator_version,
                         topic=stored.topic,
-                        state=bytes(stored.state).decode(),
+                        **_state_fields(bytes(stored.state)),
                         hash=prior.hex(),
                     )
                 )
@@ -228,11 +233,10 @@ def read_archive(path: str | Path) -> tuple[Header, list[StoredEvent]]:
     for number, raw in enumerate(body, start=2):
         try:
             line = decoder.decode(raw)
-        except msgspec.DecodeError as error:
+            state = _state_of(line)
+        except (msgspec.DecodeError, binascii.Error) as error:
             raise ValidationError("file", f"{file} line {number}: {error}") from None
-        stored = StoredEvent(
-            line.originator_id, line.originator_version, line.topic, line.state.encode()
-        )
+        stored = StoredEvent(line.originator_id, line.originator_version, line.topic, state)
         heads[line.originator_id] = _check_link(file, heads.get(line.originator_id), line, stored)
         events.append(stored)
     for stream, (version, head) in heads.items():
@@ -328,3 +332,16 @@ class ArchiveRefused(TwinLedgerError):
 
 class ImportConflict(TwinLedgerError):
     """The archive and the store disagree about a stream."""
+
+
+def _state_fields(state: bytes) -> dict[str, str]:
+    """A stored state as an archive line holds it: JSON as text, a compact state in base64."""
+    if is_compact(state):
+        return {"state_base64": base64.b64encode(state).decode()}
+    return {"state": state.decode()}
+
+
+def _state_of(line: Line) -> bytes:
+    if line.state_base64 is not None:
+        return base64.b64decode(line.state_base64, validate=True)
+    return line.state.encode()

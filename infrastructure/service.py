@@ -33,6 +33,7 @@ from domain.twin import DigitalTwin
 from infrastructure import pages, views
 from infrastructure.application import Clock, Interventions, Progress, TwinLedger, utc_now
 from infrastructure.archive import ImportReport, export, import_archive
+from infrastructure.codec import named_state
 from infrastructure.errors import UnreadableStream
 from infrastructure.experiments import (
     ExperimentFile,
@@ -503,7 +504,10 @@ class Ledger:
                 originator_id=str(event.originator_id),
                 originator_version=event.originator_version,
                 topic=event.topic,
-                state=msgspec.json.decode(bytes(event.state)),
+                # named JSON, or a compact state named (infrastructure/codec.py)
+                state=named_state(
+                    event.topic, bytes(event.state), event.originator_id, event.originator_version
+                ),
             )
             for event in stored
         ]

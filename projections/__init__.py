@@ -6,7 +6,9 @@
 - base.py: what a projection is; Fold, the load/fold/write-back helper
 - decoding.py: lean decoding of stored events; what counts as an event we cannot handle
 - tracking.py: each projection's position, written with its rows
-- runner.py: Projector: catch up, follow the log, rebuild (blue/green), status, checksums
+- runner.py: Projector (the projections of one database), status, parked events, checksums;
+  its jobs: catchup.py (exactly once, parking), rebuild.py (blue/green), follower.py (following
+  the log: the loop, and one active follower per store), keep_current.py (read your writes)
 - checksum.py: canonical rows and checksums (rebuilds and back ends compared)
 - queries.py: the reads the CLI makes
 

@@ -4,7 +4,7 @@ A projection declares
 - ``name``: how commands and the tracking table call it;
 - ``tables``: the read tables it owns (projections/tables.py);
 - ``depends_on``: projections whose tables its foreign keys point at. It never runs ahead of
-  them, and rebuilding one of them rebuilds it too (projections/runner.py);
+  them, and rebuilding one of them rebuilds it too (projections/rebuild.py);
 - ``handles``: for each event class it needs, the lean msgspec type to decode it into
   (projections/decoding.py). Other events are filtered out in SQL and never decoded;
 - ``apply(batch)``: writes the rows for a batch of decoded events, in bulk, through the
@@ -92,7 +92,7 @@ class Projection(ABC):
         except KeyError:
             raise UnhandledEvent(note, f"projection {self.name} has no handler for it") from None
         try:
-            return Decoded(note.position, event, decode(note.state))
+            return Decoded(note.position, event, decode(note))
         except Exception as error:
             raise UnhandledEvent(note, f"cannot decode its state: {error}") from error
 

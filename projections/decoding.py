@@ -7,7 +7,9 @@ are ``msgspec.Raw``: the stored bytes themselves, so whatever fields the event h
 later reach the table without the projection naming them.
 
 Versioned events (``class_version`` > 1, infrastructure/codec.py) are upcast first, like the
-application's mapper does, then decoded leanly.
+application's mapper does, then decoded leanly. Compact states (YearResultRecorded: positional
+msgpack, no field names) are decoded positionally, skipping the values the projection does not
+read, as named JSON is.
 
 What is never skipped silently: an event whose topic names no class this code knows, or whose
 state does not decode, raises ``UnhandledEvent`` naming its position and topic.
@@ -15,6 +17,7 @@ state does not decode, raises ``UnhandledEvent`` naming its position and topic.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -27,6 +30,7 @@ import domain.experiment
 import domain.run
 import domain.twin
 from domain.aggregate import Event
+from infrastructure.codec import compact, is_compact, is_compact_class, version_of
 from projections.store import Note
 
 
@@ -79,6 +83,7 @@ def is_event_topic(topic: str) -> bool:
 
 
 _decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+_sorted = msgspec.json.Encoder(order="sorted").encode
 
 
 def _decoder(lean: type[Any]) -> msgspec.json.Decoder[Any]:
@@ -87,23 +92,141 @@ def _decoder(lean: type[Any]) -> msgspec.json.Decoder[Any]:
     return _decoders[lean]
 
 
-def decoder_for(event: type[Event], lean: type[Any]) -> Callable[[bytes], Any]:
-    """A function from stored state to ``lean``, upcasting first if the class is versioned."""
+def decoder_for(event: type[Event], lean: type[Any]) -> Callable[[Note], Any]:
+    """A function from a notification to ``lean``, upcasting first if the class is versioned.
+
+    The ``msgspec.Raw`` fields of a versioned event (``raw_is_canonical``) hold canonical JSON
+    (projections/canonical.py) whatever the stored form: a compact state has no JSON to copy,
+    so its values are encoded, and a named state is upcast through a dict and encoded again
+    anyway; both with sorted keys, so the projections copy them as they are.
+    """
     decode = _decoder(lean).decode
     target: int = getattr(event, "class_version", 1)
     if target == 1:
-        return decode
-    encode = msgspec.json.encode
+        return lambda note: decode(note.state)
 
-    def upcast_then_decode(state: bytes) -> Any:
-        data: dict[str, Any] = msgspec.json.decode(state)
+    def upcast(data: dict[str, Any]) -> Any:
         version = data.pop("class_version", 1)
         while version < target:
             getattr(event, f"upcast_v{version}_v{version + 1}")(data)
             version += 1
-        return decode(encode(data))
+        return decode(_sorted(data))
 
-    return upcast_then_decode
+    if not is_compact_class(event):
+        return lambda note: upcast(msgspec.json.decode(note.state))
+    positional = _compact_decoder(event, lean)
+    layout = compact(event)
+
+    def either(note: Note) -> Any:
+        state = note.state
+        if not is_compact(state):  # named JSON: written before the class was compact
+            return upcast(msgspec.json.decode(state))
+        result = positional(note)
+        if result is not None:
+            return result
+        return upcast(layout.named(state, note.originator_id, note.originator_version))
+
+    return either
+
+
+def raw_is_canonical(event: type[Event]) -> bool:
+    """True if ``decoder_for(event, ...)`` gives canonical JSON in its Raw fields."""
+    return getattr(event, "class_version", 1) > 1
+
+
+def _compact_decoder(event: type[Event], lean: type[Any]) -> Callable[[Note], Any | None]:
+    """Decodes a compact state (infrastructure/codec.py) of ``event``'s current version straight
+    into ``lean``: the values the lean type does not name are skipped undecoded (Raw), the ones
+    it copies as JSON (Raw) are decoded typed and encoded as canonical JSON; None for a compact
+    state of another version."""
+    layout = compact(event)
+    wanted = {f.name: f.type for f in msgspec.structs.fields(lean)}
+    types = {f.name: f.type for f in msgspec.structs.fields(event)}
+    needed = [n for n in layout.names if n in wanted]
+    last = max((layout.names.index(n) for n in needed), default=-1)
+    row_fields: list[tuple[str, Any]] = [("class_version", int)]
+    namespace: dict[str, Any] = {"_Raw": msgspec.Raw, "_sorted": _sorted, "_UUID": UUID}
+    arguments: list[str] = []
+    for name in layout.names[: last + 1]:
+        if name not in wanted:
+            row_fields.append((name, msgspec.Raw))
+        elif wanted[name] is msgspec.Raw:  # as written, untyped (as a JSON copy would be)
+            row_fields.append((name, Any))
+            named = _named(types[name], f"row.{name}", namespace)
+            arguments.append(f"{name}=_Raw(_sorted({named}))")
+        else:
+            row_fields.append((name, wanted[name]))
+            arguments.append(f"{name}=row.{name}")
+    if "originator_id" in wanted:
+        ident = "originator_id if type(originator_id) is _UUID else _UUID(originator_id)"
+        arguments.append(f"originator_id={ident}")
+    if "originator_version" in wanted:
+        arguments.append("originator_version=originator_version")
+    namespace["_lean"] = lean
+    source = "def build(row, originator_id, originator_version):\n"
+    source += f"    return _lean({', '.join(arguments)})\n"
+    exec(source, namespace)  # generated once per (event, lean type): no per-event walk
+    build = namespace["build"]
+    row_type = msgspec.defstruct(f"{lean.__name__}Compact", row_fields, array_like=True)
+    row_decode = msgspec.msgpack.Decoder(row_type).decode
+    version = layout.version
+
+    def decode(note: Note) -> Any | None:
+        state = note.state
+        try:
+            row = row_decode(state)
+        except msgspec.ValidationError:
+            if version_of(state) != version:
+                return None
+            raise
+        if row.class_version != version:  # type: ignore[attr-defined]
+            return None
+        return build(row, note.originator_id, note.originator_version)
+
+    return decode
+
+
+def _named(tp: Any, source: str, namespace: dict[str, Any], depth: int = 0) -> str:
+    """An expression of ``source`` (a compact value of type ``tp``, decoded untyped) in named
+    form: each Struct's array as an object with its field names (a wrong length is an error)."""
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        fields = msgspec.structs.fields(tp)
+        if not any(_holds_struct(f.type) for f in fields):
+            names = f"_names{len(namespace)}"
+            namespace[names] = tuple(f.name for f in fields)
+            return f"dict(zip({names}, {source}, strict=True))"
+        values = f"_values{depth}"
+        parts = ", ".join(
+            f"{f.name!r}: {_named(f.type, f'{values}[{index}]', namespace, depth + 1)}"
+            for index, f in enumerate(fields)
+        )
+        count = len(fields)
+        check = f"_check({source}, {count})"
+        namespace["_check"] = _check_length
+        return f"(lambda {values}: {{{parts}}})({check})"
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is list and _holds_struct(args[0]):
+        item = f"_item{depth}"
+        return f"[{_named(args[0], item, namespace, depth + 1)} for {item} in {source}]"
+    if origin is dict and _holds_struct(args[1]):
+        key, item = f"_key{depth}", f"_item{depth}"
+        inner = _named(args[1], item, namespace, depth + 1)
+        return f"{{{key}: {inner} for {key}, {item} in {source}.items()}}"
+    if _holds_struct(tp):
+        raise TypeError(f"a compact field of type {tp} cannot be copied as JSON")
+    return source
+
+
+def _holds_struct(tp: Any) -> bool:
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        return True
+    return any(_holds_struct(a) for a in typing.get_args(tp))
+
+
+def _check_length(values: list[Any], count: int) -> list[Any]:
+    if len(values) != count:
+        raise ValueError(f"expected {count} values, got {len(values)}")
+    return values
 
 
 def raw_text(raw: msgspec.Raw) -> str:

@@ -397,3 +397,14 @@ def audit_trail(store: Store, cursor: Any) -> list[AuditEntry]:
         AuditEntry(store.from_db("timestamp", v[0]), v[1], v[2], int(v[3]), v[4], v[5])
         for v in cursor.fetchall()
     ]
+
+
+def describe(rows: Sequence[Parked]) -> str:
+    """One line about events just parked (the first one named), for warnings and reports."""
+    row = rows[0]
+    more = f" and {len(rows) - 1} more" if len(rows) > 1 else ""
+    return (
+        f"projection {row.projection} parked event {row.position} ({row.topic}, "
+        f"{row.originator_id} version {row.originator_version}): {row.error_class}: "
+        f"{row.error_message}{more} (twinledger projections parked; docs/projections.md)"
+    )

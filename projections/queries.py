@@ -1,15 +1,21 @@
 """The reads the CLI makes, from the read tables only (never from the event log).
 
-Rows come back as plain dicts: ids and timestamps as strings (ISO 8601, UTC), JSON columns
-decoded from their canonical text (integers as int, other numbers as float), numbers as
-numbers, so they print the same from SQLite and PostgreSQL.
+Each read is one statement on its own (``Store.read_once``: no transaction around it, one
+round trip). Rows come back as plain dicts: ids and timestamps as strings (ISO 8601, UTC),
+JSON columns decoded from their canonical text (integers as int, other numbers as float),
+numbers as numbers, so they print the same from SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
+from operator import attrgetter, itemgetter
 from typing import Any
 from uuid import UUID
+
+import msgspec
 
 from domain.errors import NotFound, ValidationError
 from projections.canonical import decode
@@ -46,9 +52,7 @@ def _select(
     clause = " AND ".join(condition for condition, _ in where)
     statement = f"SELECT {names} FROM {{t}}" + (f" WHERE {clause}" if clause else "")
     statement += f" ORDER BY {order}"
-    with store.reading() as cursor:
-        cursor.execute(store.sql(statement, t=table.name), [value for _, value in where])
-        rows = cursor.fetchall()
+    rows = store.read_once(store.sql(statement, t=table.name), [value for _, value in where])
     return [
         {
             name: plain(kinds[name], value)
@@ -95,16 +99,152 @@ def results(
     from_year: int | None = None,
     to_year: int | None = None,
 ) -> list[dict[str, Any]]:
-    run = store.uuid(_uuid("run_id", run_id))
-    found = _select(store, SIMULATION_RUNS, [("id = %s", run)], "id")
+    """A run's result rows, as the other queries give rows (``data`` parsed).
+
+    Built for large runs: one query, the rows' JSON parsed by one msgspec call for them all
+    (canonical text, so integers stay int), timestamps formatted by the database (SQLite
+    stores them already in the output's form), the run's id formatted once.
+    """
+    run, text = _run_id(store, run_id)
+    where, args = _result_filter(store, run, result_type, from_year, to_year)
+    created = _PG_ISO.format("created_at") if store.postgres else "created_at"
+    data = "data::text" if store.postgres else "data"
+    statement = (
+        f"SELECT year, result_type, {data}, {created} FROM {{t}} WHERE {where} "
+        "ORDER BY year, result_type"
+    )
+    rows = store.read_once(store.sql(statement, t=SIMULATION_RESULTS.name), args)
+    if not rows:
+        _check_run(store, run, text)
+    values = _decode_all([row[2] for row in rows])
+    return [
+        {"run_id": text, "year": year, "result_type": kind, "data": value, "created_at": at}
+        for (year, kind, _, at), value in zip(rows, values, strict=True)
+    ]
+
+
+def series(
+    store: Store,
+    run_id: str,
+    result_type: str = "environmental",
+    fields: Sequence[str] | None = None,
+    *,
+    from_year: int | None = None,
+    to_year: int | None = None,
+) -> dict[str, Any]:
+    """One run's values of one result type as columns, for charts and dashboards::
+
+        {"run_id": ..., "result_type": "environmental", "years": [1, 2, ...],
+         "values": {"temperature_k": [210.4, ...], "habitability": [0.01, ...]}}
+
+    ``fields`` names the values wanted (keys of the rows' ``data``; all of them when None);
+    only those are parsed. A year without one of them has null there. A field no year has is
+    an error naming it (a typo, not a gap).
+    """
+    if result_type not in RESULT_TYPES:
+        raise ValidationError("type", f"{result_type!r} is not one of {', '.join(RESULT_TYPES)}")
+    wanted = None if fields is None else _field_names(fields)
+    run, text = _run_id(store, run_id)
+    where, args = _result_filter(store, run, result_type, from_year, to_year)
+    data = "data::text" if store.postgres else "data"
+    statement = f"SELECT year, {data} FROM {{t}} WHERE {where} ORDER BY year"
+    rows = store.read_once(store.sql(statement, t=SIMULATION_RESULTS.name), args)
+    if not rows:
+        _check_run(store, run, text)
+    years = [row[0] for row in rows]
+    joined = _joined([row[1] for row in rows])
+    if wanted is None:
+        parsed: list[dict[str, Any]] = _decode_many(joined)
+        names = sorted(set().union(*parsed))  # canonical JSON: keys in sorted order
+        if any(len(value) != len(names) for value in parsed):  # some year lacks a field
+            parsed = [{name: value.get(name) for name in names} for value in parsed]
+        get = itemgetter(*names) if len(names) > 1 else lambda value: (value[names[0]],)
+        picked: list[Any] = list(map(get, parsed)) if names else []
+    else:
+        names = wanted
+        picked = _picker(tuple(wanted))(joined)
+    # Rows to columns in one C-level transposition.
+    transposed = zip(*picked, strict=True) if picked else ([] for _ in names)
+    columns = {name: list(values) for name, values in zip(names, transposed, strict=True)}
+    if wanted is not None and rows:
+        for name, values in columns.items():
+            if _MISSING in values:
+                if all(value is _MISSING for value in values):
+                    raise ValidationError(
+                        "fields", f"{name!r} is not a field of {result_type} results"
+                    )
+                columns[name] = [None if value is _MISSING else value for value in values]
+    return {"run_id": text, "result_type": result_type, "years": years, "values": columns}
+
+
+_PG_ISO = "to_char({0} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') || '+00:00'"
+"""A timestamptz as ``plain`` formats it (UTC, microseconds), computed by the server."""
+
+_decode_many = msgspec.json.Decoder(list[Any]).decode
+_MISSING: Any = msgspec.UNSET
+
+
+def _joined(texts: list[str]) -> str:
+    """Rows' JSON texts as one JSON array: parsed by one call instead of one per row."""
+    return "[" + ",".join(texts) + "]"
+
+
+def _decode_all(texts: list[str]) -> list[Any]:
+    return _decode_many(_joined(texts)) if texts else []
+
+
+@lru_cache(maxsize=64)
+def _picker(names: tuple[str, ...]) -> Callable[[str], list[tuple[Any, ...]]]:
+    """Decodes a JSON array of objects into tuples of the named keys only (the other keys are
+    skipped unparsed; a missing key is ``_MISSING``)."""
+    attributes = [f"f{index}" for index in range(len(names))]
+    row = msgspec.defstruct(
+        "Picked",
+        [(attribute, Any, msgspec.UNSET) for attribute in attributes],
+        rename=dict(zip(attributes, names, strict=True)),
+    )
+    decode = msgspec.json.Decoder(list[row]).decode  # type: ignore[valid-type]
+    pick = attrgetter(*attributes)
+    if len(attributes) == 1:
+        return lambda text: [(pick(item),) for item in decode(text)]
+    return lambda text: [pick(item) for item in decode(text)]
+
+
+def _field_names(fields: Sequence[str]) -> list[str]:
+    names = list(dict.fromkeys(fields))
+    if not names:
+        raise ValidationError("fields", "name at least one field (or none for all of them)")
+    for name in names:
+        if not isinstance(name, str) or not name or len(name) > 200:
+            raise ValidationError("fields", f"{name!r} is not a field name")
+    return names
+
+
+def _run_id(store: Store, run_id: str) -> tuple[Any, str]:
+    """The run id as the store binds it, and as rows show it."""
+    ident = _uuid("run_id", run_id)
+    return store.uuid(ident), str(ident)
+
+
+def _check_run(store: Store, run: Any, text: str) -> None:
+    """No result rows: NotFound unless the run exists (then it has no results yet), and a
+    clear error for a run that keeps a summary only (persistence summary)."""
+    found = store.read_once(
+        store.sql("SELECT persistence FROM {t} WHERE id = %s", t=SIMULATION_RUNS.name), [run]
+    )
     if not found:
-        raise NotFound("run_id", run_id.strip())
-    if found[0]["persistence"] == "summary":
+        raise NotFound("run_id", text)
+    if found[0][0] == "summary":
         raise ValidationError(
             "run_id",
-            f"run {run_id.strip()} keeps a summary only (persistence summary): no year is "
-            f"recorded; `twinledger replay {run_id.strip()} --to-year N` re-derives year N",
+            f"run {text} keeps a summary only (persistence summary): no year is "
+            f"recorded; `twinledger replay {text} --to-year N` re-derives year N",
         )
+
+
+def _result_filter(
+    store: Store, run: Any, result_type: str | None, from_year: int | None, to_year: int | None
+) -> tuple[str, list[Any]]:
     where: list[tuple[str, Any]] = [("run_id = %s", run)]
     if result_type is not None:
         if result_type not in RESULT_TYPES:
@@ -116,7 +256,7 @@ def results(
         where.append(("year >= %s", from_year))
     if to_year is not None:
         where.append(("year <= %s", to_year))
-    return _select(store, SIMULATION_RESULTS, where, "year, result_type")
+    return " AND ".join(c for c, _ in where), [v for _, v in where]
 
 
 def experiments(

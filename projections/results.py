@@ -9,10 +9,10 @@ From each YearResultRecorded:
   row exists **only for years that have key events**: most years have none, and an empty row
   per year would double the table for nothing. "No timeline row" means "no key event".
 
-The values are copied from the JSON the event holds (msgspec.Raw), never re-listed field by
-field, so the table follows the engine's value types without a change here; they are stored
-in canonical form (projections/canonical.py: keys sorted, numbers as the codec prints them),
-the same bytes on SQLite and PostgreSQL. This is the
+The values come from the lean decoder as canonical JSON (msgspec.Raw; projections/canonical.py:
+keys sorted, numbers as the codec prints them), never re-listed field by field, so the table
+follows the engine's value types without a change here; the same bytes on SQLite and
+PostgreSQL, whether the event was stored compact (version 2) or named (version 1). This is the
 projection that sees most events; its rows are written with COPY on PostgreSQL and one
 executemany on SQLite per batch.
 """
@@ -25,8 +25,7 @@ import msgspec
 
 from domain.run import YearResultRecorded
 from projections.base import Batch, Projection
-from projections.canonical import canonical_text
-from projections.decoding import Lean, is_empty_array
+from projections.decoding import Lean, is_empty_array, raw_is_canonical
 from projections.tables import Column, ForeignKey, Index, Table
 
 RESULT_TYPES = ("economic", "environmental", "timeline")
@@ -76,9 +75,10 @@ class ResultsProjection(Projection):
         store = batch.store
         rows: list[tuple[Any, ...]] = []
         add = rows.append
-        # Canonical JSON (projections/canonical.py). PostgreSQL: binary COPY takes the bytes as
-        # they are; SQLite stores text.
-        text = canonical_text if store.postgres else _text
+        # Canonical JSON (projections/canonical.py): the lean decoder gives it for this
+        # versioned event (decoding.raw_is_canonical). PostgreSQL: binary COPY takes the bytes
+        # as they are; SQLite stores text.
+        text = _as_is if store.postgres else _text
         for _, _, data in batch.events:
             run_id = store.uuid(data.originator_id)
             created_at = store.timestamp(data.timestamp)
@@ -92,5 +92,13 @@ class ResultsProjection(Projection):
         batch.bulk_insert(SIMULATION_RESULTS.name, COLUMNS, rows, kinds)
 
 
-def _text(value: Any) -> str:
-    return canonical_text(value).decode()
+def _as_is(value: msgspec.Raw | bytes) -> bytes:
+    return bytes(value)
+
+
+def _text(value: msgspec.Raw | bytes) -> str:
+    return bytes(value).decode()
+
+
+if not raw_is_canonical(YearResultRecorded):  # pragma: no cover - a guard for maintainers
+    raise ImportError("ResultsProjection copies YearResultRecorded's JSON as canonical")

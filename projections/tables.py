@@ -20,7 +20,7 @@ how SQLite and PostgreSQL tables are compared value for value.
 
 Names: a table is created under a *physical* name, its own (live) or a staging name during a
 rebuild. Constraint and index names start with the physical table name, so a rebuild can
-rename them with the table (projections/runner.py).
+rename them with the table (projections/rebuild.py).
 """
 
 from __future__ import annotations

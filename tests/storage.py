@@ -12,6 +12,7 @@ import msgspec
 import psycopg
 from psycopg import sql
 
+from infrastructure.codec import named_state
 from infrastructure.settings import resolve_database
 
 
@@ -20,6 +21,8 @@ def rewrite_stored_event(
 ) -> None:
     """Decode the stored state of (originator_id, version), apply ``change``, write it back.
 
+    The state is handed to ``change`` named (a compact state too, infrastructure/codec.py) and
+    written back as named JSON, which the codec reads whatever the class's storage.
     SQLite stores ids as 32 hex digits (eventsourcing's choice), PostgreSQL as uuid.
     """
     database = resolve_database(database_url)
@@ -28,12 +31,13 @@ def rewrite_stored_event(
         with psycopg.connect(database.psycopg_conninfo(), autocommit=True) as connection:
             row = connection.execute(
                 sql.SQL(
-                    "SELECT state FROM {} WHERE originator_id = %s AND originator_version = %s"
+                    "SELECT state, topic FROM {} WHERE originator_id = %s"
+                    " AND originator_version = %s"
                 ).format(table),
                 (originator_id, version),
             ).fetchone()
             assert row is not None, "no such stored event"
-            state = msgspec.json.decode(bytes(row[0]))
+            state = named_state(row[1], bytes(row[0]), originator_id, version)
             change(state)
             connection.execute(
                 sql.SQL(
@@ -45,11 +49,12 @@ def rewrite_stored_event(
     connection = sqlite3.connect(database.sqlite_path)
     try:
         row = connection.execute(
-            "SELECT state FROM stored_events WHERE originator_id = ? AND originator_version = ?",
+            "SELECT state, topic FROM stored_events WHERE originator_id = ?"
+            " AND originator_version = ?",
             (originator_id.hex, version),
         ).fetchone()
         assert row is not None, "no such stored event"
-        state = msgspec.json.decode(row[0])
+        state = named_state(row[1], bytes(row[0]), originator_id, version)
         change(state)
         connection.execute(
             "UPDATE stored_events SET state = ? WHERE originator_id = ? AND originator_version = ?",

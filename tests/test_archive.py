@@ -101,7 +101,9 @@ def test_a_damaged_archive_is_refused_and_nothing_is_written(
         truncated = tmp_path / "truncated.jsonl"
         truncated.write_text("".join(lines[:-3]))
         altered = tmp_path / "altered.jsonl"
-        altered.write_text("".join(lines).replace('\\"year\\":7,', '\\"year\\":8,', 1))
+        # (years are stored compact, in base64: alter a named state)
+        completed, failed = '\\"outcome\\":\\"completed\\"', '\\"outcome\\":\\"failed\\"'
+        altered.write_text("".join(lines).replace(completed, failed, 1))
         assert altered.read_text() != "".join(lines)
         foreign = tmp_path / "foreign.jsonl"
         foreign.write_text('{"hello": "world"}\n{}\n')

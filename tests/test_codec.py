@@ -28,7 +28,12 @@ from domain.values import (
     Pattern,
     RunParameters,
 )
-from infrastructure.codec import MsgspecMapper, NonFiniteNumber, NullTranscoder
+from infrastructure.codec import MsgspecMapper, NonFiniteNumber, NullTranscoder, named_state
+from projections.canonical import canonical
+from projections.decoding import decoder_for
+from projections.results import YearRecorded as ResultsYear
+from projections.runs import YearRecorded as RunsYear
+from projections.store import Note
 
 mapper = MsgspecMapper(transcoder=NullTranscoder())
 floats = st.floats(allow_nan=False, allow_infinity=False, width=64)
@@ -255,3 +260,108 @@ def test_a_text_null_or_an_optional_none_is_still_encoded() -> None:
     queued = make_queued()
     assert queued.parameters.custom_spec is None
     assert round_trip(queued) == queued
+
+
+# --- the compact encoding of YearResultRecorded (version 2) ----------------------------------
+
+
+def mars_year(key_events: list[KeyEvent] | None = None) -> YearResultRecorded:
+    """A year as mars_terraform records it (values with the engine's 6 significant digits)."""
+    return YearResultRecorded(
+        originator_id=uuid4(),
+        originator_version=503,
+        timestamp=datetime(2026, 11, 29, 17, 23, 20, 281466, tzinfo=UTC),
+        year=501,
+        economic=Economic(spend_cents=10065000000, revenue_cents=0, balance_cents=94489682000000),
+        environment=Environment(
+            temperature_k=275.393,
+            pressure_kpa=3.91674,
+            composition_pct={
+                "Ar": 0.3042,
+                "CO": 0.009408,
+                "CO2": 88.93,
+                "H2O": 8.878,
+                "N2": 0.4061,
+                "O2": 1.109,
+                "PFC": 0.3426,
+            },
+            liquid_water_kg=3.64764e18,
+            water_ice_kg=9.46561e17,
+            biomass_kg=142498000000000.0,
+            habitability=0.660631,
+        ),
+        key_events=key_events or [],
+    )
+
+
+def test_a_year_is_stored_compact_in_at_most_200_bytes() -> None:
+    event = mars_year()
+    stored = mapper.to_stored_event(event)
+    named = msgspec.json.encode(event)  # version 1: named JSON
+    assert len(stored.state) <= 200 < len(named)
+    assert stored.state[:1] != b"{"
+    values = msgspec.msgpack.decode(stored.state)
+    assert values[0] == YearResultRecorded.class_version == 2  # the version is in the state
+    assert values[2] == 501 and values[3] == [10065000000, 0, 94489682000000]
+    assert mapper.to_domain_event(stored) == event
+
+
+def test_a_stored_version_1_year_still_decodes() -> None:
+    """A store written before the compact encoding: named JSON, no class_version."""
+    event = mars_year([KeyEvent(year=501, name="x", description="y", data={"k": 1.5})])
+    v1 = StoredEvent(
+        event.originator_id,
+        event.originator_version,
+        get_topic(YearResultRecorded),
+        msgspec.json.encode(event),
+    )
+    assert b"class_version" not in v1.state and b'"economic":{"spend_cents"' in v1.state
+    assert mapper.to_domain_event(v1) == event
+
+
+def test_a_compact_state_names_every_value() -> None:
+    """Self-contained: the stored event (state and its id and version columns) holds every
+    value of the event; named_state gives them back by name."""
+    event = mars_year([KeyEvent(year=501, name="x", description="y", data={"k": 1})])
+    stored = mapper.to_stored_event(event)
+    named = named_state(stored.topic, stored.state, stored.originator_id, 503)
+    assert named.pop("class_version") == 2
+    assert named == msgspec.to_builtins(event)
+
+
+def test_a_compact_state_of_the_wrong_type_is_refused_naming_the_field() -> None:
+    stored = mapper.to_stored_event(mars_year())
+    values = msgspec.msgpack.decode(stored.state)
+    values[3][0] = 1.5  # float money
+    tampered = StoredEvent(stored.originator_id, 1, stored.topic, msgspec.msgpack.encode(values))
+    with pytest.raises(MapperDeserialisationError, match=r"\$\[3\]\[0\]"):
+        mapper.to_domain_event(tampered)
+
+
+@settings(max_examples=100)
+@given(environment=environments, events=key_events, spend=cents)
+def test_lean_decoders_read_both_versions_alike(
+    environment: Environment, events: list[KeyEvent], spend: int
+) -> None:
+    """The projections' lean decoders give the same values, as canonical JSON, from a
+    version 1 (named) and a version 2 (compact) state of the same event."""
+    event = msgspec.structs.replace(
+        mars_year(events),
+        environment=environment,
+        economic=Economic(spend_cents=spend, revenue_cents=1, balance_cents=-spend),
+    )
+    compact_state = mapper.to_stored_event(event).state
+    topic = get_topic(YearResultRecorded)
+    for lean in (ResultsYear, RunsYear):
+        decode = decoder_for(YearResultRecorded, lean)
+        got = [
+            decode(Note(1, event.originator_id, 503, topic, state))
+            for state in (compact_state, msgspec.json.encode(event))
+        ]
+        assert got[0] == got[1]
+    results = decoder_for(YearResultRecorded, ResultsYear)(
+        Note(1, event.originator_id.hex, 503, topic, compact_state)
+    )
+    assert results.originator_id == event.originator_id
+    assert bytes(results.environment) == canonical(event.environment)
+    assert bytes(results.key_events) == canonical(event.key_events)

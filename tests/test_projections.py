@@ -10,13 +10,16 @@ from typing import Any
 from uuid import uuid4
 
 import msgspec
+import pytest
 from eventsourcing.persistence import StoredEvent
 
 from domain.aggregate import Event
+from domain.errors import NotFound, ValidationError
 from domain.values import RunStatus, TwinStatus
 from infrastructure.application import TwinLedger
 from projections import queries, tracking
 from projections.checksum import canonical_json
+from projections.results import SIMULATION_RESULTS
 from tests.projection_scenario import (
     build,
     copy_events,
@@ -278,3 +281,100 @@ def test_concurrent_catch_ups_apply_each_event_once(
         live = p.checksums()
         p.rebuild()
         assert p.checksums() == live
+
+
+def test_a_store_of_named_version_1_years_gives_the_same_tables(
+    ledger: TwinLedger, other_database_url: str
+) -> None:
+    """Years stored as version 1 (named JSON, before the compact encoding) and as version 2
+    (compact) project to the same rows, on both back ends: the lean decoders read both."""
+    build(ledger)
+    other = TwinLedger.open(other_database_url)
+    topic = "domain.run:YearResultRecorded"
+    try:
+        position, as_v1 = 0, 0
+        while notes := ledger.recorder.select_notifications(
+            start=position, limit=500, inclusive_of_start=False
+        ):
+            events = []
+            for n in notes:
+                state = n.state
+                if n.topic == topic:
+                    event = ledger.mapper.to_domain_event(n)
+                    assert state[:1] != b"{"  # written compact
+                    state = msgspec.json.encode(event)  # exactly what version 1 stored
+                    as_v1 += 1
+                events.append(StoredEvent(n.originator_id, n.originator_version, n.topic, state))
+            other.recorder.insert_events(events)
+            position = notes[-1].id
+        assert as_v1 > 10
+        with projector(ledger) as here, projector(other, batch_size=50) as there:
+            here.catch_up()
+            there.catch_up()
+            mine, theirs = here.checksums(), there.checksums()
+            assert not here.parked() and not there.parked()
+            run = next(iter(other.completed_run_ids()))
+            assert result_rows(here.store, run) == result_rows(there.store, run)
+        assert [y for y in other.recorded_years(run)] == [y for y in ledger.recorded_years(run)]
+    finally:
+        other.close()
+    assert mine == theirs
+
+
+def test_results_and_series_give_the_rows_as_the_generic_reader_does(ledger: TwinLedger) -> None:
+    """queries.results reads in bulk (one JSON parse, timestamps formatted by the database):
+    the same rows as the generic per-column reader; series gives them as columns."""
+    s = build(ledger)
+    with projector(ledger) as p:
+        p.catch_up()
+        store = p.store
+        run = str(s.completed)
+        generic = queries._select(
+            store,
+            SIMULATION_RESULTS,
+            [("run_id = %s", store.uuid(s.completed))],
+            "year, result_type",
+        )
+        rows = queries.results(store, run)
+        assert rows == generic and len(rows) > 10
+        assert rows[0]["created_at"].endswith("+00:00")
+        some = queries.results(store, run, result_type="economic", from_year=2, to_year=3)
+        assert some == [
+            r for r in generic if r["result_type"] == "economic" and 2 <= r["year"] <= 3
+        ]
+
+        environmental = [r for r in generic if r["result_type"] == "environmental"]
+        whole = queries.series(store, run)
+        assert whole["run_id"] == run and whole["result_type"] == "environmental"
+        assert whole["years"] == [r["year"] for r in environmental]
+        assert set(whole["values"]) == set(environmental[0]["data"])
+        for name, values in whole["values"].items():
+            assert values == [r["data"][name] for r in environmental]
+        two = queries.series(store, run, "environmental", ["habitability", "composition_pct"])
+        assert list(two["values"]) == ["habitability", "composition_pct"]
+        assert two["values"]["composition_pct"] == whole["values"]["composition_pct"]
+        money = queries.series(store, run, "economic", ["balance_cents"], to_year=2)
+        assert money["years"] == [1, 2]
+        assert all(type(v) is int for v in money["values"]["balance_cents"])
+
+        with pytest.raises(ValidationError, match=r"^fields: 'temperature' is not a field"):
+            queries.series(store, run, "environmental", ["temperature"])
+        with pytest.raises(ValidationError, match=r"^type: "):
+            queries.series(store, run, "weather")
+        with pytest.raises(NotFound, match=r"^run_id"):
+            queries.series(store, str(uuid4()))
+        with pytest.raises(NotFound, match=r"^run_id"):
+            queries.results(store, str(uuid4()))
+        queued = ledger.queue_run(
+            s.mars, pattern="mars_terraform", duration_years=3, budget_cents=10**12
+        )
+        p.catch_up()
+        assert queries.series(store, str(queued)) == {
+            "run_id": str(queued),
+            "result_type": "environmental",
+            "years": [],
+            "values": {},
+        }
+        assert queries.results(store, str(queued)) == []
+        empty = queries.series(store, str(queued), "economic", ["spend_cents"])
+        assert (empty["years"], empty["values"]) == ([], {"spend_cents": []})

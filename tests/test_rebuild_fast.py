@@ -10,12 +10,12 @@ import threading
 from typing import Any
 from uuid import UUID
 
-import msgspec
 import psycopg
 import pytest
 from eventsourcing.persistence import StoredEvent
 
 from infrastructure.application import TwinLedger
+from infrastructure.codec import named_state
 from projections.results import ResultsProjection
 from projections.runner import Projector
 from tests.projection_scenario import build, projector
@@ -103,7 +103,10 @@ def test_a_row_the_staging_table_refuses_is_parked_in_the_new_generation(
     s = build(ledger)
     stored = ledger.recorder.select_events(s.completed)
     third = next(
-        e for e in stored if e.topic == YEAR_TOPIC and msgspec.json.decode(e.state)["year"] == 3
+        e
+        for e in stored
+        if e.topic == YEAR_TOPIC
+        and named_state(e.topic, e.state, e.originator_id, e.originator_version)["year"] == 3
     )
     ledger.recorder.insert_events(
         [StoredEvent(s.completed, stored[-1].originator_version + 1, YEAR_TOPIC, third.state)]
