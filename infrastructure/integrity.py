@@ -25,6 +25,7 @@ order, holding one stream's running hash and O(log streams) Merkle subtree roots
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import sqlite3
 import struct
@@ -440,7 +441,7 @@ def prove(
             {
                 "originator_version": event.originator_version,
                 "topic": event.topic,
-                "state": bytes(event.state).decode(),
+                **state_fields(bytes(event.state)),
                 "hash": prior.hex(),
             }
         )
@@ -502,3 +503,12 @@ class Chainer:
             self.stream, self.prior = ident, GENESIS
         self.prior = link(self.prior, ident, version, topic, state)
         return self.prior
+
+
+def state_fields(state: bytes) -> dict[str, str]:
+    """A stored state in JSON: text when it is UTF-8 JSON, else (a compact binary state,
+    infrastructure/codec.py) ``state_base64``. Archives and proofs carry states this way."""
+    try:
+        return {"state": state.decode()}
+    except UnicodeDecodeError:
+        return {"state_base64": base64.b64encode(state).decode()}

@@ -7,11 +7,13 @@ The algorithm (docs/integrity.md):
     hash_0 = 32 zero bytes;  hash_n = SHA-256(hash_{n-1} || framing(e_n))
     leaf = SHA-256(0x00 || id || u64 head version || head hash)
     node = SHA-256(0x01 || left || right), folded up the audit path to the digest.
-All integers big-endian; topic UTF-8; state the stored bytes (the proof's "state", UTF-8).
+All integers big-endian; topic UTF-8; state the stored bytes (the proof's "state" in UTF-8,
+or its "state_base64" decoded, for a compact binary state).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import sys
@@ -29,7 +31,11 @@ def check(proof, digest):
         version += 1
         if event["originator_version"] != version:
             return f"the events skip version {version}"
-        topic, state = event["topic"].encode(), event["state"].encode()
+        topic = event["topic"].encode()
+        if "state_base64" in event:  # a compact (binary) stored state
+            state = base64.b64decode(event["state_base64"])
+        else:
+            state = event["state"].encode()
         framing = ident + u(version, 8) + u(len(topic), 4) + topic + u(len(state), 8) + state
         head = hashlib.sha256(head + framing).digest()
         if head.hex() != event["hash"]:
