@@ -79,8 +79,7 @@ class Cluster:
                 self.address,
                 "--nthreads",
                 "1",
-                "--nworkers",
-                "1",
+                "--no-nanny",  # the worker is this process: SIGKILL kills the running task
                 "--no-dashboard",
                 "--host",
                 "127.0.0.1",

@@ -108,6 +108,7 @@ def synthetic_runs(twin_id: str, count: int = 40) -> list[dict[str, Any]]:
                 "iteration": None,
                 "sample_index": None,
                 "run_purpose": None,
+                "persistence": "full",
             }
         )
     return rows
