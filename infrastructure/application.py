@@ -128,6 +128,10 @@ class TwinLedger(Application[UUID]):
         self.clock = clock
         self.database = database
         self.after_write: list[Callable[[], None]] = []
+        self.last_write_durable = True
+        """False while the after-write hooks of a save that did not wait for the disk run (a
+        run's intermediate chunk): keep_current (projections/keep_current.py) then leaves the
+        catching up to the next durable write, or to the end of the command."""
 
     def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
         """The library's settings: the class's and the constructor's only, never the process
@@ -174,8 +178,12 @@ class TwinLedger(Application[UUID]):
             raise ConcurrentWrite(
                 f"another writer changed {names} first; nothing was written, try again"
             ) from error
-        for hook in self.after_write:
-            hook()
+        self.last_write_durable = bool(kwargs.get("durable", True))  # for after-write hooks
+        try:
+            for hook in self.after_write:
+                hook()
+        finally:
+            self.last_write_durable = True  # hooks called for other writes see a durable one
 
     def save_and_notify(self, *aggregates: Aggregate) -> None:
         """Save aggregates in one write (ConcurrentWrite on a conflict), then after-write hooks."""

@@ -82,6 +82,13 @@ class ProjectionsStopped(Exception):
         super().__init__("; ".join(str(stop) for stop in stops))
 
 
+class _Done:
+    """A shared pass found the group together at the head of the log: nothing left to do."""
+
+
+_DONE = _Done()
+
+
 class _Careful(Exception):
     """A batch failed, or meets held rows: roll it back and run it again with savepoints."""
 
@@ -129,13 +136,15 @@ class CatchUp:
         self.parked_now.clear()
         self.prepare()
         group = self.resolve(names)
-        self._run_together(group, LIVE)
-        for projection in group:  # whatever the shared pass left: one projection at a time
-            self._run(projection, LIVE)
-        with self.store.reading() as cursor:
-            return {
-                p.name: tracking.position(self.store, cursor, p.name) for p in self.resolve(names)
-            }
+        wanted = [p.name for p in group]
+        positions, head = tracking.behind(self.store, wanted)
+        if len(positions) == len(wanted) and all(positions[n] >= head for n in wanted):
+            return positions  # nothing to apply: no transaction, no lock, no commit
+        _, finished = self._together(group, LIVE)
+        if not finished:
+            for projection in group:  # whatever the shared pass left: one at a time
+                self._run(projection, LIVE)
+        return tracking.behind(self.store, wanted)[0]
 
     def _run_together(
         self,
@@ -151,9 +160,20 @@ class CatchUp:
         Stops at the first batch that fails or when the positions part; the one-projection
         path then takes over (and finds the event at fault). Returns events applied by each.
         """
+        return self._together(group, target, cursor, progress)[0]
+
+    def _together(
+        self,
+        group: list[Projection],
+        target: Target,
+        cursor: Any = None,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> tuple[dict[str, int], bool]:
+        """``_run_together``, and whether the group finished together at the head of the log
+        (then no projection of it has anything left: the one-projection pass is not needed)."""
         applied = {p.name: 0 for p in group}
         if len(group) < 2:
-            return applied
+            return applied, False
         while True:
             try:
                 if cursor is not None:
@@ -170,9 +190,9 @@ class CatchUp:
             except Exception:
                 if cursor is not None:
                     raise
-                return applied  # rolled back; the one-projection path finds out why
-            if moved is None:
-                return applied
+                return applied, False  # rolled back; the one-projection path finds out why
+            if moved is None or isinstance(moved, _Done):
+                return applied, moved is not None
             counts, new, cap, parked = moved
             for name, count in counts.items():
                 applied[name] += count
@@ -201,30 +221,39 @@ class CatchUp:
 
     def _shared_batch(
         self, group: list[Projection], target: Target, cursor: Any, *, careful: bool
-    ) -> tuple[dict[str, int], int, int, list[Parked]] | None:
+    ) -> tuple[dict[str, int], int, int, list[Parked]] | _Done | None:
+        """One batch for the group; None when the positions part, ``_DONE`` when the group
+        is together at the head of the log.
+
+        Live: the tracking rows are locked and the head read in one statement, the parked
+        rows of every projection read in one."""
         store = self.store
+        held: dict[str, dict[str, int]] | None = None
         if target.positions is None:
-            rows = [tracking.read(store, cursor, p.name, lock=True) for p in group]
-            starts = {row.position for row in rows if row is not None}
-            if len(starts) != 1 or any(row is None or row.error for row in rows):
+            rows, head = tracking.lock_all(store, cursor, [p.name for p in group])
+            starts = {row.position for row in rows.values()}
+            if len(rows) != len(group) or len(starts) != 1 or any(r.error for r in rows.values()):
                 return None
         else:
             starts = {target.positions[p.name] for p in group}
             if len(starts) != 1:
                 return None
+            head = store.head(cursor)
         (start,) = starts
         names = {p.name for p in group}
-        cap = store.head(cursor)
+        cap = head
         for p in group:
             for dependency in p.depends_on:
                 if dependency in self.by_name and dependency not in names:
                     cap = min(cap, self._position(cursor, dependency, target))
         if cap <= start:
-            return None
+            return _DONE if cap == head else None
         union = frozenset().union(*(p.topics for p in group))
         skip = sorted(set.intersection(*(set(self._skip[p.name]) for p in group)))
         upto = min(cap, start + WINDOW * self.batch_size)
         notes = store.notes(cursor, start, upto, skip, self.batch_size)
+        if target.positions is None and notes:
+            held = parking.held_rows_all(store, cursor, [p.name for p in group])
         counts: dict[str, int] = {}
         parked: list[Parked] = []
         for p in group:
@@ -236,11 +265,13 @@ class CatchUp:
                 cursor,
                 [n for n in notes if n.topic in mine or n.topic not in union],
                 careful=careful,
+                held=None if held is None else held[p.name],
             )
             parked += its
         new = notes[-1].position if len(notes) == self.batch_size else upto
         if target.positions is None:
-            parking.park(store, cursor, parked)
+            if parked:
+                parking.park(store, cursor, parked)
             for p in group:
                 tracking.advance(store, cursor, p.name, start, new)
         return counts, new, cap, parked
@@ -328,6 +359,7 @@ class CatchUp:
         *,
         careful: bool,
         hold: bool = True,
+        held: dict[str, int] | None = None,
     ) -> tuple[int, list[Parked]]:
         """Apply ``notes`` in ``cursor``'s transaction; returns (events applied, events parked).
 
@@ -348,7 +380,10 @@ class CatchUp:
         """
         if not notes:
             return 0, []
-        held = self._held(projection, target, cursor) if hold else {}
+        if held is None:
+            held = self._held(projection, target, cursor) if hold else {}
+        else:
+            held = dict(held)  # this batch adds to it
         clear = not held or not any(held.keys() & self._keys(projection, note) for note in notes)
         if not careful:
             if not clear:

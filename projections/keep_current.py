@@ -1,4 +1,14 @@
-"""Read your writes: catch the read tables up after each write an application makes."""
+"""Read your writes: catch the read tables up after the writes an application makes.
+
+Where a reader waits, not after every save: a save that did not wait for the disk (a run's
+intermediate chunk, ``durable=False``, infrastructure/application.py) is not followed by a
+catch-up; the next durable save (the run's last chunk, its completion) or the end of the
+command (``detach``) catches the tables up over all of them in one pass. Nobody reads the
+tables in between from this process, and every other reader catches up before it reads
+(infrastructure/service.py ``catch_up_reads``; the HTTP server follows the log), so what a
+reader sees is unchanged; a durable catch-up commit after each intermediate chunk would also
+have forced the chunk's WAL to the disk, which the chunk's own commit was spared.
+"""
 
 from __future__ import annotations
 
@@ -12,21 +22,24 @@ if TYPE_CHECKING:
 
 
 def keep_current(application: Any, warn: Callable[[str], None]) -> Callable[[], None]:
-    """Catch the read tables up after each write ``application`` makes (read your writes).
+    """Catch the read tables up after each durable write ``application`` makes (read your
+    writes), and when detached if a write since the last catch-up was not durable.
 
-    Adds a hook to ``application.after_write``; returns a function that removes it and closes
-    the projector. A projection that cannot catch up never fails the write that happened:
-    ``warn`` is told why the tables are behind.
+    Adds a hook to ``application.after_write``; returns a function that catches up what is
+    left, removes the hook and closes the projector. A projection that cannot catch up never
+    fails the write that happened: ``warn`` is told why the tables are behind.
     """
     from projections.runner import Projector  # runner re-exports this function
 
     state: dict[str, Projector] = {}
     warned: set[str] = set()
+    pending: list[bool] = []  # a write not caught up yet
 
-    def hook() -> None:
+    def catch_up() -> None:
         database = getattr(application, "database", None)
         if database is None:
             return
+        pending.clear()
         try:
             if "projector" not in state:
                 state["projector"] = Projector(database)
@@ -41,11 +54,19 @@ def keep_current(application: Any, warn: Callable[[str], None]) -> Callable[[], 
                 warned.add(message)
                 warn(message)
 
+    def hook() -> None:
+        if getattr(application, "last_write_durable", True):
+            catch_up()
+        else:
+            pending.append(True)
+
     application.after_write.append(hook)
 
     def detach() -> None:
         if hook in application.after_write:
             application.after_write.remove(hook)
+        if pending:
+            catch_up()
         if "projector" in state:
             state.pop("projector").close()
 

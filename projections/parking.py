@@ -299,6 +299,23 @@ def held_rows(store: Store, cursor: Any, name: str) -> dict[str, int]:
     return hold_map((str(keys).split(), int(position)) for keys, position in cursor.fetchall())
 
 
+def held_rows_all(store: Store, cursor: Any, names: Sequence[str]) -> dict[str, dict[str, int]]:
+    """``held_rows`` of several projections in one statement: name -> row id -> position."""
+    marks = ", ".join(["%s"] * len(names))
+    cursor.execute(
+        store.sql(
+            "SELECT projection_name, row_keys, position FROM {t}"
+            f" WHERE projection_name IN ({marks}) AND skipped_at IS NULL ORDER BY position",
+            t=TABLE,
+        ),
+        list(names),
+    )
+    found: dict[str, list[tuple[list[str], int]]] = {name: [] for name in names}
+    for name, keys, position in cursor.fetchall():
+        found[str(name)].append((str(keys).split(), int(position)))
+    return {name: hold_map(rows) for name, rows in found.items()}
+
+
 def hold_map(rows: Iterable[tuple[Sequence[str], int]]) -> dict[str, int]:
     held: dict[str, int] = {}
     for keys, position in rows:

@@ -15,6 +15,7 @@ and error / error_position when the projection stopped on an event it cannot han
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -94,6 +95,65 @@ def read_all(store: Store, cursor: Any) -> dict[str, Position]:
         (APPLICATION_NAME,),
     )
     return {row.name: row for row in map(_row, cursor.fetchall())}
+
+
+def _in(store: Store, names: Sequence[str]) -> tuple[str, list[Any]]:
+    """``projection_name`` among ``names``: the condition and its arguments."""
+    if store.postgres:
+        return "projection_name = ANY(%s)", [list(names)]
+    return f"projection_name IN ({', '.join('?' * len(names))})", list(names)
+
+
+def lock_all(store: Store, cursor: Any, names: Sequence[str]) -> tuple[dict[str, Position], int]:
+    """Lock the rows of ``names`` in that order (dependency order, as one-by-one ``read(lock=
+    True)`` and a rebuild's swap take them: no deadlock between them) in one statement, and
+    read the head of the log in the same statement: (rows by name, head).
+
+    PostgreSQL locks the rows as the sort emits them (LockRows above Sort), so in ``names``'
+    order. SQLite's BEGIN IMMEDIATE already holds the database's write lock."""
+    where, args = _in(store, names)
+    if store.postgres:
+        head = "(SELECT max(notification_id) FROM {e})"
+        order = " ORDER BY array_position(%s::text[], projection_name) FOR UPDATE OF t"
+        args = [*args, list(names)]
+    else:
+        head = "(SELECT max(rowid) FROM {e})"
+        order = ""
+    cursor.execute(
+        store.sql(
+            f"SELECT {_COLUMNS}, {head} FROM {{t}} AS t WHERE application_name = %s AND {where}"
+            + order,
+            t=TABLE,
+            e=store.events_table,
+        ),
+        [APPLICATION_NAME, *args],
+    )
+    rows = cursor.fetchall()
+    if not rows:
+        return {}, 0
+    return {row[0]: _row(row) for row in rows}, int(rows[0][-1] or 0)
+
+
+def behind(store: Store, names: Sequence[str]) -> tuple[dict[str, int], int]:
+    """Positions of ``names`` and the head of the log, in one statement outside any
+    transaction (no lock, no commit): how an idle catch-up finds it has nothing to do."""
+    where, args = _in(store, names)
+    head = (
+        "(SELECT max(notification_id) FROM {e})"
+        if store.postgres
+        else "(SELECT max(rowid) FROM {e})"
+    )
+    rows = store.read_once(
+        store.sql(
+            f"SELECT projection_name, notification_id, {head} FROM {{t}}"
+            f" WHERE application_name = %s AND {where}",
+            t=TABLE,
+            e=store.events_table,
+        ),
+        [APPLICATION_NAME, *args],
+    )
+    head_value = int(rows[0][2] or 0) if rows else 0
+    return {str(row[0]): int(row[1]) for row in rows}, head_value
 
 
 def position(store: Store, cursor: Any, name: str) -> int:
