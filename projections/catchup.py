@@ -193,7 +193,7 @@ class CatchUp:
                 return applied, False  # rolled back; the one-projection path finds out why
             if moved is None or isinstance(moved, _Done):
                 return applied, moved is not None
-            counts, new, cap, parked = moved
+            counts, new, cap, parked, at_head = moved
             for name, count in counts.items():
                 applied[name] += count
                 if target.positions is not None:
@@ -201,6 +201,8 @@ class CatchUp:
             (target.parked if target.positions is not None else self.parked_now).extend(parked)
             if progress is not None:
                 progress("+".join(applied), new, cap)
+            if at_head:  # known without another transaction (which would lock and commit)
+                return applied, True
 
     @contextmanager
     def _transaction(self, target: Target) -> Iterator[Any]:
@@ -221,9 +223,10 @@ class CatchUp:
 
     def _shared_batch(
         self, group: list[Projection], target: Target, cursor: Any, *, careful: bool
-    ) -> tuple[dict[str, int], int, int, list[Parked]] | _Done | None:
+    ) -> tuple[dict[str, int], int, int, list[Parked], bool] | _Done | None:
         """One batch for the group; None when the positions part, ``_DONE`` when the group
-        is together at the head of the log.
+        is together at the head of the log. A batch's result ends with True when it brought
+        the group to the head it read.
 
         Live: the tracking rows are locked and the head read in one statement, the parked
         rows of every projection read in one."""
@@ -274,7 +277,7 @@ class CatchUp:
                 parking.park(store, cursor, parked)
             for p in group:
                 tracking.advance(store, cursor, p.name, start, new)
-        return counts, new, cap, parked
+        return counts, new, cap, parked, new == cap == head
 
     def _position(self, cursor: Any, name: str, target: Target) -> int:
         if target.positions is not None and name in target.positions:

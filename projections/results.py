@@ -26,6 +26,7 @@ import msgspec
 from domain.run import YearResultRecorded
 from projections.base import Batch, Projection
 from projections.decoding import Lean, is_empty_array, raw_is_canonical
+from projections.store import iso
 from projections.tables import Column, ForeignKey, Index, Table
 
 RESULT_TYPES = ("economic", "environmental", "timeline")
@@ -76,24 +77,33 @@ class ResultsProjection(Projection):
         rows: list[tuple[Any, ...]] = []
         add = rows.append
         # Canonical JSON (projections/canonical.py): the lean decoder gives it for this
-        # versioned event (decoding.raw_is_canonical). PostgreSQL: binary COPY takes the bytes
-        # as they are; SQLite stores text.
-        text = _as_is if store.postgres else _text
+        # versioned event (decoding.raw_is_canonical). PostgreSQL: binary COPY takes the Raw
+        # values as they are (the json dumper sends their bytes, projections/store.py), no copy
+        # and no call per value; SQLite stores text.
+        postgres = store.postgres
         for _, _, data in batch.events:
-            run_id = store.uuid(data.originator_id)
-            created_at = store.timestamp(data.timestamp)
             year = data.year
-            add((run_id, year, "economic", text(data.economic), created_at))
-            add((run_id, year, "environmental", text(data.environment), created_at))
+            if postgres:
+                run_id, created_at = data.originator_id, data.timestamp
+                economic, environment = data.economic, data.environment
+            else:
+                run_id, created_at = str(data.originator_id), iso(data.timestamp)
+                economic, environment = _text(data.economic), _text(data.environment)
+            add((run_id, year, "economic", economic, created_at))
+            add((run_id, year, "environmental", environment, created_at))
             if not is_empty_array(data.key_events):
-                timeline = b'{"key_events":' + bytes(data.key_events) + b"}"
-                add((run_id, year, "timeline", text(timeline), created_at))
+                key_events = b'{"key_events":' + bytes(data.key_events) + b"}"
+                add(
+                    (
+                        run_id,
+                        year,
+                        "timeline",
+                        key_events if postgres else _text(key_events),
+                        created_at,
+                    )
+                )
         kinds = KINDS if store.postgres else None
         batch.bulk_insert(SIMULATION_RESULTS.name, COLUMNS, rows, kinds)
-
-
-def _as_is(value: msgspec.Raw | bytes) -> bytes:
-    return bytes(value)
 
 
 def _text(value: msgspec.Raw | bytes) -> str:

@@ -170,12 +170,28 @@ class RunsProjection(Projection):
             ),
             load_also=("duration_years", "persistence"),
         )
-        fold.load(data.originator_id for _, _, data in batch.events)
+        events = batch.events
+        fold.load({data.originator_id for _, _, data in events})
         changed: set[UUID] = set()
-        for _, event, data in batch.events:
+        statuses: dict[tuple[str, type[Event]], str] = {}  # next_run_status, once per batch
+        row: dict[str, Any] | None = None
+        run_id: UUID | None = None
+        for _, event, data in events:
+            if type(data) is YearRecorded and row is not None and data.originator_id == run_id:
+                # The bulk of a batch: the years of the run the previous event was for.
+                key = (row["status"], event)
+                status = statuses.get(key)
+                if status is None:
+                    status = statuses[key] = str(next_run_status(RunStatus(key[0]), event))
+                row["status"] = status
+                row["current_year"] = year = data.year
+                row["progress"] = year / row["duration_years"]
+                if data.timestamp > row["updated_at"]:
+                    row["updated_at"] = data.timestamp
+                continue
             run_id = data.originator_id
             if isinstance(data, Queued):
-                fold.create(run_id, _queued(data))
+                row = fold.create(run_id, _queued(data))
             else:
                 row = fold.get(run_id)
                 if row is None:
