@@ -102,6 +102,7 @@ class Target:
     background: BackgroundWriter | None = None  # a PostgreSQL rebuild's bulk writer
     parked: list[Parked] = field(default_factory=list)  # staging: committed batches' parked events
     skips: dict[tuple[str, int], Parked] = field(default_factory=dict)  # a rebuild's known skips
+    durable: bool = True  # live: whether a batch's commit waits for the WAL flush
 
     @property
     def live(self) -> bool:
@@ -109,6 +110,12 @@ class Target:
 
 
 LIVE = Target(physical={})
+LIVE_AFTER_DURABLE_WRITE = Target(physical={}, durable=False)
+"""The live tables, caught up right after a durable write of the same process (keep_current):
+batches commit without waiting for the WAL flush (PostgreSQL). The events are on disk; a
+server crash can lose only the latest such commits, rows and position together (one
+transaction, and the WAL is replayed in order), and the next catch-up applies those events
+again from the position that survived: exactly once still. Readers catch up before reading."""
 
 
 class CatchUp:
@@ -127,11 +134,14 @@ class CatchUp:
 
         def resolve(self, names: Sequence[str] | None) -> list[Projection]: ...
 
-    def catch_up(self, names: Sequence[str] | None = None) -> dict[str, int]:
+    def catch_up(
+        self, names: Sequence[str] | None = None, *, durable: bool = True
+    ) -> dict[str, int]:
         """Apply every committed event not yet applied; returns each projection's position.
 
         An event a projection cannot apply is parked (projections/parking.py) and the
-        projection goes on; ``parked_now`` lists what was parked.
+        projection goes on; ``parked_now`` lists what was parked. ``durable=False``: batches
+        commit without waiting for the WAL flush (see ``LIVE_AFTER_DURABLE_WRITE``).
         """
         self.parked_now.clear()
         self.prepare()
@@ -140,10 +150,11 @@ class CatchUp:
         positions, head = tracking.behind(self.store, wanted)
         if len(positions) == len(wanted) and all(positions[n] >= head for n in wanted):
             return positions  # nothing to apply: no transaction, no lock, no commit
-        _, finished = self._together(group, LIVE)
+        target = LIVE if durable else LIVE_AFTER_DURABLE_WRITE
+        _, finished = self._together(group, target)
         if not finished:
             for projection in group:  # whatever the shared pass left: one at a time
-                self._run(projection, LIVE)
+                self._run(projection, target)
         return tracking.behind(self.store, wanted)[0]
 
     def _run_together(
@@ -212,7 +223,7 @@ class CatchUp:
         if background is not None:
             background.check()
         try:
-            with self.store.transaction(durable=target.live) as cursor:
+            with self.store.transaction(durable=target.live and target.durable) as cursor:
                 yield cursor
         except BaseException:
             if background is not None:

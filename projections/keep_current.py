@@ -8,6 +8,10 @@ tables in between from this process, and every other reader catches up before it
 (infrastructure/service.py ``catch_up_reads``; the HTTP server follows the log), so what a
 reader sees is unchanged; a durable catch-up commit after each intermediate chunk would also
 have forced the chunk's WAL to the disk, which the chunk's own commit was spared.
+
+Its batches commit without waiting for the WAL flush (projections/catchup.py,
+``LIVE_AFTER_DURABLE_WRITE``): the write it follows is on disk already, and a batch lost in a
+server crash is applied again, exactly once, by the next catch-up, which every reader makes.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ def keep_current(application: Any, warn: Callable[[str], None]) -> Callable[[], 
             if "projector" not in state:
                 state["projector"] = Projector(database)
             projector = state["projector"]
-            projector.catch_up()
+            projector.catch_up(durable=False)  # after a durable write: see catchup.py
             if projector.parked_now:
                 warn(f"warning: {describe(projector.parked_now)}")
             projector.parked_now.clear()
