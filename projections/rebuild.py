@@ -131,8 +131,8 @@ class Rebuild(CatchUp):
         background = BackgroundWriter(self.database) if fast else None
         target.background = background
         try:
-            applied = self._run_together(targets, target, progress=progress)
-            for p in targets:
+            applied, finished = self._together(targets, target, progress=progress)
+            for p in targets if not finished else ():  # what the shared pass left
                 applied[p.name] += self._build(p, target, progress)
             if background is not None:
                 background.finish()  # every row committed before indexes, keys and swap
@@ -188,9 +188,10 @@ class Rebuild(CatchUp):
         with store.transaction() as cursor:
             for p in targets:  # dependency order, the same in every process: no deadlock
                 tracking.read(store, cursor, p.name, lock=True)
-            for name, count in self._run_together(targets, target, cursor).items():
+            counts, finished = self._together(targets, target, cursor)
+            for name, count in counts.items():
                 applied[name] += count
-            for p in targets:
+            for p in targets if not finished else ():
                 applied[p.name] += self._run(p, target, cursor)
             for p in reversed(targets):
                 for table in reversed(p.tables):
