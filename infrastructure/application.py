@@ -27,6 +27,7 @@ from eventsourcing.persistence import (
     MapperDeserialisationError,
     OperationalError,
     PersistenceError,
+    Recording,
 )
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
@@ -132,6 +133,9 @@ class TwinLedger(Application[UUID]):
         """False while the after-write hooks of a save that did not wait for the disk run (a
         run's intermediate chunk): keep_current (projections/keep_current.py) then leaves the
         catching up to the next durable write, or to the end of the command."""
+        self.last_recordings: list[Recording[UUID]] = []
+        """While the after-write hooks of a save run: its events with their positions in the
+        log (keep_current projects them without reading them back)."""
 
     def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
         """The library's settings: the class's and the constructor's only, never the process
@@ -172,18 +176,21 @@ class TwinLedger(Application[UUID]):
 
     def _save(self, *aggregates: Aggregate, **kwargs: Any) -> None:
         try:
-            self.save(*aggregates, **kwargs)
+            recordings = self.save(*aggregates, **kwargs)
         except IntegrityError as error:
             names = ", ".join(f"{type(a).__name__} {a.id}" for a in aggregates)
             raise ConcurrentWrite(
                 f"another writer changed {names} first; nothing was written, try again"
             ) from error
-        self.last_write_durable = bool(kwargs.get("durable", True))  # for after-write hooks
+        # For after-write hooks: whether the write waited for the disk, and what it wrote.
+        self.last_write_durable = bool(kwargs.get("durable", True))
+        self.last_recordings = recordings
         try:
             for hook in self.after_write:
                 hook()
         finally:
             self.last_write_durable = True  # hooks called for other writes see a durable one
+            self.last_recordings = []
 
     def save_and_notify(self, *aggregates: Aggregate) -> None:
         """Save aggregates in one write (ConcurrentWrite on a conflict), then after-write hooks."""

@@ -17,7 +17,7 @@ it makes the runner rebuild the projection's tables.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, ClassVar
@@ -27,7 +27,7 @@ from eventsourcing.utils import get_topic
 
 from domain.aggregate import Event
 from projections.background import BackgroundWriter
-from projections.decoding import Decoded, UnhandledEvent, decoder_for
+from projections.decoding import Decoded, UnhandledEvent, builder_for, decoder_for
 from projections.store import Note, Store
 from projections.tables import Table, schema_version
 
@@ -77,6 +77,13 @@ class Projection(ABC):
             get_topic(event): (event, decoder_for(event, lean))
             for event, lean in self.handles.items()
         }
+        self.builders: dict[str, tuple[type[Event], Callable[[Any], Any]]] = {}
+        """Per topic: the lean value from the event object itself (decoding.builder_for), for
+        events this process just saved (projections/catchup.py, ``remember``)."""
+        for event, lean in self.handles.items():
+            build = builder_for(event, lean)
+            if build is not None:
+                self.builders[get_topic(event)] = (event, build)
 
     @cached_property
     def topics(self) -> frozenset[str]:

@@ -48,6 +48,8 @@ DEFAULT_BATCH = 2000
 WINDOW = 8
 """A batch reads notifications in (position, position + WINDOW * batch size] at most: a bounded
 index range per batch, however sparse the projection's topics and whatever the planner thinks."""
+MEMORY = 10_000
+"""Events kept at most by ``remember`` (a 1000-year run is 1002): beyond, they are read back."""
 STAGING = "__rebuild"
 TRANSIENT = (sqlite3.OperationalError, psycopg.OperationalError)
 """Errors of the connection or of locking, not of an event: retried, never a projection stop."""
@@ -129,10 +131,70 @@ class CatchUp:
         batch_size: int
         _skip: dict[str, list[str]]
         parked_now: list[Parked]
+        _memory: list[Note]
+        _saved: dict[int, Any]
 
         def prepare(self) -> None: ...
 
         def resolve(self, names: Sequence[str] | None) -> list[Projection]: ...
+
+    def remember(self, recordings: Sequence[Any]) -> None:
+        """Keep the events this process just saved (eventsourcing Recordings: each event with
+        its notification), so catching up projects them without reading them back.
+
+        Used only where they are exactly the log: a batch takes notifications from memory
+        when they cover every position from the one after the projection's to the batch's
+        end, without a gap (another writer's event in between leaves a gap: memory starts
+        again after it). Rows and position still commit in one transaction, so exactly once
+        holds as when reading. At most ``MEMORY`` events are kept."""
+        notes = [
+            Note(n.id, n.originator_id, n.originator_version, n.topic, n.state)
+            for n in (r.notification for r in recordings)
+        ]
+        if not notes:
+            return
+        first = notes[0].position
+        if any(note.position != first + i for i, note in enumerate(notes)) or len(notes) > MEMORY:
+            self.forget()
+            return
+        if self._memory and (
+            first != self._memory[-1].position + 1 or len(self._memory) + len(notes) > MEMORY
+        ):
+            self.forget()
+        self._memory.extend(notes)
+        for recording, note in zip(recordings, notes, strict=True):
+            self._saved[note.position] = recording.domain_event
+
+    def forget(self, upto: int | None = None) -> None:
+        """Drop remembered events (those at positions <= ``upto``, or all)."""
+        if upto is None or not self._memory or upto >= self._memory[-1].position:
+            self._memory.clear()
+            self._saved.clear()
+            return
+        keep = [note for note in self._memory if note.position > upto]
+        for note in self._memory[: len(self._memory) - len(keep)]:
+            self._saved.pop(note.position, None)
+        self._memory[:] = keep
+
+    def _notes(
+        self, cursor: Any, start: int, upto: int, skip: Sequence[str], limit: int
+    ) -> tuple[list[Note], int]:
+        """``store.notes`` (and the batch's end, lowered to what memory covers) from the
+        remembered events when they cover (start, end] without a gap, else from the log."""
+        memory = self._memory
+        if memory and memory[0].position <= start + 1 <= memory[-1].position:
+            first = memory[0].position
+            upto = min(upto, memory[-1].position)
+            skipped = set(skip)
+            found: list[Note] = []
+            for note in memory[start + 1 - first : upto - first + 1]:
+                if note.topic in skipped:
+                    continue
+                found.append(note)
+                if len(found) == limit:
+                    break
+            return found, upto
+        return self.store.notes(cursor, start, upto, skip, limit), upto
 
     def catch_up(
         self, names: Sequence[str] | None = None, *, durable: bool = True
@@ -149,13 +211,17 @@ class CatchUp:
         wanted = [p.name for p in group]
         positions, head = tracking.behind(self.store, wanted)
         if len(positions) == len(wanted) and all(positions[n] >= head for n in wanted):
+            self.forget(min(positions.values(), default=None))
             return positions  # nothing to apply: no transaction, no lock, no commit
         target = LIVE if durable else LIVE_AFTER_DURABLE_WRITE
         _, finished = self._together(group, target)
         if not finished:
             for projection in group:  # whatever the shared pass left: one at a time
                 self._run(projection, target)
-        return tracking.behind(self.store, wanted)[0]
+        positions = tracking.behind(self.store, wanted)[0]
+        if names is None:  # every projection is past what it shows: what is left is unread
+            self.forget(min(positions.values(), default=None))
+        return positions
 
     def _run_together(
         self,
@@ -265,7 +331,7 @@ class CatchUp:
         union = frozenset().union(*(p.topics for p in group))
         skip = sorted(set.intersection(*(set(self._skip[p.name]) for p in group)))
         upto = min(cap, start + WINDOW * self.batch_size)
-        notes = store.notes(cursor, start, upto, skip, self.batch_size)
+        notes, upto = self._notes(cursor, start, upto, skip, self.batch_size)
         if target.positions is None and notes:
             held = parking.held_rows_all(store, cursor, [p.name for p in group])
         counts: dict[str, int] = {}
@@ -356,7 +422,7 @@ class CatchUp:
         if cap <= start:
             return None
         upto = min(cap, start + WINDOW * limit)
-        notes = store.notes(cursor, start, upto, self._skip[name], limit)
+        notes, upto = self._notes(cursor, start, upto, self._skip[name], limit)
         applied, parked = self._apply(projection, target, cursor, notes, careful=careful)
         new = notes[-1].position if len(notes) == limit else upto
         if target.positions is None:
@@ -497,13 +563,19 @@ class CatchUp:
     def _decode(self, projection: Projection, notes: list[Note]) -> list[Decoded]:
         events: list[Decoded] = []
         add, decode, topics = events.append, projection.decode, projection.topics
+        saved, builders = self._saved, projection.builders
         for note in notes:
             if note.topic not in topics:
                 if is_event_topic(note.topic):  # an event class added since we started
                     self._skip[projection.name].append(note.topic)
                     continue
                 raise UnhandledEvent(note, "its topic names no event class this code knows")
-            add(decode(note))
+            event = saved.get(note.position) if saved else None
+            built = builders.get(note.topic) if event is not None else None
+            if built is not None:  # saved by this process: the value without decoding
+                add(Decoded(note.position, built[0], built[1](event)))
+            else:
+                add(decode(note))
         return events
 
     def _cap(self, cursor: Any, projection: Projection, target: Target) -> int:

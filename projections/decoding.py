@@ -129,6 +129,40 @@ def decoder_for(event: type[Event], lean: type[Any]) -> Callable[[Note], Any]:
     return either
 
 
+_PLAIN = (int, str, float, bool, UUID, datetime)
+
+
+def builder_for(event: type[Event], lean: type[Any]) -> Callable[[Any], Any] | None:
+    """A function from an ``event`` object (one this process just saved) to ``lean``, giving
+    what ``decoder_for`` gives from its stored state, without reading or decoding it; None if
+    that cannot be promised for this class.
+
+    Only for versioned classes (``raw_is_canonical``: their Raw fields hold canonical JSON,
+    which encoding the value with sorted keys gives, whatever its stored form) whose lean
+    fields are Raw or plain values the event holds under the same names. Tested against the
+    decoder (tests/test_keep_current.py)."""
+    if not raw_is_canonical(event):
+        return None
+    try:
+        held = {f.name for f in msgspec.structs.fields(event)}
+    except TypeError:
+        return None
+    arguments: list[str] = []
+    for f in msgspec.structs.fields(lean):
+        if f.name not in held:
+            return None
+        if f.type is msgspec.Raw:
+            arguments.append(f"{f.name}=_Raw(_sorted(event.{f.name}))")
+        elif f.type in _PLAIN:
+            arguments.append(f"{f.name}=event.{f.name}")
+        else:
+            return None
+    namespace: dict[str, Any] = {"_Raw": msgspec.Raw, "_sorted": _sorted, "_lean": lean}
+    exec(f"def build(event):\n    return _lean({', '.join(arguments)})\n", namespace)
+    build: Callable[[Any], Any] = namespace["build"]
+    return build
+
+
 def raw_is_canonical(event: type[Event]) -> bool:
     """True if ``decoder_for(event, ...)`` gives canonical JSON in its Raw fields."""
     return getattr(event, "class_version", 1) > 1

@@ -59,6 +59,14 @@ def keep_current(application: Any, warn: Callable[[str], None]) -> Callable[[], 
                 warn(message)
 
     def hook() -> None:
+        recordings = getattr(application, "last_recordings", [])
+        if recordings and getattr(application, "database", None) is not None:
+            try:
+                if "projector" not in state:
+                    state["projector"] = Projector(application.database)
+                state["projector"].remember(recordings)  # projected without reading them back
+            except Exception:  # an optimisation only: the catch-up reads them instead
+                pass
         if getattr(application, "last_write_durable", True):
             catch_up()
         else:

@@ -39,7 +39,7 @@ from projections.parking import Parked, describe
 from projections.rebuild import Rebuild, RebuildBusy
 from projections.results import ResultsProjection
 from projections.runs import RunsProjection
-from projections.store import Store
+from projections.store import Note, Store
 from projections.tables import Table, create_index_sql, create_table_sql
 from projections.twins import TwinsProjection
 
@@ -114,6 +114,8 @@ class Projector(Rebuild, FollowLoop):
         known = set(known_events())
         self._skip = {p.name: sorted(known - p.topics) for p in self.projections}
         self._prepared = False
+        self._memory: list[Note] = []  # events this process saved, to project (catchup.py)
+        self._saved: dict[int, Any] = {}
         self.parked_now: list[Parked] = []
         """Events the last ``catch_up`` parked, oldest first (for warnings and reports)."""
 

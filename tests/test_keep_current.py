@@ -7,13 +7,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from uuid import uuid4
 
+import msgspec
 import pytest
 
-from infrastructure.application import TwinLedger
+from domain.catalog import CATALOG
+from domain.engine import Simulation
+from domain.run import SimulationRun
+from domain.values import Pattern, RunParameters
+from infrastructure.application import TwinLedger, run_inputs
+from infrastructure.codec import MsgspecMapper, NullTranscoder
 from projections import queries
-from projections.runner import Projector, keep_current
-from projections.store import Store
+from projections.runner import PROJECTIONS, Projector, keep_current
+from projections.store import Note, Store
 
 BUDGET = 1_000_000_000_000
 
@@ -117,9 +124,6 @@ def test_detach_catches_up_what_a_non_durable_write_left(
 
 def _year(ledger: TwinLedger, run_id: Any, year: int) -> Any:
     """The engine's result for ``year`` of the run (deterministic: simulated from RunQueued)."""
-    from domain.engine import Simulation
-    from infrastructure.application import run_inputs
-
     simulation = Simulation(run_inputs(ledger.get_run(run_id)))
     result = simulation.step()
     while result.year < year:
@@ -145,3 +149,128 @@ def test_an_idle_catch_up_opens_no_transaction(
         opened_now.clear()
         assert opened.catch_up() == positions
         assert opened_now == []  # nothing to apply: no lock taken, nothing committed
+
+
+# --- events projected from memory ----------------------------------------------------------------
+
+
+def _fields(value: Any) -> dict[str, Any]:
+    """A lean value's fields, Raw JSON as bytes (comparable)."""
+    return {
+        name: bytes(v) if isinstance(v, msgspec.Raw) else v
+        for name, v in msgspec.structs.asdict(value).items()
+    }
+
+
+def test_a_saved_event_gives_what_decoding_its_stored_state_gives() -> None:
+    """Every builder (decoding.builder_for) against the decoder, over a run's events as the
+    ledger's mapper stores them: years with and without key events, the queue and start."""
+    mapper = MsgspecMapper(transcoder=NullTranscoder())
+    run = SimulationRun.queue(
+        twin_id=uuid4(),
+        source_body="mars",
+        twin_state=CATALOG["mars"].state,
+        pattern=Pattern.MARS_TERRAFORM,
+        duration_years=300,
+        parameters=RunParameters(budget_cents=BUDGET),
+        seed=7,
+        engine_version="test",
+        initiated_by="test",
+    )
+    run.start()
+    simulation = Simulation(run_inputs(run))
+    for _ in range(300):
+        run.record_year(simulation.step())
+    events = run.collect_events()
+    assert any(getattr(e, "key_events", None) for e in events)  # both kinds of year
+    checked = 0
+    for cls in PROJECTIONS:
+        projection = cls()
+        for position, event in enumerate(events, start=1):
+            stored = mapper.to_stored_event(event)
+            built = projection.builders.get(stored.topic)
+            if built is None:
+                continue
+            note = Note(
+                position,
+                stored.originator_id,
+                stored.originator_version,
+                stored.topic,
+                stored.state,
+            )
+            assert _fields(built[1](event)) == _fields(projection.decode(note).data)
+            checked += 1
+    assert checked >= 2 * 300  # runs and results, every year
+
+
+def test_a_run_saved_here_is_projected_without_reading_it_back(
+    ledger: TwinLedger, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    twin = ledger.clone_twin(name="Mars", body="mars")
+    run_id = ledger.queue_run(
+        twin, pattern="mars_terraform", duration_years=60, budget_cents=BUDGET
+    )
+    with Projector.open(database_url) as opened:
+        opened.catch_up()  # what was written before keep_current was attached
+    detach = keep_current(ledger, lambda text: pytest.fail(text))
+    read: list[tuple[int, int]] = []
+    original = Store.notes
+
+    def spy(self: Store, cursor: Any, after: int, upto: int, *args: Any) -> Any:
+        read.append((after, upto))
+        return original(self, cursor, after, upto, *args)
+
+    monkeypatch.setattr(Store, "notes", spy)
+    try:
+        ledger.execute_run(run_id, chunk_years=20)
+    finally:
+        detach()
+    assert read == []  # every event came from the saves themselves
+    with Projector.open(database_url) as opened:
+        projected = opened.checksums()
+        opened.rebuild()
+        assert opened.checksums() == projected
+
+
+def test_another_writer_in_between_is_read_from_the_log(
+    open_ledger: Any, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gap in what this process saved (another writer's events): those are read back, and
+    the tables are what a clean rebuild gives."""
+    ledger, other = open_ledger(), open_ledger()
+    twin = ledger.clone_twin(name="Mars", body="mars")
+    runs = [
+        ledger.queue_run(twin, pattern="mars_terraform", duration_years=30, budget_cents=BUDGET)
+        for _ in range(2)
+    ]
+    detach = keep_current(ledger, lambda text: pytest.fail(text))
+    original = ledger._save_chunk
+    interleaved: list[int] = []
+
+    def save_chunk(run: Any, *, durable: bool = True) -> bool:
+        saved = original(run, durable=durable)
+        if not interleaved:  # once: another process writes between two of our chunks
+            interleaved.append(1)
+            other.execute_run(runs[1], chunk_years=30)
+        return saved
+
+    monkeypatch.setattr(ledger, "_save_chunk", save_chunk)
+    read: list[int] = []
+    notes = Store.notes
+
+    def spy(self: Store, cursor: Any, after: int, *args: Any) -> Any:
+        read.append(after)
+        return notes(self, cursor, after, *args)
+
+    monkeypatch.setattr(Store, "notes", spy)
+    try:
+        ledger.execute_run(runs[0], chunk_years=10)
+    finally:
+        detach()
+    assert read  # the other writer's events (and ours before them) came from the log
+    monkeypatch.undo()
+    with Projector.open(database_url) as opened:
+        assert {r["current_year"] for r in queries.runs(opened.store)} == {30}
+        projected = opened.checksums()
+        opened.rebuild()
+        assert opened.checksums() == projected
