@@ -93,16 +93,17 @@ def event_rows(stored_events: Sequence[StoredEvent]) -> bytes:
     parts = [SIGNATURE]
     append = parts.append
     heads: dict[str, tuple[struct.Struct, int, bytes]] = {}
-    ids: dict[UUID | str, bytes] = {}
+    current: object = None
+    raw = b""
     for event in stored_events:
         head = heads.get(event.topic)
         if head is None:
             topic = event.topic.encode()
             layout = struct.Struct(f">hi16siqi{len(topic)}si")
             head = heads[event.topic] = (layout, len(topic), topic)
-        raw = ids.get(event.originator_id)
-        if raw is None:
-            raw = ids[event.originator_id] = _uuid(event.originator_id).bytes
+        if event.originator_id is not current:  # a batch is runs of one stream's events
+            current = event.originator_id
+            raw = _uuid(event.originator_id).bytes
         state = event.state
         layout, size, topic = head
         append(layout.pack(4, 16, raw, 8, event.originator_version, size, topic, len(state)))
@@ -121,7 +122,14 @@ def hash_arrays(rows: Sequence[tuple[UUID, int, bytes]]) -> tuple[str, str, str]
     """The hashes of a batch as three PostgreSQL array literals (uuid[], int8[], hex text[]),
     to go into the statement that also reads the last id and commits: one round trip instead
     of a COPY's two. Only UUIDs, integers and hex digits: nothing to quote or escape."""
-    ids = ",".join([str(i) for i, _, _ in rows])
+    texts: list[str] = []
+    current: object = None
+    text = ""
+    for ident, _, _ in rows:
+        if ident is not current:
+            current, text = ident, str(ident)
+        texts.append(text)
+    ids = ",".join(texts)
     versions = ",".join([str(int(v)) for _, v, _ in rows])
     digests = ",".join([h.hex() for _, _, h in rows])
     return "{" + ids + "}", "{" + versions + "}", "{" + digests + "}"
