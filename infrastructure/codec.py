@@ -43,6 +43,8 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import get_topic, resolve_topic
 
+from infrastructure.event_store import stored_event
+
 _encoder = msgspec.json.Encoder()
 _packer = msgspec.msgpack.Encoder(uuid_format="bytes")
 _NON_FINITE_FLOAT64 = re.compile(rb"\xcb[\x7f\xff][\xf0-\xff]")
@@ -313,12 +315,10 @@ class MsgspecMapper(Mapper[UUID]):
             state = self.compressor.compress(state)
         if self.cipher:
             state = self.cipher.encrypt(state)
-        return StoredEvent(
-            originator_id=domain_event.originator_id,
-            originator_version=domain_event.originator_version,
-            topic=topic,
-            state=state,
+        made: StoredEvent = stored_event(
+            domain_event.originator_id, domain_event.originator_version, topic, state
         )
+        return made
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
         state = stored_event.state
