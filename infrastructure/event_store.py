@@ -5,7 +5,9 @@ frozen dataclasses, whose generated ``__init__`` sets each field through
 ``object.__setattr__``: 1.2 us an event, a tenth of the append's client time for a chunk of
 simulated years (docs/performance.md, issue 13). ``frozen`` only forbids assignment after
 construction; filling the instance's ``__dict__`` once is what ``__init__`` does, minus the
-per-field calls. The objects are equal to the library's (tests/test_append_rows.py).
+per-field calls. The objects are equal to the library's (tests/test_append_rows.py). Only
+these, which nothing here reads field by field: an instance filled this way loses CPython's
+inline attribute values, and each later attribute read costs a dict lookup.
 """
 
 from __future__ import annotations
@@ -18,17 +20,6 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import EventStore, Notification, Recording, StoredEvent
 
 _new = object.__new__
-
-
-def stored_event(originator_id: UUID, originator_version: int, topic: str, state: bytes) -> Any:
-    """StoredEvent(originator_id, originator_version, topic, state), built directly."""
-    event = _new(StoredEvent)
-    fields = event.__dict__
-    fields["originator_id"] = originator_id
-    fields["originator_version"] = originator_version
-    fields["topic"] = topic
-    fields["state"] = state
-    return event
 
 
 def recording(

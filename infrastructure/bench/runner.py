@@ -422,13 +422,12 @@ def raw_copy_like_for_like(
     notification_id and its unique index). The same transactions: a chunk of ``chunk`` years
     per transaction (the first with the run's two opening rows), every chunk but a run's last
     with ``synchronous_commit = off``, the last durable; BEGIN with that setting in one round
-    trip, the COPY, COMMIT. The same row objects and formatting as the append's, the fastest
-    known (event_store.stored_event, pg_recorder.event_rows).
+    trip, the COPY, COMMIT. The same row objects (StoredEvent) and formatting as the append's,
+    the fastest known (pg_recorder.event_rows).
 
     Left out, being our design's own work rather than the rows': the hash chain and its side
     table, the table lock, the NOTIFY, the last id read back, the aggregate. A plain
     connection, no pool. Returns (rows, seconds)."""
-    from infrastructure.event_store import stored_event
     from infrastructure.pg_recorder import event_rows
 
     TwinLedger.open(url).close()  # the ledger's tables, exactly as it creates them
@@ -448,17 +447,17 @@ def raw_copy_like_for_like(
             run_id, duration = uuid.uuid4(), len(generated.years)
             at = datetime.now(UTC)
             rows = [
-                stored_event(
+                StoredEvent(
                     run_id,
                     1,
                     _TOPICS["RunQueued"],
                     queued_state(run_id, twin_id, generated.seed, duration, at),
                 ),
-                stored_event(run_id, 2, _TOPICS["RunStarted"], started_state(run_id, at)),
+                StoredEvent(run_id, 2, _TOPICS["RunStarted"], started_state(run_id, at)),
             ]
             for year in generated.years:
                 state = year_state(year, datetime.now(UTC))
-                rows.append(stored_event(run_id, year.year + 2, year_topic, state))
+                rows.append(StoredEvent(run_id, year.year + 2, year_topic, state))
                 if year.year % chunk == 0 or year.year == duration:
                     cursor.execute(begin[year.year == duration])
                     with cursor.copy(statement) as copy:
