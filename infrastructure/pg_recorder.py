@@ -221,6 +221,10 @@ class CopyApplicationRecorder(PostgresApplicationRecorder):
         ).as_string(None)
         # Built after lock_table_statements is set above (the lock goes through the function).
         self._preambles = {durable: self._preamble(durable) for durable in (True, False)}
+        # The statements a COPY append sends, rendered once (psycopg would compose them anew
+        # for every batch).
+        self._preamble_text = {d: p.as_bytes(None) for d, p in self._preambles.items()}
+        self._copy_text = self.copy_statement.as_bytes(None)
 
     def _preamble(self, durable: bool) -> Composed:
         statements: list[Any] = [SQL("BEGIN"), *self.lock_table_statements]  # lock_timeout, lock
@@ -261,8 +265,8 @@ class CopyApplicationRecorder(PostgresApplicationRecorder):
         uuids = self.datastore.originator_id_type == "uuid"
         events = event_rows(stored_events) if uuids else b""
         with self.datastore.get_connection() as connection, _transaction(connection) as curs:
-            curs.execute(self.append_preamble(durable))
-            with curs.copy(self.copy_statement) as copy:
+            curs.execute(self._preamble_text[durable])
+            with curs.copy(self._copy_text) as copy:
                 if uuids:
                     copy.write(events)
                 else:
