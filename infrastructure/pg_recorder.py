@@ -26,12 +26,14 @@ commit); a resumed run records the missing years, simulating them again (determi
 events, same digest). Readers see the events at the commit, as usual. Every other write
 (twins, queue, start, cancel, the last chunk, RunCompleted, RunFailed) is durable.
 
-Round trips (four a batch): BEGIN, the lock timeout, the table lock, the NOTIFY and the commit
-setting go in one statement string (``append_preamble``); then the COPY of the events (two), the
-COPY of their hashes (two), and the last id with COMMIT in one string. The COPY rows are built
-as one binary buffer (``event_rows``, ``hash_rows``), and the hashes before the transaction
-opens when every previous hash is remembered (``RecentLinks``), so the lock covers the
-database's work only.
+Round trips (six a batch, eight before): BEGIN, the lock timeout, the table lock, the NOTIFY
+and the commit setting go in one statement string (``append_preamble``); then the COPY of the
+events (two), the COPY of their hashes (two), and the last id with COMMIT in one string. The
+hashes went in with that last string once (an INSERT from array literals: two round trips
+fewer), but the server's per-row INSERT cost more than the round trips under load; COPY
+inserts in bulk (docs/performance.md). The COPY rows are built as one binary buffer
+(``event_rows``, ``hash_rows``), and the hashes before the transaction opens when every
+previous hash is remembered (``RecentLinks``), so the lock covers the database's work only.
 
 Hash chain (docs/integrity.md): in the same transaction, after the events, each event's chained
 SHA-256 goes into the side table ``<events>_hashes`` (infrastructure/integrity.py). The previous
@@ -118,23 +120,6 @@ def hash_rows(rows: Sequence[tuple[UUID, int, bytes]]) -> bytes:
     return b"".join((SIGNATURE, *(pack(3, 16, i.bytes, 8, v, 32, h) for i, v, h in rows), TRAILER))
 
 
-def hash_arrays(rows: Sequence[tuple[UUID, int, bytes]]) -> tuple[str, str, str]:
-    """The hashes of a batch as three PostgreSQL array literals (uuid[], int8[], hex text[]),
-    to go into the statement that also reads the last id and commits: one round trip instead
-    of a COPY's two. Only UUIDs, integers and hex digits: nothing to quote or escape."""
-    texts: list[str] = []
-    current: object = None
-    text = ""
-    for ident, _, _ in rows:
-        if ident is not current:
-            current, text = ident, str(ident)
-        texts.append(text)
-    ids = ",".join(texts)
-    versions = ",".join([str(int(v)) for _, v, _ in rows])
-    digests = ",".join([h.hex() for _, _, h in rows])
-    return "{" + ids + "}", "{" + versions + "}", "{" + digests + "}"
-
-
 def _uuid(value: UUID | str) -> UUID:
     return value if isinstance(value, UUID) else UUID(value)
 
@@ -211,20 +196,14 @@ class CopyApplicationRecorder(PostgresApplicationRecorder):
         self.last_id_statement = SQL(
             "SELECT currval(pg_get_serial_sequence({}, 'notification_id'))"
         ).format(Literal(f'"{schema}"."{table}"'))
-        # The hashes, the last id, COMMIT, as text around the batch's three array literals.
-        self.finish_head = (
-            SQL("INSERT INTO {} (originator_id, originator_version, hash)").format(hashes)
-            + SQL(" SELECT i, v, decode(h, 'hex') FROM unnest(")
-        ).as_string(None)
-        self.finish_tail = (
-            SQL(") AS t(i, v, h); ") + self.last_id_statement + SQL("; COMMIT")
-        ).as_string(None)
         # Built after lock_table_statements is set above (the lock goes through the function).
         self._preambles = {durable: self._preamble(durable) for durable in (True, False)}
         # The statements a COPY append sends, rendered once (psycopg would compose them anew
         # for every batch).
         self._preamble_text = {d: p.as_bytes(None) for d, p in self._preambles.items()}
         self._copy_text = self.copy_statement.as_bytes(None)
+        self._copy_hashes_text = self.copy_hashes_statement.as_bytes(None)
+        self._finish_text = (self.last_id_statement + SQL("; COMMIT")).as_bytes(None)
 
     def _preamble(self, durable: bool) -> Composed:
         statements: list[Any] = [SQL("BEGIN"), *self.lock_table_statements]  # lock_timeout, lock
@@ -255,7 +234,7 @@ class CopyApplicationRecorder(PostgresApplicationRecorder):
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # the library's
     def _copy_events(self, stored_events: Sequence[StoredEvent], durable: bool = True) -> list[int]:
-        """Four round trips: BEGIN and the preamble; COPY of the events (start, then the rows
+        """Six round trips: BEGIN and the preamble; COPY of the events (start, then the rows
         and the end); COPY of their hashes (two); the last id and COMMIT in one. The rows and,
         when every previous hash is remembered (the usual case: the run's previous chunk was
         written here), the hashes are made before the transaction opens, so the table lock is
@@ -276,14 +255,9 @@ class CopyApplicationRecorder(PostgresApplicationRecorder):
             if hashes is None:  # read the missing previous hashes under the lock
                 hashes = self._chain(curs, stored_events)
             self.written.rows = hashes
-            ids, versions, digests = hash_arrays(hashes)
-            # One string, one round trip; dollar-quoted literals of UUIDs, integers and hex
-            # digits only (whatever standard_conforming_strings says).
-            curs.execute(
-                f"{self.finish_head}$h${ids}$h$::uuid[], $h${versions}$h$::int8[],"
-                f" $h${digests}$h$::text[]{self.finish_tail}"
-            )
-            curs.nextset()  # past the INSERT's result, to the last id's
+            with curs.copy(self._copy_hashes_text) as copy:
+                copy.write(hash_rows(hashes))
+            curs.execute(self._finish_text)  # the last id, then COMMIT
             row = curs.fetchone()
             assert row is not None
             last = int(row["currval"])
