@@ -22,6 +22,7 @@ import psycopg.sql
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import OriginatorVersionError
 from eventsourcing.persistence import (
+    EventStore,
     IntegrityError,
     InterfaceError,
     MapperDeserialisationError,
@@ -58,6 +59,7 @@ from infrastructure.errors import (
     UnusableDatabase,
     first_line,
 )
+from infrastructure.event_store import LeanEventStore
 from infrastructure.inputs import (
     BodyFile,
     CloneTwin,
@@ -136,6 +138,10 @@ class TwinLedger(Application[UUID]):
         self.last_recordings: list[Recording[UUID]] = []
         """While the after-write hooks of a save run: its events with their positions in the
         log (keep_current projects them without reading them back)."""
+
+    def construct_event_store(self) -> EventStore[UUID]:
+        """The library's event store, its per-event objects built directly (event_store.py)."""
+        return LeanEventStore(mapper=self.mapper, recorder=self.recorder)
 
     def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
         """The library's settings: the class's and the constructor's only, never the process

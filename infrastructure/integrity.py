@@ -39,6 +39,7 @@ from eventsourcing.persistence import DataError, StoredEvent
 from domain.errors import ValidationError
 
 GENESIS = bytes(32)
+GENESIS_ID = UUID(int=0)
 ALGORITHM = "twinledger-chain-v1/rfc6962-sha256"
 _HEAD = struct.Struct(">16sQI")
 _LENGTH = struct.Struct(">Q")
@@ -123,8 +124,11 @@ def previous_links(stored_events: Sequence[StoredEvent]) -> list[tuple[UUID, int
     """(stream, version) of each stored hash the batch chains onto: the event before each
     stream's first event in the batch, unless that is version 1."""
     first: dict[UUID, int] = {}
+    current: object = None
     for event in stored_events:
-        first.setdefault(_uuid(event.originator_id), event.originator_version)
+        if event.originator_id is not current:  # a batch is runs of one stream's events
+            current = event.originator_id
+            first.setdefault(_uuid(event.originator_id), event.originator_version)
     return [(ident, version - 1) for ident, version in first.items() if version > 1]
 
 
@@ -149,8 +153,11 @@ class RecentLinks:
         if len(self.known) >= self.size:
             self.known.clear()
         last: dict[UUID, tuple[int, bytes]] = {}
-        for ident, version, digest in rows:
-            last[ident] = (version, digest)
+        current: object = None
+        for ident, version, digest in reversed(rows):
+            if ident is not current:
+                current = ident
+                last.setdefault(ident, (version, digest))
         for ident, (version, digest) in last.items():
             self.known[(ident, version)] = digest
 
@@ -161,26 +168,47 @@ def chain_batch(
     """The hash of each event of a batch, chained onto the stored ``previous`` hashes.
 
     Raises BrokenChain (the write is refused, nothing is written) if a stream's previous
-    event has no stored hash: the chain is already broken there (docs/integrity.md)."""
+    event has no stored hash: the chain is already broken there (docs/integrity.md).
+
+    The same bytes as ``link`` hashes, framed in one join per event; a stream's id bytes and
+    head are looked up once per run of its events (a batch is one run's chunk, mostly), each
+    topic's encoding once per batch: the append hashes every event it writes
+    (docs/performance.md, issue 13)."""
     heads: dict[UUID, tuple[int, bytes]] = {
         ident: (version, digest) for (ident, version), digest in previous.items()
     }
-    rows = []
+    pack_head, pack_length, sha256 = _HEAD.pack, _LENGTH.pack, hashlib.sha256
+    topics: dict[str, bytes] = {}
+    rows: list[tuple[UUID, int, bytes]] = []
+    current: object = None  # the originator_id object of the run of events being chained
+    ident, raw, head_version, prior = GENESIS_ID, b"", 0, GENESIS
     for event in stored_events:
-        ident, version = _uuid(event.originator_id), event.originator_version
+        if event.originator_id is not current:  # a batch is runs of one stream's events
+            if current is not None:
+                heads[ident] = (head_version, prior)
+            current = event.originator_id
+            ident = _uuid(event.originator_id)
+            raw = ident.bytes
+            head_version, prior = heads.get(ident, (0, GENESIS))
+        version = event.originator_version
         if version == 1:
             prior = GENESIS
-        else:
-            head = heads.get(ident)
-            if head is None or head[0] != version - 1:
-                raise BrokenChain(
-                    f"stream {ident} version {version - 1} has no stored hash: its chain is "
-                    "broken (twinledger verify names where); nothing was written"
-                )
-            prior = head[1]
-        digest = link(prior, ident.bytes, version, event.topic, bytes(event.state))
-        heads[ident] = (version, digest)
-        rows.append((ident, version, digest))
+        elif head_version != version - 1:  # 0: no stored hash for the stream
+            raise BrokenChain(
+                f"stream {ident} version {version - 1} has no stored hash: its chain is "
+                "broken (twinledger verify names where); nothing was written"
+            )
+        topic = topics.get(event.topic)
+        if topic is None:
+            topic = topics[event.topic] = event.topic.encode()
+        state = bytes(event.state)
+        prior = sha256(
+            b"".join(
+                (prior, pack_head(raw, version, len(topic)), topic, pack_length(len(state)), state)
+            )
+        ).digest()
+        head_version = version
+        rows.append((ident, version, prior))
     return rows
 
 

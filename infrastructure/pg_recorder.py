@@ -26,8 +26,14 @@ commit); a resumed run records the missing years, simulating them again (determi
 events, same digest). Readers see the events at the commit, as usual. Every other write
 (twins, queue, start, cancel, the last chunk, RunCompleted, RunFailed) is durable.
 
-Round trips: the lock timeout, the table lock, the NOTIFY and the commit setting go in one
-statement string (``append_preamble``); then COPY, the last id, COMMIT.
+Round trips (six a batch, eight before): BEGIN, the lock timeout, the table lock, the NOTIFY
+and the commit setting go in one statement string (``append_preamble``); then the COPY of the
+events (two), the COPY of their hashes (two), and the last id with COMMIT in one string. The
+hashes went in with that last string once (an INSERT from array literals: two round trips
+fewer), but the server's per-row INSERT cost more than the round trips under load; COPY
+inserts in bulk (docs/performance.md). The COPY rows are built as one binary buffer
+(``event_rows``, ``hash_rows``), and the hashes before the transaction opens when every
+previous hash is remembered (``RecentLinks``), so the lock covers the database's work only.
 
 Hash chain (docs/integrity.md): in the same transaction, after the events, each event's chained
 SHA-256 goes into the side table ``<events>_hashes`` (infrastructure/integrity.py). The previous
@@ -44,12 +50,15 @@ notification_id sequence, so the n ids it draws during COPY are consecutive and 
 
 from __future__ import annotations
 
+import struct
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import (
     PostgresAggregateRecorder,
@@ -57,7 +66,8 @@ from eventsourcing.postgres import (
     PostgresDatastore,
 )
 from eventsourcing.utils import retry
-from psycopg import Cursor
+from psycopg import Connection, Cursor
+from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
@@ -71,6 +81,63 @@ from infrastructure.integrity import (
 
 COPY_FROM = 16  # smaller batches take the library's INSERT path: one round trip is cheaper
 BACKFILL = 5000
+
+SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # binary COPY header: no flags, no extension
+TRAILER = b"\xff\xff"
+_HASH_ROW = struct.Struct(">hi16siqi32s")  # 3 fields: uuid, int8, bytea(32)
+
+
+def event_rows(stored_events: Sequence[StoredEvent]) -> bytes:
+    """The binary COPY stream (header to trailer) of (originator_id uuid, originator_version
+    int8, topic text, state bytea) rows, as psycopg's ``write_row`` would send them, built
+    with one struct per topic and each stream's id bytes worked out once (docs/performance.md,
+    issue 13: per-field dumping cost more than the rest of the row's client work)."""
+    parts = [SIGNATURE]
+    append = parts.append
+    heads: dict[str, tuple[struct.Struct, int, bytes]] = {}
+    current: object = None
+    raw = b""
+    for event in stored_events:
+        head = heads.get(event.topic)
+        if head is None:
+            topic = event.topic.encode()
+            layout = struct.Struct(f">hi16siqi{len(topic)}si")
+            head = heads[event.topic] = (layout, len(topic), topic)
+        if event.originator_id is not current:  # a batch is runs of one stream's events
+            current = event.originator_id
+            raw = _uuid(event.originator_id).bytes
+        state = event.state
+        layout, size, topic = head
+        append(layout.pack(4, 16, raw, 8, event.originator_version, size, topic, len(state)))
+        append(state)
+    append(TRAILER)
+    return b"".join(parts)
+
+
+def hash_rows(rows: Sequence[tuple[UUID, int, bytes]]) -> bytes:
+    """The binary COPY stream of (originator_id uuid, originator_version int8, hash bytea)."""
+    pack = _HASH_ROW.pack
+    return b"".join((SIGNATURE, *(pack(3, 16, i.bytes, 8, v, 32, h) for i, v, h in rows), TRAILER))
+
+
+def _uuid(value: UUID | str) -> UUID:
+    return value if isinstance(value, UUID) else UUID(value)
+
+
+@contextmanager
+def _transaction(connection: Connection[DictRow]) -> Iterator[Cursor[DictRow]]:
+    """A cursor on an autocommit connection whose own statements open (``BEGIN`` in the
+    preamble) and end (``COMMIT`` with the last query) one transaction, saving the two round
+    trips of ``connection.transaction()``; rolled back if anything fails in between, so the
+    pool never gets the connection back inside a transaction."""
+    try:
+        with connection.cursor() as curs:
+            yield curs
+    except BaseException:
+        if connection.info.transaction_status != TransactionStatus.IDLE:
+            with suppress(psycopg.Error):  # a broken connection: the pool discards it
+                connection.rollback()
+        raise
 
 
 class CopyApplicationRecorder(PostgresApplicationRecorder):
@@ -131,17 +198,25 @@ class CopyApplicationRecorder(PostgresApplicationRecorder):
         ).format(Literal(f'"{schema}"."{table}"'))
         # Built after lock_table_statements is set above (the lock goes through the function).
         self._preambles = {durable: self._preamble(durable) for durable in (True, False)}
+        # The statements a COPY append sends, rendered once (psycopg would compose them anew
+        # for every batch).
+        self._preamble_text = {d: p.as_bytes(None) for d, p in self._preambles.items()}
+        self._copy_text = self.copy_statement.as_bytes(None)
+        self._copy_hashes_text = self.copy_hashes_statement.as_bytes(None)
+        self._finish_text = (self.last_id_statement + SQL("; COMMIT")).as_bytes(None)
 
     def _preamble(self, durable: bool) -> Composed:
-        statements = [*self.lock_table_statements]  # SET LOCAL lock_timeout, the table lock
+        statements: list[Any] = [SQL("BEGIN"), *self.lock_table_statements]  # lock_timeout, lock
         statements.append(SQL("NOTIFY {}").format(Identifier(self.channel_name)))
         if not durable:
             statements.append(SQL("SET LOCAL synchronous_commit = off"))
-        return SQL("; ").join(statements)
+        preamble: Composed = SQL("; ").join(statements)
+        return preamble
 
     def append_preamble(self, durable: bool) -> Composed:
-        """What a COPY append runs first, in one round trip: the lock timeout and table lock,
-        the NOTIFY, and (``durable=False``) the commit without waiting for the log flush."""
+        """What a COPY append runs first, in one round trip: BEGIN, the lock timeout and table
+        lock, the NOTIFY, and (``durable=False``) the commit without waiting for the log
+        flush."""
         return self._preambles[durable]
 
     def insert_events(
@@ -159,21 +234,30 @@ class CopyApplicationRecorder(PostgresApplicationRecorder):
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # the library's
     def _copy_events(self, stored_events: Sequence[StoredEvent], durable: bool = True) -> list[int]:
-        id_type = "uuid" if self.datastore.originator_id_type == "uuid" else "text"
-        with self.datastore.transaction(commit=True) as curs:
-            curs.execute(self.append_preamble(durable))
-            with curs.copy(self.copy_statement) as copy:
-                copy.set_types([id_type, "int8", "text", "bytea"])
-                for event in stored_events:
-                    copy.write_row(
-                        (event.originator_id, event.originator_version, event.topic, event.state)
-                    )
-            hashes = self._chain(curs, stored_events)
-            with curs.copy(self.copy_hashes_statement) as copy:
-                copy.set_types(["uuid", "int8", "bytea"])
-                for link in hashes:
-                    copy.write_row(link)
-            curs.execute(self.last_id_statement)
+        """Six round trips: BEGIN and the preamble; COPY of the events (start, then the rows
+        and the end); COPY of their hashes (two); the last id and COMMIT in one. The rows and,
+        when every previous hash is remembered (the usual case: the run's previous chunk was
+        written here), the hashes are made before the transaction opens, so the table lock is
+        held for the database's work only."""
+        previous, missing = self.recent.split(previous_links(stored_events))
+        hashes = None if missing else chain_batch(stored_events, previous)
+        uuids = self.datastore.originator_id_type == "uuid"
+        events = event_rows(stored_events) if uuids else b""
+        with self.datastore.get_connection() as connection, _transaction(connection) as curs:
+            curs.execute(self._preamble_text[durable])
+            with curs.copy(self._copy_text) as copy:
+                if uuids:
+                    copy.write(events)
+                else:
+                    copy.set_types(["text", "int8", "text", "bytea"])
+                    for e in stored_events:
+                        copy.write_row((e.originator_id, e.originator_version, e.topic, e.state))
+            if hashes is None:  # read the missing previous hashes under the lock
+                hashes = self._chain(curs, stored_events)
+            self.written.rows = hashes
+            with curs.copy(self._copy_hashes_text) as copy:
+                copy.write(hash_rows(hashes))
+            curs.execute(self._finish_text)  # the last id, then COMMIT
             row = curs.fetchone()
             assert row is not None
             last = int(row["currval"])
