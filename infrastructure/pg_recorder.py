@@ -51,11 +51,7 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
-from eventsourcing.postgres import (
-    PostgresAggregateRecorder,
-    PostgresApplicationRecorder,
-    PostgresDatastore,
-)
+from eventsourcing.postgres import PostgresAggregateRecorder, PostgresDatastore
 from eventsourcing.utils import retry
 from psycopg import Cursor
 from psycopg.rows import DictRow
@@ -68,12 +64,13 @@ from infrastructure.integrity import (
     hashes_table_name,
     previous_links,
 )
+from infrastructure.pg_insert import ConflictReportingInsert
 
 COPY_FROM = 16  # smaller batches take the library's INSERT path: one round trip is cheaper
 BACKFILL = 5000
 
 
-class CopyApplicationRecorder(PostgresApplicationRecorder):
+class CopyApplicationRecorder(ConflictReportingInsert):  # small batches: pg_insert.py
     copy_from = COPY_FROM
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
