@@ -51,7 +51,11 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
-from eventsourcing.postgres import PostgresAggregateRecorder, PostgresDatastore
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+)
 from eventsourcing.utils import retry
 from psycopg import Cursor
 from psycopg.rows import DictRow
@@ -70,7 +74,7 @@ COPY_FROM = 16  # smaller batches take the library's INSERT path: one round trip
 BACKFILL = 5000
 
 
-class CopyApplicationRecorder(ConflictReportingInsert):  # small batches: pg_insert.py
+class CopyApplicationRecorder(ConflictReportingInsert, PostgresApplicationRecorder):
     copy_from = COPY_FROM
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):

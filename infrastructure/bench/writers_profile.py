@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Any
 
 import psycopg
 
+from domain.errors import ValidationError
 from infrastructure.settings import resolve_database
 
 SAMPLE = """
@@ -55,13 +57,20 @@ STATES = (
 WAL_WAITS = {"WALSync", "WALWrite", "WALInsert", "WALBufMapping", "WALWriteLock"}
 
 
-def schedstat(pid: int | str = "self") -> tuple[float, float]:
-    """(seconds on a CPU, seconds runnable waiting for one) of a task, from /proc."""
+def schedstat(pid: int | str = "self") -> tuple[float, float] | None:
+    """(seconds on a CPU, seconds runnable waiting for one) of a task, from /proc; None once
+    the task has exited."""
     try:
         on_cpu, waiting, _ = Path(f"/proc/{pid}/schedstat").read_text().split()
     except (OSError, ValueError):
-        return 0.0, 0.0
+        return None
     return int(on_cpu) / 1e9, int(waiting) / 1e9
+
+
+def own_schedstat() -> tuple[float, float]:
+    found = schedstat()
+    assert found is not None  # this process is running
+    return found
 
 
 def machine() -> tuple[float, float, int]:
@@ -87,6 +96,8 @@ class WriterTimes:
     saved: int
     cpu: float
     runnable: float
+    append_cpu: float  # the client's CPU inside the recorder's insert_events (the transaction)
+    append_wall: float
 
 
 def _writer(url: str, name: str, runs: int, years: int, barrier: Barrier, out: Any) -> None:
@@ -97,15 +108,34 @@ def _writer(url: str, name: str, runs: int, years: int, barrier: Barrier, out: A
 
     data = generate(runs, years)
     ledger = TwinLedger.open(url, create_tables=False)
+    recorder: Any = ledger.recorder
+    insert = recorder.insert_events
+    inside = [0.0, 0.0]
+
+    def timed_insert(stored_events: Any, **kwargs: Any) -> Any:
+        cpu, wall = time.thread_time(), time.perf_counter()
+        try:
+            return insert(stored_events, **kwargs)
+        finally:
+            inside[0] += time.thread_time() - cpu
+            inside[1] += time.perf_counter() - wall
+
+    recorder.insert_events = timed_insert
     try:
         ledger.event_count()  # a pooled connection is open before the window starts
         barrier.wait()
-        cpu, runnable = time.process_time(), schedstat()[1]
+        cpu, runnable = time.process_time(), own_schedstat()[1]
         began = time.time()
         saved, _ = record_runs(ledger, data)
         ended = time.time()
         times = WriterTimes(
-            began, ended, saved, time.process_time() - cpu, schedstat()[1] - runnable
+            began,
+            ended,
+            saved,
+            time.process_time() - cpu,
+            own_schedstat()[1] - runnable,
+            inside[0],
+            inside[1],
         )
         out.put((name, times))
     finally:
@@ -139,20 +169,23 @@ class Sampler:
     def run(self) -> None:
         with psycopg.connect(self.conninfo, autocommit=True) as connection:
             backend = connection.info.backend_pid
-            own, began = schedstat(backend)[0] + time.thread_time(), time.time()
+            own, began = time.thread_time(), time.time()
+            backend_cpu = (schedstat(backend) or (0.0, 0.0))[0]
             while not self.stop.is_set():
                 rows = connection.execute(SAMPLE, (self.relation, self.prefix + "%")).fetchall()
                 by_writer: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
                 for row in rows:
                     usage = schedstat(row[1])
-                    self.first.setdefault(row[1], usage)
-                    self.last[row[1]] = usage
+                    if usage is not None:
+                        self.first.setdefault(row[1], usage)
+                        self.last[row[1]] = usage
                     by_writer[row[0]].append(row)
                 states = {writer: state_of(backends) for writer, backends in by_writer.items()}
                 held = any(row[5] for row in rows)
                 self.ticks.append(Tick(time.time(), states, held, machine()[2]))
                 time.sleep(self.interval)
-            spent = schedstat(backend)[0] + time.thread_time() - own
+            spent = time.thread_time() - own
+            spent += (schedstat(backend) or (backend_cpu, 0.0))[0] - backend_cpu
             self.cpu = spent / (time.time() - began)
 
     def within(self, began: float, ended: float) -> list[tuple[float, Tick]]:
@@ -191,6 +224,10 @@ class WritersProfile:
     window: float  # seconds, first writer's start to last writer's end
     start_spread: float  # seconds between the first and the last writer's start
     writer_seconds: float  # the writers' windows summed
+    client_us: float  # client CPU per event, microseconds
+    append_us: float  # of which inside the recorder's append (its transaction: under the lock)
+    append_wall: float  # share of writer time inside the recorder's append
+    backend_us: float  # the backends' CPU per event (nearly all of it under the lock)
     client_cpu: float  # shares of writer_seconds
     client_runnable: float
     backend_cpu: float
@@ -226,9 +263,7 @@ def profile_writers(
     barrier = context.Barrier(writers + 1)
     out = context.Queue()
     processes = [
-        context.Process(
-            target=_writer, args=(url, f"{prefix}{i}", runs_each, years, barrier, out)
-        )
+        context.Process(target=_writer, args=(url, f"{prefix}{i}", runs_each, years, barrier, out))
         for i in range(writers)
     ]
     for process in processes:
@@ -261,12 +296,17 @@ def profile_writers(
     backend_runnable = sum(sampler.last[p][1] - sampler.first[p][1] for p in sampler.last)
     cores = os.cpu_count() or 1
     client_cpu = sum(t.cpu for t in times.values())
+    saved = sum(t.saved for t in times.values())
     return WritersProfile(
         writers=writers,
-        events_per_second=sum(t.saved for t in times.values()) / (last - first),
+        events_per_second=saved / (last - first),
         window=last - first,
         start_spread=max(t.began for t in times.values()) - first,
         writer_seconds=spent,
+        client_us=client_cpu / saved * 1e6,
+        append_us=sum(t.append_cpu for t in times.values()) / saved * 1e6,
+        append_wall=sum(t.append_wall for t in times.values()) / spent,
+        backend_us=backend_cpu / saved * 1e6,
         client_cpu=client_cpu / spent,
         client_runnable=sum(t.runnable for t in times.values()) / spent,
         backend_cpu=backend_cpu / spent,
@@ -281,3 +321,61 @@ def profile_writers(
         samples=len(ticks),
         sampler_cpu=sampler.cpu,
     )
+
+
+def profile_all(
+    url: str | None,
+    counts: tuple[int, ...],
+    *,
+    runs_each: int,
+    years: int,
+    progress: Callable[[str], None] = lambda _: None,
+) -> list[WritersProfile]:
+    """One profile per writer count, each on its own scratch schema beside ``url``."""
+    from infrastructure.bench.runner import scratch
+
+    database = resolve_database(url)
+    if not database.is_postgres:
+        raise ValidationError("db", "--writers-profile needs PostgreSQL (the table lock is its)")
+    profiles = []
+    for count in counts:
+        progress(f"profiling {count} writer processes")
+        with scratch(database, f"p{count}") as scratch_url:
+            profiles.append(profile_writers(scratch_url, count, runs_each, years))
+    return profiles
+
+
+def profile_rows(profiles: list[WritersProfile]) -> list[tuple[str, list[str]]]:
+    """The profiles as table rows: a name, then one cell per writer count."""
+
+    def share(value: float) -> str:
+        return f"{value:.0%}"
+
+    rows: list[tuple[str, list[str]]] = [
+        ("events/s", [f"{p.events_per_second:,.0f}" for p in profiles]),
+        (
+            "x one writer",
+            [f"{p.events_per_second / profiles[0].events_per_second:.2f}" for p in profiles],
+        ),
+        ("client CPU, us/event", [f"{p.client_us:.1f}" for p in profiles]),
+        ("  of which in the append (under the lock)", [f"{p.append_us:.1f}" for p in profiles]),
+        ("backend CPU, us/event", [f"{p.backend_us:.1f}" for p in profiles]),
+        ("client on a CPU", [share(p.client_cpu) for p in profiles]),
+        ("client runnable, not running", [share(p.client_runnable) for p in profiles]),
+        ("backend on a CPU", [share(p.backend_cpu) for p in profiles]),
+        ("backend runnable, not running", [share(p.backend_runnable) for p in profiles]),
+        ("inside the recorder's append", [share(p.append_wall) for p in profiles]),
+    ]
+    rows += [(state, [share(p.states[state]) for p in profiles]) for state in STATES]
+    rows += [
+        ("table lock held (share of the window)", [share(p.lock_held) for p in profiles]),
+        ("cores busy (whole machine)", [share(p.cores_busy) for p in profiles]),
+        ("cores used by the writers and backends", [share(p.ours) for p in profiles]),
+        ("runnable tasks (mean procs_running)", [f"{p.run_queue:.1f}" for p in profiles]),
+        ("first to last writer start, ms", [f"{p.start_spread * 1000:.0f}" for p in profiles]),
+        (
+            "samples; sampler CPU (share of a core)",
+            [f"{p.samples}; {p.sampler_cpu:.0%}" for p in profiles],
+        ),
+    ]
+    return rows
