@@ -78,6 +78,7 @@ from infrastructure.integrity import (
     hashes_table_name,
     previous_links,
 )
+from infrastructure.pg_insert import ConflictReportingInsert
 
 COPY_FROM = 16  # smaller batches take the library's INSERT path: one round trip is cheaper
 BACKFILL = 5000
@@ -140,7 +141,7 @@ def _transaction(connection: Connection[DictRow]) -> Iterator[Cursor[DictRow]]:
         raise
 
 
-class CopyApplicationRecorder(PostgresApplicationRecorder):
+class CopyApplicationRecorder(ConflictReportingInsert, PostgresApplicationRecorder):
     copy_from = COPY_FROM
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):

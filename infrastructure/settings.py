@@ -123,13 +123,16 @@ RECORDERS = "infrastructure.pg_recorder"
 
 def _append_path() -> dict[str, str]:
     """TWINLEDGER_PG_APPEND: ``copy`` (default, infrastructure/pg_recorder.py) or ``insert``
-    (eventsourcing's own INSERT path: a fallback, and the baseline the benchmark compares with).
-    Both write the hash chain (docs/integrity.md)."""
+    (eventsourcing's own INSERT path: a fallback, and the baseline the benchmark compares with),
+    or ``staged`` (COPY into session tables, the lock for one round trip: infrastructure/
+    pg_staged.py). All write the hash chain (docs/integrity.md)."""
     choice = os.environ.get("TWINLEDGER_PG_APPEND", "copy")
     if choice == "insert":
         return {"APPLICATION_RECORDER_TOPIC": f"{RECORDERS}:InsertApplicationRecorder"}
+    if choice == "staged":
+        return {"APPLICATION_RECORDER_TOPIC": "infrastructure.pg_staged:StagedCopyRecorder"}
     if choice != "copy":
-        raise ValueError(f"TWINLEDGER_PG_APPEND: {choice!r} is not copy or insert")
+        raise ValueError(f"TWINLEDGER_PG_APPEND: {choice!r} is not copy, insert or staged")
     return {"APPLICATION_RECORDER_TOPIC": f"{RECORDERS}:CopyApplicationRecorder"}
 
 

@@ -51,6 +51,14 @@ def bench(
             help="Only the scale-out benchmark: Dask worker counts, e.g. 1,2,4 (PostgreSQL)"
         ),
     ] = None,
+    writers_profile: Annotated[
+        bool,
+        typer.Option(
+            "--writers-profile",
+            help="Only where concurrent writers' time goes (lock, WAL, CPU, run queue), for "
+            "each --writers count, each writer recording --runs / 8 runs (PostgreSQL, Linux)",
+        ),
+    ] = False,
 ) -> None:
     """Benchmark on scratch storage beside --db (never the ledger itself); prints the numbers."""
     check_format(output)
@@ -59,6 +67,9 @@ def bench(
         _scale_out(runs, years, scale_out)
         return
     counts = tuple(int(part) for part in writers.split(",") if part.strip())
+    if writers_profile:
+        _writers_profile(runs, years, counts, as_json)
+        return
     report = run_bench(
         state.db,
         runs=runs,
@@ -121,4 +132,30 @@ def _scale_out(runs: int, years: int, counts: str) -> None:
             f"{m.runs_per_second / measured[0].runs_per_second:.2f}",
             f"{m.startup_seconds:.1f} s",
         )
+    console.print(table)
+
+
+def _writers_profile(runs: int, years: int, counts: tuple[int, ...], as_json: bool) -> None:
+    from dataclasses import asdict
+
+    from infrastructure.bench.writers_profile import profile_all, profile_rows
+
+    profiles = profile_all(
+        state.db,
+        counts,
+        runs_each=max(1, runs // 8),
+        years=years,
+        progress=lambda message: errors.print(f"bench: {message}", highlight=False),
+    )
+    if as_json:
+        print(json.dumps([asdict(p) for p in profiles], indent=2))
+        return
+    table = Table(
+        "writers",
+        *(str(p.writers) for p in profiles),
+        title=f"twinledger bench --writers-profile: {max(1, runs // 8)} runs x {years} years "
+        "per writer; shares of the writers' summed wall time unless said",
+    )
+    for name, values in profile_rows(profiles):
+        table.add_row(name, *values)
     console.print(table)
