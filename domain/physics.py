@@ -186,6 +186,23 @@ class Atmosphere:
             self.columns[gas] *= factor
         self.rest_kpa *= factor
 
+    def rescale(self, from_kpa: float, to_kpa: float) -> None:
+        """Every gas scaled by ``to_kpa / from_kpa`` (``from_kpa`` > 0, the current total):
+        the same shares at a new total pressure.
+
+        The factor overflows to inf when a large change meets a nearly empty atmosphere (1000
+        kPa added to 1e-306 kPa), and inf times a column is inf, or NaN for an absent gas; then
+        each column's share of ``from_kpa`` (at most 1) is scaled instead. Where the factor is
+        finite this is ``scale_all(factor)``, bit for bit.
+        """
+        factor = to_kpa / from_kpa
+        if factor != math.inf:  # (-inf, a removal beyond the total, empties it as before)
+            self.scale_all(factor)
+            return
+        for gas in sorted(self.columns):
+            self.columns[gas] = self.columns[gas] / from_kpa * to_kpa
+        self.rest_kpa = self.rest_kpa / from_kpa * to_kpa
+
     def optical_depth(self) -> float:
         moles, all_moles = self._moles()
         if all_moles <= 0.0:
