@@ -133,7 +133,10 @@ def quantize(value: float, digits: int = 6) -> float:
     CPython formats floats with its own correctly rounded algorithm (dtoa.c), not the C
     library's, so this is the same everywhere. ``+ 0.0`` turns -0.0 into 0.0.
     """
-    return float(f"{value:.{digits}g}") + 0.0
+    return float(format(value, _SIGNIFICANT[digits])) + 0.0
+
+
+_SIGNIFICANT = tuple(f".{digits}g" for digits in range(18))  # the format specs, made once
 
 
 class Atmosphere:
