@@ -24,7 +24,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import OperationalError, StoredEvent
 from eventsourcing.sqlite import (
     SQLiteApplicationRecorder,
     SQLiteConnection,
@@ -53,6 +53,8 @@ def _synchronous(connection: SQLiteConnection, level: int | None) -> int:
             return int(cursor.fetchone()[0])
         cursor.execute(f"PRAGMA synchronous = {int(level)}")
         return level
+    except sqlite3.Error as error:  # as the library wraps its own statements' errors
+        raise OperationalError(error) from error
     finally:
         cursor.sqlite_cursor.close()
 

@@ -214,3 +214,36 @@ def test_sqlite_a_crash_after_an_unsynced_chunk_resumes_to_the_same_digest(
         assert [y.year for y in ledger.recorded_years(disturbed)] == list(range(1, 61))
     finally:
         ledger.close()
+
+
+def test_sqlite_a_connection_not_restored_to_full_is_not_pooled(
+    sqlite_ledger: TwinLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If setting the level back fails, the connection is closed: no later save may commit
+    at NORMAL on it by accident."""
+    import infrastructure.sqlite_recorder as module
+
+    recorder: Any = sqlite_ledger.recorder
+    real = module._synchronous
+    calls: list[int | None] = []
+
+    def failing_restore(connection: Any, level: int | None) -> int:
+        calls.append(level)
+        if len(calls) == 3:  # read, set NORMAL, then the restore
+            raise module.OperationalError("disk I/O error")
+        return real(connection, level)
+
+    twin_id = sqlite_ledger.clone_twin(name="Mars A", body="mars")
+    run_id = sqlite_ledger.queue_run(
+        twin_id, pattern="mars_terraform", duration_years=40, budget_cents=BUDGET
+    )
+    monkeypatch.setattr(module, "_synchronous", failing_restore)
+    from infrastructure.errors import RunInterrupted
+
+    with pytest.raises(RunInterrupted, match="disk I/O error"):
+        sqlite_ledger.execute_run(run_id, chunk_years=10)
+    monkeypatch.setattr(module, "_synchronous", real)
+    for connection in recorder.datastore.pool._pool:
+        assert connection._sqlite_conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    assert sqlite_ledger.get_run(run_id).years_recorded == 10  # committed before the failure
+    assert sqlite_ledger.execute_run(run_id, chunk_years=10).status == RunStatus.COMPLETED
