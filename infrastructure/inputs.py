@@ -314,6 +314,10 @@ Percent = Annotated[Number, Field(ge=0, le=100, allow_inf_nan=False)]
 WaterKg = Annotated[Number, Field(ge=0, le=1e26, allow_inf_nan=False)]  # Earth's oceans 1.4e21
 
 
+MAX_PRESSURE_KPA = 1e6  # a body's surface pressure at most
+MAX_COMPOUNDED_KPA = 1e300  # what a custom spec may grow any atmosphere to (a float: 1.8e308)
+
+
 class AtmosphereIn(InputModel):
     surface_pressure_kpa: Annotated[Number, Field(ge=0, le=MAX_PRESSURE_KPA, allow_inf_nan=False)]
     mean_temperature_k: Annotated[Number, Field(ge=1, le=10_000, allow_inf_nan=False)]
@@ -434,10 +438,6 @@ class CloneTwin(InputModel):
             if isinstance(number, int) and not -(2**63) <= number < 2**63:
                 raise ValueError(f"{key} must fit a 64-bit integer")
         return value
-
-
-MAX_PRESSURE_KPA = 1e6  # a body's surface pressure at most
-MAX_COMPOUNDED_KPA = 1e300  # what a custom spec may grow any atmosphere to (a float: 1.8e308)
 
 
 def compounded_pressure_kpa(spec: CustomSpecIn, years: int) -> float:
