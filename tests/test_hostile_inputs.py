@@ -894,6 +894,7 @@ bodies = st.fixed_dictionaries(
         "water": within(0, 1e26),
         "bio": within(0, 1e20),
         "albedo": within(0, 1),
+        "co2": st.one_of(st.sampled_from([0.0, 100.0]), st.floats(0, 100)),  # the rest N2
     }
 )
 
@@ -911,6 +912,7 @@ TINY_PRESSURE_BODY = {
     "water": 0.0,
     "bio": 0.0,
     "albedo": 0.0,
+    "co2": 50.0,
 }
 
 
@@ -941,7 +943,7 @@ def test_no_valid_body_overflows_the_engine(
         "atmosphere": {
             "surface_pressure_kpa": c["p"],
             "mean_temperature_k": c["t"],
-            "composition_pct": {"CO2": 50.0, "N2": 50.0},
+            "composition_pct": {"CO2": c["co2"], "N2": 100.0 - c["co2"]},
         },
         "hydrosphere": {
             "water_ice_kg": c["water"],
