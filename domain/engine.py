@@ -457,10 +457,15 @@ class Simulation:
         for name in sorted(outcome.consumption):
             amount = outcome.consumption[name]
             self.consumption[name] = self.consumption.get(name, 0) + amount
-        self._check_milestones(events)
-        self._events.extend(events)
-        self._phase = "environment"
-        self._current = self.environment()
+        atmosphere = self.world.atmosphere
+        atmosphere.hold()  # read-only from here to the year's end: its derived values once
+        try:
+            self._check_milestones(events)
+            self._events.extend(events)
+            self._phase = "environment"
+            self._current = self.environment()
+        finally:
+            atmosphere.release()
         return YearResult(
             year=self.year,
             economic=Economic(spend_cents=spend, revenue_cents=revenue, balance_cents=self.balance),

@@ -133,7 +133,10 @@ def quantize(value: float, digits: int = 6) -> float:
     CPython formats floats with its own correctly rounded algorithm (dtoa.c), not the C
     library's, so this is the same everywhere. ``+ 0.0`` turns -0.0 into 0.0.
     """
-    return float(f"{value:.{digits}g}") + 0.0
+    return float(format(value, _SIGNIFICANT[digits])) + 0.0
+
+
+_SIGNIFICANT = tuple(f".{digits}g" for digits in range(18))  # the format specs, made once
 
 
 class Atmosphere:
@@ -149,12 +152,28 @@ class Atmosphere:
         scale = pressure_kpa / scale_total if scale_total > 0.0 else 0.0
         self.columns: dict[str, float] = {gas: w * scale for gas, w in weights.items()}
         self.rest_kpa = rest_weight * scale  # the unnamed remainder of the composition
+        self._held: tuple[float, tuple[dict[str, float], float]] | None = None
+
+    def hold(self) -> None:
+        """Nothing changes the gases until ``release()``: the total pressure and the moles are
+        computed once here and returned by every read until then (the engine's milestones and
+        published environment read them about ten times a year). The same values, computed
+        the same way: only fewer times."""
+        self._held = None
+        self._held = (self.pressure_kpa(), self._moles())
+
+    def release(self) -> None:
+        self._held = None
 
     def pressure_kpa(self) -> float:
+        if self._held is not None:
+            return self._held[0]
         columns = self.columns  # (the same list and sum as a generator, without its frames)
         return total([*map(columns.__getitem__, sorted(columns)), self.rest_kpa])
 
     def _moles(self) -> tuple[dict[str, float], float]:
+        if self._held is not None:
+            return self._held[1]
         columns, mass = self.columns, MOLAR_MASS.get
         moles = {gas: columns[gas] / mass(gas, DEFAULT_MOLAR_MASS) for gas in sorted(columns)}
         return moles, total([*moles.values(), self.rest_kpa / DEFAULT_MOLAR_MASS])
@@ -174,6 +193,8 @@ class Atmosphere:
 
     def add(self, gas: str, kpa: float) -> float:
         """Add (or remove, if negative) column weight; returns what was actually changed."""
+        if self._held is not None:
+            raise RuntimeError("the atmosphere is held (read-only) until release()")
         current = self.columns.get(gas, 0.0)
         changed = max(kpa, -current)
         if gas in self.columns or changed > 0.0:
@@ -181,10 +202,29 @@ class Atmosphere:
         return changed
 
     def scale_all(self, factor: float) -> None:
+        if self._held is not None:
+            raise RuntimeError("the atmosphere is held (read-only) until release()")
         factor = max(0.0, factor)
         for gas in sorted(self.columns):
             self.columns[gas] *= factor
         self.rest_kpa *= factor
+
+    def rescale(self, from_kpa: float, to_kpa: float) -> None:
+        """Every gas scaled by ``to_kpa / from_kpa`` (``from_kpa`` > 0, the current total):
+        the same shares at a new total pressure.
+
+        The factor overflows to inf when a large change meets a nearly empty atmosphere (1000
+        kPa added to 1e-306 kPa), and inf times a column is inf, or NaN for an absent gas; then
+        each column's share of ``from_kpa`` (at most 1) is scaled instead. Where the factor is
+        finite this is ``scale_all(factor)``, bit for bit.
+        """
+        factor = to_kpa / from_kpa
+        if math.isfinite(factor) or factor < 0.0:  # (-inf: a removal beyond all, as before)
+            self.scale_all(factor)
+            return
+        for gas in sorted(self.columns):
+            self.columns[gas] = self.columns[gas] / from_kpa * to_kpa
+        self.rest_kpa = self.rest_kpa / from_kpa * to_kpa
 
     def optical_depth(self) -> float:
         moles, all_moles = self._moles()

@@ -314,8 +314,12 @@ Percent = Annotated[Number, Field(ge=0, le=100, allow_inf_nan=False)]
 WaterKg = Annotated[Number, Field(ge=0, le=1e26, allow_inf_nan=False)]  # Earth's oceans 1.4e21
 
 
+MAX_PRESSURE_KPA = 1e6  # a body's surface pressure at most
+MAX_COMPOUNDED_KPA = 1e300  # what a custom spec may grow any atmosphere to (a float: 1.8e308)
+
+
 class AtmosphereIn(InputModel):
-    surface_pressure_kpa: Annotated[Number, Field(ge=0, le=1e6, allow_inf_nan=False)]
+    surface_pressure_kpa: Annotated[Number, Field(ge=0, le=MAX_PRESSURE_KPA, allow_inf_nan=False)]
     mean_temperature_k: Annotated[Number, Field(ge=1, le=10_000, allow_inf_nan=False)]
     composition_pct: Annotated[dict[Gas, Percent], Field(max_length=MAX_ENTRIES)]
 
@@ -436,8 +440,23 @@ class CloneTwin(InputModel):
         return value
 
 
+def compounded_pressure_kpa(spec: CustomSpecIn, years: int) -> float:
+    """The highest total pressure ``spec`` can reach in ``years`` from the highest a body may
+    have: each year fully funded, ``pressure_change_kpa`` added, then every gas's increase,
+    a percentage of that total (domain/patterns/custom.py), so the increases compound."""
+    growth = 1.0 + math.fsum(max(0.0, pct) for pct in spec.gas_change_pct.values()) / 100.0
+    added = max(0.0, spec.pressure_change_kpa)
+    pressure = MAX_PRESSURE_KPA
+    for _ in range(years):
+        pressure = (pressure + added) * growth
+        if pressure > MAX_COMPOUNDED_KPA:
+            break
+    return pressure
+
+
 class CustomSpecIn(InputModel):
-    """A custom pattern's yearly changes, bounded so that 1000 years of them stay physical."""
+    """A custom pattern's yearly changes, each bounded; gas increases compound, so QueueRun
+    also bounds them together with the run's years (compounded_pressure_kpa)."""
 
     name: Name
     annual_cost_cents: Cents
@@ -500,6 +519,17 @@ class QueueRun(InputModel):
         if self.pattern != Pattern.CUSTOM and self.custom_spec is not None:
             raise ValidationError(
                 "custom_spec", f"only the custom pattern takes a spec, not {self.pattern}"
+            )
+        spec = self.custom_spec
+        if spec is not None and compounded_pressure_kpa(spec, self.duration_years) > (
+            MAX_COMPOUNDED_KPA
+        ):
+            rise = math.fsum(max(0.0, pct) for pct in spec.gas_change_pct.values())
+            raise ValidationError(
+                "custom_spec.gas_change_pct",
+                f"gases rising {rise:g} % of the total a year compound beyond "
+                f"{MAX_COMPOUNDED_KPA:g} kPa within duration_years {self.duration_years}, past "
+                "what the engine's numbers hold: lower the rates or the years",
             )
         return RunParameters(
             budget_cents=self.budget_cents,

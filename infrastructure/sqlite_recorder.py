@@ -4,6 +4,17 @@ The library's recorder, plus: each event's chained SHA-256 goes into ``stored_ev
 in the same transaction as the event (SQLite serialises writers, so the previous hash read
 there is the stream's head), and a store made before that table gets it, with the chain of
 every stored event, once, when it is first opened (infrastructure/integrity.py).
+
+Durability: a save may pass ``durable=False`` (execute_run does for every chunk of years but
+the last, as on PostgreSQL, infrastructure/pg_recorder.py). That transaction then commits with
+``PRAGMA synchronous = NORMAL``: in WAL mode the commit is written to the log but the log is not
+fsynced. Nothing is lost that is not re-made: a process crash loses nothing (the frames are in
+the operating system's hands), and the next commit at the usual FULL level (the run's last
+chunk, RunCompleted, a projection's catch-up in the same file, any other writer) fsyncs the
+whole log, so the earlier chunk with it. Only a power loss or an OS crash in between can lose
+such chunks, whole (SQLite recovers the log up to its last complete commit) and only the run's
+latest ones; a resumed run records the years missing, re-simulated from RunQueued (same events,
+same digest). The connection goes back to its level before it returns to the pool.
 """
 
 from __future__ import annotations
@@ -13,8 +24,13 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from eventsourcing.persistence import StoredEvent
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
+from eventsourcing.persistence import OperationalError, StoredEvent
+from eventsourcing.sqlite import (
+    SQLiteApplicationRecorder,
+    SQLiteConnection,
+    SQLiteCursor,
+    SQLiteDatastore,
+)
 
 from infrastructure.integrity import (
     Chainer,
@@ -25,6 +41,22 @@ from infrastructure.integrity import (
 )
 
 BACKFILL = 5000
+NORMAL = 1  # PRAGMA synchronous: 1 NORMAL, 2 FULL (the default, every commit fsyncs the WAL)
+
+
+def _synchronous(connection: SQLiteConnection, level: int | None) -> int:
+    """Set the connection's ``PRAGMA synchronous`` to ``level``, or read it (None)."""
+    cursor = connection.cursor()
+    try:
+        if level is None:
+            cursor.execute("PRAGMA synchronous")
+            return int(cursor.fetchone()[0])
+        cursor.execute(f"PRAGMA synchronous = {int(level)}")
+        return level
+    except sqlite3.Error as error:  # as the library wraps its own statements' errors
+        raise OperationalError(error) from error
+    finally:
+        cursor.sqlite_cursor.close()
 
 
 class HashingSQLiteRecorder(SQLiteApplicationRecorder):
@@ -37,10 +69,32 @@ class HashingSQLiteRecorder(SQLiteApplicationRecorder):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
+        durable = bool(kwargs.pop("durable", True))
         self.written.rows = []
-        ids = super().insert_events(stored_events, **kwargs)
+        if durable:
+            ids = super().insert_events(stored_events, **kwargs)
+        else:
+            ids = self._insert_events_unsynced(stored_events, **kwargs)
         self.recent.remember(self.written.rows)  # committed: safe to chain onto
         return ids
+
+    def _insert_events_unsynced(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """The library's insert_events on a writer connection set to ``synchronous =
+        NORMAL`` for this one transaction (it cannot change inside one)."""
+        with self.datastore.get_connection(commit=True) as connection:
+            level = _synchronous(connection, None)
+            _synchronous(connection, NORMAL)
+            try:
+                with connection.transaction(commit=True) as c:
+                    return self._insert_events(c, stored_events, **kwargs)
+            finally:
+                try:
+                    _synchronous(connection, level)
+                except BaseException:
+                    connection.close()  # never back in the pool at the lower level
+                    raise
 
     def construct_create_table_statements(self) -> list[str]:
         return [

@@ -433,3 +433,44 @@ def test_every_pattern_runs_a_thousand_years_within_bounds(pattern: Pattern) -> 
     _finite(msgspec.to_builtins(summary))
     assert all(0.0 <= year.environment.habitability <= 1.0 for year in years)
     assert all(year.economic.balance_cents >= 0 for year in years)
+
+
+# --- Atmosphere.rescale: a total pressure changed in proportion ---------------------------------
+
+
+@given(
+    pressure=st.floats(1e-300, 1e6),
+    change=st.floats(-1000.0, 1000.0),
+    co2=st.floats(0.0, 100.0),
+)
+@settings(max_examples=200, deadline=None)
+def test_rescale_is_scale_all_where_the_factor_is_finite(
+    pressure: float, change: float, co2: float
+) -> None:
+    """Bit for bit the arithmetic of before, so no recorded run changes."""
+    from domain.physics import Atmosphere
+
+    composition = {"CO2": co2, "N2": 100.0 - co2}
+    before, after = Atmosphere(pressure, composition), Atmosphere(pressure, composition)
+    total = before.pressure_kpa()
+    assert math.isfinite((total + change) / total)
+    before.scale_all((total + change) / total)
+    after.rescale(total, total + change)
+    assert after.columns == before.columns and after.rest_kpa == before.rest_kpa
+
+
+@pytest.mark.parametrize("pressure", [1e-320, 1e-315, 2.2250738585072014e-308, 1e-306])
+def test_rescale_keeps_the_shares_where_the_factor_overflows(pressure: float) -> None:
+    """1000 kPa added to a nearly empty atmosphere: the factor is inf, the result is the
+    new total with the same shares (as far as a subnormal column kept them)."""
+    from domain.physics import Atmosphere
+
+    atmosphere = Atmosphere(pressure, {"CO2": 50.0, "N2": 25.0, "Ar": 0.0})
+    total = atmosphere.pressure_kpa()
+    assert (total + 1000.0) / total == math.inf
+    atmosphere.rescale(total, total + 1000.0)
+    assert atmosphere.pressure_kpa() == pytest.approx(1000.0, rel=1e-12)
+    shares = atmosphere.composition_pct()
+    assert shares["Ar"] == 0.0
+    assert shares["CO2"] == pytest.approx(50.0, rel=1e-4)
+    assert shares["N2"] == pytest.approx(25.0, rel=1e-3)

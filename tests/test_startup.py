@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import typer.main
 
 from infrastructure.cli.base import app
@@ -64,6 +65,38 @@ def test_bodies_loads_only_its_own_module() -> None:
     loaded = imported_after("bodies")
     assert "infrastructure.cli.twins" in loaded
     assert not [name for name in HEAVY if name in loaded]
+    assert not [m for m in MODULES if m != "twins" and f"infrastructure.cli.{m}" in loaded]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("--help",),
+        ("bodies",),
+        ("bodies", "-q"),
+        ("bodies", "--format", "json"),
+        ("bodies", "--help"),
+    ],
+)
+def test_help_and_bodies_load_no_pydantic(argv: tuple[str, ...]) -> None:
+    """Typer coerces parameters through pydantic TypeAdapters; plain text and flags are
+    coerced without them (infrastructure/cli/base.py, ``_Plain``): pydantic alone was about
+    45 ms of `bodies`' start. The input models (infrastructure/inputs.py) stay unloaded too."""
+    loaded = imported_after(*argv)
+    assert "pydantic" not in loaded
+    assert "typer._adapters" not in loaded
+    assert "infrastructure.inputs" not in loaded
+
+
+def test_a_plain_parameter_still_gets_typers_coercion_for_other_values() -> None:
+    """``_Plain`` passes text and flags through as given, and hands anything else to typer."""
+    from infrastructure.cli.base import _Plain
+
+    option = typer.main.get_command(app).params[0]  # --db, text
+    assert option.name == "db"
+    assert _Plain(str).coerce("sqlite:///x.db", option, None) == "sqlite:///x.db"
+    assert _Plain(str).coerce(None, option, None) is None
+    assert _Plain(str).coerce(12, option, None) == "12"  # typer's (pydantic's) coercion
 
 
 def test_the_command_table_matches_the_commands_the_modules_define() -> None:

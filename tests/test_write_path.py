@@ -1,10 +1,15 @@
 """The write path of execute_run: completing a run does not read its years back, and chunks
-before the last may commit without waiting for the log flush (PostgreSQL) while the last one,
-and RunCompleted, commit durably."""
+before the last may commit without waiting for the log flush (PostgreSQL: synchronous_commit
+off; SQLite: synchronous NORMAL) while the last one, and RunCompleted, commit durably."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -14,6 +19,7 @@ from conftest import fresh_postgres_url
 from domain.values import RunStatus
 from infrastructure.application import TwinLedger
 from infrastructure.pg_recorder import CopyApplicationRecorder
+from infrastructure.sqlite_recorder import HashingSQLiteRecorder
 
 BUDGET = 1_000_000_000_000
 
@@ -115,3 +121,129 @@ def test_a_save_that_need_not_wait_sets_synchronous_commit_off_for_itself(
         assert '"twinledger_events_lock"()' in text
         assert "NOTIFY" in text and "lock_timeout" in text
     assert "SET LOCAL synchronous_commit" in statements[False]  # this transaction only
+
+
+# --- SQLite: intermediate chunks commit without an fsync of the WAL --------------------------
+
+
+@pytest.fixture
+def sqlite_ledger(tmp_path: Path) -> Iterator[TwinLedger]:
+    application = TwinLedger.open(f"sqlite:///{tmp_path}/ledger.db")
+    yield application
+    application.close()
+
+
+def test_sqlite_only_the_last_chunk_fsyncs(sqlite_ledger: TwinLedger) -> None:
+    """The synchronous level in force inside each write transaction of execute_run (2 FULL:
+    the commit fsyncs the WAL; 1 NORMAL: it does not), and every pooled connection is back at
+    FULL afterwards."""
+    recorder: Any = sqlite_ledger.recorder
+    assert isinstance(recorder, HashingSQLiteRecorder)
+    levels: list[int] = []
+    original = recorder._insert_events
+
+    def spy(c: Any, stored_events: Any, **kwargs: Any) -> Any:
+        connection = c.sqlite_cursor.connection
+        levels.append(connection.execute("PRAGMA synchronous").fetchone()[0])
+        return original(c, stored_events, **kwargs)
+
+    recorder._insert_events = spy
+    twin_id = sqlite_ledger.clone_twin(name="Mars A", body="mars")
+    run_id = sqlite_ledger.queue_run(
+        twin_id, pattern="mars_terraform", duration_years=40, budget_cents=BUDGET
+    )
+    assert levels == [2, 2]  # the twin, the queued run: durable
+    levels.clear()
+    sqlite_ledger.execute_run(run_id, chunk_years=10)
+    # start (FULL), chunks of years 10, 20, 30 (NORMAL), 40 (FULL), RunCompleted (FULL)
+    assert levels == [2, 1, 1, 1, 2, 2]
+    assert len(list(sqlite_ledger.recorded_years(run_id))) == 40
+    pool = recorder.datastore.pool
+    assert pool._pool, "no pooled connection to check"
+    for connection in pool._pool:
+        assert connection._sqlite_conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+
+
+def test_sqlite_a_crash_after_an_unsynced_chunk_resumes_to_the_same_digest(
+    tmp_path: Path,
+) -> None:
+    """The process dies (os._exit: no close, no rollback) right after the second of two
+    NORMAL chunk commits. The chunks are there (a process crash loses no WAL commit), and
+    the run resumes to the digest of the same run executed without a crash."""
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    ledger = TwinLedger.open(url)
+    try:
+        runs = []
+        for name in ("Mars A", "Mars B"):
+            twin_id = ledger.clone_twin(name=name, body="mars")
+            runs.append(
+                ledger.queue_run(
+                    twin_id,
+                    pattern="mars_terraform",
+                    duration_years=60,
+                    budget_cents=BUDGET,
+                    seed=1234,
+                )
+            )
+    finally:
+        ledger.close()
+    disturbed, reference = runs
+    crash = textwrap.dedent(
+        f"""
+        import os
+        from infrastructure.application import TwinLedger
+
+        def die(done, total):
+            if done == 40:
+                os._exit(17)
+
+        TwinLedger.open({url!r}).execute_run({str(disturbed)!r}, chunk_years=20, on_progress=die)
+        """
+    )
+    environment = os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)}
+    died = subprocess.run([sys.executable, "-c", crash], env=environment, timeout=120)
+    assert died.returncode == 17
+    ledger = TwinLedger.open(url)
+    try:
+        run = ledger.get_run(disturbed)
+        assert (run.status, run.years_recorded) == (RunStatus.RUNNING, 40)
+        expected = ledger.execute_run(reference, chunk_years=20)
+        resumed = ledger.execute_run(disturbed, chunk_years=20)
+        assert resumed.status == expected.status == RunStatus.COMPLETED
+        assert resumed.result_digest == expected.result_digest
+        assert [y.year for y in ledger.recorded_years(disturbed)] == list(range(1, 61))
+    finally:
+        ledger.close()
+
+
+def test_sqlite_a_connection_not_restored_to_full_is_not_pooled(
+    sqlite_ledger: TwinLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If setting the level back fails, the connection is closed: no later save may commit
+    at NORMAL on it by accident."""
+    import infrastructure.sqlite_recorder as module
+
+    recorder: Any = sqlite_ledger.recorder
+    real = module._synchronous
+    calls: list[int | None] = []
+
+    def failing_restore(connection: Any, level: int | None) -> int:
+        calls.append(level)
+        if len(calls) == 3:  # read, set NORMAL, then the restore
+            raise module.OperationalError("disk I/O error")
+        return real(connection, level)
+
+    twin_id = sqlite_ledger.clone_twin(name="Mars A", body="mars")
+    run_id = sqlite_ledger.queue_run(
+        twin_id, pattern="mars_terraform", duration_years=40, budget_cents=BUDGET
+    )
+    monkeypatch.setattr(module, "_synchronous", failing_restore)
+    from infrastructure.errors import RunInterrupted
+
+    with pytest.raises(RunInterrupted, match="disk I/O error"):
+        sqlite_ledger.execute_run(run_id, chunk_years=10)
+    monkeypatch.setattr(module, "_synchronous", real)
+    for connection in recorder.datastore.pool._pool:
+        assert connection._sqlite_conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    assert sqlite_ledger.get_run(run_id).years_recorded == 10  # committed before the failure
+    assert sqlite_ledger.execute_run(run_id, chunk_years=10).status == RunStatus.COMPLETED

@@ -71,7 +71,7 @@ class CustomPattern(PatternModel):
         pressure = atmosphere.pressure_kpa()
         change = spec.pressure_change_kpa * done
         if pressure > 0.0:
-            atmosphere.scale_all((pressure + change) / pressure)
+            atmosphere.rescale(pressure, pressure + change)
         elif change > 0.0:
             atmosphere.rest_kpa += change
         pressure = atmosphere.pressure_kpa()

@@ -28,6 +28,44 @@ if TYPE_CHECKING:
 # start without them (docs/performance.md, "Starting the CLI").
 
 
+class _Plain:
+    """Typer's coercion of a plain text or flag parameter, without pydantic.
+
+    Typer (0.2x) coerces parameters through a pydantic TypeAdapter it builds when the
+    parameter is first processed; importing pydantic for that is about 45 ms of a light
+    command's start (`bodies`, docs/performance.md). For text and flags, which a command line,
+    an environment variable or a default hands over as ``str`` or ``bool`` (or None), the
+    adapter returns the value as given, so this does too; anything else goes to typer's own
+    coercion."""
+
+    def __init__(self, kind: type) -> None:
+        self.kind = kind
+
+    def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
+        if value is None or type(value) is self.kind:
+            return value
+        from typer._coercion import build_runtime_param
+
+        return build_runtime_param(param.type_descriptor).coerce(value, param=param, ctx=ctx)
+
+
+def plain_without_pydantic(params: list[Any]) -> None:
+    """Give the single-valued ``str`` and ``bool`` parameters among ``params`` the coercion of
+    ``_Plain`` (typer's internals as of 0.2x; with others this does nothing, and
+    tests/test_startup.py, which checks that `bodies` loads no pydantic, says so)."""
+    for param in params:
+        descriptor = getattr(param, "type_descriptor", None)
+        if (
+            getattr(param, "_runtime_param", False) is None
+            and descriptor is not None
+            and descriptor.annotation in (str, bool)
+            and not descriptor.is_choice
+            and not param.multiple
+            and param.nargs == 1
+        ):
+            param._runtime_param = _Plain(descriptor.annotation)
+
+
 class OneLineErrors(TyperGroup):
     """Usage errors (a bad flag value, a missing argument) print one line and exit 2, like
     every other user error; a --flag value parser may raise a ledger error naming its field."""
@@ -73,7 +111,17 @@ class OneLineErrors(TyperGroup):
             self._load(MODULES)  # a module the table does not know: list what it defines
         return [*COMMANDS, *(name for name in self.commands if name not in COMMANDS)]
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        plain_without_pydantic(self.get_params(ctx))  # (with the --help option)
+        return super().parse_args(ctx, args)
+
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = self._get_command(ctx, cmd_name)
+        if command is not None:
+            plain_without_pydantic(command.get_params(ctx))
+        return command
+
+    def _get_command(self, ctx: Any, cmd_name: str) -> Any:
         from infrastructure.cli.commands import COMMANDS, MODULES
 
         command = self.commands.get(cmd_name)
@@ -329,9 +377,9 @@ def check_format(output: str, allowed: tuple[str, ...] = RECORD_FORMATS) -> None
 def builtins(value: Any) -> Any:
     """A record (pydantic view, msgspec Struct, dataclass) as plain JSON-able values."""
     import msgspec
-    from pydantic import BaseModel
 
-    if isinstance(value, BaseModel):
+    pydantic = sys.modules.get("pydantic")  # a pydantic view means pydantic is loaded already
+    if pydantic is not None and isinstance(value, pydantic.BaseModel):
         return value.model_dump(mode="json")
     if isinstance(value, list | tuple):
         return [builtins(item) for item in value]
