@@ -163,7 +163,7 @@ def serving(
             command, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True
         )
         try:
-            yield _wait_until_up(f"http://{LOOPBACK}:{port}", process, log, timeout), process.pid
+            yield wait_until_up(f"http://{LOOPBACK}:{port}", process, log, timeout), process.pid
         finally:
             process.terminate()
             try:
@@ -173,7 +173,7 @@ def serving(
                 process.wait()
 
 
-def _wait_until_up(base: str, process: subprocess.Popen[str], log: IO[str], timeout: float) -> str:
+def wait_until_up(base: str, process: subprocess.Popen[str], log: IO[str], timeout: float) -> str:
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:

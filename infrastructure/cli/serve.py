@@ -31,6 +31,13 @@ def serve(
             help="Execute runs on this Dask scheduler (tcp://HOST:8786, or local)",
         ),
     ] = None,
+    resume_queued: Annotated[
+        bool,
+        typer.Option(
+            "--resume-queued/--no-resume-queued",
+            help="On start, execute the store's queued runs and resume orphaned ones",
+        ),
+    ] = True,
     cors_origin: Annotated[
         list[str],
         typer.Option("--cors-origin", help="Allow browser calls from this origin (off by default)"),
@@ -56,6 +63,7 @@ def serve(
         read_only=read_only,
         workers=workers,
         scheduler=scheduler,
+        resume_queued=resume_queued,
         cors_origins=cors_origin,
     )
     application = create_app(settings)

@@ -1,0 +1,209 @@
+"""A restarted server takes up the runs its predecessor accepted: queued, or cut off mid-run.
+
+The server is a real `twinledger serve` process in a session of its own; it is killed with
+SIGKILL, its worker processes with it (the whole process group, as a supervisor or the OOM
+killer of a container would), then started again on the same store (docs/http.md, Runs
+execute in the background).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from infrastructure.application import RunLink, TwinLedger
+from infrastructure.bench.http_load import LOOPBACK, wait_until_up, free_port
+from infrastructure.http.app import Settings, create_app
+from tests.test_http_api import NoExecutor
+
+API = "/api/v1"
+ROOT = Path(__file__).resolve().parents[1]
+BUDGET = 1_000_000_000_000
+YEARS = 1000
+RUN = {"pattern": "mars_terraform", "years": YEARS, "budget_cents": BUDGET}
+
+
+@contextmanager
+def server_process(url: str, *options: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """`twinledger serve` in a new session (so its workers share its process group)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    command = [
+        sys.executable,
+        "-c",
+        "from infrastructure.cli import main; main()",
+        "--db",
+        url,
+        "serve",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        *options,
+    ]
+    with tempfile.TemporaryFile(mode="w+") as log:
+        process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            yield wait_until_up(f"http://{LOOPBACK}:{port}", process, log, 90), process
+        finally:
+            kill_group(process)
+
+
+def kill_group(process: subprocess.Popen[str]) -> None:
+    """SIGKILL the server and every process of its group (its run workers)."""
+    with suppress(ProcessLookupError):  # the group may be gone already
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def topics(ledger: TwinLedger, run_id: str) -> list[str]:
+    """The topic of each stored event of the run, in order (its versions checked contiguous)."""
+    recorded = list(ledger.recorder.select_events(uuid.UUID(run_id)))
+    assert [event.originator_version for event in recorded] == list(range(1, len(recorded) + 1))
+    return [event.topic.rsplit(":", 1)[-1] for event in recorded]
+
+
+def uninterrupted_digest(tmp_path: Path, seed: int) -> str:
+    alone = TwinLedger.open(f"sqlite:///{tmp_path}/alone-{seed}.db")
+    try:
+        twin = alone.clone_twin(name="Mars", body="mars")
+        run = alone.queue_run(
+            twin,
+            pattern="mars_terraform",
+            duration_years=YEARS,
+            budget_cents=BUDGET,
+            seed=seed,
+            initiated_by="api",
+        )
+        digest = alone.execute_run(run).result_digest
+    finally:
+        alone.close()
+    assert digest is not None
+    return digest
+
+
+def wait_for(condition: Any, what: str, timeout: float = 180.0, every: float = 0.01) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(every)
+
+
+def test_a_restarted_server_finishes_what_a_killed_one_accepted(
+    database_url: str, tmp_path: Path
+) -> None:
+    """One worker: run A executes, run B waits behind it. The server and its worker die by
+    SIGKILL once A has saved a chunk: A is left running (its claim released by the death), B
+    queued. The restarted server finishes both, each year recorded once, each digest that of
+    the same run executed without interruption."""
+    ledger = TwinLedger.open(database_url)
+    try:
+        with server_process(database_url, "--workers", "1") as (base, process):
+            with httpx.Client(base_url=base, timeout=60) as http:
+                twin = http.post(f"{API}/twins", json={"name": "Mars", "body": "mars"})
+                assert twin.status_code == 201, twin.text
+                twin_id = twin.json()["id"]
+                accepted = [
+                    http.post(f"{API}/runs", json={"twin_id": twin_id, "seed": seed, **RUN})
+                    for seed in (1, 2)
+                ]
+            assert [response.status_code for response in accepted] == [202, 202]
+            run_a, run_b = (response.json()["id"] for response in accepted)
+            wait_for(lambda: ledger.get_run(run_a).years_recorded > 0, "run A's first chunk")
+            kill_group(process)
+
+        interrupted = ledger.get_run(run_a)
+        assert interrupted.status == "running" and interrupted.years_recorded < YEARS, (
+            "the kill came after run A ended: the test proved nothing"
+        )
+        assert topics(ledger, run_b) == ["RunQueued"]
+
+        with (
+            server_process(database_url, "--workers", "1") as (base, _),
+            httpx.Client(base_url=base, timeout=60) as http,
+        ):
+
+            def ended() -> bool:
+                rows = [http.get(f"{API}/runs/{run_id}").json() for run_id in (run_a, run_b)]
+                return all(row["status"] in ("completed", "failed") for row in rows)
+
+            wait_for(ended, "both runs to end after the restart", every=0.2)
+            served = {run_id: http.get(f"{API}/runs/{run_id}").json() for run_id in (run_a, run_b)}
+
+        for run_id, seed in ((run_a, 1), (run_b, 2)):
+            assert served[run_id]["status"] == "completed", served[run_id]
+            assert served[run_id]["result_digest"] == uninterrupted_digest(tmp_path, seed)
+            stream = topics(ledger, run_id)
+            assert stream.count("YearResultRecorded") == YEARS  # each year exactly once
+            assert stream.count("RunCompleted") == 1
+        assert topics(ledger, run_a).count("RunStarted") == 2  # resumed, not started over
+        assert topics(ledger, run_b).count("RunStarted") == 1
+    finally:
+        ledger.close()
+
+
+# --- which runs a server takes up -------------------------------------------------------------
+
+
+def _store_with_runs(url: str) -> dict[str, str]:
+    """A queued run, an experiment's queued sample run, and a completed run."""
+    ledger = TwinLedger.open(url)
+    try:
+        twin = ledger.clone_twin(name="Mars", body="mars")
+        options: dict[str, Any] = {
+            "pattern": "mars_terraform",
+            "duration_years": 5,
+            "budget_cents": BUDGET,
+        }
+        queued = ledger.queue_run(twin, seed=1, **options)
+        sample = ledger.queue_run(
+            twin, seed=2, link=RunLink(uuid.uuid4(), 0, 0, "sample"), **options
+        )
+        done = ledger.queue_run(twin, seed=3, **options)
+        ledger.execute_run(done)
+    finally:
+        ledger.close()
+    return {"queued": str(queued), "sample": str(sample), "done": str(done)}
+
+
+@pytest.mark.parametrize(
+    ("options", "resumes"),
+    [
+        ({}, True),
+        ({"resume_queued": False}, False),
+        ({"read_only": True}, False),
+    ],
+    ids=["default", "no-resume-queued", "read-only"],
+)
+def test_a_server_takes_up_queued_runs_but_not_experiments(
+    database_url: str, options: dict[str, Any], resumes: bool
+) -> None:
+    runs = _store_with_runs(database_url)
+    executor = NoExecutor()
+    app = create_app(Settings(url=database_url, **options), executor=executor)
+    with TestClient(app):
+        submitted = [str(run_id) for run_id in executor.runs]
+    assert submitted == ([runs["queued"]] if resumes else [])
