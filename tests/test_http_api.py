@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import threading
 import time
@@ -589,6 +590,28 @@ def test_openapi_describes_the_api(client: TestClient) -> None:
         "/health",
     ):
         assert f"{API}{path}" in paths
+
+
+def test_the_docs_page_loads_everything_from_this_server(client: TestClient) -> None:
+    """/api/v1/docs works offline: every script, style and icon it names is a path here."""
+    page = client.get(f"{API}/docs")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    named = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)
+    named += re.findall(r"""url:\s*['"]([^'"]+)['"]""", page.text)  # the OpenAPI schema
+    assert len(named) >= 4, named
+    for url in named:
+        assert url.startswith("/") and not url.startswith("//"), f"not a local URL: {url}"
+        fetched = client.get(url)
+        assert fetched.status_code == 200, url
+        assert fetched.content, url
+    kinds = {url.rsplit(".", 1)[-1]: client.get(url).headers["content-type"] for url in named}
+    assert kinds["js"].startswith("text/javascript") and kinds["css"].startswith("text/css")
+    policy = page.headers["content-security-policy"]
+    scripts = next(part for part in policy.split(";") if part.strip().startswith("script-src"))
+    assert "'unsafe-inline'" not in scripts and "'sha256-" in scripts and "http" not in policy
+    assert client.get(f"{API}/docs/redoc.standalone.js").status_code == 404  # named files only
+    assert f"{API}/docs" not in client.get(f"{API}/openapi.json").json()["paths"]
 
 
 # --- schemathesis: generated requests, positive and negative, find no 500 ----------------------

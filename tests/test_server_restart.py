@@ -25,7 +25,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from infrastructure.application import RunLink, TwinLedger
-from infrastructure.bench.http_load import LOOPBACK, wait_until_up, free_port
+from infrastructure.bench.http_load import LOOPBACK, free_port, wait_until_up
 from infrastructure.http.app import Settings, create_app
 from tests.test_http_api import NoExecutor
 

@@ -404,6 +404,7 @@ def create_app(settings: Settings | None = None, *, executor: Executor | None = 
             app.state.pool.close()
 
     from infrastructure.http.api import router as api_router
+    from infrastructure.http.apidocs import router as docs_router
     from infrastructure.http.dashboard import router as dashboard_router
 
     app = FastAPI(
@@ -411,13 +412,14 @@ def create_app(settings: Settings | None = None, *, executor: Executor | None = 
         version="1",
         summary="An event-sourced ledger for digital-twin simulations (docs/http.md).",
         openapi_url=f"{API}/openapi.json",
-        docs_url=f"{API}/docs",
+        docs_url=None,  # apidocs.py: the same page, with Swagger UI served here, not by a CDN
         redoc_url=None,
         lifespan=lifespan,
     )
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(api_router, prefix=API)
+    app.include_router(docs_router, prefix=API)
     app.include_router(dashboard_router)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
