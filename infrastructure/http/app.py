@@ -19,7 +19,6 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
-from uuid import UUID
 
 import msgspec
 from eventsourcing.persistence import InterfaceError, OperationalError
@@ -39,11 +38,10 @@ from domain.errors import (
 )
 from domain.replay import EngineVersionMismatch
 from infrastructure.errors import RunInterrupted, StoreError
-from infrastructure.executors import runs_to_execute
-from infrastructure.http.executor import Executor, ServerExecutor
+from infrastructure.http.executor import Executor, ServerExecutor, resume
 from infrastructure.http.sse import LogFollower
 from infrastructure.service import Ledger, ReadTablesBehind
-from infrastructure.settings import Database, resolve_database
+from infrastructure.settings import resolve_database
 from projections.runner import TRANSIENT as STORE_TRANSIENT
 
 TRANSIENT = (*STORE_TRANSIENT, OperationalError, InterfaceError)
@@ -359,21 +357,6 @@ def _replay(body: bytes) -> Receive:
 
 
 # --- the application --------------------------------------------------------------------------
-
-
-def resume(database: Database, executor: Executor) -> list[str]:
-    """Submit the runs nobody is executing: queued ones (a server that accepted them died before
-    executing them, or another process queued them) and orphaned ``running`` ones (their claim
-    is free: their executor died). The same choice as ``execute --queued``, less experiments'
-    sample runs, which their experiment's evaluator owns. A run executing elsewhere meanwhile
-    is harmless: its claim makes the second task wait, then find it ended (docs/http.md)."""
-    run_ids = runs_to_execute(database, experiments=False)
-    for run_id in run_ids:
-        executor.submit(UUID(run_id))
-    if run_ids:
-        log.warning("resumed %d queued or interrupted runs", len(run_ids))
-    return run_ids
-
 
 
 def create_app(settings: Settings | None = None, *, executor: Executor | None = None) -> FastAPI:

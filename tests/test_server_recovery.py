@@ -1,9 +1,9 @@
-"""A restarted server takes up the runs its predecessor accepted: queued, or cut off mid-run.
+"""A server finishes the runs it accepted, whatever dies: itself, or one of its run workers.
 
-The server is a real `twinledger serve` process in a session of its own; it is killed with
-SIGKILL, its worker processes with it (the whole process group, as a supervisor or the OOM
-killer of a container would), then started again on the same store (docs/http.md, Runs
-execute in the background).
+The server is a real `twinledger serve` process in a session of its own. Either it is killed
+with SIGKILL, its worker processes with it (the whole process group, as a supervisor or the OOM
+killer of a container would), then started again on the same store; or only its run worker is
+killed while it lives on (docs/http.md, A restarted server resumes).
 """
 
 from __future__ import annotations
@@ -72,6 +72,12 @@ def server_process(url: str, *options: str) -> Iterator[tuple[str, subprocess.Po
             kill_group(process)
 
 
+def fresh_connections(base: str) -> httpx.Client:
+    """A client that opens a connection per request: the server closes one idle for 5 s
+    (uvicorn's keep-alive), and a request sent on it as it closes is reset."""
+    return httpx.Client(base_url=base, timeout=60, limits=httpx.Limits(max_keepalive_connections=0))
+
+
 def kill_group(process: subprocess.Popen[str]) -> None:
     """SIGKILL the server and every process of its group (its run workers)."""
     with suppress(ProcessLookupError):  # the group may be gone already
@@ -122,7 +128,7 @@ def test_a_restarted_server_finishes_what_a_killed_one_accepted(
     ledger = TwinLedger.open(database_url)
     try:
         with server_process(database_url, "--workers", "1") as (base, process):
-            with httpx.Client(base_url=base, timeout=60) as http:
+            with fresh_connections(base) as http:
                 twin = http.post(f"{API}/twins", json={"name": "Mars", "body": "mars"})
                 assert twin.status_code == 201, twin.text
                 twin_id = twin.json()["id"]
@@ -143,7 +149,7 @@ def test_a_restarted_server_finishes_what_a_killed_one_accepted(
 
         with (
             server_process(database_url, "--workers", "1") as (base, _),
-            httpx.Client(base_url=base, timeout=60) as http,
+            fresh_connections(base) as http,
         ):
 
             def ended() -> bool:
@@ -161,6 +167,58 @@ def test_a_restarted_server_finishes_what_a_killed_one_accepted(
             assert stream.count("RunCompleted") == 1
         assert topics(ledger, run_a).count("RunStarted") == 2  # resumed, not started over
         assert topics(ledger, run_b).count("RunStarted") == 1
+    finally:
+        ledger.close()
+
+
+def run_workers(server_pid: int) -> list[int]:
+    """The server's run worker processes (spawned by multiprocessing; not its resource tracker)."""
+    children = []
+    for task in Path(f"/proc/{server_pid}/task").iterdir():  # each thread's: a request's thread
+        with suppress(OSError):  # started the pool; a thread may end meanwhile
+            children += (task / "children").read_text().split()
+    return [
+        int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+
+
+def test_a_server_whose_run_worker_dies_finishes_the_run(database_url: str, tmp_path: Path) -> None:
+    """The worker executing a run is SIGKILLed mid-run: the server replaces its broken pool,
+    the run resumes from its last chunk to the uninterrupted digest, and the server goes on
+    accepting and executing runs."""
+    ledger = TwinLedger.open(database_url)
+    try:
+        with (
+            server_process(database_url, "--workers", "1") as (base, process),
+            fresh_connections(base) as http,
+        ):
+            twin_id = http.post(f"{API}/twins", json={"name": "Mars", "body": "mars"}).json()["id"]
+            first = http.post(f"{API}/runs", json={"twin_id": twin_id, "seed": 1, **RUN})
+            assert first.status_code == 202, first.text
+            run_id = first.json()["id"]
+            wait_for(lambda: ledger.get_run(run_id).years_recorded > 0, "the run's first chunk")
+            workers = run_workers(process.pid)
+            assert len(workers) == 1, workers
+            os.kill(workers[0], signal.SIGKILL)
+            assert ledger.get_run(run_id).status == "running", "the kill came too late"
+
+            second = http.post(f"{API}/runs", json={"twin_id": twin_id, "seed": 2, **RUN})
+            assert second.status_code == 202, second.text  # a broken pool takes no run: 500
+            runs = {run_id: 1, second.json()["id"]: 2}
+
+            def ended() -> bool:
+                rows = [http.get(f"{API}/runs/{ident}").json() for ident in runs]
+                return all(row["status"] in ("completed", "failed") for row in rows)
+
+            wait_for(ended, "both runs to end", every=0.2)
+            served = {ident: http.get(f"{API}/runs/{ident}").json() for ident in runs}
+            assert process.poll() is None  # the server lived through it
+            assert workers[0] not in run_workers(process.pid)
+        for ident, seed in runs.items():
+            assert served[ident]["status"] == "completed", served[ident]
+            assert served[ident]["result_digest"] == uninterrupted_digest(tmp_path, seed)
+            assert topics(ledger, ident).count("YearResultRecorded") == YEARS
+        assert topics(ledger, run_id).count("RunStarted") == 2  # resumed, not started over
     finally:
         ledger.close()
 
