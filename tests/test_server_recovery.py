@@ -16,6 +16,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -265,3 +266,21 @@ def test_a_server_takes_up_queued_runs_but_not_experiments(
     with TestClient(app):
         submitted = [str(run_id) for run_id in executor.runs]
     assert submitted == ([runs["queued"]] if resumes else [])
+
+
+def test_a_dead_experiment_process_does_not_refuse_the_next_experiment(tmp_path: Path) -> None:
+    """The process evaluating experiments dies: the next one gets a new process, not a 500."""
+    from infrastructure.http.executor import ServerExecutor
+
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    TwinLedger.open(url).close()
+    executor = ServerExecutor(url)
+    try:
+        died = executor.experiments.submit(os._exit, 1)  # as a SIGKILL or the OOM killer would
+        with pytest.raises(BrokenProcessPool):
+            died.result(timeout=120)
+        broken = executor.experiments
+        executor.submit_experiment(uuid.uuid4())  # an unknown one: evaluated, found missing
+        assert executor.experiments is not broken
+    finally:
+        executor.shutdown()

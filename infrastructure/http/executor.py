@@ -172,9 +172,16 @@ class ServerExecutor:
             self._start(pool, run_id)
 
     def submit_experiment(self, experiment_id: UUID) -> None:
-        future: Future[None] = self.experiments.submit(
-            evaluate, self.url, str(experiment_id), self.workers, self.scheduler
-        )
+        args = (self.url, str(experiment_id), self.workers, self.scheduler)
+        try:
+            future: Future[None] = self.experiments.submit(evaluate, *args)
+        except BrokenProcessPool:
+            # The process evaluating an earlier experiment died; that one stays running for
+            # `experiment resume` (experiments hold no claim: never resumed behind its back).
+            self.experiments = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+            )
+            future = self.experiments.submit(evaluate, *args)
         future.add_done_callback(_report("experiment", experiment_id))
 
     def shutdown(self) -> None:
