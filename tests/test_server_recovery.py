@@ -284,3 +284,31 @@ def test_a_dead_experiment_process_does_not_refuse_the_next_experiment(tmp_path:
         assert executor.experiments is not broken
     finally:
         executor.shutdown()
+
+
+def test_serve_survives_clients_that_hang_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command line lets SIGPIPE end a process (`twinledger runs | head` ends quietly), and
+    `serve` runs in that process: a write to a client that hung up (the run page closes its
+    progress stream as the run ends) killed the server, exit -13. `serve` ignores SIGPIPE, so
+    such a write fails for that connection alone. Also: --no-resume-queued reaches the app."""
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from infrastructure.cli import app
+
+    seen: list[tuple[Any, bool]] = []
+
+    def fake_run(application: Any, **options: Any) -> None:
+        seen.append((signal.getsignal(signal.SIGPIPE), application.state.settings.resume_queued))
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    previous = signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # as infrastructure.cli.main does
+    try:
+        db = f"sqlite:///{tmp_path}/ledger.db"
+        done = CliRunner().invoke(app, ["--db", db, "serve", "--no-resume-queued"])
+        assert done.exit_code == 0, done.output
+    finally:
+        signal.signal(signal.SIGPIPE, previous)
+    assert seen == [(signal.SIG_IGN, False)]

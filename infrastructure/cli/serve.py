@@ -47,6 +47,8 @@ def serve(
 
     Writes need `Authorization: Bearer $TWINLEDGER_API_TOKEN` when that variable is set.
     """
+    import signal
+
     import uvicorn
 
     from infrastructure.http.app import TOKEN_VARIABLE, Settings, create_app
@@ -67,6 +69,10 @@ def serve(
         cors_origins=cors_origin,
     )
     application = create_app(settings)
+    # The command line lets SIGPIPE end a process (`twinledger runs | head`); a server must
+    # not die of a client that hung up while it wrote (the run page closes its progress
+    # stream at the run's end): the write fails for that connection alone (EPIPE).
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     where = "read-only, " if read_only else ""
     errors.print(
         f"twinledger: {where}http://{host}:{port}/ (API under /api/v1, docs /api/v1/docs)",
