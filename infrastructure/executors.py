@@ -86,9 +86,17 @@ def run_claim(database: Database, run_id: str | UUID) -> StoreLock:
     return StoreLock(database, f"run:{UUID(str(run_id))}")
 
 
-def runs_to_execute(database: Database, limit: int | None = None) -> list[str]:
+def runs_to_execute(
+    database: Database, limit: int | None = None, *, experiments: bool = True
+) -> list[str]:
     """Queued runs (high priority first, then oldest), then runs left running by a dead executor
-    (``running`` with no holder of their claim): what ``execute --queued`` drains."""
+    (``running`` with no holder of their claim): what ``execute --queued`` drains and what
+    ``twinledger serve`` resumes on start.
+
+    ``experiments=False`` leaves out an experiment's sample runs: they belong to the process
+    evaluating it (which may execute them in-process, unclaimed) and ``experiment resume``
+    takes them up with the rest of the experiment.
+    """
     from projections import queries
     from projections.runner import Projector
 
@@ -96,6 +104,9 @@ def runs_to_execute(database: Database, limit: int | None = None) -> list[str]:
         projector.catch_up()
         queued = queries.runs(projector.store, status="queued")
         running = queries.runs(projector.store, status="running")
+    if not experiments:
+        queued = [row for row in queued if row.get("experiment_id") is None]
+        running = [row for row in running if row.get("experiment_id") is None]
     queued.sort(
         key=lambda row: (
             PRIORITY_ORDER.get((row.get("parameters") or {}).get("priority", "normal"), 1),

@@ -67,3 +67,23 @@ def results_json(
         for year, kind, text, at in rows
     ]
     return ("[" + ",".join(parts) + "]").encode()
+
+
+def results_held(store: Store, run_id: UUID) -> tuple[str, str | None, int] | None:
+    """(status, result_digest, result rows held) of a run's row, in one query; None if the
+    tables have no such run. For HTTP validators: an ended run's rows change only when
+    retention removes some (the count drops) or a rebuild restores them as they were."""
+    key = store.uuid(run_id)
+    statement = store.sql(
+        "SELECT status, result_digest, (SELECT count(*) FROM {r} WHERE run_id = %s) "
+        "FROM {t} WHERE id = %s",
+        t=SIMULATION_RUNS.name,
+        r=SIMULATION_RESULTS.name,
+    )
+    with store.reading() as cursor:
+        cursor.execute(statement, [key, key])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    status, digest, held = row
+    return str(status), None if digest is None else str(digest), int(held)

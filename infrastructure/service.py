@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -30,6 +31,7 @@ from domain.experiment import Experiment as ExperimentAggregate
 from domain.replay import EngineVersionMismatch, ReplayReport
 from domain.run import SimulationRun
 from domain.twin import DigitalTwin
+from domain.values import RunStatus
 from infrastructure import pages, views
 from infrastructure.application import Clock, Interventions, Progress, TwinLedger, utc_now
 from infrastructure.archive import ImportReport, export, import_archive
@@ -48,7 +50,7 @@ from infrastructure.experiments import (
 )
 from infrastructure.expiry import DEFAULT_BATCH, ExpiryReport, expire_twins
 from infrastructure.inputs import BodyFile, parse_duration, validate
-from infrastructure.result_text import results_json
+from infrastructure.result_text import results_held, results_json
 from infrastructure.retention import RetentionReport, Windows, apply_retention
 from infrastructure.settings import Database
 from projections import queries
@@ -512,6 +514,18 @@ class Ledger:
             for event in stored
         ]
 
+    def ended_run(self, run_id: str) -> EndedRun | None:
+        """What an ended run's results, events and states are a function of (the HTTP API's
+        validators); None while the read tables do not show it ended, or show no such run."""
+        key = self.resolve_run(run_id)
+        held = results_held(self._tables(), key)
+        if held is None or held[0] not in ENDED:
+            return None
+        last = self.application.recorder.select_events(key, desc=True, limit=1)
+        if not last:  # archived and removed from the log
+            return None
+        return EndedRun(key, held[0], held[1], held[2], last[0].originator_version)
+
     def replay_run(self, run_id: str, *, allow_other_engine: bool = False) -> views.ReplayVerdict:
         """Re-simulate a run from its RunQueued and compare every year: identical, or the first
         divergence (year, field, both values) and the digests."""
@@ -762,6 +776,19 @@ class Ledger:
 
 
 MAX_PARKED_SHOWN = 1000
+ENDED = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+
+@dataclass(frozen=True)
+class EndedRun:
+    """An ended run's stream is closed: its events, states and results rows change only when
+    retention removes rows (``results_held`` drops) or an archive removes the stream."""
+
+    run_id: UUID
+    status: str
+    result_digest: str | None
+    results_held: int
+    last_version: int
 
 
 def _iso(moment: datetime) -> str:

@@ -300,6 +300,34 @@ def test_start_a_run_from_the_form_on_postgres(page: Any) -> None:
             _start_run_from_the_form(page, base, 300)
 
 
+def test_the_api_docs_page_renders_offline(page: Any, served: Served, shots: Path) -> None:
+    """Swagger UI draws every operation with every request to another host refused, and the
+    page's Content-Security-Policy blocks nothing it needs."""
+    local = served.base + "/"
+    elsewhere: list[str] = []
+    console: list[str] = []
+
+    def only_here(route: Any) -> None:
+        if route.request.url.startswith(local):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_here)
+    page.on("console", lambda message: console.append(message.text))
+    page.goto(f"{served.base}/api/v1/docs")
+    schema = page.request.get(f"{served.base}/api/v1/openapi.json").json()
+    operations = sum(len(methods) for methods in schema["paths"].values())
+    page.wait_for_function(
+        f"document.querySelectorAll('.opblock').length >= {operations}", timeout=30_000
+    )
+    assert page.locator(".opblock-summary-path", has_text="/api/v1/runs/{run_id}/results").count()
+    page.screenshot(path=str(shots / "api-docs.png"))
+    assert elsewhere == []
+    assert not [text for text in console if "Content Security Policy" in text], console
+
+
 def test_pages_name_a_bad_id(page: Any, served: Served) -> None:
     _open(page, f"{served.base}/runs/not-a-run")
     assert "run_id" in page.inner_text("p.error")

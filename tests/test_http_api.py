@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import threading
 import time
@@ -589,6 +590,86 @@ def test_openapi_describes_the_api(client: TestClient) -> None:
         "/health",
     ):
         assert f"{API}{path}" in paths
+
+
+def test_the_docs_page_loads_everything_from_this_server(client: TestClient) -> None:
+    """/api/v1/docs works offline: every script, style and icon it names is a path here."""
+    page = client.get(f"{API}/docs")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    named = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)
+    named += re.findall(r"""url:\s*['"]([^'"]+)['"]""", page.text)  # the OpenAPI schema
+    assert len(named) >= 4, named
+    for url in named:
+        assert url.startswith("/") and not url.startswith("//"), f"not a local URL: {url}"
+        fetched = client.get(url)
+        assert fetched.status_code == 200, url
+        assert fetched.content, url
+    kinds = {url.rsplit(".", 1)[-1]: client.get(url).headers["content-type"] for url in named}
+    assert kinds["js"].startswith("text/javascript") and kinds["css"].startswith("text/css")
+    policy = page.headers["content-security-policy"]
+    scripts = next(part for part in policy.split(";") if part.strip().startswith("script-src"))
+    assert "'unsafe-inline'" not in scripts and "'sha256-" in scripts and "http" not in policy
+    assert client.get(f"{API}/docs/redoc.standalone.js").status_code == 404  # named files only
+    assert f"{API}/docs" not in client.get(f"{API}/openapi.json").json()["paths"]
+
+
+# --- validators: an ended run's answers do not change ---------------------------------------
+
+
+def test_an_ended_runs_answers_carry_strong_etags_and_304(database_url: str) -> None:
+    from datetime import timedelta
+
+    from infrastructure.retention import Windows
+    from infrastructure.service import Ledger
+
+    with Ledger.open(database_url) as ledger:
+        twin = ledger.clone_twin(name="Mars", body="mars")
+        ended = ledger.queue_run(twin.id, pattern="mars_terraform", years=40, budget_cents=BUDGET)
+        ledger.execute_run(ended.id)
+        waiting = ledger.queue_run(twin.id, pattern="mars_terraform", years=40, budget_cents=BUDGET)
+    asked = [
+        ("results", {}),
+        ("results", {"type": "economic"}),
+        ("results", {"type": "economic", "from_year": "3", "to_year": "9"}),
+        ("results", {"format": "csv"}),
+        ("events", {}),
+        ("events", {"after_version": "5", "limit": "10"}),
+        ("state", {"year": "20"}),
+    ]
+    with client_for(database_url, resume_queued=False) as client:
+        tags = {}
+        for path, params in asked:
+            url = f"{API}/runs/{ended.id}/{path}"
+            full = client.get(url, params=params)
+            assert full.status_code == 200, full.text
+            tag = full.headers["etag"]
+            assert tag.startswith('"') and not tag.startswith("W/"), tag  # strong
+            assert full.headers["cache-control"] == "no-cache"
+            assert client.get(url, params=params).headers["etag"] == tag  # stable
+            for held in (tag, f'"other", {tag}', f"W/{tag}", "*"):
+                again = client.get(url, params=params, headers={"If-None-Match": held})
+                assert again.status_code == 304, (path, params, held)
+                assert again.content == b"" and again.headers["etag"] == tag
+            stale = client.get(url, params=params, headers={"If-None-Match": '"other"'})
+            assert stale.status_code == 200 and stale.content == full.content
+            tags[(path, str(params))] = tag
+        assert len(set(tags.values())) == len(asked)  # one tag per representation
+
+        for path, params in (("results", {}), ("events", {}), ("state", {"year": "1"})):
+            running = client.get(f"{API}/runs/{waiting.id}/{path}", params=params)
+            assert "etag" not in running.headers, path  # a run not ended: no validator
+        assert "etag" not in client.get(f"{API}/runs/{ended.id}").headers
+
+        with Ledger.open(database_url) as ledger:  # retention removes the results rows
+            ledger.apply_retention(windows=Windows(results=timedelta(0)))
+        old = tags[("results", "{}")]
+        emptied = client.get(f"{API}/runs/{ended.id}/results", headers={"If-None-Match": old})
+        assert emptied.status_code == 200 and emptied.json() == []
+        assert emptied.headers["etag"] != old
+        kept = tags[("events", "{}")]  # the log keeps every event: their tag holds
+        events = client.get(f"{API}/runs/{ended.id}/events", headers={"If-None-Match": kept})
+        assert events.status_code == 304
 
 
 # --- schemathesis: generated requests, positive and negative, find no 500 ----------------------

@@ -29,6 +29,25 @@ def test_a_small_load_completes(database_url: str) -> None:
         assert endpoint.mean_bytes > 0
 
 
+def test_revalidating_clients_get_304_for_ended_runs(database_url: str) -> None:
+    report = run_http_load(
+        database_url,
+        clients=2,
+        requests=30,
+        seconds=120,
+        runs=2,
+        years=30,
+        rows=0,
+        revalidate=True,
+    )
+    results = next(e for e in report.endpoints if e.name == "results")
+    runs = next(e for e in report.endpoints if e.name == "runs")
+    assert results.errors == 0 and runs.errors == 0, report
+    assert results.not_modified > 0  # each client asks again for a run it holds
+    assert results.not_modified < results.count  # the first answer of each run is in full
+    assert runs.not_modified == 0  # list pages carry no validator
+
+
 def test_the_load_goes_to_loopback_only() -> None:
     with pytest.raises(ValueError, match="loopback"):
         asyncio.run(

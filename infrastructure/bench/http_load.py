@@ -55,6 +55,7 @@ class EndpointLatency:
     max: float
     mean_bytes: float
     failures: dict[str, int] = field(default_factory=dict)  # status code or error: count
+    not_modified: int = 0  # 304 answers to a revalidating client (--revalidate)
 
 
 @dataclass
@@ -67,6 +68,7 @@ class LoadReport:
     seconds: float
     think_ms: tuple[int, int]
     endpoints: list[EndpointLatency] = field(default_factory=list)
+    revalidate: bool = False  # clients kept results' ETags and sent If-None-Match
     # the server process's CPU time over the load, per request: steadier than latency on a
     # shared machine (None where /proc is missing)
     server_cpu_ms_per_request: float | None = None
@@ -163,7 +165,7 @@ def serving(
             command, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True
         )
         try:
-            yield _wait_until_up(f"http://{LOOPBACK}:{port}", process, log, timeout), process.pid
+            yield wait_until_up(f"http://{LOOPBACK}:{port}", process, log, timeout), process.pid
         finally:
             process.terminate()
             try:
@@ -173,7 +175,7 @@ def serving(
                 process.wait()
 
 
-def _wait_until_up(base: str, process: subprocess.Popen[str], log: IO[str], timeout: float) -> str:
+def wait_until_up(base: str, process: subprocess.Popen[str], log: IO[str], timeout: float) -> str:
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
@@ -220,7 +222,9 @@ async def _client(
     stop_at: float,
     think: tuple[int, int],
     samples: list[Sample],
+    revalidate: bool = False,
 ) -> None:
+    tags: dict[str, str] = {}  # a browser's cache: the ETag of each results answer it holds
     while budget["left"] > 0 and time.monotonic() < stop_at:
         budget["left"] -= 1
         if chooser.random() < 0.5:
@@ -231,15 +235,20 @@ async def _client(
             )
         else:
             endpoint, path, params = "runs", "/api/v1/runs", chooser.choice(filters)
+        held = tags.get(path) if revalidate else None
+        headers = {"If-None-Match": held} if held else {}
         began = time.perf_counter()
         try:
-            response = await http.get(path, params=params)
+            response = await http.get(path, params=params, headers=headers)
             body = response.content
             outcome = str(response.status_code)
+            if revalidate and "etag" in response.headers:
+                tags[path] = response.headers["etag"]
         except httpx.HTTPError as error:
             body, outcome = b"", type(error).__name__
         milliseconds = (time.perf_counter() - began) * 1000
-        samples.append(Sample(endpoint, milliseconds, outcome == "200", len(body), outcome))
+        ok = outcome == "200" or (outcome == "304" and held is not None)
+        samples.append(Sample(endpoint, milliseconds, ok, len(body), outcome))
         if think[1] > 0:
             await asyncio.sleep(chooser.uniform(think[0], think[1]) / 1000)
 
@@ -254,6 +263,7 @@ async def drive(
     seconds: float,
     think: tuple[int, int],
     seed: int = 42,
+    revalidate: bool = False,
 ) -> tuple[list[Sample], float]:
     """``clients`` concurrent clients until ``requests`` are sent or ``seconds`` pass."""
     if httpx.URL(base).host not in {LOOPBACK, "localhost", "::1"}:
@@ -268,7 +278,15 @@ async def drive(
         await asyncio.gather(
             *(
                 _client(
-                    http, random.Random(seed + n), run_ids, filters, budget, stop_at, think, samples
+                    http,
+                    random.Random(seed + n),
+                    run_ids,
+                    filters,
+                    budget,
+                    stop_at,
+                    think,
+                    samples,
+                    revalidate,
                 )
                 for n in range(clients)
             )
@@ -291,6 +309,7 @@ def summarise(samples: list[Sample]) -> list[EndpointLatency]:
                 max=timings[-1],
                 mean_bytes=statistics.fmean(s.size for s in mine),
                 failures=dict(Counter(s.outcome for s in mine if not s.ok)),
+                not_modified=sum(s.outcome == "304" for s in mine),
             )
         )
     return found
@@ -320,6 +339,7 @@ def run_http_load(
     runs: int = 4,
     years: int = 1000,
     rows: int = 1_000_000,
+    revalidate: bool = False,
     progress: Progress = lambda _: None,
 ) -> LoadReport:
     """The whole benchmark on scratch storage beside ``url``; returns the latencies."""
@@ -344,6 +364,7 @@ def run_http_load(
                     requests=requests,
                     seconds=seconds,
                     think=think,
+                    revalidate=revalidate,
                 )
             )
             cpu_after = cpu_seconds(pid)
@@ -362,6 +383,7 @@ def run_http_load(
         think_ms=think,
         endpoints=summarise(samples),
         server_cpu_ms_per_request=cpu_per_request,
+        revalidate=revalidate,
     )
     return report
 
@@ -389,6 +411,13 @@ def main(
     rows: Annotated[
         int, typer.Option(min=0, help="Grow simulation_results to this many rows")
     ] = 1_000_000,
+    revalidate: Annotated[
+        bool,
+        typer.Option(
+            "--revalidate",
+            help="Clients keep each results answer's ETag and send If-None-Match (as browsers)",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
 ) -> None:
     """Concurrent clients on GET /runs/{id}/results and GET /runs?...; p50/p95 per endpoint."""
@@ -402,6 +431,7 @@ def main(
         runs=runs,
         years=years,
         rows=rows,
+        revalidate=revalidate,
         progress=lambda message: print(f"http load: {message}", file=sys.stderr),
     )
     if as_json:
@@ -418,6 +448,7 @@ def main(
         "p95 ms",
         "max ms",
         "bytes",
+        "304",
         title=f"HTTP load: {report.backend}, {report.result_rows:,} result rows, {report.runs:,} "
         f"runs, {report.clients} clients, {report.requests:,} requests in {report.seconds:.1f} s "
         f"({report.throughput:,.0f}/s)"
@@ -436,6 +467,7 @@ def main(
             f"{e.p95:.1f}",
             f"{e.max:.1f}",
             f"{e.mean_bytes:,.0f}",
+            f"{e.not_modified:,}",
         )
     Console().print(table)
 

@@ -31,6 +31,13 @@ def serve(
             help="Execute runs on this Dask scheduler (tcp://HOST:8786, or local)",
         ),
     ] = None,
+    resume_queued: Annotated[
+        bool,
+        typer.Option(
+            "--resume-queued/--no-resume-queued",
+            help="On start, execute the store's queued runs and resume orphaned ones",
+        ),
+    ] = True,
     cors_origin: Annotated[
         list[str],
         typer.Option("--cors-origin", help="Allow browser calls from this origin (off by default)"),
@@ -40,6 +47,8 @@ def serve(
 
     Writes need `Authorization: Bearer $TWINLEDGER_API_TOKEN` when that variable is set.
     """
+    import signal
+
     import uvicorn
 
     from infrastructure.http.app import TOKEN_VARIABLE, Settings, create_app
@@ -56,9 +65,14 @@ def serve(
         read_only=read_only,
         workers=workers,
         scheduler=scheduler,
+        resume_queued=resume_queued,
         cors_origins=cors_origin,
     )
     application = create_app(settings)
+    # The command line lets SIGPIPE end a process (`twinledger runs | head`); a server must
+    # not die of a client that hung up while it wrote (the run page closes its progress
+    # stream at the run's end): the write fails for that connection alone (EPIPE).
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     where = "read-only, " if read_only else ""
     errors.print(
         f"twinledger: {where}http://{host}:{port}/ (API under /api/v1, docs /api/v1/docs)",

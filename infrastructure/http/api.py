@@ -32,6 +32,7 @@ from pydantic import (
 from domain.errors import ValidationError
 from infrastructure import views
 from infrastructure.experiments import ExperimentFile
+from infrastructure.http.caching import entity_tag, mark, not_modified
 from infrastructure.http.sse import MAX_CLIENTS, LogFollower, progress_stream
 from infrastructure.pages import DEFAULT_LIMIT, MAX_LIMIT
 from infrastructure.service import MAX_EVENTS_PAGE, Ledger
@@ -67,6 +68,9 @@ Cursor = Annotated[
 ]
 Text = Annotated[str | None, Query(max_length=200)]
 RUN_FIELDS = {"duration_years": "years", "pattern_params": "params"}
+NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
+    304: {"description": "an ended run's answer, unchanged: If-None-Match named its ETag"}
+}
 
 
 class _Shape(BaseModel):
@@ -345,7 +349,7 @@ def cancel_run(request: Request, run_id: str, cancel: CancelIn | None = None) ->
     "/runs/{run_id}/results",
     response_model=list[views.Result],
     tags=["runs"],
-    responses={200: {"content": {"text/csv": {}}}},
+    responses={200: {"content": {"text/csv": {}}}, **NOT_MODIFIED},
 )
 def results(
     request: Request,
@@ -356,15 +360,35 @@ def results(
     format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
 ) -> Response:
     """Per-year results (economic, environmental, timeline), as JSON or CSV (JSON columns as
-    JSON text)."""
+    JSON text). An ended run's carry an ETag: send it back in If-None-Match for 304."""
     with use(request) as ledger:
+        ended = ledger.ended_run(run_id)
+        tag = None
+        if ended is not None:
+            tag = entity_tag(
+                "results",
+                ended.run_id,
+                ended.last_version,
+                ended.result_digest,
+                ended.results_held,  # retention removes rows: the tag changes
+                type,
+                from_year,
+                to_year,
+                format,
+            )
+        unchanged = not_modified(request, tag)
+        if unchanged is not None:
+            return unchanged
         if format == "json":
             body = ledger.results_json(
                 run_id, result_type=type, from_year=from_year, to_year=to_year
             )
-            return Response(body, media_type="application/json")
-        rows = ledger.results(run_id, result_type=type, from_year=from_year, to_year=to_year)
-    return Response(csv_text([row.model_dump() for row in rows]), media_type="text/csv")
+            response = Response(body, media_type="application/json")
+        else:
+            rows = ledger.results(run_id, result_type=type, from_year=from_year, to_year=to_year)
+            response = Response(csv_text([row.model_dump() for row in rows]), media_type="text/csv")
+    mark(response, tag)
+    return response
 
 
 def csv_text(rows: list[dict[str, Any]]) -> str:
@@ -385,25 +409,56 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-@router.get("/runs/{run_id}/events", response_model=list[views.StoredEvent], tags=["runs"])
+@router.get(
+    "/runs/{run_id}/events",
+    response_model=list[views.StoredEvent],
+    tags=["runs"],
+    responses=NOT_MODIFIED,
+)
 def events(
     request: Request,
+    response: Response,
     run_id: str,
     after_version: Annotated[int, Query(ge=0, le=2**31)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = MAX_EVENTS_PAGE,
-) -> list[views.StoredEvent]:
-    """The run's stored events, as recorded (the audit trail); page with after_version."""
+) -> Any:
+    """The run's stored events, as recorded (the audit trail); page with after_version. An
+    ended run's carry an ETag: send it back in If-None-Match for 304."""
     with use(request) as ledger:
-        return ledger.events(run_id, after_version=after_version, limit=limit)
+        ended = ledger.ended_run(run_id)
+        tag = (
+            None
+            if ended is None
+            else entity_tag("events", ended.run_id, ended.last_version, after_version, limit)
+        )
+        unchanged = not_modified(request, tag)
+        if unchanged is not None:
+            return unchanged
+        found = ledger.events(run_id, after_version=after_version, limit=limit)
+    mark(response, tag)
+    return found
 
 
-@router.get("/runs/{run_id}/state", response_model=views.RunState, tags=["runs"])
+@router.get(
+    "/runs/{run_id}/state", response_model=views.RunState, tags=["runs"], responses=NOT_MODIFIED
+)
 def state(
-    request: Request, run_id: str, year: Annotated[int, Query(ge=1, le=1_000_000)]
-) -> views.RunState:
-    """Time travel: the run at the end of ``year``, from its recorded events only."""
+    request: Request,
+    response: Response,
+    run_id: str,
+    year: Annotated[int, Query(ge=1, le=1_000_000)],
+) -> Any:
+    """Time travel: the run at the end of ``year``, from its recorded events only. An ended
+    run's carry an ETag: send it back in If-None-Match for 304."""
     with use(request) as ledger:
-        return ledger.state_at_year(run_id, year)
+        ended = ledger.ended_run(run_id)
+        tag = None if ended is None else entity_tag("state", ended.run_id, ended.last_version, year)
+        unchanged = not_modified(request, tag)
+        if unchanged is not None:
+            return unchanged
+        found = ledger.state_at_year(run_id, year)
+    mark(response, tag)
+    return found
 
 
 @router.post("/runs/{run_id}/replay", response_model=views.ReplayVerdict, tags=["runs"])

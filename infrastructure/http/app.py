@@ -38,7 +38,7 @@ from domain.errors import (
 )
 from domain.replay import EngineVersionMismatch
 from infrastructure.errors import RunInterrupted, StoreError
-from infrastructure.http.executor import Executor, ServerExecutor
+from infrastructure.http.executor import Executor, ServerExecutor, resume
 from infrastructure.http.sse import LogFollower
 from infrastructure.service import Ledger, ReadTablesBehind
 from infrastructure.settings import resolve_database
@@ -70,6 +70,7 @@ class Settings:
     token: str | None = field(default_factory=lambda: os.environ.get(TOKEN_VARIABLE) or None)
     workers: int = 1
     scheduler: str | None = None  # a Dask scheduler (docs/scale-out.md); None: local
+    resume_queued: bool = True  # on start, submit queued and orphaned runs (docs/http.md)
     pool_size: int = 4
     cors_origins: list[str] = field(default_factory=list)
     poll_seconds: float = 0.25
@@ -374,6 +375,8 @@ def create_app(settings: Settings | None = None, *, executor: Executor | None = 
         app.state.executor = executor or ServerExecutor(
             url, workers=settings.workers, scheduler=settings.scheduler
         )
+        if settings.resume_queued and not settings.read_only:
+            resume(database, app.state.executor)
         app.state.follower = LogFollower(database, poll_seconds=settings.poll_seconds)
         app.state.follower.start()
         try:
@@ -384,6 +387,7 @@ def create_app(settings: Settings | None = None, *, executor: Executor | None = 
             app.state.pool.close()
 
     from infrastructure.http.api import router as api_router
+    from infrastructure.http.apidocs import router as docs_router
     from infrastructure.http.dashboard import router as dashboard_router
 
     app = FastAPI(
@@ -391,13 +395,14 @@ def create_app(settings: Settings | None = None, *, executor: Executor | None = 
         version="1",
         summary="An event-sourced ledger for digital-twin simulations (docs/http.md).",
         openapi_url=f"{API}/openapi.json",
-        docs_url=f"{API}/docs",
+        docs_url=None,  # apidocs.py: the same page, with Swagger UI served here, not by a CDN
         redoc_url=None,
         lifespan=lifespan,
     )
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(api_router, prefix=API)
+    app.include_router(docs_router, prefix=API)
     app.include_router(dashboard_router)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware

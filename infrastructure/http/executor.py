@@ -13,15 +13,20 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import threading
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol
 from uuid import UUID
 
 from domain.errors import TwinLedgerError
-from infrastructure.executors import execute_claimed, open_executor
+from infrastructure.executors import execute_claimed, open_executor, runs_to_execute
+from infrastructure.settings import Database
 
 log = logging.getLogger("twinledger.http")
+MAX_WORKER_DEATHS = 3  # as Dask's allowed-failures: a run whose worker dies more is left alone
 
 
 class Executor(Protocol):
@@ -35,6 +40,20 @@ class Executor(Protocol):
 
     def shutdown(self) -> None:
         """Stop taking tasks; wait for those under way (a crash would leave them resumable)."""
+
+
+def resume(database: Database, executor: Executor) -> list[str]:
+    """Submit the runs nobody is executing: queued ones (a server that accepted them died before
+    executing them, or another process queued them) and orphaned ``running`` ones (their claim
+    is free: their executor died). The same choice as ``execute --queued``, less experiments'
+    sample runs, which their experiment's evaluator owns. A run executing elsewhere meanwhile
+    is harmless: its claim makes the second task wait, then find it ended (docs/http.md)."""
+    run_ids = runs_to_execute(database, experiments=False)
+    for run_id in run_ids:
+        executor.submit(UUID(run_id))
+    if run_ids:
+        log.warning("resumed %d queued or interrupted runs", len(run_ids))
+    return run_ids
 
 
 def evaluate(url: str, experiment_id: str, workers: int, scheduler: str | None) -> None:
@@ -62,44 +81,112 @@ def _report(kind: str, ident: UUID) -> Callable[[Any], None]:
 
 
 class ServerExecutor:
-    """Runs on infrastructure/executors.py's executor; experiments in one spawned process."""
+    """Runs on infrastructure/executors.py's executor; experiments in one spawned process.
+
+    A local worker that dies (killed, out of memory) breaks its pool: every run the pool held
+    fails at once. The server then starts a new pool and submits those runs to it again (each
+    resumes from its last saved chunk), up to MAX_WORKER_DEATHS times per run; past that the
+    run stays ``running`` for the next start or ``execute --queued``. (On Dask, the scheduler
+    retries a task whose worker died.)
+    """
 
     def __init__(self, url: str, *, workers: int = 1, scheduler: str | None = None) -> None:
         self.url = url
         self.workers = workers
         self.scheduler = scheduler
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._held: dict[UUID, ProcessPoolExecutor] = {}  # a run: the pool executing it
+        self._deaths: Counter[UUID] = Counter()
         # Local runs in spawned processes, even one: in a thread of the server a simulation would
         # hold the interpreter's lock and stall every request (infrastructure/executors.py runs a
         # single local worker in a thread, which suits a command, not a server).
-        self.local = (
-            ProcessPoolExecutor(
-                max_workers=workers, mp_context=multiprocessing.get_context("spawn")
-            )
-            if scheduler is None
-            else None
-        )
+        self.local = self._pool() if scheduler is None else None
         self.runs = None if scheduler is None else open_executor(url, scheduler, workers=workers)
         self.experiments = ProcessPoolExecutor(
             max_workers=1, mp_context=multiprocessing.get_context("spawn")
         )
 
+    def _pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
+        )
+
     def submit(self, run_id: UUID) -> None:
-        if self.local is not None:
-            handle: Any = self.local.submit(execute_claimed, self.url, str(run_id))
-        else:
-            assert self.runs is not None
+        if self.runs is not None:
             handle = self.runs.submit(str(run_id))
-        add = getattr(handle, "add_done_callback", None)
-        if add is not None:
-            add(_report("run", run_id))
+            add = getattr(handle, "add_done_callback", None)
+            if add is not None:
+                add(_report("run", run_id))
+            return
+        with self._lock:
+            pool = self.local
+            assert pool is not None
+            self._held[run_id] = pool
+        self._start(pool, run_id)
+
+    def _start(self, pool: ProcessPoolExecutor, run_id: UUID) -> None:
+        try:
+            future = pool.submit(execute_claimed, self.url, str(run_id))
+        except BrokenProcessPool:  # broken before this run got in: held, so submitted again
+            self._replace(pool)
+            return
+        report = _report("run", run_id)
+
+        def done(finished: Future[Any]) -> None:
+            if not finished.cancelled() and isinstance(finished.exception(), BrokenProcessPool):
+                self._replace(pool)
+                return
+            with self._lock:
+                if self._held.get(run_id) is pool:
+                    del self._held[run_id]
+            report(finished)
+
+        future.add_done_callback(done)
+
+    def _replace(self, broken: ProcessPoolExecutor) -> None:
+        """A new pool for a broken one, and the broken one's runs submitted to it. Each of the
+        broken pool's futures calls this (from its management thread): the first does the work."""
+        with self._lock:
+            if self._stopping:
+                return
+            if self.local is broken:
+                self.local = self._pool()
+                log.error("a run worker process died: a new pool resumes the runs it held")
+            pool = self.local
+            assert pool is not None
+            again = []
+            for run_id in [run for run, held in self._held.items() if held is broken]:
+                self._deaths[run_id] += 1
+                if self._deaths[run_id] > MAX_WORKER_DEATHS:
+                    del self._held[run_id]
+                    log.error(
+                        "run %s: its worker died %d times; left running",
+                        run_id,
+                        MAX_WORKER_DEATHS + 1,
+                    )
+                else:
+                    self._held[run_id] = pool
+                    again.append(run_id)
+        for run_id in again:
+            self._start(pool, run_id)
 
     def submit_experiment(self, experiment_id: UUID) -> None:
-        future: Future[None] = self.experiments.submit(
-            evaluate, self.url, str(experiment_id), self.workers, self.scheduler
-        )
+        args = (self.url, str(experiment_id), self.workers, self.scheduler)
+        try:
+            future: Future[None] = self.experiments.submit(evaluate, *args)
+        except BrokenProcessPool:
+            # The process evaluating an earlier experiment died; that one stays running for
+            # `experiment resume` (experiments hold no claim: never resumed behind its back).
+            self.experiments = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+            )
+            future = self.experiments.submit(evaluate, *args)
         future.add_done_callback(_report("experiment", experiment_id))
 
     def shutdown(self) -> None:
+        with self._lock:
+            self._stopping = True
         self.experiments.shutdown(wait=True, cancel_futures=True)
         if self.local is not None:
             self.local.shutdown(wait=True, cancel_futures=True)

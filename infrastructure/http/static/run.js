@@ -299,11 +299,17 @@
   let fetching = null; // the one load in flight, if any
   let wanted = loadedTo;
   const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  // A load that fails while following (the server went away) is shown, never thrown: the stream
+  // retries, and the next progress event loads what is missing.
+  const liveError = el("div");
+  chartsBox.after(liveError);
+  const report = (error) => TL.showError(liveError, error);
   async function load() {
     let idle = 0;
     while (wanted > loadedTo && idle < 40) {
       const before = loadedTo;
       await fetchFrom(loadedTo + 1);
+      TL.clear(liveError);
       if (loadedTo === before) {
         idle += 1;
         await pause(250);
@@ -315,7 +321,7 @@
   }
   function catchUp() {
     if (!fetching) {
-      fetching = load().finally(() => {
+      fetching = load().catch(report).finally(() => {
         fetching = null;
       });
     }
@@ -350,7 +356,7 @@
     if (ended) return;
     ended = true;
     source.close();
-    finish();
+    finish().catch(report);
   }
 
   let source = null;
