@@ -42,7 +42,6 @@ from projections.background import BackgroundWriter
 from projections.base import Batch, Projection
 from projections.decoding import Decoded, UnhandledEvent, is_event_topic
 from projections.parking import Parked
-from projections.prefetch import Prefetch
 from projections.store import Note, Store
 
 DEFAULT_BATCH = 2000
@@ -103,7 +102,6 @@ class Target:
     physical: dict[str, str]
     positions: dict[str, int] | None = None  # staging positions; None for live
     background: BackgroundWriter | None = None  # a PostgreSQL rebuild's bulk writer
-    prefetch: Prefetch | None = None  # a PostgreSQL rebuild's reader of the next page
     parked: list[Parked] = field(default_factory=list)  # staging: committed batches' parked events
     skips: dict[tuple[str, int], Parked] = field(default_factory=dict)  # a rebuild's known skips
     durable: bool = True  # live: whether a batch's commit waits for the WAL flush
@@ -179,20 +177,10 @@ class CatchUp:
         self._memory[:] = keep
 
     def _notes(
-        self,
-        cursor: Any,
-        start: int,
-        upto: int,
-        skip: Sequence[str],
-        limit: int,
-        target: Target | None = None,
-        cap: int = 0,
+        self, cursor: Any, start: int, upto: int, skip: Sequence[str], limit: int
     ) -> tuple[list[Note], int]:
         """``store.notes`` (and the batch's end, lowered to what memory covers) from the
-        remembered events when they cover (start, end] without a gap, else from the log.
-
-        With the target's ``prefetch`` (a rebuild): the page read ahead if it is this one,
-        and the next page, up to ``cap``, read ahead while this one is applied."""
+        remembered events when they cover (start, end] without a gap, else from the log."""
         memory = self._memory
         if memory and memory[0].position <= start + 1 <= memory[-1].position:
             first = memory[0].position
@@ -206,16 +194,7 @@ class CatchUp:
                 if len(found) == limit:
                     break
             return found, upto
-        prefetch = target.prefetch if target is not None else None
-        if prefetch is None:
-            return self.store.notes(cursor, start, upto, skip, limit), upto
-        notes = prefetch.take(start, upto, skip, limit)
-        if notes is None:
-            notes = self.store.notes(cursor, start, upto, skip, limit)
-        end = notes[-1].position if len(notes) == limit else upto
-        if end < cap:
-            prefetch.ahead(end, min(cap, end + WINDOW * limit), skip, limit)
-        return notes, upto
+        return self.store.notes(cursor, start, upto, skip, limit), upto
 
     def catch_up(
         self, names: Sequence[str] | None = None, *, durable: bool = True
@@ -352,7 +331,7 @@ class CatchUp:
         union = frozenset().union(*(p.topics for p in group))
         skip = sorted(set.intersection(*(set(self._skip[p.name]) for p in group)))
         upto = min(cap, start + WINDOW * self.batch_size)
-        notes, upto = self._notes(cursor, start, upto, skip, self.batch_size, target, cap)
+        notes, upto = self._notes(cursor, start, upto, skip, self.batch_size)
         if target.positions is None and notes:
             held = parking.held_rows_all(store, cursor, [p.name for p in group])
         counts: dict[str, int] = {}
@@ -443,7 +422,7 @@ class CatchUp:
         if cap <= start:
             return None
         upto = min(cap, start + WINDOW * limit)
-        notes, upto = self._notes(cursor, start, upto, self._skip[name], limit, target, cap)
+        notes, upto = self._notes(cursor, start, upto, self._skip[name], limit)
         applied, parked = self._apply(projection, target, cursor, notes, careful=careful)
         new = notes[-1].position if len(notes) == limit else upto
         if target.positions is None:

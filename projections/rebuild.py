@@ -24,7 +24,6 @@ from projections import parking, tracking
 from projections.background import BackgroundFailed, BackgroundWriter
 from projections.base import Projection
 from projections.catchup import STAGING, TRANSIENT, CatchUp, Target
-from projections.prefetch import Prefetch
 from projections.tables import Table, add_foreign_key_sql, index_names
 
 
@@ -131,7 +130,6 @@ class Rebuild(CatchUp):
                     )
         background = BackgroundWriter(self.database) if fast else None
         target.background = background
-        target.prefetch = Prefetch(self.database) if store.postgres else None
         try:
             applied, finished = self._together(targets, target, progress=progress)
             for p in targets if not finished else ():  # what the shared pass left
@@ -142,9 +140,6 @@ class Rebuild(CatchUp):
             target.background = None
             if background is not None:
                 background.abandon()
-            if target.prefetch is not None:
-                target.prefetch.close()
-                target.prefetch = None
         if store.postgres:  # indexes built once over the loaded rows, renamed at the swap
             with store.transaction(durable=False) as cursor:
                 for p in targets:
