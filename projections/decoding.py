@@ -114,16 +114,21 @@ def decoder_for(event: type[Event], lean: type[Any]) -> Callable[[Note], Any]:
 
     if not is_compact_class(event):
         return lambda note: upcast(msgspec.json.decode(note.state))
-    positional = _compact_decoder(event, lean)
+    row_decode, build, version = _compact_decoder(event, lean)
     layout = compact(event)
 
     def either(note: Note) -> Any:
         state = note.state
         if not is_compact(state):  # named JSON: written before the class was compact
             return upcast(msgspec.json.decode(state))
-        result = positional(note)
-        if result is not None:
-            return result
+        try:  # the current version's layout, straight into the lean type
+            row = row_decode(state)
+        except msgspec.ValidationError:
+            if version_of(state) == version:
+                raise
+        else:
+            if row.class_version == version:
+                return build(row, note.originator_id, note.originator_version)
         return upcast(layout.named(state, note.originator_id, note.originator_version))
 
     return either
@@ -168,11 +173,15 @@ def raw_is_canonical(event: type[Event]) -> bool:
     return getattr(event, "class_version", 1) > 1
 
 
-def _compact_decoder(event: type[Event], lean: type[Any]) -> Callable[[Note], Any | None]:
-    """Decodes a compact state (infrastructure/codec.py) of ``event``'s current version straight
-    into ``lean``: the values the lean type does not name are skipped undecoded (Raw), the ones
-    it copies as JSON (Raw) are decoded typed and encoded as canonical JSON; None for a compact
-    state of another version."""
+def _compact_decoder(
+    event: type[Event], lean: type[Any]
+) -> tuple[Callable[[bytes], Any], Callable[[Any, Any, int], Any], int]:
+    """How a compact state (infrastructure/codec.py) of ``event``'s current version is decoded
+    straight into ``lean``: (the msgpack decode of the state into a row, the function from a
+    row, originator id and version to ``lean``, the version). The values the lean type does
+    not name are skipped undecoded (Raw); the ones it copies as JSON (Raw) are decoded
+    untyped and encoded as canonical JSON. A row whose ``class_version`` is not the version
+    is of another layout, not for ``build``."""
     layout = compact(event)
     wanted = {f.name: f.type for f in msgspec.structs.fields(lean)}
     types = {f.name: f.type for f in msgspec.structs.fields(event)}
@@ -200,24 +209,8 @@ def _compact_decoder(event: type[Event], lean: type[Any]) -> Callable[[Note], An
     source = "def build(row, originator_id, originator_version):\n"
     source += f"    return _lean({', '.join(arguments)})\n"
     exec(source, namespace)  # generated once per (event, lean type): no per-event walk
-    build = namespace["build"]
     row_type = msgspec.defstruct(f"{lean.__name__}Compact", row_fields, array_like=True)
-    row_decode = msgspec.msgpack.Decoder(row_type).decode
-    version = layout.version
-
-    def decode(note: Note) -> Any | None:
-        state = note.state
-        try:
-            row = row_decode(state)
-        except msgspec.ValidationError:
-            if version_of(state) != version:
-                return None
-            raise
-        if row.class_version != version:  # type: ignore[attr-defined]
-            return None
-        return build(row, note.originator_id, note.originator_version)
-
-    return decode
+    return msgspec.msgpack.Decoder(row_type).decode, namespace["build"], layout.version
 
 
 def _named(tp: Any, source: str, namespace: dict[str, Any], depth: int = 0) -> str:
@@ -226,9 +219,14 @@ def _named(tp: Any, source: str, namespace: dict[str, Any], depth: int = 0) -> s
     if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
         fields = msgspec.structs.fields(tp)
         if not any(_holds_struct(f.type) for f in fields):
-            names = f"_names{len(namespace)}"
-            namespace[names] = tuple(f.name for f in fields)
-            return f"dict(zip({names}, {source}, strict=True))"
+            # A Struct of the same field names, the values untyped: built from the array in
+            # one call (a wrong length is a TypeError) and encoded with sorted names, the
+            # bytes the named dict gives, at half its cost.
+            named = f"_named{len(namespace)}"
+            namespace[named] = msgspec.defstruct(
+                f"{tp.__name__}Named", [(f.name, Any) for f in fields]
+            )
+            return f"{named}(*{source})"
         values = f"_values{depth}"
         parts = ", ".join(
             f"{f.name!r}: {_named(f.type, f'{values}[{index}]', namespace, depth + 1)}"

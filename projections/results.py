@@ -91,7 +91,7 @@ class ResultsProjection(Projection):
                 economic, environment = _text(data.economic), _text(data.environment)
             add((run_id, year, "economic", economic, created_at))
             add((run_id, year, "environmental", environment, created_at))
-            if not is_empty_array(data.key_events):
+            if data.key_events != _NONE and not is_empty_array(data.key_events):
                 key_events = b'{"key_events":' + bytes(data.key_events) + b"}"
                 add(
                     (
@@ -104,6 +104,10 @@ class ResultsProjection(Projection):
                 )
         kinds = KINDS if store.postgres else None
         batch.bulk_insert(SIMULATION_RESULTS.name, COLUMNS, rows, kinds)
+
+
+_NONE = msgspec.Raw(b"[]")
+"""No key events, as the decoder gives it (canonical): compared in C before the general test."""
 
 
 def _text(value: msgspec.Raw | bytes) -> str:

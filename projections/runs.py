@@ -171,13 +171,19 @@ class RunsProjection(Projection):
             load_also=("duration_years", "persistence"),
         )
         events = batch.events
-        fold.load({data.originator_id for _, _, data in events})
+        # UUIDs compared and hashed by their int: UUID's own __eq__ and __hash__ are Python
+        # functions, called for every event of a batch.
+        fold.load({data.originator_id.int: data.originator_id for _, _, data in events}.values())
         changed: set[UUID] = set()
         statuses: dict[tuple[str, type[Event]], str] = {}  # next_run_status, once per batch
         row: dict[str, Any] | None = None
-        run_id: UUID | None = None
+        run_int: int | None = None
         for _, event, data in events:
-            if type(data) is YearRecorded and row is not None and data.originator_id == run_id:
+            if (
+                type(data) is YearRecorded
+                and row is not None
+                and data.originator_id.int == run_int
+            ):
                 # The bulk of a batch: the years of the run the previous event was for.
                 key = (row["status"], event)
                 status = statuses.get(key)
@@ -190,6 +196,7 @@ class RunsProjection(Projection):
                     row["updated_at"] = data.timestamp
                 continue
             run_id = data.originator_id
+            run_int = run_id.int
             if isinstance(data, Queued):
                 row = fold.create(run_id, _queued(data))
             else:

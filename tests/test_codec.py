@@ -365,3 +365,19 @@ def test_lean_decoders_read_both_versions_alike(
     assert results.originator_id == event.originator_id
     assert bytes(results.environment) == canonical(event.environment)
     assert bytes(results.key_events) == canonical(event.key_events)
+
+
+@pytest.mark.parametrize("change", ["longer", "shorter"])
+def test_a_compact_value_of_the_wrong_length_is_refused_by_the_projections(change: str) -> None:
+    """A compact Struct value with a value too many or too few is an error for the lean
+    decoder that copies it as JSON, never a row with a value dropped or missing."""
+    stored = mapper.to_stored_event(mars_year())
+    values = msgspec.msgpack.decode(stored.state)
+    if change == "longer":
+        values[3].append(1)  # economic: four values for three fields
+    else:
+        values[4].pop()  # environment: six values for seven fields
+    state = msgspec.msgpack.encode(values)
+    note = Note(1, stored.originator_id, 503, stored.topic, state)
+    with pytest.raises((TypeError, msgspec.ValidationError)):
+        decoder_for(YearResultRecorded, ResultsYear)(note)
