@@ -125,7 +125,7 @@ class OneLineErrors(TyperGroup):
         from infrastructure.cli.commands import COMMANDS, MODULES
 
         command = self.commands.get(cmd_name)
-        if command is not None:
+        if command is not None and not (isinstance(command, TyperGroup) and not _all_loaded()):
             return command
         if cmd_name in COMMANDS:
             module, help_text = COMMANDS[cmd_name]
@@ -155,7 +155,18 @@ class OneLineErrors(TyperGroup):
         built = typer.main.get_command(app)
         assert isinstance(built, TyperGroup)
         for name, command in built.commands.items():
-            self.commands.setdefault(name, command)
+            # a group is rebuilt: more modules may have added subcommands to it (_all_loaded)
+            if name not in self.commands or isinstance(command, TyperGroup):
+                self.commands[name] = command
+
+
+def _all_loaded() -> bool:
+    """Whether every command module is imported: a group (`twins`) gets subcommands from
+    several modules (`twins extend` from lifecycle), so one found before then may lack some
+    (in a process that ran other commands first, as tests do)."""
+    from infrastructure.cli.commands import MODULES
+
+    return all(f"infrastructure.cli.{module}" in sys.modules for module in MODULES)
 
 
 def hoist_db(args: list[str]) -> list[str]:
