@@ -49,8 +49,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "daemon": (
         "daemon",
-        "Run expiry, retention and replay verification on a schedule, each once across all the\n"
-        "daemons of the store (start as many as you like, on any hosts).",
+        "Run expiry, retention, replay and chain verification on a schedule, each once across\n"
+        "all the daemons of the store (start as many as you like, on any hosts).",
     ),
     "runs": (
         "tables",
