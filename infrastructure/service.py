@@ -367,6 +367,17 @@ class Ledger:
             else views.Provenance.model_validate(msgspec.to_builtins(provenance)),
         )
 
+    def run_detail(self, run_id: str) -> views.RunDetail:
+        """A run's row with its lineage (``show-run --format json``): the parent and fork year
+        it was forked at with the changes, and the forks made from it, in one record."""
+        run = self.run(run_id)
+        lineage = self.lineage(run.id)
+        return views.RunDetail(
+            **run.model_dump(),
+            forked_from=lineage.lineage[-1] if lineage.lineage else None,
+            lineage=lineage,
+        )
+
     def execute_run(
         self, run_id: str, *, chunk_years: int | None = None, on_progress: Progress | None = None
     ) -> views.Run:
