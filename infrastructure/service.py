@@ -458,7 +458,7 @@ class Ledger:
     def compare(self, run_ids: list[str], *, field: str = "runs") -> Comparison:
         """2 to 6 runs side by side: parameters, summary metrics, the first diverging year and
         each run's series (projections/compare.py)."""
-        return compare_runs(self._tables(), run_ids, field)
+        return compare_runs(self._tables(), run_ids, field, self.application.fork_points)
 
     def run_from_events(self, run_id: str) -> SimulationRun:
         """The run aggregate, folded from its events (the log, not the read tables)."""
