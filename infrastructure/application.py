@@ -471,6 +471,20 @@ class TwinLedger(Application[UUID]):
                 return found
             position = notifications[-1].id
 
+    def fork_points(self, run_id: UUID) -> list[tuple[UUID, int]]:
+        """A run's fork lineage, oldest first, as (parent run id, fork year), from its RunQueued
+        alone (version 1, decoding only the lineage): [] for a run that is not a fork."""
+        stored = self.recorder.select_events(run_id, lte=1)
+        if not stored or stored[0].topic != get_topic(RunQueued):
+            raise NotFound("run_id", str(run_id))
+        plain = not (self.mapper.cipher or self.mapper.compressor)
+        points: list[Any] = (
+            _lineage_decoder.decode(stored[0].state).forks
+            if plain
+            else getattr(self.mapper.to_domain_event(stored[0]), "forks", [])
+        )
+        return [(UUID(str(point.parent_run_id)), point.at_year) for point in points]
+
     # --- run ids -------------------------------------------------------------------------------
 
     def resolve_run_id(self, ref: UUID | str) -> UUID:

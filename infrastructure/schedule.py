@@ -1,4 +1,4 @@
-"""Scheduled operations: expiry, retention and replay verification, each once across the fleet.
+"""Scheduled operations: expiry, retention, replay and chain verification, once across the fleet.
 
 Any number of ``twinledger daemon`` (or ``serve``) processes may run; each tick, the one that
 takes the store's schedule lock runs the operations that are due and records when, in the table
@@ -8,6 +8,9 @@ operation runs once per interval whatever the number of processes.
 
 Verification replays the runs completed since the last verification (its log position is kept
 in the operation's row), so each completed run is re-simulated once, not every tick.
+Chain verification checks every stream's hash chain in one pass (infrastructure/integrity.py,
+as ``twinledger verify``): a break is a failed outcome naming the first broken stream and
+version; an intact log records its position and digest in the operation's state.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ DEFAULT_EVERY = {
     "expire": timedelta(minutes=5),
     "retention": timedelta(days=1),
     "verify": timedelta(hours=1),
+    "verify-chain": timedelta(days=1),
 }
 VERIFY_BATCH = 200  # runs replayed per tick at most; the rest wait for the next tick
 
@@ -126,6 +130,18 @@ class Scheduler:
             raise Diverged(f"{text}; DIVERGED: {', '.join(diverged)}")
         return text
 
+    def _verify_chain(self, store: Store, projector: Projector) -> str:
+        from infrastructure.integrity import scan_log
+
+        scan = scan_log(self.ledger.recorder)
+        if scan.broken is not None:
+            raise ChainBroken(f"BROKEN at {scan.broken}")
+        self._set_state(store, "verify-chain", f"{scan.position} {scan.digest}")
+        return (
+            f"intact: {scan.events} events in {scan.streams} streams; "
+            f"digest {scan.digest} at position {scan.position}"
+        )
+
     # --- bookkeeping ------------------------------------------------------------------------
 
     def _run(self, store: Store, projector: Projector, name: str) -> Done:
@@ -138,7 +154,7 @@ class Scheduler:
                 ),
                 (store.timestamp(started), self.holder, name),
             )
-        action: Callable[[Store, Projector], str] = getattr(self, f"_{name}")
+        action: Callable[[Store, Projector], str] = getattr(self, "_" + name.replace("-", "_"))
         try:
             outcome, ok = action(store, projector), True
         except Exception as error:  # recorded; the next tick tries again
@@ -231,6 +247,10 @@ class Scheduler:
 
 class Diverged(Exception):
     """Scheduled verification found runs whose replay differs from their record."""
+
+
+class ChainBroken(Exception):
+    """Scheduled chain verification found a stream whose events do not match its hash chain."""
 
 
 def history(ledger: TwinLedger) -> list[dict[str, Any]]:

@@ -367,6 +367,17 @@ class Ledger:
             else views.Provenance.model_validate(msgspec.to_builtins(provenance)),
         )
 
+    def run_detail(self, run_id: str) -> views.RunDetail:
+        """A run's row with its lineage (``show-run --format json``): the parent and fork year
+        it was forked at with the changes, and the forks made from it, in one record."""
+        run = self.run(run_id)
+        lineage = self.lineage(run.id)
+        return views.RunDetail(
+            **run.model_dump(),
+            forked_from=lineage.lineage[-1] if lineage.lineage else None,
+            lineage=lineage,
+        )
+
     def execute_run(
         self, run_id: str, *, chunk_years: int | None = None, on_progress: Progress | None = None
     ) -> views.Run:
@@ -447,7 +458,7 @@ class Ledger:
     def compare(self, run_ids: list[str], *, field: str = "runs") -> Comparison:
         """2 to 6 runs side by side: parameters, summary metrics, the first diverging year and
         each run's series (projections/compare.py)."""
-        return compare_runs(self._tables(), run_ids, field)
+        return compare_runs(self._tables(), run_ids, field, self.application.fork_points)
 
     def run_from_events(self, run_id: str) -> SimulationRun:
         """The run aggregate, folded from its events (the log, not the read tables)."""

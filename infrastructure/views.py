@@ -237,6 +237,15 @@ class RunLineage(BaseModel):
     provenance: Provenance | None
 
 
+class RunDetail(Run):
+    """One run as ``show-run --format json`` prints it: its simulation_runs row, the fork point
+    that made it (parent, fork year, changes; None for a run that is not a fork) and its whole
+    lineage as ``GET /runs/{id}/lineage`` gives it (older fork points, the forks made from it)."""
+
+    forked_from: ForkPoint | None
+    lineage: RunLineage
+
+
 class RunState(BaseModel):
     """A run as it stood at the end of ``year``, folded from its recorded events only."""
 

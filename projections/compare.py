@@ -7,10 +7,15 @@ results (economic, environmental or key events) are not the same in every run; `
 the first value that differs there, and ``values`` gives it run by run. Runs that agree on every
 common year have no divergence, whatever their lengths (``common_years`` says how far they
 were compared).
+
+``forks`` says which compared run descends from which (a fork, or a fork of a fork): the run's
+fork lineage is in its RunQueued, not in the read tables, so the caller passes ``lineage``
+(the service layer reads each run's RunQueued); without it ``forks`` is None.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -66,6 +71,19 @@ class Series:
 
 
 @dataclass(frozen=True)
+class ForkRelation:
+    """Compared run ``run_id`` descends from compared run ``ancestor_run_id``: its years
+    1..at_year are the ancestor's. ``parent_run_id`` is the run it was forked from (the ancestor
+    itself when ``direct``, else a fork in between, compared or not)."""
+
+    run_id: str
+    ancestor_run_id: str
+    parent_run_id: str
+    at_year: int
+    direct: bool
+
+
+@dataclass(frozen=True)
 class Comparison:
     run_ids: list[str]
     parameters: list[Row]
@@ -74,6 +92,11 @@ class Comparison:
     differing_parameters: list[str]
     first_divergence: Divergence | None
     series: list[Series]
+    forks: list[ForkRelation] | None = None  # None: compared without ``lineage``
+
+
+Lineage = Callable[[UUID], list[tuple[UUID, int]]]
+"""A run's fork points, oldest first: (parent run id, fork year); [] for a run not forked."""
 
 
 def parse_run_ids(run_ids: list[str], field_name: str = "runs") -> list[UUID]:
@@ -95,7 +118,9 @@ def parse_run_ids(run_ids: list[str], field_name: str = "runs") -> list[UUID]:
     return keys
 
 
-def compare_runs(store: Store, run_ids: list[str], field_name: str = "runs") -> Comparison:
+def compare_runs(
+    store: Store, run_ids: list[str], field_name: str = "runs", lineage: Lineage | None = None
+) -> Comparison:
     keys = parse_run_ids(run_ids, field_name)
     names = SIMULATION_RUNS.column_names
     kinds = SIMULATION_RUNS.kinds()
@@ -139,7 +164,34 @@ def compare_runs(store: Store, run_ids: list[str], field_name: str = "runs") -> 
         differing_parameters=[row.name for row in parameters if row.differs],
         first_divergence=_first_divergence(years, common),
         series=[_series(str(key), by_year) for key, by_year in zip(keys, years, strict=True)],
+        forks=None if lineage is None else fork_relations(keys, {k: lineage(k) for k in keys}),
     )
+
+
+def fork_relations(
+    keys: list[UUID], lineages: dict[UUID, list[tuple[UUID, int]]]
+) -> list[ForkRelation]:
+    """Every (descendant, ancestor) pair among the compared runs, in the order they were given.
+
+    A fork of a fork carries every fork point since its root run, oldest first; the years it
+    shares with an ancestor end at the smallest fork year from the point that left that
+    ancestor on (a fork made before its parent's own fork year shares only that much)."""
+    compared = set(keys)
+    relations = []
+    for key in keys:
+        points = lineages[key]
+        for index, (parent, _) in enumerate(points):
+            if parent in compared and parent != key:
+                relations.append(
+                    ForkRelation(
+                        run_id=str(key),
+                        ancestor_run_id=str(parent),
+                        parent_run_id=str(points[-1][0]),
+                        at_year=min(year for _, year in points[index:]),
+                        direct=index == len(points) - 1,
+                    )
+                )
+    return relations
 
 
 def _parameters(run: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from typing import Any
+from uuid import uuid4
 
 import msgspec
 import pytest
@@ -19,7 +20,7 @@ from typer.testing import CliRunner
 from domain.errors import NotFound, ValidationError
 from infrastructure.cli import app
 from infrastructure.service import Ledger
-from projections.compare import Comparison, _first_divergence, compare_runs
+from projections.compare import Comparison, _first_divergence, compare_runs, fork_relations
 
 runner = CliRunner()
 BUDGET = 1_000_000_000_000
@@ -161,6 +162,73 @@ def test_compare_from_the_command_line(service: Ledger, database_url: str) -> No
 
     bad = runner.invoke(app, ["--db", database_url, "compare", a])
     assert bad.exit_code == 2 and bad.stderr.startswith("error: runs:")
+
+
+def forked(ledger: Ledger, parent: str, **changes: Any) -> str:
+    return ledger.execute_run(ledger.fork_run(parent, **changes).id).id
+
+
+def relations(forks: list[Any]) -> list[tuple[str, str, str, int, bool]]:
+    return [
+        (f["run_id"], f["ancestor_run_id"], f["parent_run_id"], f["at_year"], f["direct"])
+        for f in forks
+    ]
+
+
+def test_the_comparison_says_which_run_is_a_fork_of_which(
+    service: Ledger, database_url: str
+) -> None:
+    from test_http_api import client_for
+
+    twin = service.clone_twin(name="Mars", body="mars").id
+    root = finished(service, twin, years=12, seed=1)
+    child = forked(service, root, at_year=5, tech_level=8)
+    grandchild = forked(service, child, at_year=9, seed=7)
+    other = finished(service, twin, years=12, seed=1)  # same inputs as root, no relation
+
+    comparison = service.compare([grandchild, root, child, other])
+    expected = [
+        (grandchild, root, child, 5, False),
+        (grandchild, child, child, 9, True),
+        (child, root, root, 5, True),
+    ]
+    assert comparison.forks is not None
+    assert relations([msgspec.to_builtins(f) for f in comparison.forks]) == expected
+    assert service.compare([root, other]).forks == []
+    pair = service.compare([root, child])
+    assert pair.first_divergence is not None and pair.first_divergence.year > 5
+    assert compare(service, root, child).forks is None  # read tables alone: not looked up
+
+    shown = runner.invoke(
+        app, ["--db", database_url, "compare", grandchild, root, child, "--format", "json"]
+    )
+    assert shown.exit_code == 0, shown.stderr
+    assert relations(json.loads(shown.stdout)["forks"]) == expected
+    table = runner.invoke(app, ["--db", database_url, "compare", root, child, grandchild])
+    assert table.exit_code == 0, table.stderr
+    assert "run 2 is a fork of run 1 after year 5" in table.stdout
+    assert "run 3 is a fork of run 2 after year 9" in table.stdout
+    assert f"run 3 descends from run 1 (forked from {child}), sharing its years 1..5" in (
+        table.stdout
+    )
+    plain = runner.invoke(app, ["--db", database_url, "compare", root, other])
+    assert plain.exit_code == 0 and " fork " not in plain.stdout
+
+    with client_for(database_url) as http:
+        response = http.get("/api/v1/compare", params={"runs": f"{root},{child}"})
+        assert response.status_code == 200, response.text
+        assert relations(response.json()["forks"]) == [(child, root, root, 5, True)]
+
+
+def test_a_fork_made_before_its_parents_fork_year_shares_only_that_much() -> None:
+    root, child, grandchild = uuid4(), uuid4(), uuid4()
+    lineages = {root: [], child: [(root, 10)], grandchild: [(root, 10), (child, 4)]}
+    found = fork_relations([root, child, grandchild], lineages)
+    assert [(f.run_id, f.ancestor_run_id, f.at_year, f.direct) for f in found] == [
+        (str(child), str(root), 10, True),
+        (str(grandchild), str(root), 4, False),
+        (str(grandchild), str(child), 4, True),
+    ]
 
 
 # --- the divergence rule, as a property ---------------------------------------------------------

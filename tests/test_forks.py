@@ -183,6 +183,37 @@ def test_show_run_prints_the_lineage_both_ways(ledger: TwinLedger, database_url:
     assert code == 0 and out.startswith(f"identical: {YEARS} years") and "parent" in out
 
 
+def test_show_run_json_carries_parent_fork_year_changes_and_forks(
+    ledger: TwinLedger, database_url: str
+) -> None:
+    parent = parent_run(ledger)
+    fork = executed_fork(ledger, parent, at_year=15, tech_level=8)
+    grandchild = executed_fork(ledger, fork, at_year=25, seed=7)
+
+    def shown(run: UUID) -> dict[str, Any]:
+        code, out, err = twinledger(database_url, "show-run", str(run), "--format", "json")
+        assert code == 0, err
+        record: dict[str, Any] = json.loads(out)
+        assert record["id"] == str(run) and record["status"] == "completed"
+        assert record["lineage"]["run_id"] == str(run)
+        return record
+
+    root = shown(parent)
+    assert root["forked_from"] is None and root["lineage"]["lineage"] == []
+    assert root["lineage"]["forks"] == [{"run_id": str(fork), "at_year": 15}]
+    middle = shown(fork)
+    assert middle["forked_from"]["parent_run_id"] == str(parent)
+    assert middle["forked_from"]["at_year"] == 15
+    assert middle["forked_from"]["changes"]["tech_level"] == 8
+    assert "tech_level=8" in middle["forked_from"]["described"]
+    assert middle["lineage"]["forks"] == [{"run_id": str(grandchild), "at_year": 25}]
+    last = shown(grandchild)
+    assert (last["forked_from"]["parent_run_id"], last["forked_from"]["at_year"]) == (str(fork), 25)
+    assert last["forked_from"]["changes"]["seed"] == 7
+    assert [p["parent_run_id"] for p in last["lineage"]["lineage"]] == [str(parent), str(fork)]
+    assert last["lineage"]["forks"] == []
+
+
 @pytest.mark.parametrize(
     ("args", "field"),
     [

@@ -385,7 +385,7 @@ def test_scheduled_operations_run_once_across_processes(database_url: str) -> No
         assert process.returncode == 0, output
     ledger = TwinLedger.open(database_url)
     done = [row["name"] for row in history(ledger)]
-    assert sorted(done) == ["expire", "retention", "verify"]
+    assert sorted(done) == ["expire", "retention", "verify", "verify-chain"]
     ledger.close()
 
 

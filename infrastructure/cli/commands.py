@@ -49,8 +49,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "daemon": (
         "daemon",
-        "Run expiry, retention and replay verification on a schedule, each once across all the\n"
-        "daemons of the store (start as many as you like, on any hosts).",
+        "Run expiry, retention, replay and chain verification on a schedule, each once across\n"
+        "all the daemons of the store (start as many as you like, on any hosts).",
     ),
     "runs": (
         "tables",
@@ -96,7 +96,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "show-run": (
         "runs",
         "Show one run (its simulation_runs row, with the summary once completed); the table\n"
-        "adds its interventions, fork lineage, forks and provenance (from its events).",
+        "adds its interventions, fork lineage, forks and provenance (from its events), the JSON\n"
+        "adds ``forked_from`` (parent, fork year, changes) and ``lineage`` (with the forks).",
     ),
     "fork": (
         "runs",

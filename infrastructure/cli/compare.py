@@ -58,9 +58,27 @@ def _table(title: str, rows: list[Row], runs: int) -> Table:
     return table
 
 
+def fork_lines(comparison: Comparison) -> list[str]:
+    """``run 2 is a fork of run 1 after year 15``; a fork of a fork names its parent too."""
+    number = {run_id: index + 1 for index, run_id in enumerate(comparison.run_ids)}
+    lines = []
+    for relation in comparison.forks or []:
+        run, ancestor = number[relation.run_id], number[relation.ancestor_run_id]
+        if relation.direct:
+            lines.append(f"run {run} is a fork of run {ancestor} after year {relation.at_year}")
+        else:
+            lines.append(
+                f"run {run} descends from run {ancestor} (forked from {relation.parent_run_id}),"
+                f" sharing its years 1..{relation.at_year}"
+            )
+    return lines
+
+
 def print_comparison(comparison: Comparison) -> None:
     for index, run_id in enumerate(comparison.run_ids):
         console.print(f"run {index + 1}: {run_id}", highlight=False, soft_wrap=True)
+    for line in fork_lines(comparison):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     runs = len(comparison.run_ids)
     console.print(_table("parameters (* differs)", comparison.parameters, runs))
     console.print(_table("summary", comparison.metrics, runs))

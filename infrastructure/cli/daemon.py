@@ -1,4 +1,5 @@
-"""`twinledger daemon`: scheduled expiry, retention and replay verification (docs/scale-out.md)."""
+"""`twinledger daemon`: scheduled expiry, retention, replay and chain verification
+(docs/scale-out.md). ``--once`` exits 1 when an operation failed (a divergence, a broken chain)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Annotated
 import typer
 
 from domain.errors import ValidationError
-from infrastructure.cli.base import app, console, errors, guarded, ledger, number
+from infrastructure.cli.base import app, console, errors, fail, guarded, ledger, number
 from infrastructure.inputs import parse_duration
 
 
@@ -37,7 +38,8 @@ def daemon(
     every: Annotated[
         list[str],
         typer.Option(
-            "--every", help="NAME=DURATION (expire=5m, retention=1d, verify=1h) or NAME=off"
+            "--every",
+            help="NAME=DURATION (expire=5m, retention=1d, verify=1h, verify-chain=1d) or NAME=off",
         ),
     ] = [],  # noqa: B006  (typer reads the default)
     poll: Annotated[
@@ -45,20 +47,26 @@ def daemon(
     ] = 10.0,
     once: Annotated[bool, typer.Option(help="One tick, then exit")] = False,
 ) -> None:
-    """Run expiry, retention and replay verification on a schedule, each once across all the
-    daemons of the store (start as many as you like, on any hosts)."""
+    """Run expiry, retention, replay and chain verification on a schedule, each once across
+    all the daemons of the store (start as many as you like, on any hosts)."""
     from infrastructure.schedule import Scheduler
 
     with ledger() as application:
         scheduler = Scheduler(application, parse_every(every))
         if once:
+            failed = []
             for done in scheduler.tick():
                 console.print(f"{done.name}: {done.outcome}", highlight=False, soft_wrap=True)
+                if not done.ok:
+                    failed.append(done.name)
+            if failed:
+                fail(f"failed: {', '.join(failed)} (see scheduled_operation_runs)", 1)
             return
         where = application.database.describe() if application.database else "?"
         errors.print(f"daemon: a tick every {poll:g} s on {where}; Ctrl-C stops")
         stop = threading.Event()
         while not stop.is_set():
             for done in scheduler.tick():
-                errors.print(f"{done.name}: {done.outcome}", markup=False, highlight=False)
+                mark = "" if done.ok else "FAILED "
+                errors.print(f"{mark}{done.name}: {done.outcome}", markup=False, highlight=False)
             stop.wait(poll)

@@ -315,10 +315,14 @@ def show_run_command(
     quiet: Quiet = False,
 ) -> None:
     """Show one run (its simulation_runs row, with the summary once completed); the table
-    adds its interventions, fork lineage, forks and provenance (from its events)."""
+    adds its interventions, fork lineage, forks and provenance (from its events), the JSON
+    adds ``forked_from`` (parent, fork year, changes) and ``lineage`` (with the forks)."""
     check_format(output)
     with service() as ledger:
         ledger.run_from_events(run_id)  # an unreadable stream is named here (exit 1)
+        if output == "json" and not quiet:
+            print_json(ledger.run_detail(run_id))  # the row with forked_from and lineage
+            return
         found = ledger.run(run_id)
         lineage = ledger.lineage(found.id) if output == "table" and not quiet else None
     show_run(found, output, quiet, lineage)
