@@ -37,6 +37,7 @@ from infrastructure.application import Clock, Interventions, Progress, TwinLedge
 from infrastructure.archive import ImportReport, export, import_archive
 from infrastructure.codec import named_state
 from infrastructure.errors import UnreadableStream
+from infrastructure.executors import claimed
 from infrastructure.experiments import (
     ExperimentFile,
     continue_experiment,
@@ -370,10 +371,13 @@ class Ledger:
     def execute_run(
         self, run_id: str, *, chunk_years: int | None = None, on_progress: Progress | None = None
     ) -> views.Run:
-        """Execute a queued run here, or resume one a crash left running; blocks until it ends."""
-        self.application.execute_run(
-            self.resolve_run(run_id), chunk_years=chunk_years, on_progress=on_progress
-        )
+        """Execute a queued run here, or resume one a crash left running; blocks until it ends.
+
+        Under the run's fleet-wide claim (infrastructure/executors.py), as every executor:
+        RunBusy at once if another process is executing it."""
+        key = self.resolve_run(run_id)
+        with claimed(self.database, key, timeout=0):
+            self.application.execute_run(key, chunk_years=chunk_years, on_progress=on_progress)
         return self.run(run_id)
 
     def cancel_run(self, run_id: str, *, reason: str = "", by: str = "api") -> views.Run:
