@@ -8,6 +8,7 @@ worker died is resumed by another from its last saved chunk and gets the same di
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import threading
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from domain.errors import RunBusy, ValidationError
+from domain.run import SimulationRun
 from infrastructure.application import TwinLedger
 from infrastructure.locks import StoreLock
 from infrastructure.settings import Database, resolve_database
@@ -55,22 +57,8 @@ def _ledger(url: str) -> TwinLedger:
 
 
 def execute_claimed(url: str, run_id: str, claim_timeout: float | None = None) -> RunOutcome:
-    """Claim the run, then execute or resume it; an ended run is only reported.
-
-    A second task for the same run (an engine retry, a zombie) waits for the claim, then finds
-    the run ended, or resumes it from its last saved chunk if the first holder died.
-    """
-    ledger = _ledger(url)
-    assert ledger.database is not None
-    claim = run_claim(ledger.database, run_id)
-    if not claim.acquire(timeout=claim_timeout):
-        raise RunBusy(f"run_id: run {run_id} is being executed elsewhere ({claim_timeout} s)")
-    try:
-        run = ledger.get_run(run_id)
-        if not run.ended:
-            run = ledger.execute_run(run.id)
-    finally:
-        claim.release()
+    """A task: open the store by URL, then ``execute_or_report`` the run."""
+    run = execute_or_report(_ledger(url), run_id, claim_timeout=claim_timeout)
     return RunOutcome(
         run_id=str(run.id),
         status=str(run.status),
@@ -79,6 +67,42 @@ def execute_claimed(url: str, run_id: str, claim_timeout: float | None = None) -
         result_digest=run.result_digest,
         error_message=run.error_message,
     )
+
+
+def execute_or_report(
+    ledger: TwinLedger, run_id: str | UUID, *, claim_timeout: float | None = None
+) -> SimulationRun:
+    """Claim the run, then execute or resume it; an ended run is only reported.
+
+    Every executor of runs takes the same claim (``claimed``; ``run execute`` through the
+    service, failing at once instead of waiting). A second task for the same run (an engine
+    retry, a zombie, ``execute --queued`` beside the experiment that owns the run) waits for
+    the claim, then finds the run ended, or resumes it from its last saved chunk if the first
+    holder died.
+    """
+    with claimed(ledger.database, run_id, timeout=claim_timeout):
+        run = ledger.get_run(run_id)
+        return run if run.ended else ledger.execute_run(run.id)
+
+
+@contextlib.contextmanager
+def claimed(
+    database: Database | None, run_id: str | UUID, *, timeout: float | None = None
+) -> Iterator[None]:
+    """Hold the run's claim for the block: RunBusy if another holder keeps it past ``timeout``
+    seconds (0: fail at once; None: wait). No database (a private in-memory store): no other
+    process can reach the run, nothing to claim."""
+    if database is None:
+        yield
+        return
+    claim = run_claim(database, run_id)
+    if not claim.acquire(timeout=timeout):
+        waited = "right now" if not timeout else f"(waited {timeout} s)"
+        raise RunBusy(f"run_id: run {run_id} is being executed by another process {waited}")
+    try:
+        yield
+    finally:
+        claim.release()
 
 
 def run_claim(database: Database, run_id: str | UUID) -> StoreLock:
@@ -93,9 +117,9 @@ def runs_to_execute(
     (``running`` with no holder of their claim): what ``execute --queued`` drains and what
     ``twinledger serve`` resumes on start.
 
-    ``experiments=False`` leaves out an experiment's sample runs: they belong to the process
-    evaluating it (which may execute them in-process, unclaimed) and ``experiment resume``
-    takes them up with the rest of the experiment.
+    ``experiments=False`` leaves out an experiment's sample runs: the server leaves them to the
+    experiment's evaluator. ``execute --queued`` takes them (a dead experiment's samples): safe,
+    as every executor claims the run it executes (docs/scale-out.md).
     """
     from projections import queries
     from projections.runner import Projector

@@ -59,7 +59,7 @@ from domain.values import (
     YearResult,
 )
 from infrastructure.application import RunLink, TwinLedger
-from infrastructure.executors import Executor, open_executor, store_url
+from infrastructure.executors import Executor, execute_or_report, open_executor, store_url
 from infrastructure.inputs import (
     MAX_ENTRIES,
     InputModel,
@@ -430,7 +430,7 @@ def _execute(ledger: TwinLedger, run_ids: list[UUID], pool: Executor | None) -> 
         pool.run_all([str(run_id) for run_id in pending])
     else:
         for run_id in pending:
-            ledger.execute_run(run_id)
+            execute_or_report(ledger, run_id)  # under the run's claim, as every executor
 
 
 def _outcomes(

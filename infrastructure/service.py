@@ -22,7 +22,7 @@ from typing import IO, Any, TypeVar
 from uuid import UUID
 
 import msgspec
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 from domain.catalog import CATALOG
 from domain.errors import NotFound, TwinLedgerError, ValidationError
@@ -37,6 +37,7 @@ from infrastructure.application import Clock, Interventions, Progress, TwinLedge
 from infrastructure.archive import ImportReport, export, import_archive
 from infrastructure.codec import named_state
 from infrastructure.errors import UnreadableStream
+from infrastructure.executors import claimed
 from infrastructure.experiments import (
     ExperimentFile,
     continue_experiment,
@@ -60,10 +61,12 @@ from projections.runner import ProjectionsStopped, Projector, keep_current
 from projections.runs import SIMULATION_RUNS
 from projections.search import search_runs
 from projections.store import Store
+from projections.tables import Table
 from projections.twins import DIGITAL_TWINS
 
 Warn = Callable[[str], None]
 Row = TypeVar("Row")
+Listed = TypeVar("Listed", bound=BaseModel)
 RESULTS = TypeAdapter(list[views.Result])  # one validation for all rows: 2x faster per row
 MAX_EVENTS_PAGE = 2000
 STRUCTURED_ID_MIN = 37  # longer than a UUID: EXPERIMENT_ID-iterN-PURPOSE[-sampleK]
@@ -159,6 +162,22 @@ class Ledger:
         if self.catch_up_reads:
             self.catch_up()
         return self.projector.store
+
+    def _listed(
+        self,
+        view: type[Listed],
+        table: Table,
+        at: str,
+        equal: Mapping[str, Any],
+        limit: int,
+        cursor: str | None,
+    ) -> views.Page[Listed]:
+        """One page of ``table`` in (``at``, id) order, rows whose columns equal the values
+        given (None: any), each as ``view``: the shape of every simple list query."""
+        where = [(f"{column} = %s", value) for column, value in equal.items() if value is not None]
+        rows, after = pages.page(self._tables(), table, at, where, limit=limit, cursor=cursor)
+        items = [view.model_validate(row) for row in rows]
+        return views.Page[view](items=items, next_cursor=after)  # type: ignore[valid-type]
 
     def _written(self, read: Callable[[str], Row], field: str, ident: str) -> Row:
         """The row of what was just written; ReadTablesBehind if the tables do not show it."""
@@ -261,19 +280,8 @@ class Ledger:
         cursor: str | None = None,
     ) -> views.Page[views.Twin]:
         """Twins in creation order, filtered, one page at a time."""
-        where: list[tuple[str, Any]] = []
-        if status is not None:
-            where.append(("status = %s", status))
-        if body is not None:
-            where.append(("source_body = %s", body))
-        if created_by is not None:
-            where.append(("created_by = %s", created_by))
-        rows, after = pages.page(
-            self._tables(), DIGITAL_TWINS, "created_at", where, limit=limit, cursor=cursor
-        )
-        return views.Page[views.Twin](
-            items=[views.Twin.model_validate(row) for row in rows], next_cursor=after
-        )
+        equal = {"status": status, "source_body": body, "created_by": created_by}
+        return self._listed(views.Twin, DIGITAL_TWINS, "created_at", equal, limit, cursor)
 
     def twin_from_events(self, twin_id: str) -> DigitalTwin:
         """The twin aggregate, folded from its events (the log, not the read tables)."""
@@ -381,10 +389,13 @@ class Ledger:
     def execute_run(
         self, run_id: str, *, chunk_years: int | None = None, on_progress: Progress | None = None
     ) -> views.Run:
-        """Execute a queued run here, or resume one a crash left running; blocks until it ends."""
-        self.application.execute_run(
-            self.resolve_run(run_id), chunk_years=chunk_years, on_progress=on_progress
-        )
+        """Execute a queued run here, or resume one a crash left running; blocks until it ends.
+
+        Under the run's fleet-wide claim (infrastructure/executors.py), as every executor:
+        RunBusy at once if another process is executing it."""
+        key = self.resolve_run(run_id)
+        with claimed(self.database, key, timeout=0):
+            self.application.execute_run(key, chunk_years=chunk_years, on_progress=on_progress)
         return self.run(run_id)
 
     def cancel_run(self, run_id: str, *, reason: str = "", by: str = "api") -> views.Run:
@@ -693,17 +704,11 @@ class Ledger:
         cursor: str | None = None,
     ) -> views.Page[views.Experiment]:
         """Experiments in the order they started, filtered, one page at a time."""
-        where: list[tuple[str, Any]] = []
-        if twin is not None:
-            where.append(("digital_twin_id = %s", self._id(_uuid("twin", twin))))
-        if status is not None:
-            where.append(("status = %s", status))
-        rows, after = pages.page(
-            self._tables(), EXPERIMENTS, "started_at", where, limit=limit, cursor=cursor
-        )
-        return views.Page[views.Experiment](
-            items=[views.Experiment.model_validate(row) for row in rows], next_cursor=after
-        )
+        equal = {
+            "digital_twin_id": None if twin is None else self._id(_uuid("twin", twin)),
+            "status": status,
+        }
+        return self._listed(views.Experiment, EXPERIMENTS, "started_at", equal, limit, cursor)
 
     def experiment_from_events(self, experiment_id: str) -> ExperimentAggregate:
         """The experiment aggregate, folded from its events."""

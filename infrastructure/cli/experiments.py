@@ -31,6 +31,15 @@ experiment_app = typer.Typer(help="Parameter searches over runs of a twin.", no_
 app.add_typer(experiment_app, name="experiment")
 
 
+SamplesScheduler = Annotated[
+    str | None,
+    typer.Option(
+        envvar="TWINLEDGER_SCHEDULER",
+        help="Evaluate samples on a Dask scheduler tcp://HOST:8786 (or 'local')",
+    ),
+]
+
+
 def _searched(dimensions: list[tuple[str, list[Any]]], parameters: dict[str, Any]) -> str:
     """Only the searched parameters, short: money in GCC, pattern params without prefix."""
     shown = []
@@ -60,13 +69,7 @@ def run(
         int | None,
         typer.Option(parser=integer("workers", 1, 32), help="Worker processes for sample runs"),
     ] = None,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(
-            envvar="TWINLEDGER_SCHEDULER",
-            help="Evaluate samples on a Dask scheduler tcp://HOST:8786 (or 'local')",
-        ),
-    ] = None,
+    scheduler: SamplesScheduler = None,
     output: RecordFormat = "table",
     quiet: Quiet = False,
 ) -> None:
@@ -92,13 +95,7 @@ def resume(
         int,
         typer.Option(parser=integer("workers", 1, 32), help="Worker processes for sample runs"),
     ] = 1,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(
-            envvar="TWINLEDGER_SCHEDULER",
-            help="Evaluate samples on a Dask scheduler tcp://HOST:8786 (or 'local')",
-        ),
-    ] = None,
+    scheduler: SamplesScheduler = None,
     output: RecordFormat = "table",
     quiet: Quiet = False,
 ) -> None:

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any
-from uuid import UUID
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from domain.errors import RunBusy, ValidationError
+from domain.errors import ValidationError
 from infrastructure.cli.base import (
     Quiet,
     RecordFormat,
@@ -354,20 +353,8 @@ def demo(
 
 
 def execute_with_progress(ledger: Ledger, stored: Run, chunk: int | None) -> Run:
-    """Execute under the run's fleet-wide claim (infrastructure/executors.py): one executor at a
-    time, whatever process or machine asks."""
-    from infrastructure.executors import run_claim
-
-    claim = run_claim(ledger.database, UUID(stored.id))
-    if not claim.try_acquire():
-        raise RunBusy(f"run_id: run {stored.id} is being executed by another process right now")
-    try:
-        return _execute_claimed_with_progress(ledger, stored, chunk)
-    finally:
-        claim.release()
-
-
-def _execute_claimed_with_progress(ledger: Ledger, stored: Run, chunk: int | None) -> Run:
+    """Execute with a progress bar; the service takes the run's fleet-wide claim
+    (infrastructure/executors.py): one executor at a time, whatever process or machine asks."""
     with Progress(
         TextColumn(f"run {stored.id} [{stored.pattern}]"),
         BarColumn(),

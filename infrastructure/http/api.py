@@ -68,6 +68,19 @@ Cursor = Annotated[
 ]
 Text = Annotated[str | None, Query(max_length=200)]
 RUN_FIELDS = {"duration_years": "years", "pattern_params": "params"}
+
+
+@contextmanager
+def body_field_names() -> Iterator[None]:
+    """A run's errors name the body's fields (``years``, ``params``), not the service's."""
+    try:
+        yield
+    except ValidationError as error:
+        head, _, rest = error.field.partition(".")
+        renamed = RUN_FIELDS.get(head, head) + ("." + rest if rest else "")
+        raise ValidationError(renamed, error.message) from None
+
+
 NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
     304: {"description": "an ended run's answer, unchanged: If-None-Match named its ETag"}
 }
@@ -228,25 +241,20 @@ def delete_twin(
 def queue_run(request: Request, response: Response, run: RunIn) -> views.Run:
     """Queue a run (RunQueued) and hand it to the background executor. 202 with Location:
     follow GET /runs/{id}/progress or poll GET /runs/{id}."""
-    with use(request) as ledger:
-        try:
-            queued = ledger.queue_run(
-                run.twin_id,
-                pattern=run.pattern,
-                years=run.years,
-                budget_cents=run.budget_cents,
-                seed=run.seed,
-                tech_level=run.tech_level,
-                priority=run.priority,
-                params=run.params,
-                custom_spec=run.custom_spec,
-                initiated_by=run.initiated_by,
-                interventions=run.interventions,
-            )
-        except ValidationError as error:
-            head, _, rest = error.field.partition(".")
-            renamed = RUN_FIELDS.get(head, head) + ("." + rest if rest else "")
-            raise ValidationError(renamed, error.message) from None
+    with use(request) as ledger, body_field_names():
+        queued = ledger.queue_run(
+            run.twin_id,
+            pattern=run.pattern,
+            years=run.years,
+            budget_cents=run.budget_cents,
+            seed=run.seed,
+            tech_level=run.tech_level,
+            priority=run.priority,
+            params=run.params,
+            custom_spec=run.custom_spec,
+            initiated_by=run.initiated_by,
+            interventions=run.interventions,
+        )
     request.app.state.executor.submit(UUID(queued.id))
     _location(response, f"runs/{queued.id}")
     return queued
@@ -308,23 +316,18 @@ def get_run(request: Request, run_id: str) -> views.Run:
 def fork_run(request: Request, response: Response, run_id: str, fork: ForkIn) -> views.Run:
     """Fork a run at a year with changes (a RunQueued carrying the parent's inputs and the fork
     point) and hand it to the background executor; 202 with Location, like POST /runs."""
-    with use(request) as ledger:
-        try:
-            forked = ledger.fork_run(
-                run_id,
-                at_year=fork.at_year,
-                budget_cents=fork.budget_cents,
-                tech_level=fork.tech_level,
-                priority=fork.priority,
-                params=fork.params,
-                seed=fork.seed,
-                interventions=fork.interventions,
-                initiated_by=fork.initiated_by,
-            )
-        except ValidationError as error:
-            head, _, rest = error.field.partition(".")
-            renamed = RUN_FIELDS.get(head, head) + ("." + rest if rest else "")
-            raise ValidationError(renamed, error.message) from None
+    with use(request) as ledger, body_field_names():
+        forked = ledger.fork_run(
+            run_id,
+            at_year=fork.at_year,
+            budget_cents=fork.budget_cents,
+            tech_level=fork.tech_level,
+            priority=fork.priority,
+            params=fork.params,
+            seed=fork.seed,
+            interventions=fork.interventions,
+            initiated_by=fork.initiated_by,
+        )
     request.app.state.executor.submit(UUID(forked.id))
     _location(response, f"runs/{forked.id}")
     return forked
