@@ -163,9 +163,12 @@ class Store:
 
         SQLite: BEGIN IMMEDIATE takes the database's write lock at once, so two projection
         processes (or a projection and an event writer) are serialised, never interleaved.
-        ``durable=False`` (PostgreSQL): the commit does not wait for its WAL to reach the disk
-        (synchronous_commit off, this transaction only); a server crash may then lose it, whole.
-        Only for writes that are redone from the log after a crash anyway (rebuild staging).
+        ``durable=False``: the commit does not wait for its log to reach the disk (PostgreSQL:
+        synchronous_commit off, this transaction only; SQLite in WAL mode: synchronous=NORMAL for
+        this transaction, as the ledger's intermediate chunks, infrastructure/sqlite_recorder.py);
+        a crash of the machine may then lose it, whole, and the next durable commit makes it
+        durable (both logs are flushed in order). Only for writes that are redone from the log
+        after a crash anyway (rebuild staging, a catch-up that follows a durable write).
         """
         if self.postgres:
             with self.pg.transaction(), self.pg.cursor() as cursor:
@@ -174,15 +177,22 @@ class Store:
                 yield cursor
             return
         lite = self.lite.cursor()
-        lite.execute("BEGIN IMMEDIATE")
+        level = None
+        if not durable:  # (a PRAGMA synchronous inside a transaction would be ignored)
+            level = lite.execute("PRAGMA synchronous").fetchone()[0]
+            lite.execute("PRAGMA synchronous = NORMAL")
         try:
-            yield lite
-        except BaseException:
-            self.lite.rollback()
-            raise
-        else:
-            lite.execute("COMMIT")
+            lite.execute("BEGIN IMMEDIATE")
+            try:
+                yield lite
+            except BaseException:
+                self.lite.rollback()
+                raise
+            else:
+                lite.execute("COMMIT")
         finally:
+            if level is not None:
+                lite.execute(f"PRAGMA synchronous = {int(level)}")
             lite.close()
 
     @contextmanager

@@ -247,3 +247,36 @@ def test_sqlite_a_connection_not_restored_to_full_is_not_pooled(
         assert connection._sqlite_conn.execute("PRAGMA synchronous").fetchone()[0] == 2
     assert sqlite_ledger.get_run(run_id).years_recorded == 10  # committed before the failure
     assert sqlite_ledger.execute_run(run_id, chunk_years=10).status == RunStatus.COMPLETED
+
+
+def test_sqlite_a_read_table_write_that_need_not_wait_skips_the_fsync_for_itself(
+    tmp_path: Path,
+) -> None:
+    """Store.transaction(durable=False) means on SQLite what it means on PostgreSQL: that one
+    commit does not wait for the log (synchronous=NORMAL), the connection's level is restored.
+    The bench's direct-CRUD baseline commits its intermediate chunks this way, as the ledger."""
+    from infrastructure.settings import resolve_database
+    from projections.store import Store
+
+    store = Store(resolve_database(f"sqlite:///{tmp_path}/tables.db"))
+    try:
+        store.lite.execute("PRAGMA journal_mode=WAL")
+        store.lite.execute("PRAGMA synchronous = FULL")
+
+        def level() -> int:
+            return int(store.lite.execute("PRAGMA synchronous").fetchone()[0])
+
+        with store.transaction(durable=False) as cursor:
+            cursor.execute("CREATE TABLE t (x INTEGER)")
+            assert level() == 1  # NORMAL inside
+        assert level() == 2  # FULL again after
+        with store.transaction() as cursor:
+            assert level() == 2
+            cursor.execute("INSERT INTO t VALUES (1)")
+        with pytest.raises(RuntimeError), store.transaction(durable=False) as cursor:
+            cursor.execute("INSERT INTO t VALUES (2)")
+            raise RuntimeError("rolled back")
+        assert level() == 2
+        assert store.lite.execute("SELECT x FROM t").fetchall() == [(1,)]
+    finally:
+        store.close()

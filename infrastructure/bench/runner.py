@@ -140,7 +140,8 @@ def synchronous_setting(url: str) -> str:
     if database.is_postgres:
         with psycopg.connect(database.psycopg_conninfo(), autocommit=True) as connection:
             row = connection.execute("SHOW synchronous_commit").fetchone()
-        return f"synchronous_commit={row[0] if row else '?'}"
+        setting = row[0] if row else "?"
+        return f"synchronous_commit={setting} (off for a run's chunks before its last)"
     import sqlite3
 
     lite = sqlite3.connect(database.sqlite_path)
@@ -149,7 +150,10 @@ def synchronous_setting(url: str) -> str:
         level = lite.execute("PRAGMA synchronous").fetchone()[0]
     finally:
         lite.close()
-    return f"journal_mode={mode}, synchronous={_SQLITE_SYNCHRONOUS.get(level, level)}"
+    return (
+        f"journal_mode={mode}, synchronous={_SQLITE_SYNCHRONOUS.get(level, level)} "
+        "(NORMAL for a run's chunks before its last)"
+    )
 
 
 _SQLITE_SYNCHRONOUS = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
@@ -203,8 +207,9 @@ def direct_crud(
     plain runs table. The transactions are ours (record_runs): per chunk one transaction
     inserts the results with executemany and updates the run's progress, the first one also
     inserts the run; every chunk but the last commits without waiting for the log flush
-    (PostgreSQL), the last durably. SQLite runs in WAL mode like the ledger, with the same
-    synchronous level. Timed: encoding the rows and writing them. Returns (result rows, s)."""
+    (PostgreSQL: synchronous_commit off; SQLite: synchronous=NORMAL, as the ledger's chunks),
+    the last durably. SQLite runs in WAL mode like the ledger, with the same synchronous level.
+    Timed: encoding the rows and writing them. Returns (result rows, s)."""
     from projections.results import COLUMNS, SIMULATION_RESULTS
     from projections.store import Store
     from projections.tables import create_index_sql, create_table_sql
