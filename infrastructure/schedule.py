@@ -1,6 +1,6 @@
 """Scheduled operations: expiry, retention, replay and chain verification, once across the fleet.
 
-Any number of ``twinledger daemon`` (or ``serve``) processes may run; each tick, the one that
+Any number of ``twinledger daemon`` processes may run; each tick, the one that
 takes the store's schedule lock runs the operations that are due and records when, in the table
 ``scheduled_operations`` (one row per operation: the last start, finish and outcome) and
 ``scheduled_operation_runs`` (the history). "Due" is read from that table under the lock, so an
