@@ -118,3 +118,42 @@ def test_daemon_once_exits_non_zero_on_a_broken_chain(database_url: str) -> None
     assert result.exit_code == 1, result.output
     assert f"stream {run} version 2:" in result.stdout
     assert "failed: verify-chain" in result.stderr
+
+
+def test_a_log_whose_earlier_digest_changed_is_named_rewritten(
+    database_url: str, clock: Any
+) -> None:
+    """Intact chains are not enough: the digest at the position verified last must not change
+    (the log is append-only). Here the digest recorded last time stands for a log that was
+    rewritten, with consistent hashes, since."""
+    completed_run(database_url)
+    ledger = TwinLedger.open(database_url, clock=clock)
+    try:
+        scheduler = Scheduler(ledger, {"verify-chain": timedelta(days=1)}, clock=clock)
+        [done] = scheduler.tick()
+        assert done.ok, done
+        first = scan_log(ledger.recorder)
+        completed_run(database_url)  # the log grows: the next check looks back at `first`
+        clock.advance(days=1)
+        [done] = scheduler.tick()
+        assert done.ok, done  # appended, nothing rewritten
+        now = scan_log(ledger.recorder)
+        assert operation_row(ledger, "verify-chain")["state"] == f"{now.position} {now.digest}"
+
+        completed_run(database_url)
+        forged = "0" * len(now.digest)
+        with Projector(ledger.database) as projector:  # type: ignore[arg-type]
+            store = projector.store
+            with store.transaction() as cursor:
+                cursor.execute(
+                    store.sql("UPDATE {t} SET state = %s WHERE name = %s", t=OPERATIONS_TABLE),
+                    (f"{now.position} {forged}", "verify-chain"),
+                )
+        clock.advance(days=1)
+        [done] = scheduler.tick()
+        assert not done.ok
+        assert done.outcome.startswith("ChainBroken: REWRITTEN"), done.outcome
+        assert f"position {now.position} is {now.digest}" in done.outcome
+        assert first.position < now.position
+    finally:
+        ledger.close()
