@@ -7,6 +7,7 @@ Everything here follows the determinism rules of domain/physics.py.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -236,8 +237,10 @@ PRIORITY_SCALE: dict[Priority, tuple[int, int]] = {
 }
 
 
-class PatternModel:
-    """The interface of a pattern: its projects, program cost, physics and milestones."""
+class PatternModel(ABC):
+    """The interface of a pattern: its projects, program cost, physics and milestones.
+
+    Each pattern (domain/patterns/) defines its projects and its year's physics."""
 
     pattern: Pattern
     base_annual_cents: int = 0
@@ -259,8 +262,9 @@ class PatternModel:
             ranges[f"share_{name}"] = (0.0, 1.0)
         return ranges
 
+    @abstractmethod
     def projects(self) -> list[Project]:
-        raise NotImplementedError
+        """The pattern's projects, in their starting state."""
 
     def shares(self, projects: dict[str, Project]) -> dict[str, float]:
         """This year's split of the money between projects (weights, normalized later)."""
@@ -279,9 +283,9 @@ class PatternModel:
         """Whether technology level multiplies what money builds."""
         return True
 
+    @abstractmethod
     def apply(self, projects: dict[str, Project], rng: SplitMix64) -> YearOutcome:
         """Advance the world one year with the projects' outputs."""
-        raise NotImplementedError
 
     def milestones(self) -> list[Milestone]:
         return []

@@ -8,6 +8,7 @@ written, with its tracking record, in its own transaction.
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from typing import Any
 from uuid import UUID
 
@@ -45,11 +46,12 @@ class StockLedger(Application[UUID]):
     name = "StockLedger"
 
 
-class StockView:
+class StockView(ABC):
     """Writes one result row per event, with its tracking record, in one transaction."""
 
+    @abstractmethod
     def put_result(self, run_id: UUID, year: int, data: str, tracking: Tracking) -> None:
-        raise NotImplementedError  # implemented per back end below
+        """One back end's statement (PostgresStockView, SQLiteStockView below)."""
 
 
 class PostgresStockView(PostgresTrackingRecorder, StockView):
