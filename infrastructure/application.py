@@ -806,15 +806,16 @@ class TwinLedger(Application[UUID]):
 
 
 def _sqlite_store_exists(path: str) -> bool:
-    """True if the SQLite file holds the event table and its hashes (a file that is not a
-    database raises; a store without the hashes gets them when opened: docs/integrity.md)."""
+    """True if the SQLite file holds the event table and its chain records (a file that is not
+    a database raises; a store without them gets them when opened, converted from the per-event
+    hashes of earlier releases or computed: docs/integrity.md)."""
     if path.startswith("file:") or not os.path.exists(path):
         return False
     connection = sqlite3.connect(path, timeout=30)
     try:
         row = connection.execute(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
-            " AND name IN ('stored_events', 'stored_event_hashes')"
+            " AND name IN ('stored_events', 'stored_event_chain')"
         ).fetchone()
         return bool(row[0] == 2)
     finally:

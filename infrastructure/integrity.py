@@ -2,8 +2,12 @@
 
 Every stored event has beside it, in a side table written in the same transaction as the event
 (infrastructure/pg_recorder.py, infrastructure/sqlite_recorder.py), the SHA-256 of its stored
-bytes chained to the previous event of its stream. The algorithm (docs/integrity.md, and the
-standalone checker docs/examples/check_proof.py, which must agree with this module):
+bytes chained to the previous event of its stream. The side table holds one **chain record**
+per stream per appended batch: ``(originator_id, first_version, hashes)``, ``hashes`` the
+32-byte hashes of versions first_version, first_version + 1, ... concatenated (one row per
+batch, not per event: the database's work per event halves; docs/performance.md, issue 13).
+The algorithm (docs/integrity.md, and the standalone checker docs/examples/check_proof.py,
+which must agree with this module):
 
     framing(e) = id(16 bytes, the UUID's bytes) || u64(version) || u32(len(topic)) || topic
                  || u64(len(state)) || state                      (big-endian, topic UTF-8)
@@ -45,11 +49,19 @@ _HEAD = struct.Struct(">16sQI")
 _LENGTH = struct.Struct(">Q")
 _LEAF = struct.Struct(">c16sQ32s")
 FETCH = 5000  # rows per round trip when scanning the log
+HASH_SIZE = 32
+
+
+def chain_table_name(events_table_name: str) -> str:
+    """The chain records' table: ``twinledger_events`` -> ``twinledger_event_chain``;
+    ``stored_events`` -> ``stored_event_chain``."""
+    return events_table_name.removesuffix("s") + "_chain"
 
 
 def hashes_table_name(events_table_name: str) -> str:
-    """``twinledger_events`` -> ``twinledger_event_hashes``; ``stored_events`` ->
-    ``stored_event_hashes``."""
+    """The per-event hashes table of stores made before the chain records (one row per event,
+    converted once when such a store is opened): ``twinledger_events`` ->
+    ``twinledger_event_hashes``; ``stored_events`` -> ``stored_event_hashes``."""
     return events_table_name.removesuffix("s") + "_hashes"
 
 
@@ -212,6 +224,61 @@ def chain_batch(
     return rows
 
 
+def chain_records(rows: Sequence[tuple[UUID, int, bytes]]) -> list[tuple[UUID, int, bytes]]:
+    """One chain record (stream, first version, the hashes concatenated) per run of a stream's
+    consecutive versions in ``rows`` (a batch's hashes, from ``chain_batch``): one record per
+    stream a batch writes, as a batch is runs of one stream's events."""
+    records: list[tuple[UUID, int, bytes]] = []
+    ident: UUID | None = None
+    first = following = 0
+    hashes: list[bytes] = []
+    for stream, version, digest in rows:
+        if stream != ident or version != following:
+            if hashes:
+                records.append((ident, first, b"".join(hashes)))  # type: ignore[arg-type]
+            ident, first, hashes = stream, version, []
+        hashes.append(digest)
+        following = version + 1
+    if hashes:
+        records.append((ident, first, b"".join(hashes)))  # type: ignore[arg-type]
+    return records
+
+
+def split_records(
+    rows: Sequence[tuple[UUID, int, bytes]], most: int
+) -> list[tuple[UUID, int, bytes]]:
+    """``chain_records`` of at most ``most`` hashes each, for converting a per-event hashes
+    table verbatim: a stored "hash" that is not 32 bytes (a damaged row) gets a record of its
+    own, so it cannot shift its neighbours' hashes (``verify`` names its version)."""
+    records: list[tuple[UUID, int, bytes]] = []
+    run: list[tuple[UUID, int, bytes]] = []
+
+    def flush() -> None:
+        for ident, first, hashes in chain_records(run):
+            step = most * HASH_SIZE
+            for start in range(0, len(hashes), step):
+                records.append((ident, first + start // HASH_SIZE, hashes[start : start + step]))
+        run.clear()
+
+    for ident, version, digest in rows:
+        if len(digest) != HASH_SIZE:
+            flush()
+            records.append((ident, version, digest))
+        else:
+            run.append((ident, version, digest))
+    flush()
+    return records
+
+
+def hash_in_record(first_version: int, hashes: bytes, version: int) -> bytes | None:
+    """The stored hash of ``version`` in a chain record starting at ``first_version``, or None
+    if the record does not reach it."""
+    start = (version - first_version) * HASH_SIZE
+    if start < 0 or start + HASH_SIZE > len(hashes):
+        return None
+    return bytes(hashes[start : start + HASH_SIZE])
+
+
 class BrokenChain(DataError):
     """A write onto a stream whose chain is already broken (not a concurrent write)."""
 
@@ -243,6 +310,7 @@ class Scan:
     digest: str = ""
     streams: int = 0
     events: int = 0
+    records: int = 0  # chain records used by the pass
     broken: Break | None = None
     leaves: list[bytes] = field(default_factory=list)  # kept only when asked (proofs)
     ids: list[bytes] = field(default_factory=list)
@@ -258,14 +326,22 @@ class Scan:
 
 
 Row = tuple[bytes, int, str | None, bytes | None, int | None, bytes | None]
-"""(stream id bytes, version, topic, state, position, stored hash or None)."""
+"""(stream id bytes, version, topic, state, position, the hashes of the chain record that
+starts at this version, or None if none does)."""
+
+_ORPHAN = "deleted: its hash is stored but the event is not"
+_NO_HASH = "no stored hash: the event was written outside the ledger, or its hash was deleted"
 
 
 def check_rows(rows: Iterable[Row], position: int, *, keep: bool = False) -> Scan:
     """Check rows ordered by (stream, version) and build the digest at ``position``.
 
-    A stored hash whose event is gone (a deleted last event) is not in the rows: the scans
-    look for it separately (``with_orphan``)."""
+    Each event's stored hash is the next one of its stream's current chain record: the record
+    that starts at this event replaces the current one, which must be used up by then (else two
+    records hold the event's hash), and a stream must use up its last record (else a hash is
+    stored for an event that is not: a deleted last event). A chain record that starts at no
+    event is not in the rows: the scans count the records (``Scan.records``) and look for such
+    a record separately (``with_orphan``)."""
     scan = Scan(position=position)
     tree = MerkleRoot()
     stream: bytes | None = None
@@ -273,6 +349,8 @@ def check_rows(rows: Iterable[Row], position: int, *, keep: bool = False) -> Sca
     prior = GENESIS
     last_position = 0
     head: tuple[int, bytes] | None = None
+    record = b""  # the stream's current chain record's hashes
+    used = 0  # bytes of it matched to events so far
 
     def close() -> None:
         if stream is not None and head is not None:
@@ -288,10 +366,13 @@ def check_rows(rows: Iterable[Row], position: int, *, keep: bool = False) -> Sca
         scan.broken = Break(UUID(bytes=ident), version, problem)
         return scan
 
-    for ident, version, topic, state, where, stored in rows:
+    for ident, version, topic, state, where, starts in rows:
         if ident != stream:
+            if stream is not None and used < len(record):
+                return broken(stream, expected, _ORPHAN)
             close()
             stream, expected, prior, last_position, head = ident, 1, GENESIS, 0, None
+            record, used = b"", 0
         if version != expected:
             return broken(
                 ident,
@@ -302,12 +383,21 @@ def check_rows(rows: Iterable[Row], position: int, *, keep: bool = False) -> Sca
             )
         if topic is None or state is None or where is None:
             return broken(ident, version, "its stored topic or state is missing (NULL)")
-        if stored is None:
-            return broken(
-                ident,
-                version,
-                "no stored hash: the event was written outside the ledger, or its hash was deleted",
-            )
+        if starts is not None:
+            scan.records += 1
+            if used < len(record):
+                return broken(
+                    ident, version, "its hash is stored twice (overlapping chain records)"
+                )
+            if not starts or len(starts) % HASH_SIZE:
+                return broken(
+                    ident, version, "its chain record is malformed (not whole 32-byte hashes)"
+                )
+            record, used = bytes(starts), 0
+        if used >= len(record):
+            return broken(ident, version, _NO_HASH)
+        stored = record[used : used + HASH_SIZE]
+        used += HASH_SIZE
         digest = link(prior, ident, version, topic, state)
         if digest != stored:
             return broken(
@@ -321,12 +411,11 @@ def check_rows(rows: Iterable[Row], position: int, *, keep: bool = False) -> Sca
             head = (version, digest)
         prior, last_position, expected = digest, where, expected + 1
         scan.events += 1
+    if stream is not None and used < len(record):
+        return broken(stream, expected, _ORPHAN)
     close()
     scan.digest = tree.root().hex()
     return scan
-
-
-_ORPHAN = "deleted: its hash is stored but the event is not"
 
 
 def scan_log(recorder: Any, position: int | None = None, *, keep: bool = False) -> Scan:
@@ -347,7 +436,7 @@ def _scan_postgres(recorder: Any, position: int | None, keep: bool) -> Scan:
 
     schema = recorder.datastore.schema
     events = Identifier(schema, recorder.events_table_name)
-    hashes = Identifier(schema, hashes_table_name(recorder.events_table_name))
+    chain = Identifier(schema, chain_table_name(recorder.events_table_name))
     with recorder.datastore.get_connection() as connection, connection.transaction():
         connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         row = connection.execute(
@@ -361,11 +450,11 @@ def _scan_postgres(recorder: Any, position: int | None, keep: bool) -> Scan:
             cursor.copy(
                 SQL(
                     "COPY (SELECT uuid_send(e.originator_id), e.originator_version, e.topic,"
-                    " e.state, e.notification_id, h.hash FROM {e} e LEFT JOIN {h} h"
-                    " ON h.originator_id = e.originator_id"
-                    " AND h.originator_version = e.originator_version"
+                    " e.state, e.notification_id, c.hashes FROM {e} e LEFT JOIN {c} c"
+                    " ON c.originator_id = e.originator_id"
+                    " AND c.first_version = e.originator_version"
                     " ORDER BY e.originator_id, e.originator_version) TO STDOUT (FORMAT BINARY)"
-                ).format(e=events, h=hashes)
+                ).format(e=events, c=chain)
             ) as copy,
         ):
             copy.set_types(["bytea", "int8", "text", "bytea", "int8", "bytea"])
@@ -373,16 +462,16 @@ def _scan_postgres(recorder: Any, position: int | None, keep: bool) -> Scan:
             while copy.read():  # after a break: the rest, unparsed, to free the connection
                 pass
         if scan.broken is None:
-            row = connection.execute(SQL("SELECT count(*) AS n FROM {}").format(hashes)).fetchone()
-            if int(row["n"]) == scan.events:
-                return scan  # every hash belongs to a checked event: no event was deleted
+            row = connection.execute(SQL("SELECT count(*) AS n FROM {}").format(chain)).fetchone()
+            if int(row["n"]) == scan.records:
+                return scan  # every chain record starts at a checked event and was used up
         row = connection.execute(
             SQL(
-                "SELECT uuid_send(h.originator_id) AS i, h.originator_version AS v FROM {h} h"
+                "SELECT uuid_send(c.originator_id) AS i, c.first_version AS v FROM {c} c"
                 " WHERE NOT EXISTS (SELECT 1 FROM {e} e WHERE e.originator_id ="
-                " h.originator_id AND e.originator_version = h.originator_version)"
-                " ORDER BY h.originator_id, h.originator_version LIMIT 1"
-            ).format(h=hashes, e=events)
+                " c.originator_id AND e.originator_version = c.first_version)"
+                " ORDER BY c.originator_id, c.first_version LIMIT 1"
+            ).format(c=chain, e=events)
         ).fetchone()
         return with_orphan(scan, None if row is None else (bytes(row["i"]), row["v"]))
 
@@ -398,8 +487,9 @@ def _position(asked: int | None, last: int) -> int:
 
 
 def with_orphan(scan: Scan, orphan: tuple[bytes, int] | None) -> Scan:
-    """The first break, counting a stored hash whose event is gone (found only when the pass
-    broke, or when there are more hashes than checked events)."""
+    """The first break, counting a chain record that starts at no stored event (its first
+    event deleted, or the record inserted; found only when the pass broke, or when there are
+    more records than the pass used)."""
     if orphan is None:
         return scan
     broken = scan.broken
@@ -411,29 +501,29 @@ def with_orphan(scan: Scan, orphan: tuple[bytes, int] | None) -> Scan:
 
 def _scan_sqlite(recorder: Any, position: int | None, keep: bool) -> Scan:
     events = recorder.events_table_name
-    hashes = hashes_table_name(events)
+    chain = chain_table_name(events)
     with recorder.datastore.transaction(commit=False) as cursor:
         connection: sqlite3.Connection = cursor.sqlite_cursor.connection
         last = connection.execute(f"SELECT coalesce(max(rowid), 0) FROM {events}").fetchone()[0]
         position = _position(position, int(last))
         reader = connection.execute(
             f"SELECT e.originator_id, e.originator_version, e.topic, e.state, e.rowid,"
-            f" h.hash FROM {events} e LEFT JOIN {hashes} h"
-            " ON h.originator_id = e.originator_id AND h.originator_version = e.originator_version"
+            f" c.hashes FROM {events} e LEFT JOIN {chain} c"
+            " ON c.originator_id = e.originator_id AND c.first_version = e.originator_version"
             " ORDER BY e.originator_id, e.originator_version"
         )
         rows = ((bytes.fromhex(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in reader)
         scan = check_rows(rows, position, keep=keep)
         reader.close()
         if scan.broken is None:
-            count = connection.execute(f"SELECT count(*) FROM {hashes}").fetchone()[0]
-            if count == scan.events:
+            count = connection.execute(f"SELECT count(*) FROM {chain}").fetchone()[0]
+            if count == scan.records:
                 return scan
         row = connection.execute(
-            f"SELECT h.originator_id, h.originator_version FROM {hashes} h"
+            f"SELECT c.originator_id, c.first_version FROM {chain} c"
             f" WHERE NOT EXISTS (SELECT 1 FROM {events} e WHERE e.originator_id ="
-            " h.originator_id AND e.originator_version = h.originator_version)"
-            " ORDER BY h.originator_id, h.originator_version LIMIT 1"
+            " c.originator_id AND e.originator_version = c.first_version)"
+            " ORDER BY c.originator_id, c.first_version LIMIT 1"
         ).fetchone()
         return with_orphan(scan, None if row is None else (bytes.fromhex(row[0]), row[1]))
 

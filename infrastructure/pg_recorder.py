@@ -28,17 +28,18 @@ events, same digest). Readers see the events at the commit, as usual. Every othe
 
 Round trips (six a batch, eight before): BEGIN, the lock timeout, the table lock, the NOTIFY
 and the commit setting go in one statement string (``append_preamble``); then the COPY of the
-events (two), the COPY of their hashes (two), and the last id with COMMIT in one string. The
-hashes went in with that last string once (an INSERT from array literals: two round trips
-fewer), but the server's per-row INSERT cost more than the round trips under load; COPY
-inserts in bulk (docs/performance.md). The COPY rows are built as one binary buffer
-(``event_rows``, ``hash_rows``), and the hashes before the transaction opens when every
-previous hash is remembered (``RecentLinks``), so the lock covers the database's work only.
+events (two), the COPY of their chain records (two), and the last id with COMMIT in one
+string. The COPY rows are built as one binary buffer (``event_rows``, ``record_rows``), and the
+hashes before the transaction opens when every previous hash is remembered (``RecentLinks``),
+so the lock covers the database's work only.
 
-Hash chain (docs/integrity.md): in the same transaction, after the events, each event's chained
-SHA-256 goes into the side table ``<events>_hashes`` (infrastructure/integrity.py). The previous
-hash of each stream is read in that transaction, under the table lock; a concurrent writer to the
-same stream conflicts on the primary key of the events (and of the hashes) as before.
+Hash chain (docs/integrity.md): in the same transaction, after the events, the batch's chained
+SHA-256s go into the side table ``<events>_chain``, one chain record per stream (its first
+version and its events' hashes concatenated; infrastructure/integrity.py): one row per batch,
+where one row per event (``<events>_hashes``, before) cost the server about as much as the
+events themselves. The previous hash of each stream is read in that transaction, under the
+table lock; a concurrent writer to the same stream conflicts on the primary key of the events
+(and of the chain records) as before.
 The table lock is taken through a SECURITY DEFINER function owned by the schema's owner, so the
 writer role (infrastructure/roles.py) needs INSERT on the log, never UPDATE or DELETE (which
 PostgreSQL 15 demands for ``LOCK TABLE ... IN EXCLUSIVE MODE``).
@@ -75,17 +76,21 @@ from infrastructure.integrity import (
     Chainer,
     RecentLinks,
     chain_batch,
+    chain_records,
+    chain_table_name,
     hashes_table_name,
     previous_links,
+    split_records,
 )
 from infrastructure.pg_insert import ConflictReportingInsert
 
 COPY_FROM = 16  # smaller batches take the library's INSERT path: one round trip is cheaper
 BACKFILL = 5000
+RECORD = 1000  # hashes per chain record when converting or backfilling a store (any size works)
 
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # binary COPY header: no flags, no extension
 TRAILER = b"\xff\xff"
-_HASH_ROW = struct.Struct(">hi16siqi32s")  # 3 fields: uuid, int8, bytea(32)
+_RECORD_HEAD = struct.Struct(">hi16siqi")  # 3 fields: uuid, int8, then bytea (its length next)
 
 
 def event_rows(stored_events: Sequence[StoredEvent]) -> bytes:
@@ -115,10 +120,17 @@ def event_rows(stored_events: Sequence[StoredEvent]) -> bytes:
     return b"".join(parts)
 
 
-def hash_rows(rows: Sequence[tuple[UUID, int, bytes]]) -> bytes:
-    """The binary COPY stream of (originator_id uuid, originator_version int8, hash bytea)."""
-    pack = _HASH_ROW.pack
-    return b"".join((SIGNATURE, *(pack(3, 16, i.bytes, 8, v, 32, h) for i, v, h in rows), TRAILER))
+def record_rows(records: Sequence[tuple[UUID, int, bytes]]) -> bytes:
+    """The binary COPY stream of chain records (originator_id uuid, first_version int8, hashes
+    bytea)."""
+    pack = _RECORD_HEAD.pack
+    return b"".join(
+        (
+            SIGNATURE,
+            *(pack(3, 16, i.bytes, 8, v, len(h)) + h for i, v, h in records),
+            TRAILER,
+        )
+    )
 
 
 def _uuid(value: UUID | str) -> UUID:
@@ -147,18 +159,24 @@ class CopyApplicationRecorder(ConflictReportingInsert, PostgresApplicationRecord
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name=events_table_name)
         schema, table = self.datastore.schema, self.events_table_name
-        self.hashes_table_name = hashes_table_name(table)
+        self.chain_table_name = chain_table_name(table)
+        self.hashes_table_name = hashes_table_name(table)  # per-event rows: older stores only
         self.recent = RecentLinks()
         self.written = threading.local()  # this thread's batch hashes, remembered once committed
         events = Identifier(schema, table)
+        chain = Identifier(schema, self.chain_table_name)
         hashes = Identifier(schema, self.hashes_table_name)
         lock_function = Identifier(schema, f"{table}_lock")
+        # The hashes are random bytes: STORAGE EXTERNAL keeps a record's (8 KB for 250
+        # events, stored out of line) from a compression attempt that cannot succeed, and lets
+        # the previous-hash lookup fetch only the slice it needs (docs/performance.md).
         self.sql_create_statements.append(
             SQL(
-                "CREATE TABLE IF NOT EXISTS {} (originator_id uuid NOT NULL,"
-                " originator_version bigint NOT NULL, hash bytea NOT NULL,"
-                " PRIMARY KEY (originator_id, originator_version))"
-            ).format(hashes)
+                "CREATE TABLE IF NOT EXISTS {c} (originator_id uuid NOT NULL,"
+                " first_version bigint NOT NULL, hashes bytea NOT NULL,"
+                " PRIMARY KEY (originator_id, first_version));"
+                " ALTER TABLE {c} ALTER COLUMN hashes SET STORAGE EXTERNAL"
+            ).format(c=chain)
         )
         self.sql_create_statements.append(
             SQL(
@@ -171,21 +189,43 @@ class CopyApplicationRecorder(ConflictReportingInsert, PostgresApplicationRecord
             self.lock_table_statements[0],  # SET LOCAL lock_timeout
             SQL("SELECT {}()").format(lock_function),
         ]
+        # Each wanted (stream, version): the stream's chain record starting at or before it
+        # (its hash is that record's slice, if the record reaches it).
         self.previous_statement = SQL(
-            "SELECT h.originator_id, h.originator_version, h.hash FROM {} h"
-            " JOIN unnest(%s::uuid[], %s::bigint[]) AS p(i, v)"
-            " ON h.originator_id = p.i AND h.originator_version = p.v"
-        ).format(hashes)
-        self.insert_hashes_statement = SQL(
-            "INSERT INTO {} (originator_id, originator_version, hash)"
+            "SELECT p.i AS originator_id, p.v AS originator_version, c.first_version,"
+            " substring(c.hashes FROM ((p.v - c.first_version) * 32 + 1)::int FOR 32) AS hash"
+            " FROM unnest(%s::uuid[], %s::bigint[]) AS p(i, v) CROSS JOIN LATERAL"
+            " (SELECT first_version, hashes FROM {} WHERE originator_id = p.i"
+            " AND first_version <= p.v ORDER BY first_version DESC LIMIT 1) c"
+        ).format(chain)
+        self.insert_records_statement = SQL(
+            "INSERT INTO {} (originator_id, first_version, hashes)"
             " SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::bytea[])"
-        ).format(hashes)
-        self.copy_hashes_statement = SQL(
-            "COPY {} (originator_id, originator_version, hash) FROM STDIN (FORMAT BINARY)"
-        ).format(hashes)
-        self.hashes_exist_statement = SQL("SELECT to_regclass({}) IS NOT NULL AS e").format(
-            Literal(f'"{schema}"."{self.hashes_table_name}"')
+        ).format(chain)
+        self.copy_records_statement = SQL(
+            "COPY {} (originator_id, first_version, hashes) FROM STDIN (FORMAT BINARY)"
+        ).format(chain)
+        self.tables_exist_statement = SQL(
+            "SELECT to_regclass({}) IS NOT NULL AS chain, to_regclass({}) IS NOT NULL AS hashes"
+        ).format(
+            Literal(f'"{schema}"."{self.chain_table_name}"'),
+            Literal(f'"{schema}"."{self.hashes_table_name}"'),
         )
+        self.old_hashes_statement = SQL(
+            "SELECT uuid_send(originator_id), originator_version, hash FROM {}"
+            " ORDER BY originator_id, originator_version"
+        ).format(hashes)
+        self.old_grants_statement = SQL(
+            "SELECT grantee, privilege_type FROM information_schema.table_privileges"
+            " WHERE table_schema = {} AND table_name = {} AND grantee <> ("
+            "SELECT tableowner FROM pg_catalog.pg_tables WHERE schemaname = {} AND tablename = {})"
+        ).format(
+            Literal(schema),
+            Literal(self.hashes_table_name),
+            Literal(schema),
+            Literal(self.hashes_table_name),
+        )
+        self.drop_hashes_statement = SQL("DROP TABLE {}").format(hashes)
         self.backfill_statement = SQL(
             "SELECT uuid_send(originator_id), originator_version, topic, state FROM {}"
             " ORDER BY originator_id, originator_version"
@@ -203,7 +243,7 @@ class CopyApplicationRecorder(ConflictReportingInsert, PostgresApplicationRecord
         # for every batch).
         self._preamble_text = {d: p.as_bytes(None) for d, p in self._preambles.items()}
         self._copy_text = self.copy_statement.as_bytes(None)
-        self._copy_hashes_text = self.copy_hashes_statement.as_bytes(None)
+        self._copy_records_text = self.copy_records_statement.as_bytes(None)
         self._finish_text = (self.last_id_statement + SQL("; COMMIT")).as_bytes(None)
 
     def _preamble(self, durable: bool) -> Composed:
@@ -256,8 +296,8 @@ class CopyApplicationRecorder(ConflictReportingInsert, PostgresApplicationRecord
             if hashes is None:  # read the missing previous hashes under the lock
                 hashes = self._chain(curs, stored_events)
             self.written.rows = hashes
-            with curs.copy(self._copy_hashes_text) as copy:
-                copy.write(hash_rows(hashes))
+            with curs.copy(self._copy_records_text) as copy:
+                copy.write(record_rows(chain_records(hashes)))
             curs.execute(self._finish_text)  # the last id, then COMMIT
             row = curs.fetchone()
             assert row is not None
@@ -276,11 +316,15 @@ class CopyApplicationRecorder(ConflictReportingInsert, PostgresApplicationRecord
         self._lock_table(curs)
         self._notify_channel(curs)
         with curs.connection.cursor() as other:
-            rows = self._chain(other, stored_events)
+            records = chain_records(self._chain(other, stored_events))
             PostgresAggregateRecorder._insert_stored_events(self, curs, stored_events, **kwargs)
             other.execute(
-                self.insert_hashes_statement,
-                ([i for i, _, _ in rows], [v for _, v, _ in rows], [h for _, _, h in rows]),
+                self.insert_records_statement,
+                (
+                    [i for i, _, _ in records],
+                    [v for _, v, _ in records],
+                    [h for _, _, h in records],
+                ),
                 prepare=False,
             )
 
@@ -296,19 +340,27 @@ class CopyApplicationRecorder(ConflictReportingInsert, PostgresApplicationRecord
                 prepare=False,  # see _insert_stored_events
             )
             for r in curs.fetchall():
-                previous[(r["originator_id"], r["originator_version"])] = bytes(r["hash"])
+                stored = r["hash"]
+                if stored is not None and len(stored) == 32:  # the record reaches the version
+                    previous[(r["originator_id"], r["originator_version"])] = bytes(stored)
         rows = chain_batch(stored_events, previous)
         self.written.rows = rows
         return rows
 
     def _create_table(self, curs: Cursor[DictRow]) -> None:
-        """The library's DDL, the hashes table and lock function; on a store made before the
-        hashes table, the chain of every stored event, computed once here (docs/integrity.md)."""
-        curs.execute(self.hashes_exist_statement)
+        """The library's DDL, the chain records' table and the lock function; then, once, on a
+        store whose chain is in the per-event table of earlier releases, that table's hashes
+        moved verbatim into chain records (``_convert``), or on a store made before any chain,
+        the chain of every stored event computed (``_backfill``; docs/integrity.md)."""
+        curs.execute(self.tables_exist_statement)
         row = curs.fetchone()
-        upgrading = row is not None and not row["e"]
+        assert row is not None
         super()._create_table(curs)
-        if upgrading:
+        if row["chain"]:
+            return
+        if row["hashes"]:
+            self._convert(curs)
+        else:
             self._backfill(curs)
 
     def _backfill(self, curs: Cursor[DictRow]) -> None:
@@ -322,10 +374,54 @@ class CopyApplicationRecorder(ConflictReportingInsert, PostgresApplicationRecord
                     ident, version = bytes(r["uuid_send"]), r["originator_version"]
                     digest = chain(ident, version, r["topic"], bytes(r["state"]))
                     rows.append((UUID(bytes=ident), version, digest))
-                with curs.copy(self.copy_hashes_statement) as copy:
-                    copy.set_types(["uuid", "int8", "bytea"])
-                    for row in rows:
-                        copy.write_row(row)
+                self._copy_records(curs, rows)
+
+    def _convert(self, curs: Cursor[DictRow]) -> None:
+        """Move a per-event hashes table's rows into chain records, byte for byte (a hash is
+        never recomputed here: a row deleted or changed before stays missing or wrong, and
+        ``verify`` names it as before), give the new table the old one's grants, and drop the
+        old table. One transaction, under the set-up lock and the table lock. Needs the owner
+        of the old table (it is dropped)."""
+        self._lock_table(curs)
+        with curs.connection.cursor("twinledger_convert", binary=True) as reader:
+            reader.execute(self.old_hashes_statement)
+            while batch := reader.fetchmany(BACKFILL):
+                self._copy_records(
+                    curs,
+                    [
+                        (
+                            UUID(bytes=bytes(r["uuid_send"])),
+                            r["originator_version"],
+                            bytes(r["hash"]),
+                        )
+                        for r in batch
+                    ],
+                )
+        curs.execute(self.old_grants_statement)
+        for grant in curs.fetchall():
+            curs.execute(
+                SQL("GRANT {} ON {} TO {}").format(
+                    SQL(grant["privilege_type"]),  # from the catalog: SELECT, INSERT, ...
+                    Identifier(self.datastore.schema, self.chain_table_name),
+                    Identifier(grant["grantee"]),
+                )
+            )
+        try:
+            curs.execute(self.drop_hashes_statement)
+        except psycopg.errors.InsufficientPrivilege as error:
+            raise psycopg.errors.InsufficientPrivilege(
+                f"{error}: this store's hash chain is in the per-event table of an earlier "
+                "release; open it once as the owner of its tables (any command, e.g. "
+                "`twinledger verify`) to convert it to chain records (docs/integrity.md)"
+            ) from error
+
+    def _copy_records(self, curs: Cursor[DictRow], rows: list[tuple[UUID, int, bytes]]) -> None:
+        """COPY ``rows`` (stream, version, hash; in (stream, version) order) as chain records
+        of at most RECORD hashes. Records of consecutive fetches are not joined: any split
+        reads the same."""
+        records = split_records(rows, RECORD)
+        with curs.copy(self.copy_records_statement) as copy:
+            copy.write(record_rows(records))
 
 
 class InsertApplicationRecorder(CopyApplicationRecorder):

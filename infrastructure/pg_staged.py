@@ -9,8 +9,8 @@ On a busy machine those wake-ups, not the work, are most of the time the lock is
 client"). Here the batch is first copied, without the lock, into two temporary tables of the
 session (``ON COMMIT DELETE ROWS``), and one statement string then takes the lock, moves the
 rows into the log in their order (INSERT ... SELECT ... ORDER BY the batch position, so the
-notification ids are drawn in that order, consecutive, as before), inserts the hashes, reads
-the last id and commits: the lock is held while the server works, never across a wait for the
+notification ids are drawn in that order, consecutive, as before), inserts the chain records,
+reads the last id and commits: the lock is held while the server works, never across a wait for the
 client. The previous hashes are read before the lock: a writer chains onto a version it
 loaded, so that version and its hash are committed (a concurrent writer of the same version
 still conflicts on the primary key, under the lock, as before).
@@ -29,10 +29,11 @@ from eventsourcing.utils import retry
 from psycopg.pq import TransactionStatus
 from psycopg.sql import SQL, Identifier
 
-from infrastructure.pg_recorder import CopyApplicationRecorder
+from infrastructure.integrity import chain_records
+from infrastructure.pg_recorder import CopyApplicationRecorder, record_rows
 
 STAGED_EVENTS = "twinledger_staged_events"
-STAGED_HASHES = "twinledger_staged_hashes"
+STAGED_RECORDS = "twinledger_staged_chain"
 
 
 class StagedCopyRecorder(CopyApplicationRecorder):
@@ -42,27 +43,27 @@ class StagedCopyRecorder(CopyApplicationRecorder):
         super().__init__(*args, **kwargs)
         id_type = SQL("uuid" if self.datastore.originator_id_type == "uuid" else "text")
         events = Identifier(self.datastore.schema, self.events_table_name)
-        hashes = Identifier(self.datastore.schema, self.hashes_table_name)
+        chain = Identifier(self.datastore.schema, self.chain_table_name)
         self.staged: weakref.WeakSet[Any] = weakref.WeakSet()  # connections holding the tables
         self.create_staging = SQL(
             "CREATE TEMP TABLE IF NOT EXISTS {} (position int4, originator_id {},"
             " originator_version int8, topic text, state bytea) ON COMMIT DELETE ROWS;"
-            " CREATE TEMP TABLE IF NOT EXISTS {} (originator_id uuid, originator_version int8,"
-            " hash bytea) ON COMMIT DELETE ROWS"
-        ).format(Identifier(STAGED_EVENTS), id_type, Identifier(STAGED_HASHES))
+            " CREATE TEMP TABLE IF NOT EXISTS {} (originator_id uuid, first_version int8,"
+            " hashes bytea) ON COMMIT DELETE ROWS"
+        ).format(Identifier(STAGED_EVENTS), id_type, Identifier(STAGED_RECORDS))
         self.copy_staged = SQL(
             "COPY {} (position, originator_id, originator_version, topic, state)"
             " FROM STDIN (FORMAT BINARY)"
         ).format(Identifier(STAGED_EVENTS))
-        self.copy_staged_hashes = SQL(
-            "COPY {} (originator_id, originator_version, hash) FROM STDIN (FORMAT BINARY)"
-        ).format(Identifier(STAGED_HASHES))
+        self.copy_staged_records = SQL(
+            "COPY {} (originator_id, first_version, hashes) FROM STDIN (FORMAT BINARY)"
+        ).format(Identifier(STAGED_RECORDS))
         moves = SQL(
             "INSERT INTO {} (originator_id, originator_version, topic, state)"
             " SELECT originator_id, originator_version, topic, state FROM {} ORDER BY position;"
-            " INSERT INTO {} (originator_id, originator_version, hash)"
-            " SELECT originator_id, originator_version, hash FROM {}; "
-        ).format(events, Identifier(STAGED_EVENTS), hashes, Identifier(STAGED_HASHES))
+            " INSERT INTO {} (originator_id, first_version, hashes)"
+            " SELECT originator_id, first_version, hashes FROM {}; "
+        ).format(events, Identifier(STAGED_EVENTS), chain, Identifier(STAGED_RECORDS))
         self.finish = {
             durable: SQL("; ").join(
                 [
@@ -99,10 +100,8 @@ class StagedCopyRecorder(CopyApplicationRecorder):
                                 )
                             )
                     hashes = self._chain(curs, stored_events)
-                    with curs.copy(self.copy_staged_hashes) as copy:
-                        copy.set_types(["uuid", "int8", "bytea"])
-                        for link in hashes:
-                            copy.write_row(link)
+                    with curs.copy(self.copy_staged_records) as copy:
+                        copy.write(record_rows(chain_records(hashes)))
                     curs.execute(self.finish[durable])
                     last = None
                     while last is None:

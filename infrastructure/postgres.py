@@ -16,11 +16,12 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from infrastructure.integrity import hashes_table_name
+from infrastructure.integrity import chain_table_name, hashes_table_name
 from infrastructure.settings import Database
 
 EVENTS_TABLE = "twinledger_events"
-HASHES_TABLE = hashes_table_name(EVENTS_TABLE)  # the hash chain (docs/integrity.md)
+CHAIN_TABLE = chain_table_name(EVENTS_TABLE)  # the hash chain's records (docs/integrity.md)
+HASHES_TABLE = hashes_table_name(EVENTS_TABLE)  # its per-event rows in stores of earlier releases
 EVENT_TYPE = "stored_event_uuid"  # the composite type eventsourcing's INSERT path uses
 SETUP_LOCK = "twinledger-setup:{schema}"
 
@@ -30,9 +31,9 @@ def connect(database: Database) -> psycopg.Connection[tuple[Any, ...]]:
 
 
 def store_exists(connection: psycopg.Connection[Any], schema: str) -> bool:
-    """True if the schema holds the ledger's event and hashes tables and the library's composite
-    type. A store made before the hashes table is not: it gets it (and the chain of its events)
-    under the set-up lock, once."""
+    """True if the schema holds the ledger's event and chain tables and the library's composite
+    type. A store made before the chain records is not: it gets them (converted from its
+    per-event hashes table, or computed from its events) under the set-up lock, once."""
     row = connection.execute(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables"
         "  WHERE schemaname = %(schema)s AND tablename = %(table)s)"
@@ -41,7 +42,7 @@ def store_exists(connection: psycopg.Connection[Any], schema: str) -> bool:
         " AND EXISTS (SELECT 1 FROM pg_catalog.pg_type t"
         "  JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace"
         "  WHERE n.nspname = %(schema)s AND t.typname = %(type)s)",
-        {"schema": schema, "table": EVENTS_TABLE, "hashes": HASHES_TABLE, "type": EVENT_TYPE},
+        {"schema": schema, "table": EVENTS_TABLE, "hashes": CHAIN_TABLE, "type": EVENT_TYPE},
     ).fetchone()
     return bool(row and row[0])
 

@@ -3,7 +3,7 @@
 - owner: owns the schema and every object in it; schema changes (and projection rebuilds,
   which drop and create read tables) run as the owner.
 - writer: the application, the API server and the workers. SELECT and INSERT on the event log
-  and its hashes, never UPDATE, DELETE or TRUNCATE; everything on the read tables; CREATE on
+  and its hash chain, never UPDATE, DELETE or TRUNCATE; everything on the read tables; CREATE on
   the schema (the projector's ``CREATE TABLE IF NOT EXISTS`` of its tracking table needs it);
   EXECUTE on the log's lock function (infrastructure/pg_recorder.py), which takes the table
   lock as the owner.
@@ -25,11 +25,11 @@ import psycopg
 from psycopg import sql
 
 from domain.errors import ValidationError
-from infrastructure.postgres import EVENTS_TABLE, HASHES_TABLE, connect
+from infrastructure.postgres import CHAIN_TABLE, EVENTS_TABLE, HASHES_TABLE, connect
 from infrastructure.settings import SCHEMA_NAME, Database
 
 PASSWORD_VARIABLE = "TWINLEDGER_{}_PASSWORD"
-LOG_TABLES = (EVENTS_TABLE, HASHES_TABLE)
+LOG_TABLES = (EVENTS_TABLE, CHAIN_TABLE, HASHES_TABLE)  # hashes: stores not yet converted
 
 
 @dataclass(frozen=True)

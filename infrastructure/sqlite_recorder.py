@@ -1,9 +1,12 @@
 """The SQLite application recorder with the hash chain (docs/integrity.md).
 
-The library's recorder, plus: each event's chained SHA-256 goes into ``stored_event_hashes``
-in the same transaction as the event (SQLite serialises writers, so the previous hash read
-there is the stream's head), and a store made before that table gets it, with the chain of
-every stored event, once, when it is first opened (infrastructure/integrity.py).
+The library's recorder, plus: the batch's chained SHA-256s go into ``stored_event_chain`` in
+the same transaction as the events, one chain record per stream (its first version and its
+events' hashes concatenated; SQLite serialises writers, so the previous hash read there is the
+stream's head). A store whose chain is in the per-event ``stored_event_hashes`` of earlier
+releases has it moved, verbatim, into chain records, and a store made before any chain gets
+the chain of every stored event, once, when it is first opened (infrastructure/integrity.py,
+docs/integrity.md).
 
 Durability: a save may pass ``durable=False`` (execute_run does for every chunk of years but
 the last, as on PostgreSQL, infrastructure/pg_recorder.py). That transaction then commits with
@@ -23,6 +26,7 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import OperationalError, StoredEvent
 from eventsourcing.sqlite import (
@@ -36,11 +40,16 @@ from infrastructure.integrity import (
     Chainer,
     RecentLinks,
     chain_batch,
+    chain_records,
+    chain_table_name,
+    hash_in_record,
     hashes_table_name,
     previous_links,
+    split_records,
 )
 
 BACKFILL = 5000
+RECORD = 1000  # hashes per chain record when converting or backfilling a store
 NORMAL = 1  # PRAGMA synchronous: 1 NORMAL, 2 FULL (the default, every commit fsyncs the WAL)
 
 
@@ -61,7 +70,8 @@ def _synchronous(connection: SQLiteConnection, level: int | None) -> int:
 
 class HashingSQLiteRecorder(SQLiteApplicationRecorder):
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
-        self.hashes_table_name = hashes_table_name(events_table_name)
+        self.chain_table_name = chain_table_name(events_table_name)
+        self.hashes_table_name = hashes_table_name(events_table_name)  # older stores only
         self.recent = RecentLinks()
         self.written = threading.local()  # this thread's batch hashes, remembered once committed
         super().__init__(datastore, events_table_name)
@@ -99,9 +109,11 @@ class HashingSQLiteRecorder(SQLiteApplicationRecorder):
     def construct_create_table_statements(self) -> list[str]:
         return [
             *super().construct_create_table_statements(),
-            f"CREATE TABLE IF NOT EXISTS {self.hashes_table_name} (originator_id TEXT,"
-            " originator_version INTEGER, hash BLOB NOT NULL,"
-            " PRIMARY KEY (originator_id, originator_version)) WITHOUT ROWID",
+            # a rowid table: a record's hashes (8 KB for 250 events) are too large for the
+            # rows of a WITHOUT ROWID b-tree
+            f"CREATE TABLE IF NOT EXISTS {self.chain_table_name} (originator_id TEXT NOT NULL,"
+            " first_version INTEGER NOT NULL, hashes BLOB NOT NULL,"
+            " PRIMARY KEY (originator_id, first_version))",
         ]
 
     def _insert_events(
@@ -111,33 +123,53 @@ class HashingSQLiteRecorder(SQLiteApplicationRecorder):
         previous, missing = self.recent.split(previous_links(stored_events))
         for ident, version in missing:
             c.execute(
-                f"SELECT hash FROM {self.hashes_table_name}"
-                " WHERE originator_id = ? AND originator_version = ?",
+                f"SELECT first_version, hashes FROM {self.chain_table_name}"
+                " WHERE originator_id = ? AND first_version <= ?"
+                " ORDER BY first_version DESC LIMIT 1",
                 (ident.hex, version),
             )
             row = c.fetchone()
-            if row is not None:
-                previous[(ident, version)] = bytes(row[0])
+            stored = None if row is None else hash_in_record(row[0], row[1], version)
+            if stored is not None:
+                previous[(ident, version)] = stored
         rows = chain_batch(stored_events, previous)
-        c.executemany(
-            f"INSERT INTO {self.hashes_table_name} VALUES (?, ?, ?)",
-            [(i.hex, v, h) for i, v, h in rows],
-        )
+        self._insert_records(c.sqlite_cursor, chain_records(rows))
         self.written.rows = rows
         return ids
 
-    def _create_table(self, c: SQLiteCursor) -> None:
-        """The tables first (their CREATEs take the write lock as in the library), then the
-        chain of a store made before the hashes table: events but no hashes. This runs only
-        when the hashes table was missing at open (infrastructure/application.py), so hashes
-        deleted later are never recomputed here."""
-        super()._create_table(c)
-        c.execute(
-            f"SELECT NOT EXISTS (SELECT 1 FROM {self.hashes_table_name})"
-            f" AND EXISTS (SELECT 1 FROM {self.events_table_name})"
+    def _insert_records(
+        self, cursor: sqlite3.Cursor, records: list[tuple[Any, int, bytes]]
+    ) -> None:
+        cursor.executemany(
+            f"INSERT INTO {self.chain_table_name} VALUES (?, ?, ?)",
+            [(i.hex, v, h) for i, v, h in records],
         )
-        if c.fetchone()[0]:
-            self._backfill(c.sqlite_cursor.connection)
+
+    def _create_table(self, c: SQLiteCursor) -> None:
+        """The tables first (their CREATEs take the write lock as in the library); then, once,
+        on a store whose chain is in the per-event table of earlier releases, that table's
+        hashes moved verbatim into chain records and the table dropped (``_convert``), or on a
+        store made before any chain, the chain of every stored event (``_backfill``). This runs
+        only when the chain records' table was missing at open (infrastructure/application.py),
+        so hashes deleted later are never recomputed here."""
+        c.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
+            (self.chain_table_name,),
+        )
+        had_chain = bool(c.fetchone()[0])
+        c.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
+            (self.hashes_table_name,),
+        )
+        had_hashes = bool(c.fetchone()[0])
+        super()._create_table(c)
+        if had_chain:
+            return
+        connection = c.sqlite_cursor.connection
+        if had_hashes:
+            self._convert(connection)
+        else:
+            self._backfill(connection)
 
     def _backfill(self, connection: sqlite3.Connection) -> None:
         chain = Chainer()
@@ -146,7 +178,18 @@ class HashingSQLiteRecorder(SQLiteApplicationRecorder):
             f" FROM {self.events_table_name} ORDER BY originator_id, originator_version"
         )
         while batch := reader.fetchmany(BACKFILL):
-            connection.executemany(
-                f"INSERT INTO {self.hashes_table_name} VALUES (?, ?, ?)",
-                [(i, v, chain(bytes.fromhex(i), v, t, bytes(s))) for i, v, t, s in batch],
-            )
+            rows = [(UUID(i), v, chain(bytes.fromhex(i), v, t, bytes(s))) for i, v, t, s in batch]
+            self._insert_records(connection.cursor(), split_records(rows, RECORD))
+
+    def _convert(self, connection: sqlite3.Connection) -> None:
+        """The per-event hashes, byte for byte, as chain records (never recomputed: a row
+        deleted or changed before stays missing or wrong, and ``verify`` names it as before);
+        then the old table is dropped, in the same transaction."""
+        reader = connection.execute(
+            f"SELECT originator_id, originator_version, hash FROM {self.hashes_table_name}"
+            " ORDER BY originator_id, originator_version"
+        )
+        while batch := reader.fetchmany(BACKFILL):
+            rows = [(UUID(i), v, bytes(h)) for i, v, h in batch]
+            self._insert_records(connection.cursor(), split_records(rows, RECORD))
+        connection.execute(f"DROP TABLE {self.hashes_table_name}")

@@ -17,10 +17,13 @@ from infrastructure.integrity import (
     BrokenChain,
     RecentLinks,
     chain_batch,
+    chain_records,
+    hash_in_record,
     link,
     previous_links,
+    split_records,
 )
-from infrastructure.pg_recorder import SIGNATURE, TRAILER, event_rows, hash_rows
+from infrastructure.pg_recorder import SIGNATURE, TRAILER, event_rows, record_rows
 
 
 def interleaved() -> tuple[list[StoredEvent], dict[tuple[UUID, int], bytes]]:
@@ -93,11 +96,50 @@ def test_event_rows_are_the_binary_copy_format() -> None:
     ]
 
 
-def test_hash_rows_are_the_binary_copy_format() -> None:
+def test_a_batch_is_one_chain_record_per_run_of_a_streams_versions() -> None:
+    """The interleaved batch (a 4-5, b 1, a 6, b 2, c 1) is five records, each the hashes of its
+    versions in order; every hash is found again in its record."""
     batch, previous = interleaved()
     rows = chain_batch(batch, previous)
-    body = b"".join(struct.pack(">hi16siqi32s", 3, 16, i.bytes, 8, v, 32, h) for i, v, h in rows)
-    assert hash_rows(rows) == SIGNATURE + body + TRAILER
+    records = chain_records(rows)
+    a, b, c = rows[0][0], rows[2][0], rows[5][0]
+    assert [(i, v, len(h) // 32) for i, v, h in records] == [
+        (a, 4, 2),
+        (b, 1, 1),
+        (a, 6, 1),
+        (b, 2, 1),
+        (c, 1, 1),
+    ]
+    assert b"".join(h for _, _, h in records) == b"".join(h for _, _, h in rows)
+    held = {
+        (i, first + k): hash_in_record(first, h, first + k)
+        for i, first, h in records
+        for k in range(len(h) // 32)
+    }
+    assert held == {(i, v): h for i, v, h in rows}
+    assert (
+        hash_in_record(4, records[0][2], 3) is None and hash_in_record(4, records[0][2], 6) is None
+    )
+
+
+def test_a_converted_table_splits_records_and_isolates_a_damaged_hash() -> None:
+    """Converting per-event rows: a gap starts a new record, records hold at most ``most``
+    hashes, and a "hash" that is not 32 bytes is a record of its own."""
+    a = uuid4()
+    rows = [(a, v, bytes([v]) * 32) for v in (1, 2, 3, 4, 5, 7)]
+    rows.insert(3, (a, 3, b"short"))
+    rows.pop(2)  # version 3 is now the 5-byte "hash"
+    records = split_records(rows, 2)
+    assert [(v, len(h)) for _, v, h in records] == [(1, 64), (3, 5), (4, 64), (7, 32)]
+
+
+def test_record_rows_are_the_binary_copy_format() -> None:
+    batch, previous = interleaved()
+    records = chain_records(chain_batch(batch, previous))
+    body = b"".join(
+        struct.pack(">hi16siqi", 3, 16, i.bytes, 8, v, len(h)) + h for i, v, h in records
+    )
+    assert record_rows(records) == SIGNATURE + body + TRAILER
 
 
 def test_the_event_stores_recordings_equal_the_librarys() -> None:

@@ -80,28 +80,125 @@ def story(ledger: TwinLedger) -> Story:
 # --- raw SQL, as an attacker or a buggy script would -------------------------------------------
 
 
-def tamper(url: str, statement: str, *params: Any) -> None:
-    """Run ``statement`` on the store; {events} and {hashes} name its tables, ``?`` marks
-    parameters, ids are converted to the back end's storage (uuid or 32 hex digits), and
-    {position} is the log position column."""
+def tamper(url: str, statement: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Run ``statement`` on the store and return its rows; {events}, {chain} (the chain
+    records) and {hashes} (the per-event hashes of earlier releases) name its tables, ``?``
+    marks parameters, ids are converted to the back end's storage (uuid or 32 hex digits), and
+    {position} is the log position column, {id} the id column's type."""
     database = resolve_database(url)
     if database.is_postgres:
         text = statement.format(
             events=f'"{database.schema}".twinledger_events',
+            chain=f'"{database.schema}".twinledger_event_chain',
             hashes=f'"{database.schema}".twinledger_event_hashes',
             position="notification_id",
+            id="uuid",
         ).replace("?", "%s")
         with psycopg.connect(database.psycopg_conninfo(), autocommit=True) as connection:
-            connection.execute(sql.SQL(text), params)  # type: ignore[arg-type]
-        return
-    text = statement.format(events="stored_events", hashes="stored_event_hashes", position="rowid")
+            cursor = connection.execute(sql.SQL(text), params)  # type: ignore[arg-type]
+            return cursor.fetchall() if cursor.description else []
+    text = statement.format(
+        events="stored_events",
+        chain="stored_event_chain",
+        hashes="stored_event_hashes",
+        position="rowid",
+        id="TEXT",
+    )
     lite = tuple(p.hex if isinstance(p, UUID) else p for p in params)
     connection = sqlite3.connect(database.sqlite_path)
     try:
-        connection.execute(text, lite)
+        rows = connection.execute(text, lite).fetchall()
         connection.commit()
+        return rows
     finally:
         connection.close()
+
+
+def record_holding(url: str, stream: UUID, version: int) -> tuple[int, bytes]:
+    """(first version, hashes) of the chain record that holds ``version``'s hash."""
+    for first, hashes in tamper(
+        url, "SELECT first_version, hashes FROM {chain} WHERE originator_id = ?", stream
+    ):
+        if first <= version < first + len(hashes) // 32:
+            return int(first), bytes(hashes)
+    raise AssertionError(f"no chain record holds version {version}")
+
+
+def delete_record(url: str, stream: UUID, version: int) -> tuple[UUID, int]:
+    """Delete the chain record holding ``version``: named at the record's first version."""
+    first, _ = record_holding(url, stream, version)
+    tamper(url, "DELETE FROM {chain} WHERE originator_id = ? AND first_version = ?", stream, first)
+    return stream, first
+
+
+def change_hash(url: str, stream: UUID, version: int) -> tuple[UUID, int]:
+    """Flip one byte of ``version``'s hash inside its chain record."""
+    first, hashes = record_holding(url, stream, version)
+    at = (version - first) * 32
+    changed = hashes[:at] + bytes([hashes[at] ^ 1]) + hashes[at + 1 :]
+    tamper(
+        url,
+        "UPDATE {chain} SET hashes = ? WHERE originator_id = ? AND first_version = ?",
+        changed,
+        stream,
+        first,
+    )
+    return stream, version
+
+
+def shorten_record(url: str, stream: UUID, version: int) -> tuple[UUID, int]:
+    """Drop the last hash of the record holding ``version``: named at that record's last
+    version (no stored hash)."""
+    first, hashes = record_holding(url, stream, version)
+    assert len(hashes) >= 64, "a record of one hash: shortening it deletes it"
+    tamper(
+        url,
+        "UPDATE {chain} SET hashes = ? WHERE originator_id = ? AND first_version = ?",
+        hashes[:-32],
+        stream,
+        first,
+    )
+    return stream, first + len(hashes) // 32 - 1
+
+
+def move_record(url: str, stream: UUID, version: int) -> tuple[UUID, int]:
+    """Move the record holding ``version`` one version on: its first event loses its hash."""
+    first, _ = record_holding(url, stream, version)
+    tamper(
+        url,
+        "UPDATE {chain} SET first_version = first_version + 1"
+        " WHERE originator_id = ? AND first_version = ?",
+        stream,
+        first,
+    )
+    return stream, first
+
+
+def insert_record(url: str, stream: UUID, version: int, hashes: bytes) -> tuple[UUID, int]:
+    tamper(url, "INSERT INTO {chain} VALUES (?, ?, ?)", stream, version, hashes)
+    return stream, version
+
+
+def to_per_event_format(url: str) -> None:
+    """Rewrite a store's chain as an earlier release stored it: one row per event in
+    ``{hashes}``, no chain records table."""
+    rows = tamper(url, "SELECT originator_id, first_version, hashes FROM {chain}")
+    tamper(
+        url,
+        "CREATE TABLE {hashes} (originator_id {id} NOT NULL, originator_version bigint NOT NULL,"
+        " hash bytea NOT NULL, PRIMARY KEY (originator_id, originator_version))",
+    )
+    for ident, first, hashes in rows:
+        stream = ident if isinstance(ident, UUID) else UUID(ident)
+        for k in range(len(hashes) // 32):
+            tamper(
+                url,
+                "INSERT INTO {hashes} VALUES (?, ?, ?)",
+                stream,
+                first + k,
+                bytes(hashes[k * 32 : k * 32 + 32]),
+            )
+    tamper(url, "DROP TABLE {chain}")
 
 
 def swap_states(url: str, stream: UUID, a: int, b: int) -> None:
@@ -186,12 +283,16 @@ TAMPERS: dict[str, Callable[[str, Story], tuple[UUID, int]]] = {
         ),
         (s.run, 15),
     )[1],
-    "delete a hash": lambda url, s: (
-        tamper(
-            url, "DELETE FROM {hashes} WHERE originator_id = ? AND originator_version = 4", s.run
-        ),
-        (s.run, 4),
-    )[1],
+    "delete a chain record": lambda url, s: delete_record(url, s.run, 9),
+    "change a hash in a chain record": lambda url, s: change_hash(url, s.run, 9),
+    "shorten a chain record": lambda url, s: shorten_record(url, s.run, 9),
+    "move a chain record": lambda url, s: move_record(url, s.run, 9),
+    "insert a chain record past the stream's end": lambda url, s: insert_record(
+        url, s.run, 16, bytes(32)
+    ),
+    "insert a chain record over the stream's events": lambda url, s: insert_record(
+        url, s.run, record_holding(url, s.run, 9)[0] + 1, bytes(32)
+    ),
     "append an event outside the ledger": lambda url, s: (
         tamper(
             url,
@@ -310,25 +411,89 @@ def rechain(url: str, stream: UUID) -> None:
         stored = ledger.recorder.select_events(stream)
     finally:
         ledger.close()
-    prior = GENESIS
+    prior, hashes = GENESIS, b""
     for event in stored:
         prior = link(prior, stream.bytes, event.originator_version, event.topic, bytes(event.state))
-        tamper(
-            url,
-            "UPDATE {hashes} SET hash = ? WHERE originator_id = ? AND originator_version = ?",
-            prior,
-            stream,
-            event.originator_version,
-        )
+        hashes += prior
+    tamper(url, "DELETE FROM {chain} WHERE originator_id = ?", stream)
+    tamper(url, "INSERT INTO {chain} VALUES (?, 1, ?)", stream, hashes)
 
 
 def test_a_store_made_before_the_chain_gets_it_when_opened(database_url: str, story: Story) -> None:
     code, out, err = twinledger(database_url, "digest")
     assert code == 0, err
-    tamper(database_url, "DROP TABLE {hashes}")
+    tamper(database_url, "DROP TABLE {chain}")
     code, again, err = twinledger(database_url, "digest")
     assert code == 0, err
     assert again == out  # the same stored bytes, the same chain and digest
+
+
+def test_a_store_with_per_event_hashes_is_converted_once_and_keeps_its_digest(
+    database_url: str, story: Story
+) -> None:
+    """A store of an earlier release (one hash row per event) gets chain records holding the
+    same hashes when first opened, the old table dropped; it then verifies with the same digest
+    and takes new events chained onto the converted ones (old and new records in one stream)."""
+    code, out, err = twinledger(database_url, "digest", "--format", "json")
+    assert code == 0, err
+    before = json.loads(out)
+    to_per_event_format(database_url)
+    per_event = tamper(database_url, "SELECT count(*) FROM {hashes}")[0][0]
+    assert per_event == before["events"]
+    code, again, err = twinledger(
+        database_url, "digest", "--format", "json", "--position", str(before["position"])
+    )
+    assert code == 0, err
+    assert json.loads(again)["digest"] == before["digest"]
+    with pytest.raises(Exception, match=r"stored_event_hashes|twinledger_event_hashes"):
+        tamper(database_url, "SELECT count(*) FROM {hashes}")  # dropped
+    converted = tamper(database_url, "SELECT count(*) FROM {chain}")[0][0]
+    assert 0 < converted < per_event
+    # mixed: converted records, then new ones, in the same streams
+    ledger = TwinLedger.open(database_url)
+    try:
+        ledger.extend_twin(story.twin, by=timedelta(days=1))
+        run = ledger.queue_run(
+            story.twin, pattern="mars_terraform", duration_years=30, budget_cents=10**12, seed=9
+        )
+        ledger.execute_run(run)
+    finally:
+        ledger.close()
+    assert twinledger(database_url, "verify")[0] == 0
+    code, _, err = twinledger(
+        database_url, "verify", "--digest", before["digest"], "--position", str(before["position"])
+    )
+    assert code == 0, err
+    change_hash(database_url, story.twin, 2)  # the new record of a converted stream
+    code, _, err = twinledger(database_url, "verify")
+    assert code == 1 and f"stream {story.twin} version 2:" in err
+
+
+@pytest.mark.parametrize("damage", ["delete", "change", "delete the last"])
+def test_a_per_event_store_damaged_before_conversion_is_named_as_before(
+    database_url: str, story: Story, damage: str
+) -> None:
+    """The conversion moves stored hashes, it never recomputes one: a hash row deleted or
+    changed before it is still named, at the same version, after it."""
+    to_per_event_format(database_url)
+    where = " WHERE originator_id = ? AND originator_version = ?"
+    if damage == "delete":
+        tamper(database_url, "DELETE FROM {hashes}" + where, story.run, 9)
+        named = (story.run, 9, "no stored hash")
+    elif damage == "change":
+        tamper(database_url, "UPDATE {hashes} SET hash = ?" + where, bytes(32), story.run, 9)
+        named = (story.run, 9, "do not match")
+    else:  # the event deleted, its hash left: the stream's last event
+        tamper(
+            database_url,
+            "DELETE FROM {events} WHERE originator_id = ? AND originator_version = 15",
+            story.run,
+        )
+        named = (story.run, 15, "its hash is stored but the event is not")
+    code, _, err = twinledger(database_url, "verify")
+    assert code == 1, err
+    assert f"stream {named[0]} version {named[1]}:" in err and named[2] in err, err
+    assert twinledger(database_url, "verify")[0] == 1  # converted once: the same answer again
 
 
 # --- the algorithm ------------------------------------------------------------------------------
@@ -452,7 +617,7 @@ def test_a_write_onto_a_broken_chain_is_refused_and_writes_nothing(
     open_ledger: Callable[[], TwinLedger], database_url: str
 ) -> None:
     twin = open_ledger().clone_twin(name="Mars C", body="mars")
-    tamper(database_url, "DELETE FROM {hashes} WHERE originator_id = ?", twin)
+    tamper(database_url, "DELETE FROM {chain} WHERE originator_id = ?", twin)
     ledger = open_ledger()  # another process: it has not just written the twin's hash itself
     before = ledger.event_count()
     with pytest.raises(BrokenChain, match=f"stream {twin} version 1"):
@@ -477,9 +642,11 @@ def test_consecutive_saves_chain_onto_the_hash_just_written(ledger: TwinLedger) 
 # --- the pass itself, on made-up logs ----------------------------------------------------------
 
 
-def made_up_log(shape: list[int]) -> list[list[Any]]:
-    """Rows (id, version, topic, state, position, hash) of streams of the given lengths, in
-    (stream, version) order, positions interleaved round-robin like concurrent writers."""
+def made_up_log(shape: list[int], starts: list[bool]) -> list[list[Any]]:
+    """Rows (id, version, topic, state, position, chain record starting here or None) of
+    streams of the given lengths, in (stream, version) order, positions interleaved round-robin
+    like concurrent writers; a stream's chain records start at version 1 and wherever
+    ``starts`` (cycled) says, as batches of any size would."""
     ids = sorted(uuid_n.to_bytes(16, "big") for uuid_n in range(1, len(shape) + 1))
     rows: list[list[Any]] = []
     position = 0
@@ -490,37 +657,59 @@ def made_up_log(shape: list[int]) -> list[list[Any]]:
                 rows.append([ident, round_ + 1, "t:E", f'{{"n":{position}}}'.encode(), position])
     rows.sort(key=lambda r: (r[0], r[1]))
     prior: dict[bytes, bytes] = {}
+    opened: list[Any] = []
+    for n, row in enumerate(rows):
+        digest = link(prior.get(row[0], GENESIS), row[0], row[1], row[2], row[3])
+        prior[row[0]] = digest
+        if row[1] == 1 or starts[n % len(starts)]:
+            opened = [digest]
+            row.append(opened)
+        else:
+            opened.append(digest)
+            row.append(None)
     for row in rows:
-        row.append(link(prior.get(row[0], GENESIS), row[0], row[1], row[2], row[3]))
-        prior[row[0]] = row[5]
+        row[5] = None if row[5] is None else b"".join(row[5])
     return rows
 
 
 @given(
     shape=st.lists(st.integers(min_value=1, max_value=6), min_size=1, max_size=5),
+    starts=st.lists(st.booleans(), min_size=1, max_size=7),
     data=st.data(),
 )
 def test_any_single_change_is_named_at_its_stream_and_version(
-    shape: list[int], data: st.DataObject
+    shape: list[int], starts: list[bool], data: st.DataObject
 ) -> None:
-    rows = made_up_log(shape)
+    rows = made_up_log(shape, starts)
     intact = check_rows((tuple(r) for r in rows), len(rows))
     assert intact.broken is None and intact.events == len(rows)
+    assert intact.records == sum(r[5] is not None for r in rows)
     index = data.draw(st.integers(min_value=0, max_value=len(rows) - 1))
     ident, version = rows[index][0], rows[index][1]
-    kind = data.draw(st.sampled_from(["state", "topic", "hash", "delete", "drop hash"]))
+    holder = max(i for i in range(index + 1) if rows[i][5] is not None)  # its record's row
+    slot = (index - holder) * 32
+    kind = data.draw(
+        st.sampled_from(["state", "topic", "hash", "delete", "drop record", "shorten record"])
+    )
+    orphan = None
     if kind == "state":
         rows[index][3] += b" "
     elif kind == "topic":
         rows[index][2] = "t:F"
     elif kind == "hash":
-        rows[index][5] = bytes(32)
-    elif kind == "drop hash":
-        rows[index][5] = None
+        record = rows[holder][5]
+        rows[holder][5] = record[:slot] + bytes(32) + record[slot + 32 :]
+    elif kind == "drop record":
+        rows[holder][5] = None
+        version = rows[holder][1]  # the record's first event has no hash
+    elif kind == "shorten record":  # its last hash gone: its last event has no hash
+        record = rows[holder][5]
+        rows[holder][5] = record[:-32] or None
+        version = rows[holder][1] + len(record) // 32 - 1
     else:
+        if rows[index][5] is not None:  # the record starts at no event now: found by SQL
+            orphan = (ident, version)
         del rows[index]
-    last = index == len(rows) or kind != "delete" or rows[index][0] != ident
-    orphan = (ident, version) if kind == "delete" and last else None
     scan = with_orphan(check_rows((tuple(r) for r in rows), 10**6), orphan)
     assert scan.broken is not None, kind
     assert (scan.broken.stream.bytes, scan.broken.version) == (ident, version), (kind, scan.broken)

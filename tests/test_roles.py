@@ -113,8 +113,8 @@ def test_the_writer_runs_the_ledger_but_cannot_change_or_delete_an_event(store: 
             f'UPDATE "{s}".twinledger_events SET state = state',
             f'DELETE FROM "{s}".twinledger_events',
             f'TRUNCATE "{s}".twinledger_events',
-            f'UPDATE "{s}".twinledger_event_hashes SET hash = hash',
-            f'DELETE FROM "{s}".twinledger_event_hashes',
+            f'UPDATE "{s}".twinledger_event_chain SET hashes = hashes',
+            f'DELETE FROM "{s}".twinledger_event_chain',
             f'ALTER TABLE "{s}".twinledger_events DISABLE TRIGGER ALL',
         ):
             with pytest.raises(errors.InsufficientPrivilege):
@@ -131,7 +131,7 @@ def test_the_reader_sees_read_tables_only(store: Store) -> None:
         assert reader.execute(f'SELECT count(*) FROM "{s}".digital_twins').fetchone() == (0,)
         for statement in (
             f'SELECT * FROM "{s}".twinledger_events',
-            f'SELECT * FROM "{s}".twinledger_event_hashes',
+            f'SELECT * FROM "{s}".twinledger_event_chain',
             f'INSERT INTO "{s}".twinledger_events (originator_id, originator_version)'
             " VALUES (gen_random_uuid(), 1)",
             f'DELETE FROM "{s}".digital_twins',

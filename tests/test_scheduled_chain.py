@@ -110,7 +110,7 @@ def test_daemon_once_exits_non_zero_on_a_broken_chain(database_url: str) -> None
 
     tamper(
         database_url,
-        "DELETE FROM {hashes} WHERE originator_id = ? AND originator_version = 2",
+        "DELETE FROM {chain} WHERE originator_id = ? AND first_version = 2",
         run,
     )
     make_due(database_url, "verify-chain")  # as if a day had passed
