@@ -60,7 +60,12 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
+from eventsourcing.persistence import (
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+    StoredEvent,
+)
 from eventsourcing.postgres import (
     PostgresAggregateRecorder,
     PostgresApplicationRecorder,
@@ -206,10 +211,14 @@ class CopyApplicationRecorder(ConflictReportingInsert, PostgresApplicationRecord
             "COPY {} (originator_id, first_version, hashes) FROM STDIN (FORMAT BINARY)"
         ).format(chain)
         self.tables_exist_statement = SQL(
-            "SELECT to_regclass({}) IS NOT NULL AS chain, to_regclass({}) IS NOT NULL AS hashes"
+            "SELECT to_regclass({c}) IS NOT NULL AS chain, to_regclass({h}) IS NOT NULL AS hashes,"
+            " coalesce((SELECT pg_has_role(current_user, tableowner, 'USAGE')"
+            " FROM pg_catalog.pg_tables WHERE schemaname = {s} AND tablename = {n}), true) AS owns"
         ).format(
-            Literal(f'"{schema}"."{self.chain_table_name}"'),
-            Literal(f'"{schema}"."{self.hashes_table_name}"'),
+            c=Literal(f'"{schema}"."{self.chain_table_name}"'),
+            h=Literal(f'"{schema}"."{self.hashes_table_name}"'),
+            s=Literal(schema),
+            n=Literal(self.hashes_table_name),
         )
         self.old_hashes_statement = SQL(
             "SELECT uuid_send(originator_id), originator_version, hash FROM {}"
@@ -355,6 +364,13 @@ class CopyApplicationRecorder(ConflictReportingInsert, PostgresApplicationRecord
         curs.execute(self.tables_exist_statement)
         row = curs.fetchone()
         assert row is not None
+        if row["hashes"] and not row["chain"] and not row["owns"]:
+            raise ProgrammingError(
+                f"this store's hash chain is in {self.hashes_table_name}, the per-event table "
+                "of an earlier release: open it once as the owner of its tables (any command, "
+                "e.g. `twinledger verify`, with the owner's URL) to convert it to chain records "
+                "(docs/integrity.md); nothing was changed"
+            )
         super()._create_table(curs)
         if row["chain"]:
             return
@@ -381,7 +397,7 @@ class CopyApplicationRecorder(ConflictReportingInsert, PostgresApplicationRecord
         never recomputed here: a row deleted or changed before stays missing or wrong, and
         ``verify`` names it as before), give the new table the old one's grants, and drop the
         old table. One transaction, under the set-up lock and the table lock. Needs the owner
-        of the old table (it is dropped)."""
+        of the old table (it is dropped: ``_create_table`` refuses anyone else first)."""
         self._lock_table(curs)
         with curs.connection.cursor("twinledger_convert", binary=True) as reader:
             reader.execute(self.old_hashes_statement)
@@ -406,14 +422,7 @@ class CopyApplicationRecorder(ConflictReportingInsert, PostgresApplicationRecord
                     Identifier(grant["grantee"]),
                 )
             )
-        try:
-            curs.execute(self.drop_hashes_statement)
-        except psycopg.errors.InsufficientPrivilege as error:
-            raise psycopg.errors.InsufficientPrivilege(
-                f"{error}: this store's hash chain is in the per-event table of an earlier "
-                "release; open it once as the owner of its tables (any command, e.g. "
-                "`twinledger verify`) to convert it to chain records (docs/integrity.md)"
-            ) from error
+        curs.execute(self.drop_hashes_statement)
 
     def _copy_records(self, curs: Cursor[DictRow], rows: list[tuple[UUID, int, bytes]]) -> None:
         """COPY ``rows`` (stream, version, hash; in (stream, version) order) as chain records

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from eventsourcing.persistence import ProgrammingError
 from psycopg import sql
 
 from infrastructure.integrity import chain_table_name, hashes_table_name
@@ -47,6 +48,27 @@ def store_exists(connection: psycopg.Connection[Any], schema: str) -> bool:
     return bool(row and row[0])
 
 
+def conversion_refused(connection: psycopg.Connection[Any], schema: str) -> str | None:
+    """Why this connection's role cannot open the store, if its chain is still in the per-event
+    hashes table of an earlier release and the role does not own that table (the conversion
+    drops it): the message to show; else None."""
+    row = connection.execute(
+        "SELECT t.tableowner FROM pg_catalog.pg_tables t WHERE t.schemaname = %(schema)s"
+        " AND t.tablename = %(hashes)s AND NOT pg_has_role(current_user, t.tableowner, 'USAGE')"
+        " AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_tables"
+        "  WHERE schemaname = %(schema)s AND tablename = %(chain)s)",
+        {"schema": schema, "hashes": HASHES_TABLE, "chain": CHAIN_TABLE},
+    ).fetchone()
+    if row is None:
+        return None
+    return (
+        f"this store's hash chain is in {HASHES_TABLE}, the per-event table of an earlier "
+        f"release: open it once as {row[0]}, the owner of its tables (any command, e.g. "
+        "`twinledger verify`, with the owner's URL), to convert it to chain records "
+        "(docs/integrity.md); nothing was changed"
+    )
+
+
 @contextmanager
 def setting_up(database: Database) -> Iterator[bool]:
     """Yield True if the store exists (no DDL needed). Otherwise create the schema and yield
@@ -56,12 +78,23 @@ def setting_up(database: Database) -> Iterator[bool]:
         if store_exists(connection, database.schema):
             yield True
             return
+        refused = conversion_refused(connection, database.schema)
+        if refused:
+            raise ProgrammingError(refused)
         key = SETUP_LOCK.format(schema=database.schema)
         connection.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
         try:
-            connection.execute(
-                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(database.schema))
-            )
+            # only when missing: PostgreSQL checks CREATE on the database even for IF NOT
+            # EXISTS, which a schema's owner converting its store need not have
+            found = connection.execute(
+                "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", (database.schema,)
+            ).fetchone()
+            if found is None:
+                connection.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                        sql.Identifier(database.schema)
+                    )
+                )
             yield store_exists(connection, database.schema)
         finally:
             if not connection.closed:

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from infrastructure.application import TwinLedger
 from infrastructure.cli import app
+from infrastructure.errors import UnusableDatabase
 from infrastructure.settings import resolve_database
 from projections.runner import Projector
 
@@ -122,6 +123,47 @@ def test_the_writer_runs_the_ledger_but_cannot_change_or_delete_an_event(store: 
         # the read tables are the writer's to keep current
         writer.execute(f'UPDATE "{s}".digital_twins SET name = name')
     assert runner.invoke(app, ["--db", store.url, "verify"]).exit_code == 0  # nothing changed
+
+
+def test_a_per_event_store_is_converted_by_its_owner_and_keeps_its_grants(store: Store) -> None:
+    """A store of an earlier release (one hash row per event), its roles made: the writer
+    cannot convert it (it could not drop the old table) and is told to open it as the owner,
+    which converts it; the chain records get the old table's grants, so the writer appends and
+    still cannot UPDATE or DELETE a hash."""
+    from test_integrity import to_per_event_format
+
+    ledger = TwinLedger.open(store.url)
+    try:
+        ledger.clone_twin(name="Mars O", body="mars")
+    finally:
+        ledger.close()
+    to_per_event_format(store.url)
+    code, _, err = make_roles(store)  # the old table is the owner's, the writer's to INSERT
+    assert code == 0, err
+    with pytest.raises(UnusableDatabase, match=f"open it once as {store.owner}, the owner"):
+        TwinLedger.open(store.as_role(store.writer))
+    result = runner.invoke(app, ["--db", store.as_role(store.owner), "verify"])
+    assert result.exit_code == 0, result.stderr
+    ledger = TwinLedger.open(store.as_role(store.writer))
+    try:
+        twin = ledger.clone_twin(name="Mars P", body="mars")
+        run = ledger.queue_run(
+            twin, pattern="mars_terraform", duration_years=30, budget_cents=10**12, seed=2
+        )
+        ledger.execute_run(run)
+    finally:
+        ledger.close()
+    s = store.schema
+    with store.connect(store.writer) as writer:
+        for statement in (
+            f'UPDATE "{s}".twinledger_event_chain SET hashes = hashes',
+            f'DELETE FROM "{s}".twinledger_event_chain',
+        ):
+            with pytest.raises(errors.InsufficientPrivilege):
+                writer.execute(statement)
+    with store.connect(store.reader) as reader, pytest.raises(errors.InsufficientPrivilege):
+        reader.execute(f'SELECT * FROM "{s}".twinledger_event_chain')
+    assert runner.invoke(app, ["--db", store.as_role(store.writer), "verify"]).exit_code == 0
 
 
 def test_the_reader_sees_read_tables_only(store: Store) -> None:
