@@ -610,7 +610,7 @@ class ProofRefused(Exception):
 
 class Chainer:
     """Hashes events handed in (stream, version) order: the one-time backfill of a store made
-    before the hashes table."""
+    before any chain (no chain records, no per-event hashes)."""
 
     def __init__(self) -> None:
         self.stream: bytes | None = None

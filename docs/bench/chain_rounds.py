@@ -30,8 +30,8 @@ from infrastructure.application import TwinLedger, default_chunk  # noqa: E402
 from infrastructure.bench.data import generate  # noqa: E402
 from infrastructure.bench.runner import (  # noqa: E402
     direct_crud,
-    raw_copy_like_for_like,
     rate,
+    raw_copy_like_for_like,
     record_runs,
     scratch,
 )
@@ -54,7 +54,8 @@ def backend_cpu(conninfo: str) -> dict[int, float]:
     out = {}
     for pid in pids:
         try:
-            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
         out[pid] = (int(fields[11]) + int(fields[12])) / TICK
