@@ -233,7 +233,8 @@ def chain_records(rows: Sequence[tuple[UUID, int, bytes]]) -> list[tuple[UUID, i
     first = following = 0
     hashes: list[bytes] = []
     for stream, version, digest in rows:
-        if stream != ident or version != following:
+        # identity first: chain_batch gives a run of a stream's events one UUID object
+        if (stream is not ident and stream != ident) or version != following:
             if hashes:
                 records.append((ident, first, b"".join(hashes)))  # type: ignore[arg-type]
             ident, first, hashes = stream, version, []

@@ -3,9 +3,12 @@
 Run with PYTHONPATH at the tree to measure; prints one JSON line. The same calls as
 `twinledger bench` (infrastructure/bench/runner.py): record_runs (the append, timed as the
 bench times it), raw_copy_like_for_like, the CLI/API path (keep_current) and direct_crud, on
-fresh scratch storage each. Also: the server CPU of the append (utime + stime of the backends
-the ledger's pool used, from /proc, found by application_name), the client CPU, and the stored
-size of the chain's side table per event.
+fresh scratch storage each. Also: the server CPU of the append and of the like-for-like raw
+COPY (nanoseconds on CPU of the backends this process used, from /proc/<pid>/schedstat, found
+by application_name, read before a connection closes), their client CPU (process_time), the
+ratio of their CPU per event (``cpu_ratio``: raw COPY's client + server CPU per row over the
+append's per event; what the wall ratio would be on a machine with no other load and no
+waits), and the stored size of the chain's side table per event.
 
     PYTHONPATH=TREE python3 docs/bench/chain_rounds.py postgresql://postgres@127.0.0.1:5432/test
     PYTHONPATH=TREE python3 docs/bench/chain_rounds.py sqlite
@@ -14,11 +17,13 @@ size of the chain's side table per event.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -37,29 +42,53 @@ from infrastructure.bench.runner import (  # noqa: E402
 )
 from infrastructure.settings import resolve_database  # noqa: E402
 
-TICK = os.sysconf("SC_CLK_TCK")
+CLOSED: dict[int, int] = {}  # backend pid -> its CPU ns when its connection was closed
+_close = psycopg.Connection.close
 
 
-def backend_cpu(conninfo: str) -> dict[int, float]:
-    """CPU seconds so far of each backend carrying this process's application_name."""
-    with psycopg.connect(conninfo, autocommit=True) as connection:
+def _closing(self: psycopg.Connection[Any]) -> None:
+    """Read a backend's CPU time just before its connection closes (its process then exits)."""
+    if not self.closed:
+        with contextlib.suppress(Exception):
+            CLOSED[self.info.backend_pid] = on_cpu(self.info.backend_pid)
+    _close(self)
+
+
+psycopg.Connection.close = _closing  # type: ignore[method-assign]
+
+
+def on_cpu(pid: int) -> int:
+    """Nanoseconds the process has run on a CPU (/proc/<pid>/schedstat)."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[0])
+
+
+def backends(conninfo: str) -> dict[int, int]:
+    """CPU ns so far of each live backend carrying this process's application_name."""
+    with psycopg.connect(conninfo, autocommit=True, application_name="chainbench-monitor") as c:
         pids = [
             r[0]
-            for r in connection.execute(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
-                " AND pid <> pg_backend_pid()",
-                (APP,),
+            for r in c.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (APP,)
             )
         ]
+        monitor = c.info.backend_pid
+    CLOSED.pop(monitor, None)
     out = {}
     for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[pid] = (int(fields[11]) + int(fields[12])) / TICK
+        with contextlib.suppress(OSError):
+            out[pid] = on_cpu(pid)
     return out
+
+
+@contextlib.contextmanager
+def server_cpu(conninfo: str, into: dict[str, float], key: str) -> Iterator[None]:
+    """Server CPU seconds spent inside the block by this process's backends, live or closed."""
+    CLOSED.clear()
+    start = backends(conninfo)
+    yield
+    end = {**backends(conninfo), **CLOSED}
+    into[key] = sum(ns - start.get(pid, 0) for pid, ns in end.items()) / 1e9
 
 
 def side_table_bytes(url: str) -> tuple[str, int]:
@@ -88,6 +117,9 @@ def main() -> None:
         database = resolve_database(target)
     from projections.runner import keep_current
 
+    cpu: dict[str, float] = {}
+    conninfo = database.psycopg_conninfo() if database.is_postgres else ""
+    quiet = contextlib.nullcontext
     with scratch(database, "ca") as url:
         ledger = TwinLedger.open(url)
         try:
@@ -97,15 +129,11 @@ def main() -> None:
                         f'ALTER TABLE "{resolve_database(url).schema}".twinledger_event_chain'
                         f" ALTER COLUMN hashes SET STORAGE {storage}"
                     )
-            conninfo = resolve_database(url).psycopg_conninfo()
-            before = backend_cpu(conninfo) if database.is_postgres else {}
-            cpu = time.process_time()
-            appended, seconds = record_runs(ledger, data, chunk)
-            client = time.process_time() - cpu
+            began = time.process_time()
+            with server_cpu(conninfo, cpu, "append") if conninfo else quiet():
+                appended, seconds = record_runs(ledger, data, chunk)
+            client = time.process_time() - began
             if database.is_postgres:
-                after = backend_cpu(conninfo)
-                server = sum(t - before.get(pid, 0.0) for pid, t in after.items())
-                out["server_us_per_event"] = server / appended * 1e6
                 out["side_table"], size = side_table_bytes(url)
                 out["side_bytes_per_event"] = size / appended
         finally:
@@ -113,10 +141,20 @@ def main() -> None:
     out["append"] = rate(appended, seconds)
     out["client_us_per_event"] = client / appended * 1e6
     if database.is_postgres:
+        out["server_us_per_event"] = cpu["append"] / appended * 1e6
         with scratch(database, "cl") as url:
-            rows, like_seconds = raw_copy_like_for_like(url, data, chunk)
+            TwinLedger.open(url).close()  # its DDL outside the window (the function reopens)
+            began = time.process_time()
+            with server_cpu(conninfo, cpu, "like"):
+                rows, like_seconds = raw_copy_like_for_like(url, data, chunk)
+            like_client = time.process_time() - began
         out["like"] = rate(rows, like_seconds)
         out["ratio"] = out["append"] / out["like"]
+        out["like_client_us_per_row"] = like_client / rows * 1e6
+        out["like_server_us_per_row"] = cpu["like"] / rows * 1e6
+        out["cpu_ratio"] = (
+            (like_client + cpu["like"]) / rows / ((client + cpu["append"]) / appended)
+        )
     with scratch(database, "cc") as url:
         ledger = TwinLedger.open(url)
         warnings: list[str] = []
