@@ -747,3 +747,22 @@ def test_conflicting_writes_leave_the_connections_usable() -> None:
             ledger.close()
         assert unexpected == []
         assert twinledger(url, "verify")[0] == 0
+
+
+@pytest.mark.postgres
+def test_only_a_store_without_chain_records_runs_ddl_at_open() -> None:
+    """A store with chain records is opened with no DDL (store_exists); a store with per-event
+    hashes is not taken as existing until converted."""
+    from infrastructure.postgres import setting_up
+
+    with fresh_postgres_url() as url:
+        database = resolve_database(url)
+        TwinLedger.open(url).close()
+        with setting_up(database) as exists:
+            assert exists
+        to_per_event_format(url)
+        with setting_up(database) as exists:
+            assert not exists
+        TwinLedger.open(url).close()
+        with setting_up(database) as exists:
+            assert exists
