@@ -172,9 +172,10 @@ class CopyApplicationRecorder(ConflictReportingInsert, PostgresApplicationRecord
         chain = Identifier(schema, self.chain_table_name)
         hashes = Identifier(schema, self.hashes_table_name)
         lock_function = Identifier(schema, f"{table}_lock")
-        # The hashes are random bytes: STORAGE EXTERNAL keeps a record's (8 KB for 250
-        # events, stored out of line) from a compression attempt that cannot succeed, and lets
-        # the previous-hash lookup fetch only the slice it needs (docs/performance.md).
+        # The hashes are random bytes: STORAGE EXTERNAL stores a record (8 KB for 250 events,
+        # out of line) uncompressed, with no compression attempt (which cost little: pglz gives
+        # up early; measured in docs/performance.md), so the previous-hash lookup and
+        # octet_length read only the slice they need.
         self.sql_create_statements.append(
             SQL(
                 "CREATE TABLE IF NOT EXISTS {c} (originator_id uuid NOT NULL,"
