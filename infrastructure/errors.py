@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from domain.errors import ValidationError
+from domain.errors import Picklable, ValidationError
 
 
 class UnusableDatabase(ValidationError):
@@ -20,11 +20,8 @@ class UnusableDatabase(ValidationError):
         self.where = where
         self.problem = problem
 
-    def __reduce__(self) -> tuple[type[UnusableDatabase], tuple[str, str]]:
-        return type(self), (self.where, self.problem)  # pickles across process pools
 
-
-class StoreError(Exception):
+class StoreError(Picklable, Exception):
     """The store could not do what was asked; nothing was written by the failed step."""
 
 
@@ -40,9 +37,6 @@ class RunInterrupted(StoreError):
         self.run_id = run_id
         self.cause = cause
 
-    def __reduce__(self) -> tuple[type[RunInterrupted], tuple[UUID, str]]:
-        return type(self), (self.run_id, self.cause)
-
 
 class UnreadableStream(StoreError):
     """An aggregate's stored events cannot be folded: a missing version or an undecodable event."""
@@ -52,9 +46,6 @@ class UnreadableStream(StoreError):
         self.kind = kind
         self.ident = ident
         self.problem = problem
-
-    def __reduce__(self) -> tuple[type[UnreadableStream], tuple[str, UUID, str]]:
-        return type(self), (self.kind, self.ident, self.problem)
 
 
 class UndecodableStream(UnreadableStream):
