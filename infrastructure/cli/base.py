@@ -1,7 +1,8 @@
 """What every command shares: the Typer app, the --db option, error handling, formatting.
 
-Errors a user can fix (bad input, unknown ids, refused transitions) print one line naming the
-field and exit with code 2; nothing is written. Other failures exit 1 with one line.
+Errors a user can fix (bad input, unknown ids, refused transitions, a database that refuses
+this role) print one line naming the field and exit with code 2; nothing is written. Other
+failures exit 1 with one line (docs/operations.md, "Exit codes and error lines").
 """
 
 from __future__ import annotations
@@ -284,11 +285,53 @@ def guarded(command: Callable[..., T]) -> Callable[..., T]:
             fail(str(error), 1)
         except (typer.Exit, typer.Abort):
             raise
-        except Exception as error:  # an unexpected failure: still one line, exit code 1
-            fail(f"{type(error).__name__}: {error}", 1)
+        except Exception as error:
+            message, code = unexpected(error)
+            fail(message, code)
         raise AssertionError("unreachable")
 
     return wrapper
+
+
+def unexpected(error: Exception) -> tuple[str, int]:
+    """An error no command expects, as one line and an exit code (docs/operations.md, Exit
+    codes): a database's error names the command, the database (password masked) and the
+    database's own first line (exit 2 if it refuses this user, 1 if it failed); a file's names
+    the file (exit 1); anything else is a bug, named by its class (exit 1)."""
+    from infrastructure.errors import database_failure, first_line
+
+    found = database_failure(error, _where(), f"`{_doing()}`")
+    if found is not None:
+        return found
+    if isinstance(error, OSError) and error.strerror:
+        name = f"{error.filename}: " if error.filename is not None else ""
+        return f"{name}{error.strerror}", 1
+    return f"unexpected {type(error).__name__}: {first_line(error)}", 1
+
+
+def _where() -> str:
+    """The --db database as messages name it (password masked)."""
+    from infrastructure.settings import mask_password, resolve_database
+
+    try:
+        return resolve_database(state.db).describe()
+    except TwinLedgerError:
+        return mask_password(state.db or "the database")
+
+
+def _doing() -> str:
+    """The running command as typed, less its arguments: `twinledger experiment resume`."""
+    try:  # typer 0.2x carries its own click (the command runs in its context)
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover (typer on the click package)
+        from click import get_current_context  # type: ignore[no-redef]
+
+    context = get_current_context(silent=True)
+    names: list[str] = []
+    while context is not None and context.parent is not None:
+        names.insert(0, context.info_name or "")
+        context = context.parent
+    return " ".join(["twinledger", *names])
 
 
 def parse_cents(text: str, field: str = "budget_cents") -> int:
