@@ -89,3 +89,7 @@ class NothingToVerify(TwinLedgerError):
 
 class RunBusy(TwinLedgerError):
     """Another process holds the run's claim: it is executing the run right now."""
+
+
+class ExperimentBusy(TwinLedgerError):
+    """Another process holds the experiment's claim: it is evaluating the experiment now."""

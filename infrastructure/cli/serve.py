@@ -35,7 +35,7 @@ def serve(
         bool,
         typer.Option(
             "--resume-queued/--no-resume-queued",
-            help="On start, execute the store's queued runs and resume orphaned ones",
+            help="On start, execute queued runs; resume orphaned runs and experiments",
         ),
     ] = True,
     cors_origin: Annotated[

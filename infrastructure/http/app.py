@@ -70,7 +70,7 @@ class Settings:
     token: str | None = field(default_factory=lambda: os.environ.get(TOKEN_VARIABLE) or None)
     workers: int = 1
     scheduler: str | None = None  # a Dask scheduler (docs/scale-out.md); None: local
-    resume_queued: bool = True  # on start, submit queued and orphaned runs (docs/http.md)
+    resume_queued: bool = True  # on start: queued and orphaned runs, orphaned experiments
     pool_size: int = 4
     cors_origins: list[str] = field(default_factory=list)
     poll_seconds: float = 0.25
