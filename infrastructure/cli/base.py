@@ -67,11 +67,62 @@ def plain_without_pydantic(params: list[Any]) -> None:
             param._runtime_param = _Plain(descriptor.annotation)
 
 
+class _Deferred(type):
+    """A stand-in for a rich class that typer's help module imports but help never uses: it
+    imports the real class when it is used (called, or an attribute read)."""
+
+    def _real(cls) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(cls.__module__), cls.__name__)
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        return cls._real()(*args, **kwargs)
+
+    def __getattr__(cls, name: str) -> Any:
+        return getattr(cls._real(), name)
+
+
+# What typer.rich_utils imports and help leaves unused: Markdown (rich_markup_mode="markdown";
+# ours is "rich") and Traceback (pretty exceptions; ours are off). Importing them loads
+# markdown_it and pygments: about half of the help's cost (docs/performance.md, "--help").
+_UNUSED_IN_HELP = (("rich.markdown", "Markdown"), ("rich.traceback", "Traceback"))
+
+
+def import_help_lightly() -> None:
+    """Import typer's rich help module with stand-ins for the modules of ``_UNUSED_IN_HELP``
+    (not yet imported): the same help, rendered the same way, without their import. The
+    stand-ins leave ``sys.modules`` at once, so any later import gets the real modules."""
+    import types
+
+    if "typer.rich_utils" in sys.modules:
+        return
+    stand_ins = {}
+    for module, name in _UNUSED_IN_HELP:
+        if module not in sys.modules:
+            stand_in = types.ModuleType(module)
+            setattr(stand_in, name, _Deferred(name, (), {"__module__": module}))
+            stand_ins[module] = sys.modules[module] = stand_in
+    try:
+        import typer.rich_utils  # noqa: F401
+    finally:
+        for module, stand_in in stand_ins.items():
+            if sys.modules.get(module) is stand_in:
+                del sys.modules[module]
+
+
+def _asks_for_help(args: Any) -> bool:
+    listed = list(sys.argv[1:] if args is None else args)
+    return not listed or "--help" in listed
+
+
 class OneLineErrors(TyperGroup):
     """Usage errors (a bad flag value, a missing argument) print one line and exit 2, like
     every other user error; a --flag value parser may raise a ledger error naming its field."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
+        if _asks_for_help(kwargs.get("args", args[0] if args else None)):
+            import_help_lightly()
         if not kwargs.get("standalone_mode", True):
             return super().main(*args, **kwargs)
         kwargs["standalone_mode"] = False
