@@ -258,8 +258,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
-errors = Console(stderr=True)
+# No rich markup anywhere: names, paths, patterns and messages print as given ("Mars [red]x",
+# "[mars_terraform]"), in lines and in table cells alike; styles come from the renderables.
+console = Console(markup=False)
+errors = Console(stderr=True, markup=False)
 T = TypeVar("T")
 
 DbOption = Annotated[

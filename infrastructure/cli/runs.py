@@ -356,7 +356,7 @@ def execute_with_progress(ledger: Ledger, stored: Run, chunk: int | None) -> Run
     """Execute with a progress bar; the service takes the run's fleet-wide claim
     (infrastructure/executors.py): one executor at a time, whatever process or machine asks."""
     with Progress(
-        TextColumn(f"run {stored.id} [{stored.pattern}]"),
+        TextColumn(f"run {stored.id} [{stored.pattern}]", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("years"),
