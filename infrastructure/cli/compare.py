@@ -26,8 +26,11 @@ def compare(
     run_ids: Annotated[list[str], typer.Argument(help="2 to 6 run ids")],
     output: RecordFormat = "table",
 ) -> None:
-    """Compare runs: parameters side by side (* where they differ), summary metrics and the
-    first year whose recorded results differ. ``--format json`` adds each run's series."""
+    """Compare runs: parameters (* where they differ), metrics, the first differing year.
+
+    Parameters side by side, each run's as queued (a fork's changes are on the line naming
+    the fork), summary metrics, and the first year whose recorded results differ.
+    `--format json` adds each run's series."""
     check_format(output)
     with service() as ledger:
         comparison = ledger.compare(run_ids)
