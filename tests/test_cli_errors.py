@@ -137,3 +137,14 @@ def test_serve_refuses_a_bad_setting_before_it_starts(
         "error: TWINLEDGER_PG_APPEND: 'bogus' is not one of copy (the default), insert, staged"
     ]
     assert started == []
+
+
+def test_a_postgresql_only_bench_on_sqlite_names_the_field(tmp_path: Any) -> None:
+    """`bench --scale-out` on SQLite: the user's --db, exit 2 (it was `unexpected ValueError`)."""
+    result = runner.invoke(
+        app, ["--db", f"sqlite:///{tmp_path}/ledger.db", "bench", "--scale-out", "1,2"]
+    )
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "error: db: --scale-out needs PostgreSQL (--db postgresql://...)"
+    ]
