@@ -195,3 +195,9 @@ def test_an_experiment_is_claimed_before_it_is_recorded_started(database_url: st
         assert len(ledger.recorder.select_events(done.id)) == events
     finally:
         ledger.close()
+
+
+def test_a_busy_experiment_is_a_conflict_over_http() -> None:
+    from infrastructure.http.app import _status
+
+    assert _status(ExperimentBusy("experiment_id: busy")) == 409

@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.errors import (
     ConcurrentWrite,
+    ExperimentBusy,
     InvalidTransition,
     NotFound,
     NothingToVerify,
@@ -156,7 +157,12 @@ def _status(error: TwinLedgerError) -> int:
         return 404
     if isinstance(
         error,
-        InvalidTransition | ConcurrentWrite | EngineVersionMismatch | NothingToVerify | RunBusy,
+        InvalidTransition
+        | ConcurrentWrite
+        | EngineVersionMismatch
+        | NothingToVerify
+        | RunBusy
+        | ExperimentBusy,
     ):
         return 409
     if type(error).__name__ == "ImportConflict":
