@@ -2,8 +2,33 @@
 
 from __future__ import annotations
 
+from typing import Any
 
-class TwinLedgerError(Exception):
+
+def _restore(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    """An exception rebuilt from its pickle: its args and attributes as they were, without
+    calling ``__init__`` (whose parameters are not its args)."""
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
+class Picklable:
+    """Mixin for an exception class: it survives pickling (process pools, spawned workers, Dask).
+
+    Python pickles an exception as ``type(error)(*error.args)``, which fails (or rebuilds it
+    wrong) for a class whose ``__init__`` takes other parameters than the message it passes
+    up, as ours do (``ValidationError(field, message)``). This pickles the args and the
+    attributes instead, so the copy is equal in type, message and every attribute
+    (tests/test_pickling.py checks every exception class the project defines)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        assert isinstance(self, BaseException)
+        return _restore, (type(self), self.args, dict(self.__dict__))
+
+
+class TwinLedgerError(Picklable, Exception):
     """Base class for every error the ledger reports to its users."""
 
 
@@ -64,3 +89,7 @@ class NothingToVerify(TwinLedgerError):
 
 class RunBusy(TwinLedgerError):
     """Another process holds the run's claim: it is executing the run right now."""
+
+
+class ExperimentBusy(TwinLedgerError):
+    """Another process holds the experiment's claim: it is evaluating the experiment now."""

@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from domain.errors import Picklable
 from domain.physics import (
     CMB_K,
     TRIPLE_POINT_KPA,
@@ -305,7 +306,7 @@ class Milestone:
 MAX_CENTS = 2**63 - 1  # money must fit a signed BIGINT column (SQLite and PostgreSQL)
 
 
-class NonFinite(ArithmeticError):
+class NonFinite(Picklable, ArithmeticError):
     """A quantity of the year in progress is inf, NaN or money beyond MAX_CENTS.
 
     Raised where a float becomes money (``int`` of inf or NaN would raise without naming

@@ -7,9 +7,10 @@ them as one line and exits 1 (docs/operations.md).
 
 from __future__ import annotations
 
+import sys
 from uuid import UUID
 
-from domain.errors import ValidationError
+from domain.errors import Picklable, ValidationError
 
 
 class UnusableDatabase(ValidationError):
@@ -20,11 +21,8 @@ class UnusableDatabase(ValidationError):
         self.where = where
         self.problem = problem
 
-    def __reduce__(self) -> tuple[type[UnusableDatabase], tuple[str, str]]:
-        return type(self), (self.where, self.problem)  # pickles across process pools
 
-
-class StoreError(Exception):
+class StoreError(Picklable, Exception):
     """The store could not do what was asked; nothing was written by the failed step."""
 
 
@@ -40,9 +38,6 @@ class RunInterrupted(StoreError):
         self.run_id = run_id
         self.cause = cause
 
-    def __reduce__(self) -> tuple[type[RunInterrupted], tuple[UUID, str]]:
-        return type(self), (self.run_id, self.cause)
-
 
 class UnreadableStream(StoreError):
     """An aggregate's stored events cannot be folded: a missing version or an undecodable event."""
@@ -53,9 +48,6 @@ class UnreadableStream(StoreError):
         self.ident = ident
         self.problem = problem
 
-    def __reduce__(self) -> tuple[type[UnreadableStream], tuple[str, UUID, str]]:
-        return type(self), (self.kind, self.ident, self.problem)
-
 
 class UndecodableStream(UnreadableStream):
     """One of an aggregate's stored events no longer decodes (edited or written by a bug)."""
@@ -65,3 +57,43 @@ def first_line(error: BaseException) -> str:
     """An error's message on one line (drivers add hints on further lines)."""
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__
+
+
+# SQLSTATE classes of a database that refuses this user, as opposed to one that failed: the
+# user fixes the --db they gave, or the role's grants (docs/operations.md).
+_REFUSED_CLASSES = ("28", "3D", "3F")  # authorization, unknown database, unknown schema
+_REFUSED_STATES = ("42501",)  # insufficient privilege
+_SQLITE_REFUSED = ("readonly database", "unable to open database", "file is not a database")
+
+
+def database_failure(error: BaseException, where: str, doing: str) -> tuple[str, int] | None:
+    """A database's error met while ``doing`` something on ``where`` (password masked), as one
+    line and an exit code; None if ``error`` is not a database's. 2: the database refuses this
+    user (privileges, authentication, a database or schema that does not exist, a read-only
+    SQLite file): the user can fix it. 1: the database failed (anything else).
+
+    Drivers' modules are looked up, never imported: an error of one means it is loaded."""
+    kinds = tuple(
+        kind
+        for module, name in (
+            ("psycopg", "Error"),
+            ("sqlite3", "Error"),
+            ("eventsourcing.persistence", "PersistenceError"),
+        )
+        if (kind := getattr(sys.modules.get(module), name, None)) is not None
+    )
+    chain: list[BaseException] = []
+    seen: BaseException | None = error
+    while seen is not None and seen not in chain and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    found = [link for link in chain if kinds and isinstance(link, kinds)]
+    if not found:
+        return None
+    state = next((s for link in found if (s := getattr(link, "sqlstate", None))), None)
+    text = " ".join(first_line(link) for link in found[-1:])
+    refused = (
+        state is not None and (state[:2] in _REFUSED_CLASSES or state in _REFUSED_STATES)
+    ) or (state is None and any(words in text.lower() for words in _SQLITE_REFUSED))
+    verb = "was refused" if refused else "failed"
+    return f"db: {where}: {doing} {verb}: {text}", 2 if refused else 1

@@ -110,6 +110,30 @@ def run_claim(database: Database, run_id: str | UUID) -> StoreLock:
     return StoreLock(database, f"run:{UUID(str(run_id))}")
 
 
+def experiment_claim(database: Database, experiment_id: str | UUID) -> StoreLock:
+    """The lock that makes one process at a time evaluate this experiment (its search and the
+    events it records; its sample runs have claims of their own)."""
+    return StoreLock(database, f"experiment:{UUID(str(experiment_id))}")
+
+
+def experiments_to_resume(database: Database) -> list[str]:
+    """Experiments left ``running`` by a dead evaluator (nobody holds their claim), oldest
+    first: what ``twinledger serve`` resumes on start (docs/experiments.md, Resume)."""
+    from projections import queries
+    from projections.runner import Projector
+
+    with Projector(database) as projector:
+        projector.catch_up()
+        running = queries.experiments(projector.store, status="running")
+    chosen = []
+    for row in running:
+        claim = experiment_claim(database, row["id"])
+        if claim.try_acquire():  # nobody is evaluating it: its evaluator died
+            claim.release()
+            chosen.append(str(row["id"]))
+    return chosen
+
+
 def runs_to_execute(
     database: Database, limit: int | None = None, *, experiments: bool = True
 ) -> list[str]:

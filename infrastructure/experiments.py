@@ -21,7 +21,7 @@ from pydantic import Field, StrictFloat, StrictInt, model_validator
 from domain.catalog import find_body
 from domain.digest import ResultDigest
 from domain.engine import ENGINE_VERSION, RunInputs, Simulation, check_parameters
-from domain.errors import InvalidTransition, NotFound, ValidationError
+from domain.errors import ExperimentBusy, InvalidTransition, NotFound, ValidationError
 from domain.experiment import (
     Evaluation,
     Experiment,
@@ -59,7 +59,13 @@ from domain.values import (
     YearResult,
 )
 from infrastructure.application import RunLink, TwinLedger
-from infrastructure.executors import Executor, execute_or_report, open_executor, store_url
+from infrastructure.executors import (
+    Executor,
+    execute_or_report,
+    experiment_claim,
+    open_executor,
+    store_url,
+)
 from infrastructure.inputs import (
     MAX_ENTRIES,
     InputModel,
@@ -72,6 +78,7 @@ from infrastructure.inputs import (
     read_input_file,
     validate,
 )
+from infrastructure.locks import StoreLock
 
 Cents = Annotated[StrictInt, Field(ge=0, le=2**62)]
 OnIteration = Callable[[Evaluation], None]
@@ -269,17 +276,52 @@ def run_experiment(
     """
     workers = workers or file.workers
     _check_elsewhere(ledger, workers, scheduler)
-    experiment = start_experiment(ledger, file, started_by=started_by)
-    if on_started is not None:
-        on_started(experiment)
-    return continue_experiment(
-        ledger, experiment, workers=workers, scheduler=scheduler, on_iteration=on_iteration
-    )
+    claims: list[StoreLock] = []  # held from before ExperimentStarted: never resumed meanwhile
+    try:
+        experiment = start_experiment(
+            ledger,
+            file,
+            started_by=started_by,
+            claim=lambda ident: claims.append(_claim(ledger, ident)),
+        )
+        if on_started is not None:
+            on_started(experiment)
+        return continue_experiment(
+            ledger,
+            experiment,
+            workers=workers,
+            scheduler=scheduler,
+            on_iteration=on_iteration,
+            claim=claims[0] if claims else None,
+        )
+    finally:
+        for held in claims:
+            held.release()
 
 
-def start_experiment(ledger: TwinLedger, file: ExperimentFile, *, started_by: str) -> Experiment:
+def _claim(ledger: TwinLedger, experiment_id: UUID) -> StoreLock:
+    """Take the experiment's claim (infrastructure/executors.py ``experiment_claim``) at once,
+    or ExperimentBusy: another process is evaluating it."""
+    assert ledger.database is not None
+    claim = experiment_claim(ledger.database, experiment_id)
+    if not claim.try_acquire():
+        raise ExperimentBusy(
+            f"experiment_id: experiment {experiment_id} is being evaluated by another process "
+            "right now"
+        )
+    return claim
+
+
+def start_experiment(
+    ledger: TwinLedger,
+    file: ExperimentFile,
+    *,
+    started_by: str,
+    claim: Callable[[UUID], None] | None = None,
+) -> Experiment:
     """Record ExperimentStarted (cloning the spec's body first if it names one), nothing more:
-    ``continue_experiment`` evaluates it, here or in a background worker."""
+    ``continue_experiment`` evaluates it, here or in a background worker. ``claim`` is called
+    with the new experiment's id before ExperimentStarted is saved (to take its claim)."""
     started_by = check_name(started_by, "started_by")
     spec = file.spec()
     if file.twin is not None:
@@ -303,6 +345,8 @@ def start_experiment(ledger: TwinLedger, file: ExperimentFile, *, started_by: st
         started_by=started_by,
         optuna_version=installed_optuna(spec),
     )
+    if claim is not None and ledger.database is not None:
+        claim(experiment.id)
     ledger.save_and_notify(experiment)
     return experiment
 
@@ -320,18 +364,22 @@ def resume_experiment(
     The recorded iterations are the history the strategy proposes from again; the iteration in
     flight finds its runs by their structured ids (UUID5) and reuses the completed ones, resumes
     the running ones and queues the missing ones. The result is the uninterrupted experiment's.
-    Resume only when the process that ran it has stopped (two would conflict on the
-    experiment's next event: the later write is refused, nothing is recorded twice).
+    Whoever evaluates an experiment holds its claim (``continue_experiment``): while its
+    process lives, a resume is refused (ExperimentBusy); once it died, the claim is free.
     """
     experiment = get_experiment(ledger, experiment_id)
-    if experiment.status != "running":
-        raise InvalidTransition(
-            f"experiment_id: experiment {experiment.id} is {experiment.status}, not running"
-        )
+    _check_running(experiment)
     _check_versions(experiment, allow_other_version=False, verb="resume")
     return continue_experiment(
         ledger, experiment, workers=workers, scheduler=scheduler, on_iteration=on_iteration
     )
+
+
+def _check_running(experiment: Experiment) -> None:
+    if experiment.status != "running":
+        raise InvalidTransition(
+            f"experiment_id: experiment {experiment.id} is {experiment.status}, not running"
+        )
 
 
 def _check_elsewhere(ledger: TwinLedger, workers: int, scheduler: str | None) -> None:
@@ -348,10 +396,35 @@ def continue_experiment(
     workers: int = 1,
     scheduler: str | None = None,
     on_iteration: OnIteration | None = None,
+    claim: StoreLock | None = None,
 ) -> Experiment:
     """Evaluate a started experiment to its end, from wherever it stands: iteration 0 (after
-    ``start_experiment``) or the iteration in flight of a resumed one."""
+    ``start_experiment``) or the iteration in flight of a resumed one.
+
+    Under the experiment's claim, as every evaluator (``claim``: one already held by the
+    caller): ExperimentBusy at once if another process holds it. With the claim, the
+    experiment is read again: one that another evaluator ended meanwhile is returned as it is
+    (InvalidTransition if it was not running), so no iteration is ever evaluated twice."""
     _check_elsewhere(ledger, workers, scheduler)
+    if ledger.database is None:  # a private in-memory store: no other process reaches it
+        return _evaluate(ledger, experiment, workers, scheduler, on_iteration)
+    held = claim if claim is not None else _claim(ledger, experiment.id)
+    try:
+        current = get_experiment(ledger, experiment.id)
+        _check_running(current)
+        return _evaluate(ledger, current, workers, scheduler, on_iteration)
+    finally:
+        if claim is None:
+            held.release()
+
+
+def _evaluate(
+    ledger: TwinLedger,
+    experiment: Experiment,
+    workers: int,
+    scheduler: str | None,
+    on_iteration: OnIteration | None,
+) -> Experiment:
     spec = experiment.spec
     elsewhere = workers > 1 or bool(scheduler)
     pool = (

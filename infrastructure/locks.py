@@ -97,6 +97,13 @@ class StoreLock:
         if self._connection is not None:
             connection, self._connection = self._connection, None
             with contextlib.suppress(psycopg.Error):
+                # Unlock first: closing alone returns before the server's backend has exited
+                # and dropped the lock, so the next taker (another process, or this one at
+                # once) could find it still held for a moment.
+                connection.execute(
+                    "SELECT pg_advisory_unlock(%s)", (lock_key(self.database, self.name),)
+                )
+            with contextlib.suppress(psycopg.Error):
                 connection.close()  # ends the session: the server drops its advisory locks
         if self._file is not None:
             file, self._file = self._file, None

@@ -29,6 +29,7 @@ from eventsourcing.utils import retry
 from psycopg.pq import TransactionStatus
 from psycopg.sql import SQL, Identifier
 
+from domain.errors import ValidationError
 from infrastructure.integrity import chain_records
 from infrastructure.pg_recorder import CopyApplicationRecorder, record_rows
 
@@ -45,6 +46,7 @@ class StagedCopyRecorder(CopyApplicationRecorder):
         events = Identifier(self.datastore.schema, self.events_table_name)
         chain = Identifier(self.datastore.schema, self.chain_table_name)
         self.staged: weakref.WeakSet[Any] = weakref.WeakSet()  # connections holding the tables
+        self._check_temporary()
         self.create_staging = SQL(
             "CREATE TEMP TABLE IF NOT EXISTS {} (position int4, originator_id {},"
             " originator_version int8, topic text, state bytea) ON COMMIT DELETE ROWS;"
@@ -76,6 +78,24 @@ class StagedCopyRecorder(CopyApplicationRecorder):
             )
             for durable in (True, False)
         }
+
+    def _check_temporary(self) -> None:
+        """Refuse at once, before anything is written, a role that may not create temporary
+        tables (the staging tables are): naming the privilege, the role and the database."""
+        with self.datastore.get_connection() as connection, connection.cursor() as curs:
+            curs.execute(
+                "SELECT has_database_privilege(current_database(), 'TEMPORARY') AS allowed,"
+                " current_user AS role, current_database() AS database"
+            )
+            row = curs.fetchone()
+        assert row is not None
+        if not row["allowed"]:
+            raise ValidationError(
+                "TWINLEDGER_PG_APPEND",
+                f"staged needs the TEMPORARY privilege on database {row['database']} for role "
+                f"{row['role']} (its staging tables are temporary); `twinledger db roles` grants "
+                "it to the writer, or use copy (the default), which needs none",
+            )
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # the library's
     def _copy_events(self, stored_events: Sequence[StoredEvent], durable: bool = True) -> list[int]:

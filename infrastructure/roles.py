@@ -6,7 +6,8 @@
   and its hash chain, never UPDATE, DELETE or TRUNCATE; everything on the read tables; CREATE on
   the schema (the projector's ``CREATE TABLE IF NOT EXISTS`` of its tracking table needs it);
   EXECUTE on the log's lock function (infrastructure/pg_recorder.py), which takes the table
-  lock as the owner.
+  lock as the owner; TEMPORARY on the database (the staged append's session tables,
+  TWINLEDGER_PG_APPEND=staged).
 - reader: dashboards and analysts. SELECT on the read tables, nothing on the log.
 
 Idempotent: run it again after new read tables appear (it re-grants on every table it finds).
@@ -150,6 +151,10 @@ def _statements(
     add(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(s))
     add(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}, {}").format(s, writer, reader))
     add(sql.SQL("GRANT CREATE ON SCHEMA {} TO {}").format(s, writer))
+    # TWINLEDGER_PG_APPEND=staged copies each batch into temporary tables of the session
+    # (infrastructure/pg_staged.py) first; PUBLIC has TEMPORARY by default, not everywhere.
+    database = ident(connection.info.dbname)
+    add(sql.SQL("GRANT TEMPORARY ON DATABASE {} TO {}").format(database, writer))
     add(
         sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA {} FROM PUBLIC, {}, {}").format(
             s, writer, reader

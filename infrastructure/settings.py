@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 from psycopg.conninfo import make_conninfo
 
+from domain.errors import ValidationError
 from infrastructure.errors import UnusableDatabase
 
 DEFAULT_DATABASE_URL = "sqlite:///twinledger.db"
@@ -132,7 +133,10 @@ def _append_path() -> dict[str, str]:
     if choice == "staged":
         return {"APPLICATION_RECORDER_TOPIC": "infrastructure.pg_staged:StagedCopyRecorder"}
     if choice != "copy":
-        raise ValueError(f"TWINLEDGER_PG_APPEND: {choice!r} is not copy, insert or staged")
+        raise ValidationError(
+            "TWINLEDGER_PG_APPEND",
+            f"{choice[:40]!r} is not one of copy (the default), insert, staged",
+        )
     return {"APPLICATION_RECORDER_TOPIC": f"{RECORDERS}:CopyApplicationRecorder"}
 
 

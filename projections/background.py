@@ -20,6 +20,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from domain.errors import Picklable
 from infrastructure.settings import Database
 from projections.store import Store
 
@@ -29,7 +30,7 @@ DEPTH = 2
 Job = tuple[str, Sequence[str], list[Any], Sequence[str] | None]
 
 
-class BackgroundFailed(BaseException):
+class BackgroundFailed(Picklable, BaseException):
     """A background insert failed; ``cause`` is its error.
 
     A BaseException, like KeyboardInterrupt: it is not an event's error, so the handlers that

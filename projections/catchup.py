@@ -36,6 +36,7 @@ from uuid import UUID
 
 import psycopg
 
+from domain.errors import Picklable
 from infrastructure.settings import Database
 from projections import parking, tracking
 from projections.background import BackgroundWriter
@@ -57,7 +58,7 @@ TRANSIENT = (sqlite3.OperationalError, psycopg.OperationalError)
 RECOVERY = "see docs/projections.md, 'Parked events'"
 
 
-class ProjectionStopped(Exception):
+class ProjectionStopped(Picklable, Exception):
     """A projection met an event it cannot handle; its tables and position stay before it.
 
     No longer raised by catching up or rebuilding: such an event is parked instead
@@ -76,7 +77,7 @@ class ProjectionStopped(Exception):
         super().__init__(f"{what} {name} stopped at {cause}; {where} ({RECOVERY})")
 
 
-class ProjectionsStopped(Exception):
+class ProjectionsStopped(Picklable, Exception):
     """One or more projections stopped; the others were caught up (see ProjectionStopped)."""
 
     def __init__(self, stops: list[ProjectionStopped]) -> None:

@@ -30,6 +30,7 @@ import domain.experiment
 import domain.run
 import domain.twin
 from domain.aggregate import Event
+from domain.errors import Picklable
 from infrastructure.codec import compact, is_compact, is_compact_class, version_of
 from projections.store import Note
 
@@ -47,7 +48,7 @@ class Decoded(NamedTuple):
     data: Any  # an instance of the projection's lean type for this event
 
 
-class UnhandledEvent(Exception):
+class UnhandledEvent(Picklable, Exception):
     """An event a projection cannot handle. Names the event and its position in the log."""
 
     def __init__(self, note: Note, reason: str) -> None:

@@ -142,3 +142,33 @@ def test_twin_lifecycle_from_the_command_line(db_with_twin: tuple[str, str]) -> 
     code, out, err = twinledger(db, "twins", "--format", "json")
     assert json.loads(out) == []
     one_line_error(db, "expire", "--now", "yesterday", field="now")
+
+
+def test_text_prints_as_given_never_as_rich_markup(database_url: str, tmp_path: Path) -> None:
+    """Names, file names and patterns in brackets print verbatim: rich markup would swallow
+    `[red]`, `[mars_terraform]` or an experiment's `[budget=..., tech_level=3]`."""
+    name = "Mars [red]x[/] [bold]"
+    code, twin, err = twinledger(database_url, "clone", "mars", "--name", name, "-q")
+    assert code == 0, err
+    twin = twin.strip()
+    for args in (["twin", twin], ["twins"]):
+        code, out, err = twinledger(database_url, *args)
+        assert code == 0 and name in out, out + err
+    code, out, err = twinledger(
+        database_url, "run", twin, "--years", "3", "--budget", "1000000000000", "-q"
+    )
+    assert code == 0, err
+    assert "[mars_terraform]" in err  # the progress line
+    archive = tmp_path / "run [red]1.jsonl"
+    code, out, err = twinledger(database_url, "archive", out.strip(), "-o", str(archive))
+    assert code == 0 and f"to {archive}" in out, out + err
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        'name = "search [bold]"\nbody = "mars"\npattern = "mars_terraform"\nyears = 3\n'
+        "master_seed = 1\nsamples = 1\nmax_iterations = 1\n"
+        '[objective]\nkind = "maximize_habitability"\n'
+        "[base]\nbudget_cents = 1000000000000\n[space]\ntech_level = [3, 6]\n"
+    )
+    code, out, err = twinledger(database_url, "experiment", "run", str(spec))
+    assert code == 0, err
+    assert "[tech_level=3]" in out and "search [bold]" in out, out

@@ -206,7 +206,7 @@ def test_the_comparison_says_which_run_is_a_fork_of_which(
     assert relations(json.loads(shown.stdout)["forks"]) == expected
     table = runner.invoke(app, ["--db", database_url, "compare", root, child, grandchild])
     assert table.exit_code == 0, table.stderr
-    assert "run 2 is a fork of run 1 after year 5" in table.stdout
+    assert "run 2 is a fork of run 1 after year 5, changing tech_level=8\n" in table.stdout
     assert "run 3 is a fork of run 2 after year 9" in table.stdout
     assert f"run 3 descends from run 1 (forked from {child}), sharing its years 1..5" in (
         table.stdout

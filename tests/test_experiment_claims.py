@@ -14,13 +14,19 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 from eventsourcing.utils import get_topic
+from typer.testing import CliRunner
 
+from domain.errors import ExperimentBusy, InvalidTransition
 from domain.run import YearResultRecorded
 from infrastructure.application import TwinLedger
+from infrastructure.cli import app
+from infrastructure.executors import experiment_claim, experiments_to_resume
 from infrastructure.experiments import (
     continue_experiment,
     get_experiment,
+    resume_experiment,
     run_experiment,
     start_experiment,
 )
@@ -117,3 +123,81 @@ def test_an_in_process_experiment_and_execute_queued_execute_each_sample_once(
     assert fingerprint(ledger, evaluated) == fingerprint(alone, get_experiment(alone, serial.id))
     alone.close()
     ledger.close()
+
+
+# --- one evaluator of an experiment at a time (its claim) -------------------------------------
+
+
+def test_a_resume_is_refused_while_another_process_evaluates_the_experiment(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The evaluator holds the experiment's claim: `experiment resume` (the CLI, the server's
+    start) is refused while it lives, by name, exit 2, nothing recorded; once the claim is free
+    (the evaluator died), the resume carries it to the uninterrupted result."""
+    spec = small_spec()
+    ledger = TwinLedger.open(database_url)
+    try:
+        started = start_experiment(ledger, spec, started_by="test")
+        assert ledger.database is not None
+        database = ledger.database
+        live = experiment_claim(database, started.id)  # a live evaluator, as far as anyone knows
+        assert live.try_acquire()
+        try:
+            assert experiments_to_resume(database) == []
+            with pytest.raises(ExperimentBusy, match="being evaluated by another process"):
+                resume_experiment(ledger, started.id)
+            refused = CliRunner().invoke(
+                app, ["--db", database_url, "experiment", "resume", str(started.id)]
+            )
+            assert refused.exit_code == 2, refused.stderr
+            assert refused.stderr.splitlines() == [
+                f"error: experiment_id: experiment {started.id} is being evaluated by another "
+                "process right now"
+            ]
+            assert len(ledger.recorder.select_events(started.id)) == 1  # ExperimentStarted
+        finally:
+            live.release()  # the evaluator died
+        assert experiments_to_resume(database) == [str(started.id)]
+        resumed = resume_experiment(ledger, started.id)
+        assert resumed.status == "completed"
+        assert experiments_to_resume(database) == []
+        alone = TwinLedger.open(f"sqlite:///{tmp_path}/alone.db")
+        try:
+            serial = run_experiment(alone, spec)
+            assert fingerprint(ledger, get_experiment(ledger, started.id)) == fingerprint(
+                alone, get_experiment(alone, serial.id)
+            )
+        finally:
+            alone.close()
+    finally:
+        ledger.close()
+
+
+def test_an_experiment_is_claimed_before_it_is_recorded_started(database_url: str) -> None:
+    """`experiment run` takes the claim before ExperimentStarted is saved: a server starting
+    meanwhile never finds it orphaned. An evaluation that takes the claim of an experiment
+    another evaluator ended meanwhile records nothing (refused: not running)."""
+    ledger = TwinLedger.open(database_url)
+    seen: dict[str, Any] = {}
+    try:
+        assert ledger.database is not None
+        database = ledger.database
+
+        def on_started(experiment: Any) -> None:
+            seen["orphaned"] = experiments_to_resume(database)
+            seen["free"] = experiment_claim(database, experiment.id).try_acquire()
+
+        done = run_experiment(ledger, small_spec(max_iterations=2), on_started=on_started)
+        assert seen == {"orphaned": [], "free": False}
+        events = len(ledger.recorder.select_events(done.id))
+        with pytest.raises(InvalidTransition, match="is completed, not running"):
+            continue_experiment(ledger, done)
+        assert len(ledger.recorder.select_events(done.id)) == events
+    finally:
+        ledger.close()
+
+
+def test_a_busy_experiment_is_a_conflict_over_http() -> None:
+    from infrastructure.http.app import _status
+
+    assert _status(ExperimentBusy("experiment_id: busy")) == 409

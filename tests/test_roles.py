@@ -222,3 +222,96 @@ def test_passwords_come_from_the_environment_and_are_never_printed(
     monkeypatch.delenv("TWINLEDGER_READER_PASSWORD")
     code, _, err = make_roles(store, "--password-from-env")
     assert code == 2 and "reader" in err
+
+
+def test_the_log_refused_to_the_reader_is_one_clear_line(store: Store) -> None:
+    """A command the database refuses this role (outside ``execute``): one line naming the
+    command, the database and the privilege the database names; exit 2 (the user fixes the
+    role or the URL), no driver class name."""
+    assert make_roles(store)[0] == 0
+    result = runner.invoke(app, ["--db", store.as_role(store.reader), "digest"])
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: db: {resolve_database(store.as_role(store.reader)).describe()}: "
+        "`twinledger digest` was refused: permission denied for table twinledger_events"
+    ]
+
+
+# --- the staged append (TWINLEDGER_PG_APPEND=staged) under the writer ------------------------
+
+
+@pytest.fixture
+def hardened() -> Iterator[Store]:
+    """A database of its own whose PUBLIC may not create temporary tables (a hardened server:
+    REVOKE TEMPORARY ... FROM PUBLIC), holding a ledger made by the administrator."""
+    suffix = uuid.uuid4().hex[:8]
+    dbname = f"tl_{suffix}_db"
+    names = [f"tl_{suffix}_{kind}" for kind in ("owner", "writer", "reader")]
+    base = resolve_database(postgres_base_url())
+    url = f"postgresql://{base.user}@{base.host}:{base.port}/{dbname}?schema=ledger"
+    with psycopg.connect(postgres_base_url(), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{dbname}"')
+        admin.execute(f'REVOKE TEMPORARY ON DATABASE "{dbname}" FROM PUBLIC')
+    try:
+        TwinLedger.open(url).close()
+        with Projector(resolve_database(url)) as projector:
+            projector.catch_up()
+        yield Store(url, "ledger", *names)
+    finally:
+        with psycopg.connect(postgres_base_url(), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+            for name in names:
+                admin.execute(f'DROP ROLE IF EXISTS "{name}"')
+
+
+def _execute_a_run(url: str) -> str:
+    ledger = TwinLedger.open(url)
+    try:
+        twin = ledger.clone_twin(name="Mars S", body="mars")
+        run = ledger.queue_run(
+            twin, pattern="mars_terraform", duration_years=30, budget_cents=10**12, seed=2
+        )
+        return str(ledger.execute_run(run).status)  # a 30-year chunk: the staged COPY
+    finally:
+        ledger.close()
+
+
+def test_the_writer_appends_staged_where_public_may_not_make_temporary_tables(
+    hardened: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out, err = make_roles(hardened)
+    assert code == 0, err
+    assert f'GRANT TEMPORARY ON DATABASE "{resolve_database(hardened.url).dbname}"' in out
+    monkeypatch.setenv("TWINLEDGER_PG_APPEND", "staged")
+    assert _execute_a_run(hardened.as_role(hardened.writer)) == "completed"
+    verified = runner.invoke(app, ["--db", hardened.as_role(hardened.writer), "verify"])
+    assert verified.exit_code == 0, verified.stderr
+
+
+def test_a_writer_without_temporary_is_refused_staged_naming_the_privilege(
+    hardened: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Roles made before `db roles` granted TEMPORARY, or a DBA who revoked it: staged is
+    refused at open, naming the variable, the privilege, the role and the database, exit 2,
+    nothing written; copy (the default) needs no such privilege."""
+    assert make_roles(hardened)[0] == 0
+    dbname = resolve_database(hardened.url).dbname
+    with psycopg.connect(postgres_base_url(), autocommit=True) as admin:
+        admin.execute(f'REVOKE TEMPORARY ON DATABASE "{dbname}" FROM "{hardened.writer}"')
+    writer = hardened.as_role(hardened.writer)
+    monkeypatch.setenv("TWINLEDGER_PG_APPEND", "staged")
+    refused = runner.invoke(app, ["--db", writer, "clone", "mars", "-q"])
+    assert refused.exit_code == 2, refused.stderr
+    assert refused.stderr.splitlines() == [
+        f"error: TWINLEDGER_PG_APPEND: staged needs the TEMPORARY privilege on database "
+        f"{dbname} for role {hardened.writer} (its staging tables are temporary); "
+        "`twinledger db roles` grants it to the writer, or use copy (the default), which "
+        "needs none"
+    ]
+    monkeypatch.delenv("TWINLEDGER_PG_APPEND")
+    ledger = TwinLedger.open(hardened.url)
+    try:
+        assert ledger.event_count() == 0
+    finally:
+        ledger.close()
+    assert _execute_a_run(writer) == "completed"

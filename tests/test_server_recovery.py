@@ -268,6 +268,130 @@ def test_a_server_takes_up_queued_runs_but_not_experiments(
     assert submitted == ([runs["queued"]] if resumes else [])
 
 
+@pytest.mark.parametrize(
+    ("options", "resumes"),
+    [
+        ({}, True),
+        ({"resume_queued": False}, False),
+        ({"read_only": True}, False),
+    ],
+    ids=["default", "no-resume-queued", "read-only"],
+)
+def test_a_server_takes_up_orphaned_experiments_but_not_live_ones(
+    database_url: str, options: dict[str, Any], resumes: bool
+) -> None:
+    """Two experiments stand ``running``: one orphaned (nobody holds its claim: its evaluator
+    died), one whose evaluator lives (this test holds its claim). The server submits the
+    orphaned one only, as `experiment resume` would find it."""
+    from infrastructure.executors import experiment_claim
+    from infrastructure.experiments import start_experiment
+    from tests.test_experiments import small_spec
+
+    ledger = TwinLedger.open(database_url)
+    try:
+        orphaned, live = (
+            start_experiment(ledger, small_spec(), started_by="test").id for _ in range(2)
+        )
+        assert ledger.database is not None
+        claim = experiment_claim(ledger.database, live)
+        assert claim.try_acquire()
+        try:
+            executor = NoExecutor()
+            app = create_app(Settings(url=database_url, **options), executor=executor)
+            with TestClient(app):
+                submitted = list(executor.experiments)
+        finally:
+            claim.release()
+    finally:
+        ledger.close()
+    assert submitted == ([orphaned] if resumes else [])
+
+
+def test_a_restarted_server_finishes_an_experiment_a_killed_one_was_evaluating(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The server and its processes die by SIGKILL while an experiment it accepted is being
+    evaluated (a sample run in flight). The restarted server resumes the experiment: it
+    completes with the uninterrupted experiment's iterations, digests and final run, each
+    iteration recorded once, each sample run's years once."""
+    from infrastructure.experiments import get_experiment, run_experiment, runs_of
+    from tests.test_experiments import fingerprint, small_spec
+
+    spec = {
+        "name": "search",
+        "body": "mars",
+        "pattern": "mars_terraform",
+        "years": YEARS,
+        "master_seed": 7,
+        "samples": 2,
+        "max_iterations": 3,
+        "objective": {"kind": "maximize_habitability", "max_cost_cents": 900_000_000_000},
+        "base": {"budget_cents": 1_000_000_000_000},
+        "space": {"tech_level": [3, 6, 9], "budget_cents": [400_000_000_000, 800_000_000_000]},
+    }
+    ledger = TwinLedger.open(database_url)
+    try:
+        with server_process(database_url, "--workers", "1") as (base, process):
+            with fresh_connections(base) as http:
+                accepted = http.post(f"{API}/experiments", json=spec)
+                assert accepted.status_code == 202, accepted.text
+                experiment_id = accepted.json()["id"]
+
+            def a_chunk_saved() -> bool:
+                return any(
+                    ledger.get_run(run_id).years_recorded > 0
+                    for run_id in _experiment_runs(ledger, experiment_id)
+                )
+
+            wait_for(a_chunk_saved, "a sample run's first chunk")
+            kill_group(process)
+
+        interrupted = get_experiment(ledger, experiment_id)
+        assert interrupted.status == "running", "the kill came after the end: proved nothing"
+        with (
+            server_process(database_url, "--workers", "1") as (base, _),
+            fresh_connections(base) as http,
+        ):
+
+            def ended() -> bool:
+                row = http.get(f"{API}/experiments/{experiment_id}").json()
+                return bool(row["experiment"]["status"] in ("completed", "failed"))
+
+            wait_for(ended, "the experiment to end after the restart", every=0.2)
+
+        resumed = get_experiment(ledger, experiment_id)
+        assert resumed.status == "completed", resumed
+        # resumed, not started over: what was recorded before the kill stands, nothing twice
+        assert resumed.iterations[: len(interrupted.iterations)] == interrupted.iterations
+        assert [it.iteration for it in resumed.iterations] == list(range(len(resumed.iterations)))
+        for run_id in runs_of(resumed).values():
+            stream = topics(ledger, str(run_id))
+            assert stream.count("YearResultRecorded") == YEARS
+            assert stream.count("RunCompleted") == 1
+        alone = TwinLedger.open(f"sqlite:///{tmp_path}/alone.db")
+        try:
+            serial = run_experiment(alone, small_spec(years=YEARS, max_iterations=3))
+            assert fingerprint(ledger, resumed) == fingerprint(
+                alone, get_experiment(alone, serial.id)
+            )
+        finally:
+            alone.close()
+    finally:
+        ledger.close()
+
+
+def _experiment_runs(ledger: TwinLedger, experiment_id: str) -> list[str]:
+    """The experiment's sample runs queued so far (from the read tables, caught up)."""
+    from projections import queries
+    from projections.runner import Projector
+
+    assert ledger.database is not None
+    with Projector(ledger.database) as projector:
+        projector.catch_up()
+        rows = queries.runs(projector.store)
+    return [str(row["id"]) for row in rows if str(row.get("experiment_id")) == experiment_id]
+
+
 def test_a_dead_experiment_process_does_not_refuse_the_next_experiment(tmp_path: Path) -> None:
     """The process evaluating experiments dies: the next one gets a new process, not a 500."""
     from infrastructure.http.executor import ServerExecutor

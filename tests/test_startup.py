@@ -138,3 +138,41 @@ def test_help_lists_the_same_text_lazily_and_with_every_module_imported() -> Non
     lazy = help_text(eager=False)
     assert "bodies" in lazy and "projections" in lazy
     assert lazy == help_text(eager=True)
+
+
+@pytest.mark.parametrize("argv", [("--help",), ("runs", "--help"), ("experiment", "--help")])
+def test_help_loads_neither_markdown_nor_pygments(argv: tuple[str, ...]) -> None:
+    """Typer's help module imports rich's Markdown and Traceback, which help never uses (our
+    markup mode is "rich", pretty exceptions are off); loading them (markdown_it, pygments)
+    was about half of `--help`'s CPU (docs/performance.md, "--help")."""
+    loaded = imported_after(*argv)
+    assert "typer.rich_utils" in loaded  # the help was rendered by typer's rich help
+    assert not [name for name in ("markdown_it", "pygments", "rich.markdown") if name in loaded]
+
+
+def test_help_without_the_stand_ins_is_the_same_text() -> None:
+    """The stand-ins change nothing shown: each command's help, rendered after rich.markdown
+    and rich.traceback were really imported, is the same text (and they are real afterwards)."""
+
+    def help_text(argv: list[str], real_first: bool) -> str:
+        script = (
+            ("import rich.markdown, rich.traceback\n" if real_first else "")
+            + "import sys\nfrom infrastructure.cli import main\n"
+            + f"sys.argv = ['twinledger', *{argv!r}]\n"
+            + "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            + "import rich.markdown, rich.traceback\n"
+            + "assert hasattr(rich.markdown.Markdown, '__rich_console__')\n"
+            + "assert hasattr(rich.traceback.Traceback, 'from_exception')\n"
+            + "print('REAL-AFTER')\n"
+        )
+        env = {**os.environ, "COLUMNS": "100", "TERM": "dumb"}
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env
+        )
+        assert done.stdout.endswith("REAL-AFTER\n"), done.stderr
+        return done.stdout
+
+    for argv in (["--help"], ["runs", "--help"], ["experiment", "resume", "--help"], []):
+        light = help_text(argv, real_first=False)
+        assert "Usage" in light
+        assert light == help_text(argv, real_first=True), argv

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from domain.errors import ValidationError
 from infrastructure.application import TwinLedger
 from infrastructure.bench.runner import scratch
 from infrastructure.executors import DaskExecutor
@@ -48,7 +49,7 @@ def scale_out(
 ) -> list[Scaling]:
     """Time ``runs`` x ``years`` on a LocalCluster (or ``scheduler``) per worker count."""
     if not database.is_postgres:
-        raise ValueError("the scale-out benchmark needs PostgreSQL (--db postgresql://...)")
+        raise ValidationError("db", "--scale-out needs PostgreSQL (--db postgresql://...)")
     measured: list[Scaling] = []
     digests: dict[int, str | None] | None = None
     for count in worker_counts:

@@ -336,7 +336,9 @@ def profile_all(
 
     database = resolve_database(url)
     if not database.is_postgres:
-        raise ValidationError("db", "--writers-profile needs PostgreSQL (the table lock is its)")
+        raise ValidationError(
+            "db", "--writers-profile needs PostgreSQL (it profiles its table lock)"
+        )
     profiles = []
     for count in counts:
         progress(f"profiling {count} writer processes")

@@ -1,7 +1,8 @@
 """The ``twinledger`` command line: a thin layer over the TwinLedger application.
 
-Errors a user can fix (bad input, unknown ids, refused transitions) print one line naming the
-field and exit with code 2; nothing is written. Other failures exit 1 with one line.
+Errors a user can fix (bad input, unknown ids, refused transitions, a database that refuses
+this role) print one line naming the field and exit with code 2; nothing is written. Other
+failures exit 1 with one line (docs/operations.md, "Exit codes and error lines").
 Each module registers its commands on the shared Typer app (infrastructure/cli/base.py); a
 module is imported when one of its commands runs (infrastructure/cli/commands.py), so that
 `twinledger --help` and light commands start fast.

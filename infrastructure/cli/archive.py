@@ -53,7 +53,8 @@ def import_(
     ] = None,
     output: RecordFormat = "table",
 ) -> None:
-    """Load an archive into this store (all or nothing; importing twice writes nothing more).
+    """Load an archive into this store: all or nothing; importing twice writes nothing more.
+
     Every event is checked against the archive's hash chain and digest first."""
     check_format(output)
     with service() as ledger:

@@ -1,7 +1,8 @@
 """What every command shares: the Typer app, the --db option, error handling, formatting.
 
-Errors a user can fix (bad input, unknown ids, refused transitions) print one line naming the
-field and exit with code 2; nothing is written. Other failures exit 1 with one line.
+Errors a user can fix (bad input, unknown ids, refused transitions, a database that refuses
+this role) print one line naming the field and exit with code 2; nothing is written. Other
+failures exit 1 with one line (docs/operations.md, "Exit codes and error lines").
 """
 
 from __future__ import annotations
@@ -66,11 +67,62 @@ def plain_without_pydantic(params: list[Any]) -> None:
             param._runtime_param = _Plain(descriptor.annotation)
 
 
+class _Deferred(type):
+    """A stand-in for a rich class that typer's help module imports but help never uses: it
+    imports the real class when it is used (called, or an attribute read)."""
+
+    def _real(cls) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(cls.__module__), cls.__name__)
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        return cls._real()(*args, **kwargs)
+
+    def __getattr__(cls, name: str) -> Any:
+        return getattr(cls._real(), name)
+
+
+# What typer.rich_utils imports and help leaves unused: Markdown (rich_markup_mode="markdown";
+# ours is "rich") and Traceback (pretty exceptions; ours are off). Importing them loads
+# markdown_it and pygments: about half of the help's cost (docs/performance.md, "--help").
+_UNUSED_IN_HELP = (("rich.markdown", "Markdown"), ("rich.traceback", "Traceback"))
+
+
+def import_help_lightly() -> None:
+    """Import typer's rich help module with stand-ins for the modules of ``_UNUSED_IN_HELP``
+    (not yet imported): the same help, rendered the same way, without their import. The
+    stand-ins leave ``sys.modules`` at once, so any later import gets the real modules."""
+    import types
+
+    if "typer.rich_utils" in sys.modules:
+        return
+    stand_ins = {}
+    for module, name in _UNUSED_IN_HELP:
+        if module not in sys.modules:
+            stand_in = types.ModuleType(module)
+            setattr(stand_in, name, _Deferred(name, (), {"__module__": module}))
+            stand_ins[module] = sys.modules[module] = stand_in
+    try:
+        import typer.rich_utils  # noqa: F401
+    finally:
+        for module, stand_in in stand_ins.items():
+            if sys.modules.get(module) is stand_in:
+                del sys.modules[module]
+
+
+def _asks_for_help(args: Any) -> bool:
+    listed = list(sys.argv[1:] if args is None else args)
+    return not listed or "--help" in listed
+
+
 class OneLineErrors(TyperGroup):
     """Usage errors (a bad flag value, a missing argument) print one line and exit 2, like
     every other user error; a --flag value parser may raise a ledger error naming its field."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
+        if _asks_for_help(kwargs.get("args", args[0] if args else None)):
+            import_help_lightly()
         if not kwargs.get("standalone_mode", True):
             return super().main(*args, **kwargs)
         kwargs["standalone_mode"] = False
@@ -206,8 +258,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
-errors = Console(stderr=True)
+# No rich markup anywhere: names, paths, patterns and messages print as given ("Mars [red]x",
+# "[mars_terraform]"), in lines and in table cells alike; styles come from the renderables.
+console = Console(markup=False)
+errors = Console(stderr=True, markup=False)
 T = TypeVar("T")
 
 DbOption = Annotated[
@@ -284,11 +338,53 @@ def guarded(command: Callable[..., T]) -> Callable[..., T]:
             fail(str(error), 1)
         except (typer.Exit, typer.Abort):
             raise
-        except Exception as error:  # an unexpected failure: still one line, exit code 1
-            fail(f"{type(error).__name__}: {error}", 1)
+        except Exception as error:
+            message, code = unexpected(error)
+            fail(message, code)
         raise AssertionError("unreachable")
 
     return wrapper
+
+
+def unexpected(error: Exception) -> tuple[str, int]:
+    """An error no command expects, as one line and an exit code (docs/operations.md, Exit
+    codes): a database's error names the command, the database (password masked) and the
+    database's own first line (exit 2 if it refuses this user, 1 if it failed); a file's names
+    the file (exit 1); anything else is a bug, named by its class (exit 1)."""
+    from infrastructure.errors import database_failure, first_line
+
+    found = database_failure(error, _where(), f"`{_doing()}`")
+    if found is not None:
+        return found
+    if isinstance(error, OSError) and error.strerror:
+        name = f"{error.filename}: " if error.filename is not None else ""
+        return f"{name}{error.strerror}", 1
+    return f"unexpected {type(error).__name__}: {first_line(error)}", 1
+
+
+def _where() -> str:
+    """The --db database as messages name it (password masked)."""
+    from infrastructure.settings import mask_password, resolve_database
+
+    try:
+        return resolve_database(state.db).describe()
+    except TwinLedgerError:
+        return mask_password(state.db or "the database")
+
+
+def _doing() -> str:
+    """The running command as typed, less its arguments: `twinledger experiment resume`."""
+    try:  # typer 0.2x carries its own click (the command runs in its context)
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover (typer on the click package)
+        from click import get_current_context  # type: ignore[no-redef]
+
+    context = get_current_context(silent=True)
+    names: list[str] = []
+    while context is not None and context.parent is not None:
+        names.insert(0, context.info_name or "")
+        context = context.parent
+    return " ".join(["twinledger", *names])
 
 
 def parse_cents(text: str, field: str = "budget_cents") -> int:

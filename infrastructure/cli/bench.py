@@ -41,7 +41,11 @@ def bench(
     ] = 1_000_000,
     chunk: Annotated[
         int | None,
-        typer.Option(parser=integer("chunk", 1), help="Years per save [default: as execute_run]"),
+        typer.Option(
+            parser=integer("chunk", 1),
+            help="Years per save",
+            show_default="a quarter of the run, at least 50",
+        ),
     ] = None,
     output: RecordFormat = "table",
     as_json: Annotated[bool, typer.Option("--json", hidden=True, help="= --format json")] = False,

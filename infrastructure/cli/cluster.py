@@ -30,7 +30,7 @@ def drain(
             TextColumn("runs"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             TimeElapsedColumn(),
             console=errors,
         ) as progress:
@@ -59,7 +59,7 @@ def execute_elsewhere(
     try:
         handle = executor.submit(str(stored.id))
         with Progress(
-            TextColumn(f"run {stored.id} [{stored.pattern}] on {scheduler}"),
+            TextColumn(f"run {stored.id} [{stored.pattern}] on {scheduler}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("years"),

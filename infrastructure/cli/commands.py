@@ -35,8 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "import": (
         "archive",
-        "Load an archive into this store (all or nothing; importing twice writes nothing more).\n"
-        "Every event is checked against the archive's hash chain and digest first.",
+        "Load an archive into this store: all or nothing; importing twice writes nothing more.",
     ),
     "bench": (
         "bench",
@@ -44,13 +43,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "compare": (
         "compare",
-        "Compare runs: parameters side by side (* where they differ), summary metrics and the\n"
-        "first year whose recorded results differ. ``--format json`` adds each run's series.",
+        "Compare runs: parameters (* where they differ), metrics, the first differing year.",
     ),
     "daemon": (
         "daemon",
-        "Run expiry, retention, replay and chain verification on a schedule, each once across\n"
-        "all the daemons of the store (start as many as you like, on any hosts).",
+        "Run expiry, retention, replay and chain verification on a schedule, once per fleet.",
     ),
     "runs": (
         "tables",
@@ -85,19 +82,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "verify": (
         "integrity",
-        "Check every stream's hash chain in one pass (no simulation); with --digest, check the\n"
-        "log at --position against a digest kept elsewhere.",
+        "Check every stream's hash chain in one pass (no simulation).",
     ),
     "prove": (
         "integrity",
-        "Print a proof (JSON) that the run's events are in the ledger with this digest;\n"
-        "docs/examples/check_proof.py checks it with hashlib and json alone.",
+        "Print a proof (JSON) that the run's events are in the ledger with this digest.",
     ),
     "show-run": (
         "runs",
-        "Show one run (its simulation_runs row, with the summary once completed); the table\n"
-        "adds its interventions, fork lineage, forks and provenance (from its events), the JSON\n"
-        "adds ``forked_from`` (parent, fork year, changes) and ``lineage`` (with the forks).",
+        "Show one run: its simulation_runs row, with the summary once completed.",
     ),
     "fork": (
         "runs",

@@ -26,15 +26,25 @@ def compare(
     run_ids: Annotated[list[str], typer.Argument(help="2 to 6 run ids")],
     output: RecordFormat = "table",
 ) -> None:
-    """Compare runs: parameters side by side (* where they differ), summary metrics and the
-    first year whose recorded results differ. ``--format json`` adds each run's series."""
+    """Compare runs: parameters (* where they differ), metrics, the first differing year.
+
+    Parameters side by side, each run's as queued (a fork's changes are on the line naming
+    the fork), summary metrics, and the first year whose recorded results differ.
+    `--format json` adds each run's series."""
     check_format(output)
     with service() as ledger:
         comparison = ledger.compare(run_ids)
+        # What each direct fork changed: its parameters row shows the run as queued, so
+        # without this line a fork's tech_level=7 would look like its parent's 5.
+        changes = {
+            relation.run_id: ledger.lineage(relation.run_id).lineage[-1].described
+            for relation in comparison.forks or []
+            if relation.direct and output != "json"
+        }
     if output == "json":
         print_json(comparison)
         return
-    print_comparison(comparison)
+    print_comparison(comparison, changes)
 
 
 def _shown(name: str, value: Any) -> str:
@@ -58,14 +68,19 @@ def _table(title: str, rows: list[Row], runs: int) -> Table:
     return table
 
 
-def fork_lines(comparison: Comparison) -> list[str]:
-    """``run 2 is a fork of run 1 after year 15``; a fork of a fork names its parent too."""
+def fork_lines(comparison: Comparison, changes: dict[str, str] | None = None) -> list[str]:
+    """``run 2 is a fork of run 1 after year 15, changing tech_level=7`` (``changes``: a
+    direct fork's, described); a fork of a fork names its parent too."""
     number = {run_id: index + 1 for index, run_id in enumerate(comparison.run_ids)}
     lines = []
     for relation in comparison.forks or []:
         run, ancestor = number[relation.run_id], number[relation.ancestor_run_id]
         if relation.direct:
-            lines.append(f"run {run} is a fork of run {ancestor} after year {relation.at_year}")
+            changed = (changes or {}).get(relation.run_id)
+            lines.append(
+                f"run {run} is a fork of run {ancestor} after year {relation.at_year}"
+                + (f", changing {changed}" if changed else "")
+            )
         else:
             lines.append(
                 f"run {run} descends from run {ancestor} (forked from {relation.parent_run_id}),"
@@ -74,10 +89,10 @@ def fork_lines(comparison: Comparison) -> list[str]:
     return lines
 
 
-def print_comparison(comparison: Comparison) -> None:
+def print_comparison(comparison: Comparison, changes: dict[str, str] | None = None) -> None:
     for index, run_id in enumerate(comparison.run_ids):
         console.print(f"run {index + 1}: {run_id}", highlight=False, soft_wrap=True)
-    for line in fork_lines(comparison):
+    for line in fork_lines(comparison, changes):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     runs = len(comparison.run_ids)
     console.print(_table("parameters (* differs)", comparison.parameters, runs))

@@ -47,8 +47,10 @@ def daemon(
     ] = 10.0,
     once: Annotated[bool, typer.Option(help="One tick, then exit")] = False,
 ) -> None:
-    """Run expiry, retention, replay and chain verification on a schedule, each once across
-    all the daemons of the store (start as many as you like, on any hosts)."""
+    """Run expiry, retention, replay and chain verification on a schedule, once per fleet.
+
+    Each operation runs once per interval across all the daemons of the store: start as many
+    as you like, on any hosts."""
     from infrastructure.schedule import Scheduler
 
     with ledger() as application:

@@ -90,7 +90,7 @@ def run(
 @experiment_app.command("resume")
 @guarded
 def resume(
-    experiment_id: str,
+    experiment_id: Annotated[str, typer.Argument(help="The experiment to carry on")],
     workers: Annotated[
         int,
         typer.Option(parser=integer("workers", 1, 32), help="Worker processes for sample runs"),
@@ -146,7 +146,11 @@ def _progress(
 
 @experiment_app.command("show")
 @guarded
-def show(experiment_id: str, output: RecordFormat = "table", quiet: Quiet = False) -> None:
+def show(
+    experiment_id: Annotated[str, typer.Argument(help="The experiment's id")],
+    output: RecordFormat = "table",
+    quiet: Quiet = False,
+) -> None:
     """Show an experiment: every iteration, accepted or rejected, and the best candidate."""
     check_format(output)
     with service() as ledger:
@@ -157,7 +161,7 @@ def show(experiment_id: str, output: RecordFormat = "table", quiet: Quiet = Fals
 @experiment_app.command("replay")
 @guarded
 def replay(
-    experiment_id: str,
+    experiment_id: Annotated[str, typer.Argument(help="The experiment to replay")],
     run: Annotated[
         str | None, typer.Option("--run", help="Only these runs: iter5:evaluation[:sample2]")
     ] = None,

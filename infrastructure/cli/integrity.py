@@ -63,8 +63,9 @@ def verify(
     ] = None,
     position: PositionOption = None,
 ) -> None:
-    """Check every stream's hash chain in one pass (no simulation); with --digest, check the
-    log at --position against a digest kept elsewhere."""
+    """Check every stream's hash chain in one pass (no simulation).
+
+    With --digest, check the log at --position against a digest kept elsewhere."""
     if position is not None and expected is None:
         raise ValidationError("position", "--position needs --digest")
     with ledger() as application:
@@ -89,7 +90,8 @@ def prove_command(
     expected: Annotated[str, typer.Option("--digest", help="The digest to prove against")],
     position: PositionOption = None,
 ) -> None:
-    """Print a proof (JSON) that the run's events are in the ledger with this digest;
+    """Print a proof (JSON) that the run's events are in the ledger with this digest.
+
     docs/examples/check_proof.py checks it with hashlib and json alone."""
     with ledger() as application:
         run = application.get_run(run_id)

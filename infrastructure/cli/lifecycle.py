@@ -83,7 +83,7 @@ def expire(
 @twins_app.command("extend")
 @guarded
 def extend(
-    twin_id: str,
+    twin_id: Annotated[str, typer.Argument(help="The twin to extend")],
     by: Annotated[str, typer.Option("--by", help="How much later: 30d, 12h, 90m")] = "30d",
     output: RecordFormat = "table",
     quiet: Quiet = False,

@@ -98,7 +98,8 @@ ChunkOption = Annotated[
     int | None,
     typer.Option(
         parser=integer("chunk", 1),
-        help="Years saved per transaction [default: max(50, years/4)]",
+        help="Years saved per transaction",
+        show_default="a quarter of the run, at least 50",
     ),
 ]
 SchedulerOption = Annotated[
@@ -114,7 +115,7 @@ DEFAULT_BUDGET = "1000000000000"
 @app.command()
 @guarded
 def queue(
-    twin_id: str,
+    twin_id: Annotated[str, typer.Argument(help="The twin to run on")],
     pattern: PatternOption = "mars_terraform",
     years: YearsOption = 100,
     budget: BudgetOption = DEFAULT_BUDGET,
@@ -149,7 +150,7 @@ def queue(
 @app.command()
 @guarded
 def run(
-    twin_id: str,
+    twin_id: Annotated[str, typer.Argument(help="The twin to run on")],
     pattern: PatternOption = "mars_terraform",
     years: YearsOption = 100,
     budget: BudgetOption = DEFAULT_BUDGET,
@@ -236,9 +237,9 @@ def execute(
 @app.command()
 @guarded
 def cancel(
-    run_id: str,
-    reason: Annotated[str, typer.Option()] = "",
-    by: Annotated[str, typer.Option()] = "cli",
+    run_id: Annotated[str, typer.Argument(help="The run to cancel")],
+    reason: Annotated[str, typer.Option(help="Why (recorded in RunCancelled)")] = "",
+    by: Annotated[str, typer.Option(help="Who cancels it (recorded)")] = "cli",
     output: RecordFormat = "table",
     quiet: Quiet = False,
 ) -> None:
@@ -313,9 +314,10 @@ def show_run_command(
     output: RecordFormat = "table",
     quiet: Quiet = False,
 ) -> None:
-    """Show one run (its simulation_runs row, with the summary once completed); the table
-    adds its interventions, fork lineage, forks and provenance (from its events), the JSON
-    adds ``forked_from`` (parent, fork year, changes) and ``lineage`` (with the forks)."""
+    """Show one run: its simulation_runs row, with the summary once completed.
+
+    The table adds its interventions, fork lineage, forks and provenance (from its events);
+    the JSON adds `forked_from` (parent, fork year, changes) and `lineage` (with the forks)."""
     check_format(output)
     with service() as ledger:
         ledger.run_from_events(run_id)  # an unreadable stream is named here (exit 1)
@@ -330,8 +332,10 @@ def show_run_command(
 @app.command()
 @guarded
 def demo(
-    years: Annotated[int, typer.Option("--years", parser=integer("duration_years"))] = 100,
-    seed: Annotated[int, typer.Option(parser=integer("seed"))] = 42,
+    years: Annotated[
+        int, typer.Option("--years", parser=integer("duration_years"), help="Years to simulate")
+    ] = 100,
+    seed: Annotated[int, typer.Option(parser=integer("seed"), help="PRNG seed")] = 42,
 ) -> None:
     """Clone Mars, run mars_terraform for 100 years with a progress bar, print the summary."""
     with service() as ledger:
@@ -356,7 +360,7 @@ def execute_with_progress(ledger: Ledger, stored: Run, chunk: int | None) -> Run
     """Execute with a progress bar; the service takes the run's fleet-wide claim
     (infrastructure/executors.py): one executor at a time, whatever process or machine asks."""
     with Progress(
-        TextColumn(f"run {stored.id} [{stored.pattern}]"),
+        TextColumn(f"run {stored.id} [{stored.pattern}]", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("years"),

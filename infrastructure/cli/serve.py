@@ -35,7 +35,7 @@ def serve(
         bool,
         typer.Option(
             "--resume-queued/--no-resume-queued",
-            help="On start, execute the store's queued runs and resume orphaned ones",
+            help="On start, execute queued runs; resume orphaned runs and experiments",
         ),
     ] = True,
     cors_origin: Annotated[
@@ -69,6 +69,13 @@ def serve(
         cors_origins=cors_origin,
     )
     application = create_app(settings)
+    # Open the store here first: a database that cannot be used (a bad URL, a refused login,
+    # a bad TWINLEDGER_PG_APPEND) is then one line and exit 2, as for every command, not
+    # uvicorn's traceback of a failed start. The server's start catches up again (cheap).
+    from infrastructure.service import Ledger
+
+    with Ledger.open(state.db, warn=lambda text: errors.print(text, markup=False)) as ledger:
+        ledger.catch_up()
     # The command line lets SIGPIPE end a process (`twinledger runs | head`); a server must
     # not die of a client that hung up while it wrote (the run page closes its progress
     # stream at the run's end): the write fails for that connection alone (EPIPE).

@@ -282,7 +282,7 @@ def experiments(
 @app.command("results")
 @guarded
 def results(
-    run_id: str,
+    run_id: Annotated[str, typer.Argument(help="The run's id")],
     result_type: Annotated[
         str | None, typer.Option("--type", help="economic, environmental or timeline")
     ] = None,

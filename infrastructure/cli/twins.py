@@ -29,7 +29,12 @@ if TYPE_CHECKING:  # imported by the commands that use them: `bodies` starts wit
 
 @app.command()
 @guarded
-def bodies(output: RecordFormat = "table", quiet: Quiet = False) -> None:
+def bodies(
+    output: RecordFormat = "table",
+    quiet: Annotated[
+        bool, typer.Option("-q", "--quiet", help="Print only the keys (one per line)")
+    ] = False,
+) -> None:
     """List the built-in reference bodies a twin can be cloned from."""
     check_format(output)
     if quiet:
@@ -60,16 +65,25 @@ def clone(
         str | None, typer.Argument(help="Catalog body key (see `twinledger bodies`)")
     ] = None,
     name: Annotated[
-        str | None, typer.Option(help="Name of the new twin [default: the body's name]")
+        str | None, typer.Option(help="Name of the new twin", show_default="the body's name")
     ] = None,
     from_file: Annotated[
         Path | None,
         typer.Option(help="JSON file describing a body (docs/examples/body.json)"),
     ] = None,
     expires_in: Annotated[str, typer.Option(help="Lifetime: 30d, 12h, 90m")] = "30d",
-    description: Annotated[str | None, typer.Option()] = None,
-    created_by: Annotated[str, typer.Option()] = "cli",
-    simulation_type: Annotated[str | None, typer.Option("--type")] = None,
+    description: Annotated[
+        str | None, typer.Option(help="A description kept with the twin")
+    ] = None,
+    created_by: Annotated[str, typer.Option(help="Who made it (recorded)")] = "cli",
+    simulation_type: Annotated[
+        str | None,
+        typer.Option(
+            "--type",
+            help="terraforming, industrial, fuel, ocean or custom (the patterns it takes)",
+            show_default="the body's",
+        ),
+    ] = None,
     output: RecordFormat = "table",
     quiet: Quiet = False,
 ) -> None:
@@ -94,9 +108,9 @@ def clone(
 @app.command()
 @guarded
 def delete(
-    twin_id: str,
-    reason: Annotated[str, typer.Option()] = "",
-    by: Annotated[str, typer.Option()] = "cli",
+    twin_id: Annotated[str, typer.Argument(help="The twin to delete")],
+    reason: Annotated[str, typer.Option(help="Why (recorded in TwinDeleted)")] = "",
+    by: Annotated[str, typer.Option(help="Who deletes it (recorded)")] = "cli",
     output: RecordFormat = "table",
     quiet: Quiet = False,
 ) -> None:
@@ -109,7 +123,11 @@ def delete(
 
 @app.command()
 @guarded
-def twin(twin_id: str, output: RecordFormat = "table", quiet: Quiet = False) -> None:
+def twin(
+    twin_id: Annotated[str, typer.Argument(help="The twin's id")],
+    output: RecordFormat = "table",
+    quiet: Quiet = False,
+) -> None:
     """Show one twin (its digital_twins row)."""
     check_format(output)
     with service() as ledger:

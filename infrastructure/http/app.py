@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.errors import (
     ConcurrentWrite,
+    ExperimentBusy,
     InvalidTransition,
     NotFound,
     NothingToVerify,
@@ -70,7 +71,7 @@ class Settings:
     token: str | None = field(default_factory=lambda: os.environ.get(TOKEN_VARIABLE) or None)
     workers: int = 1
     scheduler: str | None = None  # a Dask scheduler (docs/scale-out.md); None: local
-    resume_queued: bool = True  # on start, submit queued and orphaned runs (docs/http.md)
+    resume_queued: bool = True  # on start: queued and orphaned runs, orphaned experiments
     pool_size: int = 4
     cors_origins: list[str] = field(default_factory=list)
     poll_seconds: float = 0.25
@@ -156,7 +157,12 @@ def _status(error: TwinLedgerError) -> int:
         return 404
     if isinstance(
         error,
-        InvalidTransition | ConcurrentWrite | EngineVersionMismatch | NothingToVerify | RunBusy,
+        InvalidTransition
+        | ConcurrentWrite
+        | EngineVersionMismatch
+        | NothingToVerify
+        | RunBusy
+        | ExperimentBusy,
     ):
         return 409
     if type(error).__name__ == "ImportConflict":

@@ -22,7 +22,12 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from domain.errors import TwinLedgerError
-from infrastructure.executors import execute_claimed, open_executor, runs_to_execute
+from infrastructure.executors import (
+    execute_claimed,
+    experiments_to_resume,
+    open_executor,
+    runs_to_execute,
+)
 from infrastructure.settings import Database
 
 log = logging.getLogger("twinledger.http")
@@ -47,21 +52,33 @@ def resume(database: Database, executor: Executor) -> list[str]:
     executing them, or another process queued them) and orphaned ``running`` ones (their claim
     is free: their executor died). The same choice as ``execute --queued``, less experiments'
     sample runs, which their experiment's evaluator owns. A run executing elsewhere meanwhile
-    is harmless: its claim makes the second task wait, then find it ended (docs/http.md)."""
+    is harmless: its claim makes the second task wait, then find it ended (docs/http.md).
+
+    Then the experiments nobody is evaluating (``running``, their claim free: their evaluator
+    died), as ``experiment resume`` would: the evaluation takes the claim, so one that another
+    process took up meanwhile is not evaluated twice (ExperimentBusy, or found ended).
+    Returns the ids submitted, runs first."""
     run_ids = runs_to_execute(database, experiments=False)
     for run_id in run_ids:
         executor.submit(UUID(run_id))
     if run_ids:
         log.warning("resumed %d queued or interrupted runs", len(run_ids))
-    return run_ids
+    experiment_ids = experiments_to_resume(database)
+    for experiment_id in experiment_ids:
+        executor.submit_experiment(UUID(experiment_id))
+    if experiment_ids:
+        log.warning("resumed %d interrupted experiments", len(experiment_ids))
+    return run_ids + experiment_ids
 
 
 def evaluate(url: str, experiment_id: str, workers: int, scheduler: str | None) -> None:
-    """A task: evaluate one started experiment to its end (in a worker process)."""
+    """A task: evaluate one started experiment (just started, or orphaned by a dead evaluator)
+    to its end, in a worker process, under its claim, as ``experiment resume`` does: refused
+    if another process is evaluating it, or if it was recorded by another engine."""
     from infrastructure.service import Ledger
 
     with Ledger.open(url, create_tables=False, warn=log.warning) as ledger:
-        ledger.continue_experiment(experiment_id, workers=workers, scheduler=scheduler)
+        ledger.resume_experiment(experiment_id, workers=workers, scheduler=scheduler)
 
 
 def _report(kind: str, ident: UUID) -> Callable[[Any], None]:
@@ -176,8 +193,8 @@ class ServerExecutor:
         try:
             future: Future[None] = self.experiments.submit(evaluate, *args)
         except BrokenProcessPool:
-            # The process evaluating an earlier experiment died; that one stays running for
-            # `experiment resume` (experiments hold no claim: never resumed behind its back).
+            # The process evaluating an earlier experiment died; that one stays running (its
+            # claim released with the process) for the next start or `experiment resume`.
             self.experiments = ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("spawn")
             )
