@@ -26,7 +26,6 @@ from typing import Any
 
 from eventsourcing.persistence import OperationalError, StoredEvent
 from eventsourcing.sqlite import (
-    SQLiteApplicationRecorder,
     SQLiteConnection,
     SQLiteCursor,
     SQLiteDatastore,
@@ -39,6 +38,7 @@ from infrastructure.integrity import (
     hashes_table_name,
     previous_links,
 )
+from infrastructure.sqlite_events import ManySQLiteRecorder
 
 BACKFILL = 5000
 NORMAL = 1  # PRAGMA synchronous: 1 NORMAL, 2 FULL (the default, every commit fsyncs the WAL)
@@ -59,7 +59,7 @@ def _synchronous(connection: SQLiteConnection, level: int | None) -> int:
         cursor.sqlite_cursor.close()
 
 
-class HashingSQLiteRecorder(SQLiteApplicationRecorder):
+class HashingSQLiteRecorder(ManySQLiteRecorder):
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
         self.hashes_table_name = hashes_table_name(events_table_name)
         self.recent = RecentLinks()

@@ -27,6 +27,7 @@ written wait behind it, parked too, until it is retried or skipped.
 
 from __future__ import annotations
 
+import operator
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -55,6 +56,9 @@ TRANSIENT = (sqlite3.OperationalError, psycopg.OperationalError)
 """Errors of the connection or of locking, not of an event: retried, never a projection stop."""
 
 RECOVERY = "see docs/projections.md, 'Parked events'"
+_notification = operator.attrgetter("notification")
+_domain_event = operator.attrgetter("domain_event")
+_position = operator.attrgetter("position")
 
 
 class ProjectionStopped(Exception):
@@ -149,12 +153,13 @@ class CatchUp:
         holds as when reading. At most ``MEMORY`` events are kept."""
         notes = [
             Note(n.id, n.originator_id, n.originator_version, n.topic, n.state)
-            for n in (r.notification for r in recordings)
+            for n in map(_notification, recordings)
         ]
         if not notes:
             return
         first = notes[0].position
-        if any(note.position != first + i for i, note in enumerate(notes)) or len(notes) > MEMORY:
+        positions = list(map(_position, notes))
+        if positions != list(range(first, first + len(notes))) or len(notes) > MEMORY:
             self.forget()
             return
         if self._memory and (
@@ -162,8 +167,7 @@ class CatchUp:
         ):
             self.forget()
         self._memory.extend(notes)
-        for recording, note in zip(recordings, notes, strict=True):
-            self._saved[note.position] = recording.domain_event
+        self._saved.update(zip(positions, map(_domain_event, recordings), strict=True))
 
     def forget(self, upto: int | None = None) -> None:
         """Drop remembered events (those at positions <= ``upto``, or all)."""
