@@ -4,7 +4,9 @@ notification ids, and the results projection's binary COPY stream."""
 
 from __future__ import annotations
 
+import gc
 import sqlite3
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from domain.catalog import CATALOG
 from domain.engine import Simulation
 from domain.run import SimulationRun, YearResultRecorded
 from domain.values import Pattern, RunParameters
+from infrastructure import gcpause
 from infrastructure.application import run_inputs
 from infrastructure.codec import MsgspecMapper, NullTranscoder
 from infrastructure.settings import resolve_database
@@ -213,3 +216,46 @@ def _compare_stream_with_rows(url: str, decoded: list[Decoded]) -> None:
         assert tables[0] == tables[1]
     finally:
         store.close()
+
+
+# --- the collector paused during saves ----------------------------------------------------------
+
+
+def test_a_save_and_its_hooks_run_with_the_collector_paused(ledger: Any) -> None:
+    seen: list[bool] = []
+    ledger.after_write.append(lambda: seen.append(gc.isenabled()))
+    assert gc.isenabled()
+    ledger.clone_twin(name="gc", body="mars", created_by="test")
+    assert seen == [False]
+    assert gc.isenabled()
+
+
+def test_paused_restores_what_it_found_and_nests_across_threads() -> None:
+    assert gc.isenabled()
+    inside = threading.Event()
+    release = threading.Event()
+
+    def other() -> None:
+        with gcpause.paused():
+            inside.set()
+            release.wait(10)
+
+    with gcpause.paused():
+        assert not gc.isenabled()
+        thread = threading.Thread(target=other)
+        thread.start()
+        assert inside.wait(10)
+    assert not gc.isenabled()  # the other thread's save is still running
+    release.set()
+    thread.join(10)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gcpause.paused():
+            pass
+        assert not gc.isenabled()  # never turned on a collector someone turned off
+    finally:
+        gc.enable()
+    with pytest.raises(RuntimeError), gcpause.paused():
+        raise RuntimeError("a failed save")
+    assert gc.isenabled()
