@@ -91,8 +91,8 @@ class ProjectionsStopped(Exception):
 class _Done:
     """A shared pass found the group together at the head of the log: nothing left to do."""
 
-
-_DONE = _Done()
+    def __init__(self, position: int) -> None:
+        self.position = position
 
 
 class _Careful(Exception):
@@ -141,6 +141,9 @@ class CatchUp:
         def prepare(self) -> None: ...
 
         def resolve(self, names: Sequence[str] | None) -> list[Projection]: ...
+
+    _together_at: int | None = None
+    """Where the last shared pass that finished left the whole group (``_together``)."""
 
     def remember(self, recordings: Sequence[Any]) -> None:
         """Keep the events this process just saved (eventsourcing Recordings: each event with
@@ -218,11 +221,16 @@ class CatchUp:
             self.forget(min(positions.values(), default=None))
             return positions  # nothing to apply: no transaction, no lock, no commit
         target = LIVE if durable else LIVE_AFTER_DURABLE_WRITE
+        self._together_at = None
         _, finished = self._together(group, target)
-        if not finished:
+        if finished and self._together_at is not None:
+            # Every projection of the group committed this position (the head it read):
+            # no statement to read it back.
+            positions = dict.fromkeys(wanted, self._together_at)
+        else:
             for projection in group:  # whatever the shared pass left: one at a time
                 self._run(projection, target)
-        positions = tracking.behind(self.store, wanted)[0]
+            positions = tracking.behind(self.store, wanted)[0]
         if names is None:  # every projection is past what it shows: what is left is unread
             self.forget(min(positions.values(), default=None))
         return positions
@@ -272,8 +280,11 @@ class CatchUp:
                 if cursor is not None:
                     raise
                 return applied, False  # rolled back; the one-projection path finds out why
-            if moved is None or isinstance(moved, _Done):
-                return applied, moved is not None
+            if moved is None:
+                return applied, False
+            if isinstance(moved, _Done):
+                self._together_at = moved.position
+                return applied, True
             counts, new, cap, parked, at_head = moved
             for name, count in counts.items():
                 applied[name] += count
@@ -283,6 +294,7 @@ class CatchUp:
             if progress is not None:
                 progress("+".join(applied), new, cap)
             if at_head:  # known without another transaction (which would lock and commit)
+                self._together_at = new
                 return applied, True
 
     @contextmanager
@@ -305,7 +317,7 @@ class CatchUp:
     def _shared_batch(
         self, group: list[Projection], target: Target, cursor: Any, *, careful: bool
     ) -> tuple[dict[str, int], int, int, list[Parked], bool] | _Done | None:
-        """One batch for the group; None when the positions part, ``_DONE`` when the group
+        """One batch for the group; None when the positions part, a ``_Done`` when the group
         is together at the head of the log. A batch's result ends with True when it brought
         the group to the head it read.
 
@@ -331,7 +343,7 @@ class CatchUp:
                 if dependency in self.by_name and dependency not in names:
                     cap = min(cap, self._position(cursor, dependency, target))
         if cap <= start:
-            return _DONE if cap == head else None
+            return _Done(start) if cap == head else None
         union = frozenset().union(*(p.topics for p in group))
         skip = sorted(set.intersection(*(set(self._skip[p.name]) for p in group)))
         upto = min(cap, start + WINDOW * self.batch_size)

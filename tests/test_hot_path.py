@@ -26,6 +26,7 @@ from infrastructure.application import run_inputs
 from infrastructure.codec import MsgspecMapper, NullTranscoder
 from infrastructure.settings import resolve_database
 from infrastructure.sqlite_events import ManySQLiteRecorder, RowidsNotConsecutive
+from projections import tracking
 from projections.base import Batch
 from projections.decoding import Decoded
 from projections.results import (
@@ -36,6 +37,7 @@ from projections.results import (
     copy_stream,
     result_rows,
 )
+from projections.runner import Projector
 from projections.store import Store
 from projections.tables import create_table_sql
 from tests.conftest import fresh_postgres_url
@@ -259,3 +261,28 @@ def test_paused_restores_what_it_found_and_nests_across_threads() -> None:
     with pytest.raises(RuntimeError), gcpause.paused():
         raise RuntimeError("a failed save")
     assert gc.isenabled()
+
+
+# --- catching up: the positions a finished shared pass committed --------------------------------
+
+
+def test_a_catch_up_that_ends_together_does_not_read_its_positions_back(
+    ledger: Any, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger.clone_twin(name="p", body="mars", created_by="test")
+    calls: list[int] = []
+    original = tracking.behind
+
+    def behind(store: Any, names: Any) -> Any:
+        calls.append(1)
+        return original(store, names)
+
+    monkeypatch.setattr(tracking, "behind", behind)
+    with Projector.open(database_url) as projector:
+        positions = projector.catch_up()
+        assert len(calls) == 1  # the idle check only
+        monkeypatch.setattr(tracking, "behind", original)
+        assert positions == tracking.behind(projector.store, list(positions))[0]
+        head = tracking.behind(projector.store, list(positions))[1]
+        assert head > 0 and set(positions.values()) == {head}
+        assert projector.catch_up() == positions
