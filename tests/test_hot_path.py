@@ -139,6 +139,8 @@ def test_sqlite_rows_and_ids_equal_the_librarys(tmp_path: Path, sizes: tuple[int
         batch = _stored(size, version)
         version += size
         assert ours.insert_events(batch) == theirs.insert_events(batch)
+    one = [StoredEvent(uuid4(), 1, "domain.run:RunStarted", b"{}")]  # a save of one event
+    assert ours.insert_events(one) == theirs.insert_events(one)
     assert _rows(tmp_path / "ours.db") == _rows(tmp_path / "theirs.db")
 
 
