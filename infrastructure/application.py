@@ -51,6 +51,7 @@ from domain.replay import (
 from domain.run import Persistence, RunCompleted, RunQueued, SimulationRun, YearResultRecorded
 from domain.twin import DigitalTwin
 from domain.values import RunStatus, YearResult
+from infrastructure import gcpause
 from infrastructure.codec import MsgspecMapper, NullTranscoder
 from infrastructure.errors import (
     RunInterrupted,
@@ -181,22 +182,23 @@ class TwinLedger(Application[UUID]):
     # --- writing -----------------------------------------------------------------------------
 
     def _save(self, *aggregates: Aggregate, **kwargs: Any) -> None:
-        try:
-            recordings = self.save(*aggregates, **kwargs)
-        except IntegrityError as error:
-            names = ", ".join(f"{type(a).__name__} {a.id}" for a in aggregates)
-            raise ConcurrentWrite(
-                f"another writer changed {names} first; nothing was written, try again"
-            ) from error
-        # For after-write hooks: whether the write waited for the disk, and what it wrote.
-        self.last_write_durable = bool(kwargs.get("durable", True))
-        self.last_recordings = recordings
-        try:
-            for hook in self.after_write:
-                hook()
-        finally:
-            self.last_write_durable = True  # hooks called for other writes see a durable one
-            self.last_recordings = []
+        with gcpause.paused():  # the save and the catch-up, without collector pauses
+            try:
+                recordings = self.save(*aggregates, **kwargs)
+            except IntegrityError as error:
+                names = ", ".join(f"{type(a).__name__} {a.id}" for a in aggregates)
+                raise ConcurrentWrite(
+                    f"another writer changed {names} first; nothing was written, try again"
+                ) from error
+            # For after-write hooks: whether the write waited for the disk, and what it wrote.
+            self.last_write_durable = bool(kwargs.get("durable", True))
+            self.last_recordings = recordings
+            try:
+                for hook in self.after_write:
+                    hook()
+            finally:
+                self.last_write_durable = True  # hooks called for other writes: a durable one
+                self.last_recordings = []
 
     def save_and_notify(self, *aggregates: Aggregate) -> None:
         """Save aggregates in one write (ConcurrentWrite on a conflict), then after-write hooks."""

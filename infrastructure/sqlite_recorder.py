@@ -30,7 +30,6 @@ from uuid import UUID
 
 from eventsourcing.persistence import OperationalError, StoredEvent
 from eventsourcing.sqlite import (
-    SQLiteApplicationRecorder,
     SQLiteConnection,
     SQLiteCursor,
     SQLiteDatastore,
@@ -47,6 +46,7 @@ from infrastructure.integrity import (
     previous_links,
     split_records,
 )
+from infrastructure.sqlite_events import ManySQLiteRecorder
 
 BACKFILL = 5000
 RECORD = 1000  # hashes per chain record when converting or backfilling a store
@@ -68,7 +68,7 @@ def _synchronous(connection: SQLiteConnection, level: int | None) -> int:
         cursor.sqlite_cursor.close()
 
 
-class HashingSQLiteRecorder(SQLiteApplicationRecorder):
+class HashingSQLiteRecorder(ManySQLiteRecorder):
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
         self.chain_table_name = chain_table_name(events_table_name)
         self.hashes_table_name = hashes_table_name(events_table_name)  # older stores only

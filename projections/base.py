@@ -64,6 +64,11 @@ class Batch:
         else:
             self.store.bulk_insert(self.cursor, self.table(name), columns, rows, kinds)
 
+    def copy_binary(self, name: str, columns: Sequence[str], stream: bytes) -> None:
+        """PostgreSQL, no background writer: COPY a binary stream the projection built
+        (``Store.copy_binary``) into table ``name`` (its live name), in this batch."""
+        self.store.copy_binary(self.cursor, self.table(name), columns, stream)
+
 
 class Projection(ABC):
     name: ClassVar[str]

@@ -27,6 +27,7 @@ written wait behind it, parked too, until it is retried or skipped.
 
 from __future__ import annotations
 
+import operator
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -56,6 +57,9 @@ TRANSIENT = (sqlite3.OperationalError, psycopg.OperationalError)
 """Errors of the connection or of locking, not of an event: retried, never a projection stop."""
 
 RECOVERY = "see docs/projections.md, 'Parked events'"
+_notification = operator.attrgetter("notification")
+_domain_event = operator.attrgetter("domain_event")
+_position = operator.attrgetter("position")
 
 
 class ProjectionStopped(Picklable, Exception):
@@ -88,8 +92,8 @@ class ProjectionsStopped(Picklable, Exception):
 class _Done:
     """A shared pass found the group together at the head of the log: nothing left to do."""
 
-
-_DONE = _Done()
+    def __init__(self, position: int) -> None:
+        self.position = position
 
 
 class _Careful(Exception):
@@ -139,6 +143,9 @@ class CatchUp:
 
         def resolve(self, names: Sequence[str] | None) -> list[Projection]: ...
 
+    _together_at: int | None = None
+    """Where the last shared pass that finished left the whole group (``_together``)."""
+
     def remember(self, recordings: Sequence[Any]) -> None:
         """Keep the events this process just saved (eventsourcing Recordings: each event with
         its notification), so catching up projects them without reading them back.
@@ -150,12 +157,13 @@ class CatchUp:
         holds as when reading. At most ``MEMORY`` events are kept."""
         notes = [
             Note(n.id, n.originator_id, n.originator_version, n.topic, n.state)
-            for n in (r.notification for r in recordings)
+            for n in map(_notification, recordings)
         ]
         if not notes:
             return
         first = notes[0].position
-        if any(note.position != first + i for i, note in enumerate(notes)) or len(notes) > MEMORY:
+        positions = list(map(_position, notes))
+        if positions != list(range(first, first + len(notes))) or len(notes) > MEMORY:
             self.forget()
             return
         if self._memory and (
@@ -163,8 +171,7 @@ class CatchUp:
         ):
             self.forget()
         self._memory.extend(notes)
-        for recording, note in zip(recordings, notes, strict=True):
-            self._saved[note.position] = recording.domain_event
+        self._saved.update(zip(positions, map(_domain_event, recordings), strict=True))
 
     def forget(self, upto: int | None = None) -> None:
         """Drop remembered events (those at positions <= ``upto``, or all)."""
@@ -215,11 +222,16 @@ class CatchUp:
             self.forget(min(positions.values(), default=None))
             return positions  # nothing to apply: no transaction, no lock, no commit
         target = LIVE if durable else LIVE_AFTER_DURABLE_WRITE
+        self._together_at = None
         _, finished = self._together(group, target)
-        if not finished:
+        if finished and self._together_at is not None:
+            # Every projection of the group committed this position (the head it read):
+            # no statement to read it back.
+            positions = dict.fromkeys(wanted, self._together_at)
+        else:
             for projection in group:  # whatever the shared pass left: one at a time
                 self._run(projection, target)
-        positions = tracking.behind(self.store, wanted)[0]
+            positions = tracking.behind(self.store, wanted)[0]
         if names is None:  # every projection is past what it shows: what is left is unread
             self.forget(min(positions.values(), default=None))
         return positions
@@ -269,8 +281,11 @@ class CatchUp:
                 if cursor is not None:
                     raise
                 return applied, False  # rolled back; the one-projection path finds out why
-            if moved is None or isinstance(moved, _Done):
-                return applied, moved is not None
+            if moved is None:
+                return applied, False
+            if isinstance(moved, _Done):
+                self._together_at = moved.position
+                return applied, True
             counts, new, cap, parked, at_head = moved
             for name, count in counts.items():
                 applied[name] += count
@@ -280,6 +295,7 @@ class CatchUp:
             if progress is not None:
                 progress("+".join(applied), new, cap)
             if at_head:  # known without another transaction (which would lock and commit)
+                self._together_at = new
                 return applied, True
 
     @contextmanager
@@ -302,7 +318,7 @@ class CatchUp:
     def _shared_batch(
         self, group: list[Projection], target: Target, cursor: Any, *, careful: bool
     ) -> tuple[dict[str, int], int, int, list[Parked], bool] | _Done | None:
-        """One batch for the group; None when the positions part, ``_DONE`` when the group
+        """One batch for the group; None when the positions part, a ``_Done`` when the group
         is together at the head of the log. A batch's result ends with True when it brought
         the group to the head it read.
 
@@ -328,7 +344,7 @@ class CatchUp:
                 if dependency in self.by_name and dependency not in names:
                     cap = min(cap, self._position(cursor, dependency, target))
         if cap <= start:
-            return _DONE if cap == head else None
+            return _Done(start) if cap == head else None
         union = frozenset().union(*(p.topics for p in group))
         skip = sorted(set.intersection(*(set(self._skip[p.name]) for p in group)))
         upto = min(cap, start + WINDOW * self.batch_size)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, cast
 from uuid import UUID
 
@@ -93,7 +93,22 @@ class Note(NamedTuple):
 
 def iso(moment: datetime) -> str:
     """A timestamp as SQLite stores it: UTC, microseconds, fixed width (text order = time order)."""
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+    if moment.tzinfo is not UTC:  # (astimezone returns a UTC moment as it is)
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="microseconds")
+
+
+COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+"""A binary COPY stream's header (no flags, no header extension); ``COPY_TRAILER`` ends it."""
+COPY_TRAILER = b"\xff\xff"
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def pg_microseconds(moment: datetime) -> int:
+    """A timestamptz as binary COPY sends it: microseconds since 2000-01-01 UTC, exactly (as
+    psycopg's binary dumper computes it)."""
+    return (moment - _PG_EPOCH) // _MICROSECOND
 
 
 class Store:
@@ -339,6 +354,16 @@ class Store:
             return
         marks = ", ".join("?" * len(columns))
         cursor.executemany(f'INSERT INTO "{table}" ({names}) VALUES ({marks})', rows)
+
+    def copy_binary(self, cursor: Any, table: str, columns: Sequence[str], stream: bytes) -> None:
+        """PostgreSQL: COPY a whole binary COPY stream (signature to trailer, ``binary_copy``)
+        into ``table``: what ``bulk_insert`` with kinds sends, built by the caller."""
+        statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+            sql.Identifier(self.schema, table),
+            sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        )
+        with cursor.copy(statement) as copy:
+            copy.write(stream)
 
     # --- the event log --------------------------------------------------------------------------
 
