@@ -56,6 +56,9 @@ SIMULATION_RESULTS = Table(
 )
 COLUMNS = SIMULATION_RESULTS.column_names
 KINDS = tuple(column.kind for column in SIMULATION_RESULTS.columns)
+COPY_KINDS = ("uuid_bytes", "int", "text", "json_bytes", "timestamp")
+"""How the rows are COPYed on PostgreSQL (projections/store.py, COPY_TYPES): the run id as its
+16 bytes and the JSON as it is, both by psycopg's C bytes dumper."""
 
 
 class YearRecorded(Lean, kw_only=True):
@@ -81,10 +84,16 @@ class ResultsProjection(Projection):
         # values as they are (the json dumper sends their bytes, projections/store.py), no copy
         # and no call per value; SQLite stores text.
         postgres = store.postgres
+        ids: dict[int, bytes] = {}  # a run id's 16 bytes, once per run (UUID.bytes is Python)
+        run_id: bytes | str | None
         for _, _, data in batch.events:
             year = data.year
             if postgres:
-                run_id, created_at = data.originator_id, data.timestamp
+                ident = data.originator_id
+                run_id = ids.get(ident.int)
+                if run_id is None:
+                    run_id = ids[ident.int] = ident.bytes
+                created_at = data.timestamp
                 economic, environment = data.economic, data.environment
             else:
                 run_id, created_at = str(data.originator_id), iso(data.timestamp)
@@ -102,7 +111,7 @@ class ResultsProjection(Projection):
                         created_at,
                     )
                 )
-        kinds = KINDS if store.postgres else None
+        kinds = COPY_KINDS if store.postgres else None
         batch.bulk_insert(SIMULATION_RESULTS.name, COLUMNS, rows, kinds)
 
 

@@ -295,20 +295,19 @@ def raw_copy(url: str, data: list[GeneratedRun]) -> tuple[int, float]:
     ``jsonb`` column (parsed and rebuilt by the server) and to encode its rows inside the
     timed window, which made it slower and the rebuild's ratio better than it is."""
     from projections.canonical import canonical
-    from projections.results import COLUMNS, KINDS
+    from projections.results import COLUMNS, COPY_KINDS
     from projections.store import Store
 
     stamp = datetime.now(UTC)
     rows: list[tuple[Any, ...]] = []
     for generated in data:
+        run_id = generated.run_id.bytes  # as the rebuild sends it (results.COPY_KINDS)
         for year in generated.years:
-            rows.append((generated.run_id, year.year, "economic", canonical(year.economic), stamp))
-            rows.append(
-                (generated.run_id, year.year, "environmental", canonical(year.environment), stamp)
-            )
+            rows.append((run_id, year.year, "economic", canonical(year.economic), stamp))
+            rows.append((run_id, year.year, "environmental", canonical(year.environment), stamp))
             if year.key_events:
                 timeline = canonical({"key_events": year.key_events})
-                rows.append((generated.run_id, year.year, "timeline", timeline, stamp))
+                rows.append((run_id, year.year, "timeline", timeline, stamp))
     store = Store(resolve_database(url))
     try:
         store.pg.execute(
@@ -319,10 +318,13 @@ def raw_copy(url: str, data: list[GeneratedRun]) -> tuple[int, float]:
         )
         began = time.perf_counter()
         with store.transaction() as cursor:
-            store.bulk_insert(cursor, "raw_results", COLUMNS, rows, KINDS)
+            store.bulk_insert(cursor, "raw_results", COLUMNS, rows, COPY_KINDS)
         return len(rows), time.perf_counter() - began
     finally:
         store.close()
+
+
+_COPY_KIND = {"uuid": "uuid_bytes", "json": "json_bytes"}
 
 
 def read_tables(source: str) -> list[tuple[Any, list[tuple[Any, ...]]]]:
@@ -346,7 +348,24 @@ def read_tables(source: str) -> list[tuple[Any, list[tuple[Any, ...]]]]:
                 statement = sql.SQL("SELECT {} FROM {}").format(  # physical (insertion) order
                     columns, sql.Identifier(store.schema, table.name)
                 )
-                tables.append((table, store.read_once(statement)))
+                # As the rebuild COPYs them (projections/store.py, COPY_TYPES): uuids as
+                # their 16 bytes and JSON as bytes, both by psycopg's C bytes dumper.
+                convert = [
+                    (lambda v: v if v is None else v.bytes)
+                    if c.kind == "uuid"
+                    else (lambda v: v if v is None else v.encode())
+                    if c.kind == "json"
+                    else None
+                    for c in table.columns
+                ]
+                rows = [
+                    tuple(
+                        value if how is None else how(value)
+                        for how, value in zip(convert, row, strict=True)
+                    )
+                    for row in store.read_once(statement)
+                ]
+                tables.append((table, rows))
     finally:
         store.close()
     return tables
@@ -388,7 +407,7 @@ def raw_copy_rebuild_like_for_like(
                     table, table.name, postgres=True, schema=schema, foreign_keys=False
                 )
                 cursor.execute(store.raw(ddl))
-                kinds = [c.kind for c in table.columns]
+                kinds = [_COPY_KIND.get(c.kind, c.kind) for c in table.columns]
                 store.bulk_insert(cursor, table.name, table.column_names, rows, kinds)
                 if table.name == "simulation_results":
                     results = len(rows)
