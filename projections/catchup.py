@@ -109,6 +109,9 @@ class Target:
     parked: list[Parked] = field(default_factory=list)  # staging: committed batches' parked events
     skips: dict[tuple[str, int], Parked] = field(default_factory=dict)  # a rebuild's known skips
     durable: bool = True  # live: whether a batch's commit waits for the WAL flush
+    head: int | None = None
+    """Staging, while a rebuild loads: the head read once when the load began, its batches'
+    end (one statement less per batch); the swap catches up the rest under its lock."""
 
     @property
     def live(self) -> bool:
@@ -181,10 +184,20 @@ class CatchUp:
         self._memory[:] = keep
 
     def _notes(
-        self, cursor: Any, start: int, upto: int, skip: Sequence[str], limit: int
+        self,
+        cursor: Any,
+        start: int,
+        upto: int,
+        skip: Sequence[str],
+        limit: int,
+        target: Target = LIVE,
     ) -> tuple[list[Note], int]:
         """``store.notes`` (and the batch's end, lowered to what memory covers) from the
-        remembered events when they cover (start, end] without a gap, else from the log."""
+        remembered events when they cover (start, end] without a gap, else from the log.
+
+        A rebuild's loading batch (``target.head`` set) leaves the planner settings of the
+        notifications query in place for the rest of its transaction, which only looks rows
+        up by primary key and writes staging tables: one statement less per batch."""
         memory = self._memory
         if memory and memory[0].position <= start + 1 <= memory[-1].position:
             first = memory[0].position
@@ -198,7 +211,8 @@ class CatchUp:
                 if len(found) == limit:
                     break
             return found, upto
-        return self.store.notes(cursor, start, upto, skip, limit), upto
+        restore = target.head is None
+        return self.store.notes(cursor, start, upto, skip, limit, restore=restore), upto
 
     def catch_up(
         self, names: Sequence[str] | None = None, *, durable: bool = True
@@ -322,7 +336,7 @@ class CatchUp:
             starts = {target.positions[p.name] for p in group}
             if len(starts) != 1:
                 return None
-            head = store.head(cursor)
+            head = store.head(cursor) if target.head is None else target.head
         (start,) = starts
         names = {p.name for p in group}
         cap = head
@@ -335,7 +349,7 @@ class CatchUp:
         union = frozenset().union(*(p.topics for p in group))
         skip = sorted(set.intersection(*(set(self._skip[p.name]) for p in group)))
         upto = min(cap, start + WINDOW * self.batch_size)
-        notes, upto = self._notes(cursor, start, upto, skip, self.batch_size)
+        notes, upto = self._notes(cursor, start, upto, skip, self.batch_size, target)
         if target.positions is None and notes:
             held = parking.held_rows_all(store, cursor, [p.name for p in group])
         counts: dict[str, int] = {}
@@ -426,7 +440,7 @@ class CatchUp:
         if cap <= start:
             return None
         upto = min(cap, start + WINDOW * limit)
-        notes, upto = self._notes(cursor, start, upto, self._skip[name], limit)
+        notes, upto = self._notes(cursor, start, upto, self._skip[name], limit, target)
         applied, parked = self._apply(projection, target, cursor, notes, careful=careful)
         new = notes[-1].position if len(notes) == limit else upto
         if target.positions is None:
@@ -603,7 +617,7 @@ class CatchUp:
 
     def _cap(self, cursor: Any, projection: Projection, target: Target) -> int:
         """How far the projection may go: the head, and no further than what it depends on."""
-        cap = self.store.head(cursor)
+        cap = self.store.head(cursor) if target.head is None else target.head
         for dependency in projection.depends_on:
             if dependency not in self.by_name:
                 continue

@@ -150,17 +150,30 @@ class Rebuild(CatchUp):
                         references=staging,
                         foreign_keys=not fast,
                     )
+            target.head = store.head(cursor)  # the load's end; the swap does the rest
         background = BackgroundWriter(self.database) if fast else None
         target.background = background
         try:
+            applied = {p.name: 0 for p in targets}
             with _collector_eased():
-                applied, finished = self._together(targets, target, progress=progress)
-                for p in targets if not finished else ():  # what the shared pass left
-                    applied[p.name] += self._build(p, target, progress)
+                while True:  # to the head read when the load began, then to the one after
+                    counts, finished = self._together(targets, target, progress=progress)
+                    for name, count in counts.items():
+                        applied[name] += count
+                    for p in targets if not finished else ():  # what the shared pass left
+                        applied[p.name] += self._build(p, target, progress)
+                    with store.reading() as cursor:
+                        head = store.head(cursor)
+                    if (
+                        target.head is None or head <= target.head
+                    ):  # little left for the swap, under its lock
+                        break
+                    target.head = head
                 if background is not None:
                     background.finish()  # every row committed before keys and swap
         finally:
             target.background = None
+            target.head = None
             if background is not None:
                 background.abandon()
         if fast:  # each foreign key checked once over the loaded rows

@@ -372,11 +372,21 @@ class Store:
         return int(row[0] or 0)
 
     def notes(
-        self, cursor: Any, after: int, upto: int, skip_topics: Sequence[str], limit: int
+        self,
+        cursor: Any,
+        after: int,
+        upto: int,
+        skip_topics: Sequence[str],
+        limit: int,
+        *,
+        restore: bool = True,
     ) -> list[Note]:
         """Notifications in (after, upto], in order, leaving out ``skip_topics``, at most ``limit``.
 
         Skipped topics are filtered in SQL: their state is never read, let alone decoded.
+        PostgreSQL: the query runs with the planner settings of ``_INDEX_ORDER_ONLY``, local
+        to the transaction, set back after it unless ``restore`` is False (the rest of the
+        transaction does not mind them).
         """
         key = tuple(skip_topics)
         statement = self._events_select.get(key)
@@ -389,7 +399,8 @@ class Store:
             rows = cursor.fetchall()
             # Not in a finally: after an error the transaction is aborted (another statement
             # would fail and hide the error) and its rollback undoes the local settings anyway.
-            cursor.execute(_PLANNER_RESTORE, self._planner)
+            if restore:
+                cursor.execute(_PLANNER_RESTORE, self._planner)
         else:
             cursor.execute(statement, [after, upto, *key, limit])
             rows = cursor.fetchall()
