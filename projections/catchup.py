@@ -184,20 +184,10 @@ class CatchUp:
         self._memory[:] = keep
 
     def _notes(
-        self,
-        cursor: Any,
-        start: int,
-        upto: int,
-        skip: Sequence[str],
-        limit: int,
-        target: Target = LIVE,
+        self, cursor: Any, start: int, upto: int, skip: Sequence[str], limit: int
     ) -> tuple[list[Note], int]:
         """``store.notes`` (and the batch's end, lowered to what memory covers) from the
-        remembered events when they cover (start, end] without a gap, else from the log.
-
-        A rebuild's loading batch (``target.head`` set) leaves the planner settings of the
-        notifications query in place for the rest of its transaction, which only looks rows
-        up by primary key and writes staging tables: one statement less per batch."""
+        remembered events when they cover (start, end] without a gap, else from the log."""
         memory = self._memory
         if memory and memory[0].position <= start + 1 <= memory[-1].position:
             first = memory[0].position
@@ -211,8 +201,7 @@ class CatchUp:
                 if len(found) == limit:
                     break
             return found, upto
-        restore = target.head is None
-        return self.store.notes(cursor, start, upto, skip, limit, restore=restore), upto
+        return self.store.notes(cursor, start, upto, skip, limit), upto
 
     def catch_up(
         self, names: Sequence[str] | None = None, *, durable: bool = True
@@ -349,7 +338,7 @@ class CatchUp:
         union = frozenset().union(*(p.topics for p in group))
         skip = sorted(set.intersection(*(set(self._skip[p.name]) for p in group)))
         upto = min(cap, start + WINDOW * self.batch_size)
-        notes, upto = self._notes(cursor, start, upto, skip, self.batch_size, target)
+        notes, upto = self._notes(cursor, start, upto, skip, self.batch_size)
         if target.positions is None and notes:
             held = parking.held_rows_all(store, cursor, [p.name for p in group])
         counts: dict[str, int] = {}
@@ -440,7 +429,7 @@ class CatchUp:
         if cap <= start:
             return None
         upto = min(cap, start + WINDOW * limit)
-        notes, upto = self._notes(cursor, start, upto, self._skip[name], limit, target)
+        notes, upto = self._notes(cursor, start, upto, self._skip[name], limit)
         applied, parked = self._apply(projection, target, cursor, notes, careful=careful)
         new = notes[-1].position if len(notes) == limit else upto
         if target.positions is None:

@@ -155,6 +155,7 @@ class Rebuild(CatchUp):
         target.background = background
         try:
             applied = {p.name: 0 for p in targets}
+            store.restore_planner = False  # Store.notes: loading batches need not
             with _collector_eased():
                 while True:  # to the head read when the load began, then to the one after
                     counts, finished = self._together(targets, target, progress=progress)
@@ -172,6 +173,7 @@ class Rebuild(CatchUp):
                 if background is not None:
                     background.finish()  # every row committed before keys and swap
         finally:
+            store.restore_planner = True
             target.background = None
             target.head = None
             if background is not None:

@@ -133,6 +133,7 @@ class Store:
             self._sqlite.execute("PRAGMA foreign_keys = ON")
             self._sqlite.execute("PRAGMA busy_timeout = 30000")
         self.events_table = POSTGRES_EVENTS_TABLE if self.postgres else SQLITE_EVENTS_TABLE
+        self.restore_planner = True  # see ``notes``
         self._events_select: dict[tuple[str, ...], Query] = {}
 
     # --- connections and transactions ----------------------------------------------------------
@@ -372,21 +373,15 @@ class Store:
         return int(row[0] or 0)
 
     def notes(
-        self,
-        cursor: Any,
-        after: int,
-        upto: int,
-        skip_topics: Sequence[str],
-        limit: int,
-        *,
-        restore: bool = True,
+        self, cursor: Any, after: int, upto: int, skip_topics: Sequence[str], limit: int
     ) -> list[Note]:
         """Notifications in (after, upto], in order, leaving out ``skip_topics``, at most ``limit``.
 
         Skipped topics are filtered in SQL: their state is never read, let alone decoded.
         PostgreSQL: the query runs with the planner settings of ``_INDEX_ORDER_ONLY``, local
-        to the transaction, set back after it unless ``restore`` is False (the rest of the
-        transaction does not mind them).
+        to the transaction, set back after it unless ``restore_planner`` is False (a
+        rebuild's load, whose batches then only look rows up by primary key and write
+        staging tables: one statement less per batch).
         """
         key = tuple(skip_topics)
         statement = self._events_select.get(key)
@@ -399,7 +394,7 @@ class Store:
             rows = cursor.fetchall()
             # Not in a finally: after an error the transaction is aborted (another statement
             # would fail and hide the error) and its rollback undoes the local settings anyway.
-            if restore:
+            if self.restore_planner:
                 cursor.execute(_PLANNER_RESTORE, self._planner)
         else:
             cursor.execute(statement, [after, upto, *key, limit])
