@@ -27,7 +27,14 @@ from eventsourcing.utils import get_topic
 
 from domain.aggregate import Event
 from projections.background import BackgroundWriter
-from projections.decoding import Decoded, UnhandledEvent, builder_for, decoder_for
+from projections.decoding import (
+    CompactDecoder,
+    Decoded,
+    UnhandledEvent,
+    builder_for,
+    decoder_for,
+    fast_decoder,
+)
 from projections.store import Note, Store
 from projections.tables import Table, schema_version
 
@@ -82,6 +89,13 @@ class Projection(ABC):
             get_topic(event): (event, decoder_for(event, lean))
             for event, lean in self.handles.items()
         }
+        self.fast: dict[str, tuple[type[Event], CompactDecoder]] = {}
+        """Per topic of a class stored compact: its fast decoding path (decoding.fast_decoder),
+        which ``CatchUp._decode`` runs inline for each note, falling back to ``decode``."""
+        for event, lean in self.handles.items():
+            fast = fast_decoder(event, lean)
+            if fast is not None:
+                self.fast[get_topic(event)] = (event, fast)
         self.builders: dict[str, tuple[type[Event], Callable[[Any], Any]]] = {}
         """Per topic: the lean value from the event object itself (decoding.builder_for), for
         events this process just saved (projections/catchup.py, ``remember``)."""

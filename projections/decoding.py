@@ -115,7 +115,7 @@ def decoder_for(event: type[Event], lean: type[Any]) -> Callable[[Note], Any]:
 
     if not is_compact_class(event):
         return lambda note: upcast(msgspec.json.decode(note.state))
-    row_decode, build, version = _compact_decoder(event, lean)
+    row_decode, build, version = compact_decoder(event, lean)
     layout = compact(event)
 
     def either(note: Note) -> Any:
@@ -174,9 +174,33 @@ def raw_is_canonical(event: type[Event]) -> bool:
     return getattr(event, "class_version", 1) > 1
 
 
-def _compact_decoder(
-    event: type[Event], lean: type[Any]
-) -> tuple[Callable[[bytes], Any], Callable[[Any, Any, int], Any], int]:
+CompactDecoder = tuple[Callable[[bytes], Any], Callable[[Any, Any, int], Any], int]
+
+
+def fast_decoder(event: type[Event], lean: type[Any]) -> CompactDecoder | None:
+    """``compact_decoder`` for a class stored compact whose decoder upcasts (its fast path:
+    a compact state of the current version, decoded straight into ``lean``), else None.
+
+    For callers that decode many notes in one loop (projections/catchup.py): they call the
+    row decode and ``build`` themselves and hand anything else (a named state, an older
+    layout, an error) to ``decoder_for``'s function, which decodes it as always."""
+    if getattr(event, "class_version", 1) == 1 or not is_compact_class(event):
+        return None
+    return compact_decoder(event, lean)
+
+
+_compact_decoders: dict[tuple[type[Any], type[Any]], CompactDecoder] = {}
+
+
+def compact_decoder(event: type[Event], lean: type[Any]) -> CompactDecoder:
+    """``_compact_decoder``, made once per (event, lean type): every caller shares it."""
+    key = (event, lean)
+    if key not in _compact_decoders:
+        _compact_decoders[key] = _compact_decoder(event, lean)
+    return _compact_decoders[key]
+
+
+def _compact_decoder(event: type[Event], lean: type[Any]) -> CompactDecoder:
     """How a compact state (infrastructure/codec.py) of ``event``'s current version is decoded
     straight into ``lean``: (the msgpack decode of the state into a row, the function from a
     row, originator id and version to ``lean``, the version). The values the lean type does

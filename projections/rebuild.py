@@ -13,6 +13,7 @@ it too, because their foreign keys point at its tables.
 from __future__ import annotations
 
 import fcntl
+import gc
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,27 @@ from projections.background import BackgroundFailed, BackgroundWriter
 from projections.base import Projection
 from projections.catchup import STAGING, TRANSIENT, CatchUp, Target
 from projections.tables import Table, add_foreign_key_sql, index_names
+
+GC_THRESHOLD = 10_000
+"""The cyclic garbage collector's first threshold while a rebuild loads (700 by default)."""
+
+
+@contextmanager
+def _collector_eased() -> Iterator[None]:
+    """The cyclic garbage collector run less often while a rebuild loads, then as before.
+
+    A load allocates a few containers per event (notes, lean values, rows), all freed by
+    reference counting (gc.collect() after a 20-run load with the collector off finds no
+    unreachable object), yet each counts toward the collector's thresholds: at the default
+    it ran every 700 allocations and walked the older generations every 70,000, a sixth of
+    the load's CPU. With a first threshold of 10,000 it still runs, so a cycle made on an
+    error path is still freed and memory stays bounded."""
+    old = gc.get_threshold()
+    gc.set_threshold(max(old[0], GC_THRESHOLD), *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
 
 
 class RebuildBusy(Exception):
@@ -124,29 +146,41 @@ class Rebuild(CatchUp):
                         cursor,
                         table,
                         staging[table.name],
-                        indexes=False,
+                        indexes=store.postgres,
                         references=staging,
                         foreign_keys=not fast,
                     )
+            target.head = store.head(cursor)  # the load's end; the swap does the rest
         background = BackgroundWriter(self.database) if fast else None
         target.background = background
         try:
-            applied, finished = self._together(targets, target, progress=progress)
-            for p in targets if not finished else ():  # what the shared pass left
-                applied[p.name] += self._build(p, target, progress)
-            if background is not None:
-                background.finish()  # every row committed before indexes, keys and swap
+            applied = {p.name: 0 for p in targets}
+            store.restore_planner = False  # Store.notes: loading batches need not
+            with _collector_eased():
+                while True:  # to the head read when the load began, then to the one after
+                    counts, finished = self._together(targets, target, progress=progress)
+                    for name, count in counts.items():
+                        applied[name] += count
+                    for p in targets if not finished else ():  # what the shared pass left
+                        applied[p.name] += self._build(p, target, progress)
+                    with store.reading() as cursor:
+                        head = store.head(cursor)
+                    if (
+                        target.head is None or head <= target.head
+                    ):  # little left for the swap, under its lock
+                        break
+                    target.head = head
+                if background is not None:
+                    background.finish()  # every row committed before keys and swap
         finally:
+            store.restore_planner = True
             target.background = None
+            target.head = None
             if background is not None:
                 background.abandon()
-        if store.postgres:  # indexes built once over the loaded rows, renamed at the swap
+        if fast:  # each foreign key checked once over the loaded rows
             with store.transaction(durable=False) as cursor:
-                for p in targets:
-                    for table in p.tables:
-                        self._create_indexes(cursor, table, staging[table.name])
-                if fast:
-                    self._add_foreign_keys(cursor, targets, staging)
+                self._add_foreign_keys(cursor, targets, staging)
         self._swap(targets, target, applied)
         return applied
 

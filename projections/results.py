@@ -58,6 +58,9 @@ SIMULATION_RESULTS = Table(
 )
 COLUMNS = SIMULATION_RESULTS.column_names
 KINDS = tuple(column.kind for column in SIMULATION_RESULTS.columns)
+COPY_KINDS = ("uuid_bytes", "int", "text", "json_bytes", "timestamp")
+"""How the rows are COPYed on PostgreSQL (projections/store.py, COPY_TYPES): the run id as its
+16 bytes and the JSON as it is, both by psycopg's C bytes dumper."""
 
 
 class YearRecorded(Lean, kw_only=True):
@@ -75,35 +78,36 @@ class ResultsProjection(Projection):
     handles = {YearResultRecorded: YearRecorded}
 
     def apply(self, batch: Batch) -> None:
-        if batch.store.postgres and batch.background is None:
+        if batch.store.postgres and batch.background is None:  # catch-up: one binary stream
             batch.copy_binary(SIMULATION_RESULTS.name, COLUMNS, copy_stream(batch.events))
             return
         rows = result_rows(batch.events, postgres=batch.store.postgres)
-        kinds = KINDS if batch.store.postgres else None
+        kinds = COPY_KINDS if batch.store.postgres else None
         batch.bulk_insert(SIMULATION_RESULTS.name, COLUMNS, rows, kinds)
 
 
 def result_rows(events: list[Any], *, postgres: bool) -> list[tuple[Any, ...]]:
     """The rows of the batch's events, as SQLite's executemany or a PostgreSQL rebuild's
-    background writer (binary COPY through psycopg) takes them."""
+    background writer (binary COPY through psycopg, ``COPY_KINDS``) takes them."""
     rows: list[tuple[Any, ...]] = []
     add = rows.append
     # Canonical JSON (projections/canonical.py): the lean decoder gives it for this
     # versioned event (decoding.raw_is_canonical). PostgreSQL: binary COPY takes the Raw
     # values as they are (the json dumper sends their bytes, projections/store.py), no copy
     # and no call per value; SQLite stores text.
-    ident: Any = None
-    run_id: Any = None
+    ids: dict[int, bytes] = {}  # a run id's 16 bytes, once per run (UUID.bytes is Python)
+    run_id: bytes | str | None
     for _, _, data in events:
         year = data.year
-        if data.originator_id is not ident and data.originator_id != ident:
-            ident = data.originator_id  # a batch is runs of one run's years: once per run
-            run_id = ident if postgres else str(ident)
         if postgres:
+            ident = data.originator_id
+            run_id = ids.get(ident.int)
+            if run_id is None:
+                run_id = ids[ident.int] = ident.bytes
             created_at = data.timestamp
             economic, environment = data.economic, data.environment
         else:
-            created_at = iso(data.timestamp)
+            run_id, created_at = str(data.originator_id), iso(data.timestamp)
             economic, environment = _text(data.economic), _text(data.environment)
         add((run_id, year, "economic", economic, created_at))
         add((run_id, year, "environmental", environment, created_at))

@@ -11,16 +11,17 @@ become schema-qualified identifiers (psycopg.sql), on SQLite quoted names and ``
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, NamedTuple, cast
 from uuid import UUID
 
 import msgspec
 import psycopg
 from psycopg import sql
-from psycopg.adapt import Dumper
+from psycopg.adapt import Dumper, PyFormat
 from psycopg.pq import Format
 
 from infrastructure.settings import Database
@@ -40,7 +41,15 @@ COPY_TYPES = {
     "float": "float8",
     "json": "json",
     "timestamp": "timestamptz",
+    "uuid_bytes": "bytea",
+    "json_bytes": "bytea",
 }
+"""Binary COPY types by kind. Two kinds only for COPY: ``uuid_bytes``, a uuid as its 16 bytes
+(``UUID.bytes``), and ``json_bytes``, JSON text as bytes or ``msgspec.Raw``. Binary COPY data
+carries no types: the server reads each field as its column's type (uuid_recv takes the 16
+bytes, json_recv the text), so these are sent exactly as ``uuid`` and ``json`` values would be,
+but by psycopg's bytes dumper, in C, instead of a Python dumper called per value (psycopg has
+no C dumper for UUID, and ours for JSON is Python): a rebuild's COPY formatting costs half."""
 
 
 class RawJson(str):
@@ -91,6 +100,11 @@ class Note(NamedTuple):
     state: bytes
 
 
+_note = cast(Callable[[Any], Note], partial(tuple.__new__, Note))
+"""A fetched row (a tuple of Note's five values) as a Note, in C: ``Note._make`` is a Python
+classmethod, called once per event read."""
+
+
 def iso(moment: datetime) -> str:
     """A timestamp as SQLite stores it: UTC, microseconds, fixed width (text order = time order)."""
     if moment.tzinfo is not UTC:  # (astimezone returns a UTC moment as it is)
@@ -134,6 +148,7 @@ class Store:
             self._sqlite.execute("PRAGMA foreign_keys = ON")
             self._sqlite.execute("PRAGMA busy_timeout = 30000")
         self.events_table = POSTGRES_EVENTS_TABLE if self.postgres else SQLITE_EVENTS_TABLE
+        self.restore_planner = True  # see ``notes``
         self._events_select: dict[tuple[str, ...], Query] = {}
 
     # --- connections and transactions ----------------------------------------------------------
@@ -146,6 +161,11 @@ class Store:
         assert info is not None
         dumper = type("RawJsonDumper", (RawJsonBinaryDumper,), {"oid": info.oid})
         connection.adapters.register_dumper(RawJson, dumper)  # also json's binary dumper
+        # bytea's binary dumper by type (what COPY's set_types picks) is psycopg's DB-API
+        # Binary wrapper's, in Python; bytes' own (C in psycopg_binary) sends a buffer as is.
+        connection.adapters.register_dumper(
+            bytes, psycopg.adapters.get_dumper(bytes, PyFormat.BINARY)
+        )
         row = connection.execute(_PLANNER_SETTINGS).fetchone()
         assert row is not None
         self._planner = (str(row[0]), str(row[1]))  # what notes() sets back after its query
@@ -383,6 +403,10 @@ class Store:
         """Notifications in (after, upto], in order, leaving out ``skip_topics``, at most ``limit``.
 
         Skipped topics are filtered in SQL: their state is never read, let alone decoded.
+        PostgreSQL: the query runs with the planner settings of ``_INDEX_ORDER_ONLY``, local
+        to the transaction, set back after it unless ``restore_planner`` is False (a
+        rebuild's load, whose batches then only look rows up by primary key and write
+        staging tables: one statement less per batch).
         """
         key = tuple(skip_topics)
         statement = self._events_select.get(key)
@@ -395,11 +419,12 @@ class Store:
             rows = cursor.fetchall()
             # Not in a finally: after an error the transaction is aborted (another statement
             # would fail and hide the error) and its rollback undoes the local settings anyway.
-            cursor.execute(_PLANNER_RESTORE, self._planner)
+            if self.restore_planner:
+                cursor.execute(_PLANNER_RESTORE, self._planner)
         else:
             cursor.execute(statement, [after, upto, *key, limit])
             rows = cursor.fetchall()
-        return list(map(Note._make, rows))  # ints, the id as the back end gives it, bytes
+        return list(map(_note, rows))  # ints, the id as the back end gives it, bytes
 
     def _select_statement(self, skipped: int) -> Query:
         if self.postgres:

@@ -31,7 +31,7 @@ from projections.base import Batch
 from projections.decoding import Decoded
 from projections.results import (
     COLUMNS,
-    KINDS,
+    COPY_KINDS,
     SIMULATION_RESULTS,
     ResultsProjection,
     copy_stream,
@@ -200,7 +200,7 @@ def _compare_stream_with_rows(url: str, decoded: list[Decoded]) -> None:
                 cursor.execute(store.raw("\n".join(x for x in lines if "FOREIGN KEY" not in x)))
         with store.transaction() as cursor:
             store.bulk_insert(
-                cursor, "by_rows", COLUMNS, result_rows(decoded, postgres=True), KINDS
+                cursor, "by_rows", COLUMNS, result_rows(decoded, postgres=True), COPY_KINDS
             )
             Batch(store, cursor, {SIMULATION_RESULTS.name: "by_stream"}, decoded).copy_binary(
                 SIMULATION_RESULTS.name, COLUMNS, copy_stream(decoded)

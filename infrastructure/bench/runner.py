@@ -295,20 +295,19 @@ def raw_copy(url: str, data: list[GeneratedRun]) -> tuple[int, float]:
     ``jsonb`` column (parsed and rebuilt by the server) and to encode its rows inside the
     timed window, which made it slower and the rebuild's ratio better than it is."""
     from projections.canonical import canonical
-    from projections.results import COLUMNS, KINDS
+    from projections.results import COLUMNS, COPY_KINDS
     from projections.store import Store
 
     stamp = datetime.now(UTC)
     rows: list[tuple[Any, ...]] = []
     for generated in data:
+        run_id = generated.run_id.bytes  # as the rebuild sends it (results.COPY_KINDS)
         for year in generated.years:
-            rows.append((generated.run_id, year.year, "economic", canonical(year.economic), stamp))
-            rows.append(
-                (generated.run_id, year.year, "environmental", canonical(year.environment), stamp)
-            )
+            rows.append((run_id, year.year, "economic", canonical(year.economic), stamp))
+            rows.append((run_id, year.year, "environmental", canonical(year.environment), stamp))
             if year.key_events:
                 timeline = canonical({"key_events": year.key_events})
-                rows.append((generated.run_id, year.year, "timeline", timeline, stamp))
+                rows.append((run_id, year.year, "timeline", timeline, stamp))
     store = Store(resolve_database(url))
     try:
         store.pg.execute(
@@ -319,8 +318,112 @@ def raw_copy(url: str, data: list[GeneratedRun]) -> tuple[int, float]:
         )
         began = time.perf_counter()
         with store.transaction() as cursor:
-            store.bulk_insert(cursor, "raw_results", COLUMNS, rows, KINDS)
+            store.bulk_insert(cursor, "raw_results", COLUMNS, rows, COPY_KINDS)
         return len(rows), time.perf_counter() - began
+    finally:
+        store.close()
+
+
+_COPY_KIND = {"uuid": "uuid_bytes", "json": "json_bytes"}
+
+
+def read_tables(source: str) -> list[tuple[Any, list[tuple[Any, ...]]]]:
+    """Every table a full rebuild writes, with its rows as ``source``'s live tables hold them
+    (JSON as its stored text), in dependency order: what ``raw_copy_rebuild_like_for_like``
+    writes. Read outside any timed window."""
+    from projections.runner import PROJECTIONS
+    from projections.store import Store
+
+    tables: list[tuple[Any, list[tuple[Any, ...]]]] = []
+    store = Store(resolve_database(source))
+    try:
+        for projection in PROJECTIONS:
+            for table in projection.tables:
+                columns = sql.SQL(", ").join(
+                    sql.SQL("{}::text").format(sql.Identifier(c.name))
+                    if c.kind == "json"
+                    else sql.Identifier(c.name)
+                    for c in table.columns
+                )
+                statement = sql.SQL("SELECT {} FROM {}").format(  # physical (insertion) order
+                    columns, sql.Identifier(store.schema, table.name)
+                )
+                # As the rebuild COPYs them (projections/store.py, COPY_TYPES): uuids as
+                # their 16 bytes and JSON as bytes, both by psycopg's C bytes dumper.
+                convert = [
+                    (lambda v: v if v is None else v.bytes)
+                    if c.kind == "uuid"
+                    else (lambda v: v if v is None else v.encode())
+                    if c.kind == "json"
+                    else None
+                    for c in table.columns
+                ]
+                rows = [
+                    tuple(
+                        value if how is None else how(value)
+                        for how, value in zip(convert, row, strict=True)
+                    )
+                    for row in store.read_once(statement)
+                ]
+                tables.append((table, rows))
+    finally:
+        store.close()
+    return tables
+
+
+def raw_copy_rebuild_like_for_like(
+    url: str, tables: list[tuple[Any, list[tuple[Any, ...]]]]
+) -> tuple[int, float]:
+    """Raw COPY of what a full rebuild writes, doing the same work to the tables and nothing
+    our design adds (PostgreSQL). Returns (result rows, seconds).
+
+    The same rows: every table ``Projector.rebuild(None)`` rebuilds (digital_twins,
+    simulation_runs, simulation_results, experiments, experiment_iterations), each row as the
+    live table holds it (``read_tables``, not timed): simulation_results' 40,470 rows for 20
+    runs x 1000 years, and the 21 rows of twins and runs, which belong in it: the rebuild
+    writes them, and results' foreign key needs its runs. The same tables: each one's own DDL
+    (projections/tables.py: columns, NOT NULL, primary key, checks and indexes, kept up while
+    loading as in the rebuild's staging tables: the GIN index covers only timeline rows, about
+    1 %, and costs less kept than built after), then the foreign keys added after the load
+    (each checked once over the loaded rows), as the rebuild adds them. The same write: binary
+    COPY with the rebuild's own call and row formatting (``Store.bulk_insert``; uuids as
+    their 16 bytes and JSON as bytes, by psycopg's C bytes dumper). One transaction,
+    committed durably (the rebuild's swap is durable, which makes its staging commits durable
+    too).
+
+    Left out, being the rebuild's own work rather than the rows': reading and decoding the
+    log, the runs fold, staging names and the swap (renames, tracking, parking), the batches'
+    transactions."""
+    from projections.store import Store
+    from projections.tables import add_foreign_key_sql, create_index_sql, create_table_sql
+
+    store = Store(resolve_database(url))
+    schema = store.schema
+    results = 0
+    try:
+        store.pg.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        began = time.perf_counter()
+        with store.transaction() as cursor:
+            for table, rows in tables:
+                ddl = create_table_sql(
+                    table, table.name, postgres=True, schema=schema, foreign_keys=False
+                )
+                cursor.execute(store.raw(ddl))
+                for index in table.indexes:
+                    statement = create_index_sql(
+                        table, index, table.name, postgres=True, schema=schema
+                    )
+                    if statement is not None:
+                        cursor.execute(store.raw(statement))
+                kinds = [_COPY_KIND.get(c.kind, c.kind) for c in table.columns]
+                store.bulk_insert(cursor, table.name, table.column_names, rows, kinds)
+                if table.name == "simulation_results":
+                    results = len(rows)
+            for table, _ in tables:
+                for fk in table.foreign_keys:
+                    statement = add_foreign_key_sql(fk, table.name, schema=schema)
+                    cursor.execute(store.raw(statement))
+        return results, time.perf_counter() - began
     finally:
         store.close()
 
@@ -823,6 +926,7 @@ def run_bench(
             began = time.perf_counter()
             projector.rebuild(None)
             rebuild_seconds = time.perf_counter() - began
+        rebuilt_tables = read_tables(ours) if database.is_postgres else []
         if query_rows:
             progress(f"copying runs until simulation_results has {query_rows:,} rows")
         recorded_rows, _ = pad_results(ours, query_rows)
@@ -855,7 +959,14 @@ def run_bench(
         crud_durability = synchronous_setting(crud)
     copy_rate: float | None = None
     copy_events_rate: float | None = None
+    rebuild_like_rate: float | None = None
     if database.is_postgres:
+        progress("baseline: raw COPY of the rebuilt tables' rows, like for like")
+        with scratch(database, "copyr") as rebuild_like_url:
+            rebuild_like_rows, rebuild_like_seconds = raw_copy_rebuild_like_for_like(
+                rebuild_like_url, rebuilt_tables
+            )
+            rebuild_like_rate = rate(rebuild_like_rows, rebuild_like_seconds)
         progress("baselines: raw COPY of the result rows, and the ceiling for the event rows")
         with scratch(database, "copy") as copy_url:
             copy_rows, copy_seconds = raw_copy(copy_url, data)
@@ -929,11 +1040,44 @@ def run_bench(
             "rebuild from 0",
             rebuild_rate,
             "events/s",
-            target=">= 0.7x the raw-COPY rate of the same rows",
-            baseline="" if copy_rate is None else f"raw COPY {copy_rate:,.0f} rows/s",
-            note=f"{rebuild_rows_rate:,.0f} result rows/s"
-            + ("" if copy_rate is None else f", {rebuild_rows_rate / copy_rate:.2f}x raw COPY"),
+            target=">= 0.7x raw COPY of the same rows, like for like (PostgreSQL)",
+            baseline=""
+            if copy_rate is None or rebuild_like_rate is None
+            else f"raw COPY like for like {rebuild_like_rate:,.0f} result rows/s; "
+            f"raw COPY ceiling {copy_rate:,.0f} rows/s",
+            note=f"{rebuild_rows_rate:,.0f} result rows/s in {rebuild_seconds:.3f} s"
+            + (
+                ""
+                if copy_rate is None or rebuild_like_rate is None
+                else f", {rebuild_rows_rate / rebuild_like_rate:.2f}x raw COPY like for like, "
+                f"{rebuild_rows_rate / copy_rate:.2f}x raw COPY ceiling"
+            ),
         ),
+    )
+    if copy_rate is not None and rebuild_like_rate is not None:
+        report.add(
+            Measurement(
+                "rebuild / raw COPY like for like",
+                rebuild_rows_rate / rebuild_like_rate,
+                "x",
+                target=">= 0.7x (the issue's target is judged here)",
+                baseline=f"raw COPY like for like {rebuild_like_rate:,.0f} result rows/s: "
+                "every rebuilt table's rows as the rebuild leaves them, read beforehand "
+                "(not timed), COPYed into tables with their own DDL (primary keys, checks "
+                "and indexes kept while loading), foreign keys added after the load, one "
+                "durable transaction; no log read, decoding or swap",
+                note=f"ceiling beside it: {rebuild_rows_rate / copy_rate:.2f}x",
+            ),
+            Measurement(
+                "rebuild / raw COPY ceiling",
+                rebuild_rows_rate / copy_rate,
+                "x",
+                baseline=f"raw COPY ceiling {copy_rate:,.0f} rows/s: the result rows alone, "
+                "built beforehand, into an unindexed table without keys or checks, one "
+                "durable transaction",
+            ),
+        )
+    report.add(
         Measurement(
             "write path vs direct CRUD, bulk",
             (append_seconds + project_seconds) / crud_seconds,
