@@ -203,7 +203,9 @@ def state_of(backends: list[tuple[Any, ...]]) -> str:
     if not busy:
         return "client side (no transaction open)"
     _, _, state, kind, event, holds, awaits = busy[0]
-    if awaits or kind == "Lock":
+    # Only a wait for the events table's lock counts as one; a wait for another lock (a
+    # relation's extension, another session's advisory lock) is one of the "other waits".
+    if awaits:
         return "awaiting the table lock"
     where = "holding it" if holds else "no lock"
     if state == "idle in transaction" or event == "ClientRead":  # e.g. awaiting COPY data
