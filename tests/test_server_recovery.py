@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -26,12 +25,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from infrastructure.application import RunLink, TwinLedger
-from infrastructure.bench.http_load import LOOPBACK, free_port, wait_until_up
+from infrastructure.bench.http_load import LOOPBACK, free_port, serve_command, wait_until_up
 from infrastructure.http.app import Settings, create_app
 from tests.test_http_api import NoExecutor
 
 API = "/api/v1"
-ROOT = Path(__file__).resolve().parents[1]
 BUDGET = 1_000_000_000_000
 YEARS = 1000
 RUN = {"pattern": "mars_terraform", "years": YEARS, "budget_cents": BUDGET}
@@ -41,23 +39,7 @@ RUN = {"pattern": "mars_terraform", "years": YEARS, "budget_cents": BUDGET}
 def server_process(url: str, *options: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """`twinledger serve` in a new session (so its workers share its process group)."""
     port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    command = [
-        sys.executable,
-        "-c",
-        "from infrastructure.cli import main; main()",
-        "--db",
-        url,
-        "serve",
-        "--host",
-        LOOPBACK,
-        "--port",
-        str(port),
-        *options,
-    ]
+    command, env = serve_command(url, port, *options)
     with tempfile.TemporaryFile(mode="w+") as log:
         process = subprocess.Popen(
             command,

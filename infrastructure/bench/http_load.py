@@ -135,12 +135,9 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-@contextmanager
-def serving(
-    url: str, *options: str, port: int | None = None, timeout: float = 60.0
-) -> Iterator[tuple[str, int]]:
-    """As ``server``, yielding (base URL, the server's process id)."""
-    port = port or free_port()
+def serve_command(url: str, port: int, *options: str) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of `twinledger serve` on the loopback address, run
+    from this source tree (whatever is installed)."""
     root = Path(__file__).resolve().parents[2]
     env = {
         **os.environ,
@@ -159,6 +156,16 @@ def serving(
         str(port),
         *options,
     ]
+    return command, env
+
+
+@contextmanager
+def serving(
+    url: str, *options: str, port: int | None = None, timeout: float = 60.0
+) -> Iterator[tuple[str, int]]:
+    """As ``server``, yielding (base URL, the server's process id)."""
+    port = port or free_port()
+    command, env = serve_command(url, port, *options)
     # stderr to a file: a pipe nobody reads could fill up and block the server
     with tempfile.TemporaryFile(mode="w+") as log:
         process = subprocess.Popen(
