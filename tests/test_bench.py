@@ -10,17 +10,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from domain.catalog import CATALOG
-from domain.run import SimulationRun
-from domain.values import Pattern, RunParameters
 from infrastructure.application import TwinLedger
-from infrastructure.bench.data import BUDGET_CENTS, generate
+from infrastructure.bench.data import generate
 from infrastructure.bench.runner import (
     queued_state,
     raw_copy_rebuild_like_for_like,
     read_tables,
     record_runs,
     run_bench,
+    started_run,
     started_state,
     year_state,
 )
@@ -84,18 +82,7 @@ def test_the_like_for_like_baseline_encodes_the_rows_the_ledger_stores() -> None
     of writing the same rows, not smaller ones)."""
     generated = generate(1, 30)[0]
     twin_id = uuid.uuid4()
-    run = SimulationRun.queue(
-        twin_id=twin_id,
-        source_body="mars",
-        twin_state=CATALOG["mars"].state,
-        pattern=Pattern.MARS_TERRAFORM,
-        duration_years=30,
-        parameters=RunParameters(budget_cents=BUDGET_CENTS),
-        seed=generated.seed,
-        engine_version="bench",
-        initiated_by="bench",
-    )
-    run.start()
+    run = started_run(generated, twin_id)
     for year in generated.years:
         run.record_year(year)
     mapper = MsgspecMapper(transcoder=NullTranscoder())

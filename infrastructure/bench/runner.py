@@ -93,6 +93,24 @@ def rate(count: int, seconds: float) -> float:
 # --- our write path ----------------------------------------------------------------------------
 
 
+def started_run(generated: GeneratedRun, twin_id: uuid.UUID) -> SimulationRun:
+    """A bench run of ``generated``'s years on a Mars twin, queued and started (RunQueued,
+    RunStarted pending), ready for ``record_year``."""
+    run = SimulationRun.queue(
+        twin_id=twin_id,
+        source_body="mars",
+        twin_state=CATALOG["mars"].state,
+        pattern=Pattern.MARS_TERRAFORM,
+        duration_years=len(generated.years),
+        parameters=RunParameters(budget_cents=BUDGET_CENTS),
+        seed=generated.seed,
+        engine_version="bench",
+        initiated_by="bench",
+    )
+    run.start()
+    return run
+
+
 def record_runs(
     ledger: TwinLedger, data: list[GeneratedRun], chunk: int = DEFAULT_CHUNK_YEARS
 ) -> tuple[int, float]:
@@ -109,18 +127,7 @@ def record_runs(
     for generated in data:
         duration = len(generated.years)
         began = time.perf_counter()
-        run = SimulationRun.queue(
-            twin_id=twin.id,
-            source_body="mars",
-            twin_state=CATALOG["mars"].state,
-            pattern=Pattern.MARS_TERRAFORM,
-            duration_years=duration,
-            parameters=RunParameters(budget_cents=BUDGET_CENTS),
-            seed=generated.seed,
-            engine_version="bench",
-            initiated_by="bench",
-        )
-        run.start()
+        run = started_run(generated, twin.id)
         pending = 2
         for year in generated.years:
             run.record_year(year)
@@ -439,18 +446,7 @@ def raw_copy_ceiling(url: str, data: list[GeneratedRun]) -> tuple[int, float]:
     mapper = MsgspecMapper(transcoder=NullTranscoder())
     rows: list[StoredEvent] = []
     for generated in data:
-        run = SimulationRun.queue(
-            twin_id=uuid.uuid4(),
-            source_body="mars",
-            twin_state=CATALOG["mars"].state,
-            pattern=Pattern.MARS_TERRAFORM,
-            duration_years=len(generated.years),
-            parameters=RunParameters(budget_cents=BUDGET_CENTS),
-            seed=generated.seed,
-            engine_version="bench",
-            initiated_by="bench",
-        )
-        run.start()
+        run = started_run(generated, uuid.uuid4())
         for year in generated.years:
             run.record_year(year)
         rows.extend(map(mapper.to_stored_event, run.collect_events()))
