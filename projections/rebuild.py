@@ -13,7 +13,6 @@ it too, because their foreign keys point at its tables.
 from __future__ import annotations
 
 import fcntl
-import gc
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -21,32 +20,12 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql
 
+from infrastructure import gcpause
 from projections import parking, tracking
 from projections.background import BackgroundFailed, BackgroundWriter
 from projections.base import Projection
 from projections.catchup import STAGING, TRANSIENT, CatchUp, Target
 from projections.tables import Table, add_foreign_key_sql, index_names
-
-GC_THRESHOLD = 10_000
-"""The cyclic garbage collector's first threshold while a rebuild loads (700 by default)."""
-
-
-@contextmanager
-def _collector_eased() -> Iterator[None]:
-    """The cyclic garbage collector run less often while a rebuild loads, then as before.
-
-    A load allocates a few containers per event (notes, lean values, rows), all freed by
-    reference counting (gc.collect() after a 20-run load with the collector off finds no
-    unreachable object), yet each counts toward the collector's thresholds: at the default
-    it ran every 700 allocations and walked the older generations every 70,000, a sixth of
-    the load's CPU. With a first threshold of 10,000 it still runs, so a cycle made on an
-    error path is still freed and memory stays bounded."""
-    old = gc.get_threshold()
-    gc.set_threshold(max(old[0], GC_THRESHOLD), *old[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*old)
 
 
 class RebuildBusy(Exception):
@@ -156,7 +135,7 @@ class Rebuild(CatchUp):
         try:
             applied = {p.name: 0 for p in targets}
             store.restore_planner = False  # Store.notes: loading batches need not
-            with _collector_eased():
+            with gcpause.eased():
                 while True:  # to the head read when the load began, then to the one after
                     counts, finished = self._together(targets, target, progress=progress)
                     for name, count in counts.items():
