@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -27,6 +28,7 @@ from infrastructure.locks import StoreLock
 from infrastructure.settings import Database, resolve_database
 
 SCHEDULER_VARIABLE = "TWINLEDGER_SCHEDULER"
+MAX_SCHEDULER_CHARS = 1000
 PRIORITY_ORDER = {"high": 0, "normal": 1, "low": 2}
 
 
@@ -116,14 +118,17 @@ def experiment_claim(database: Database, experiment_id: str | UUID) -> StoreLock
     return StoreLock(database, f"experiment:{UUID(str(experiment_id))}")
 
 
-def experiments_to_resume(database: Database) -> list[str]:
+def experiments_to_resume(database: Database, *, catch_up: bool = True) -> list[str]:
     """Experiments left ``running`` by a dead evaluator (nobody holds their claim), oldest
-    first: what ``twinledger serve`` resumes on start (docs/experiments.md, Resume)."""
+    first: what ``twinledger serve`` resumes on start and looks for while it runs
+    (docs/experiments.md, Resume). ``catch_up=False`` reads the read tables as they stand (a
+    server's log follower keeps them current)."""
     from projections import queries
     from projections.runner import Projector
 
     with Projector(database) as projector:
-        projector.catch_up()
+        if catch_up:
+            projector.catch_up()
         running = queries.experiments(projector.store, status="running")
     chosen = []
     for row in running:
@@ -302,15 +307,30 @@ def _collect(
     return outcomes
 
 
+def check_scheduler(scheduler: str | None) -> str | None:
+    """The scheduler ``scheduler`` names (or $TWINLEDGER_SCHEDULER; None: local), its address
+    checked before anything is written: a command that would fail at its first sample run
+    (an experiment recorded, then failed) is refused at once, naming ``scheduler``."""
+    scheduler = scheduler or os.environ.get(SCHEDULER_VARIABLE) or None
+    if scheduler is None or scheduler == "local":
+        return scheduler
+    if (
+        not scheduler.startswith(("tcp://", "tls://", "ws://", "wss://"))
+        or len(scheduler) > MAX_SCHEDULER_CHARS
+        or re.search(r"[^\x21-\x7e]", scheduler)  # an address: printable ASCII, no spaces
+    ):
+        shown = repr(scheduler if len(scheduler) <= 60 else scheduler[:60] + "...")
+        raise ValidationError(
+            "scheduler", f"{shown} is not a scheduler address (tcp://HOST:8786) or 'local'"
+        )
+    return scheduler
+
+
 def open_executor(url: str, scheduler: str | None = None, *, workers: int = 1) -> Executor:
     """The executor for ``scheduler`` (or $TWINLEDGER_SCHEDULER): Dask if set, else local."""
-    scheduler = scheduler or os.environ.get(SCHEDULER_VARIABLE) or None
+    scheduler = check_scheduler(scheduler)
     if scheduler is None:
         return LocalExecutor(url, workers)
-    if scheduler != "local" and not scheduler.startswith(("tcp://", "tls://", "ws://", "wss://")):
-        raise ValidationError(
-            "scheduler", f"{scheduler!r} is not a scheduler address (tcp://HOST:8786) or 'local'"
-        )
     return DaskExecutor(url, scheduler, workers=workers if workers > 1 else 0)
 
 

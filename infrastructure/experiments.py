@@ -61,6 +61,7 @@ from domain.values import (
 from infrastructure.application import RunLink, TwinLedger
 from infrastructure.executors import (
     Executor,
+    check_scheduler,
     execute_or_report,
     experiment_claim,
     open_executor,
@@ -383,6 +384,10 @@ def _check_running(experiment: Experiment) -> None:
 
 
 def _check_elsewhere(ledger: TwinLedger, workers: int, scheduler: str | None) -> None:
+    """Refused before anything is written (an experiment started, or a running one failed by a
+    typo in --scheduler): samples elsewhere need a shared store and a scheduler address."""
+    if scheduler:
+        check_scheduler(scheduler)
     if (workers > 1 or bool(scheduler)) and (
         ledger.database is None or "mode=memory" in ledger.database.sqlite_path
     ):

@@ -59,7 +59,7 @@ from projections.compare import Comparison, compare_runs
 from projections.experiments import EXPERIMENTS
 from projections.runner import ProjectionsStopped, Projector, keep_current
 from projections.runs import SIMULATION_RUNS
-from projections.search import search_runs
+from projections.search import check_equal, search_runs
 from projections.store import Store
 from projections.tables import Table
 from projections.twins import DIGITAL_TWINS
@@ -174,6 +174,9 @@ class Ledger:
     ) -> views.Page[Listed]:
         """One page of ``table`` in (``at``, id) order, rows whose columns equal the values
         given (None: any), each as ``view``: the shape of every simple list query."""
+        for column, value in equal.items():
+            if isinstance(value, str):
+                check_equal(column, value)  # e.g. --status: refused as runs' are
         where = [(f"{column} = %s", value) for column, value in equal.items() if value is not None]
         rows, after = pages.page(self._tables(), table, at, where, limit=limit, cursor=cursor)
         items = [view.model_validate(row) for row in rows]

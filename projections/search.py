@@ -159,6 +159,19 @@ def _show(text: str) -> str:
     return short if short.startswith("'") else repr(short)  # a string literal as written
 
 
+def check_equal(name: str, value: str) -> None:
+    """An exact-match value given outside a filter (--status, --pattern): no control character
+    (NUL: PostgreSQL cannot compare it; a lone surrogate: no driver can send it), not long."""
+    bad = _CONTROL.search(value)
+    if bad is not None or len(value) > MAX_EQUAL_CHARS:
+        problem = (
+            f"must be at most {MAX_EQUAL_CHARS} characters"
+            if bad is None
+            else f"control character {bad.group()!r} at position {bad.start() + 1}"
+        )
+        raise ValidationError(name, problem)
+
+
 def tokenize(text: str, field: str) -> list[Token]:
     if len(text) > MAX_FILTER_CHARS:
         raise ValidationError(
@@ -737,14 +750,7 @@ def search_runs(
     if where is not None:
         conditions.append(parse_filter(where, where_field))
     for name, value in (equal or {}).items():
-        bad = _CONTROL.search(value)
-        if bad is not None or len(value) > MAX_EQUAL_CHARS:
-            problem = (
-                f"must be at most {MAX_EQUAL_CHARS} characters"
-                if bad is None
-                else f"control character {bad.group()!r} at position {bad.start() + 1}"
-            )
-            raise ValidationError(name, problem)
+        check_equal(name, value)
         field = resolve_field(name, 0, name)
         token = Token("string", value, 0)
         typed = _typed(field, value, token, name)

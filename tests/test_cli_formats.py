@@ -221,3 +221,27 @@ def test_reports_print_as_json(database_url: str, tmp_path: Path) -> None:
         )
     )
     assert kept["dry_run"] is True and isinstance(kept["results"], int)
+
+
+def test_json_prints_in_one_layout_whichever_command(database_url: str) -> None:
+    """`digest --format json` (and `prove`) printed compact JSON, every other command indented
+    JSON: all now print through infrastructure/cli/base.py ``print_json`` (or the tables'
+    equivalent), so a script or a person reads one layout."""
+    db = ["--db", database_url]
+    [twin_id] = ids_only(cli(*db, "clone", "mars", "-q"))
+    [run_id] = ids_only(cli(*db, "run", twin_id, "--years", "2", "-q"))
+    taken = cli(*db, "digest", "--format", "json")
+    kept = json.loads(taken)["digest"]
+    for printed in [
+        taken,
+        cli(*db, "prove", run_id, "--digest", kept),
+        cli(*db, "twin", twin_id, "--format", "json"),
+        cli(*db, "runs", "--format", "json"),
+    ]:
+        assert layout(printed) == layout(json.dumps(json.loads(printed), indent=2) + "\n")
+    assert "\n  " in taken  # indented, not one line
+
+
+def layout(text: str) -> list[tuple[int, str]]:
+    """Each line's indentation and first character: JSON's layout, whatever writes numbers."""
+    return [(len(line) - len(line.lstrip()), line.lstrip()[:1]) for line in text.split("\n")]

@@ -32,7 +32,7 @@ from domain.values import SimulationType
 from infrastructure.application import TwinLedger
 from infrastructure.cli import app
 from infrastructure.codec import MsgspecMapper, NullTranscoder
-from infrastructure.experiments import read_experiment_file, run_experiment
+from infrastructure.experiments import read_experiment_file, run_experiment, start_experiment
 from infrastructure.inputs import (
     MAX_BODY_FILE_BYTES,
     CloneTwin,
@@ -500,6 +500,52 @@ def test_experiment_specs_refuse_hostile_fields(
     file = tmp_path / "experiment.toml"
     file.write_text(EXPERIMENT.format(name=name, base=base))
     refused_cli(url, ["experiment", "run", str(file)], field)
+
+
+@pytest.mark.parametrize(
+    "scheduler",
+    [
+        "bogus",
+        "'; DROP TABLE x; --",
+        "tcp://host name:8786",
+        f"tcp://a{ESC}[31m",
+        "tcp://" + "x" * 10_000,
+    ],
+    ids=lambda text: repr(text)[:24],
+)
+def test_a_bad_scheduler_is_refused_before_an_experiment_is_recorded(
+    store: tuple[str, str], tmp_path: Path, scheduler: str
+) -> None:
+    """`experiment run --scheduler BAD` recorded the experiment (and cloned its twin), then
+    refused the scheduler at the first sample: a `running` experiment left behind, which a
+    server would take up. The address is checked first now, and resume checks it the same."""
+    url, _ = store
+    file = tmp_path / "experiment.toml"
+    file.write_text(EXPERIMENT.format(name='"x"', base=""))
+    line = refused_cli(url, ["experiment", "run", str(file), "--scheduler", scheduler], "scheduler")
+    assert len(line) < 200  # the value is shown cut, not whole
+    ledger = TwinLedger.open(url)
+    try:
+        started = start_experiment(ledger, read_experiment_file(file), started_by="test")
+    finally:
+        ledger.close()
+    resume = ["experiment", "resume", str(started.id), "--scheduler", scheduler]
+    refused_cli(url, resume, "scheduler")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [*(text for text in BAD_TEXTS if "\t" not in text), "x" * 10_000],  # a tab: as runs'
+    ids=lambda text: repr(text)[:24],
+)
+@pytest.mark.parametrize("command", ["experiments", "twins"])
+def test_list_status_filters_refuse_control_characters(
+    store: tuple[str, str], command: str, text: str
+) -> None:
+    """`runs --status` refused them; `experiments --status` and `twins --status` passed them
+    to the database (a lone surrogate: `unexpected UnicodeEncodeError`, exit 1)."""
+    url, _ = store
+    refused_cli(url, [command, "--status", text], "status")
 
 
 def test_an_experiment_of_a_pattern_for_another_body_is_refused(

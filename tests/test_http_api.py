@@ -43,8 +43,9 @@ class NoExecutor:
     def submit(self, run_id: UUID) -> None:
         self.runs.append(run_id)
 
-    def submit_experiment(self, experiment_id: UUID) -> None:
+    def submit_experiment(self, experiment_id: UUID) -> bool:
         self.experiments.append(experiment_id)
+        return True
 
     def shutdown(self) -> None:
         pass
@@ -437,6 +438,46 @@ def test_hostile_numbers(client: TestClient, content: bytes, field: str) -> None
     assert head(client) == before
 
 
+SPEC: dict[str, Any] = {
+    "name": "search",
+    "body": "mars",
+    "pattern": "mars_terraform",
+    "years": 5,
+    "master_seed": 1,
+    "objective": {"kind": "minimize_cost_to_event", "target_event": "first settlement"},
+    "base": {"budget_cents": 1_000_000_000_000, "pattern_params": {"spend_scale": 1.0}},
+    "space": {"tech_level": [3, 5]},
+}
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    [
+        (("name",), "a\x1b[31mb", "name"),
+        (("objective", "target_event"), "first\x85settlement", "objective.target_event"),
+        (("base", "pattern_params"), {"spend\x1b": 1.0}, "base.pattern_params"),
+        (("pattern",), "mars\x07terraform", "pattern"),
+    ],
+    ids=["name", "nested", "key", "enum"],
+)
+def test_an_experiment_spec_names_the_field_holding_a_control_character(
+    client: TestClient, path: tuple[str, ...], value: Any, field: str
+) -> None:
+    """A control character anywhere in a spec was refused naming `body` (the whole request);
+    it names the field, as the CLI does for the same spec file."""
+    spec = json.loads(json.dumps(SPEC))
+    parent = spec
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = value
+    before = head(client)
+    response = client.post(f"{API}/experiments", json=spec)
+    assert response.status_code == 422, response.text
+    assert response.json()["field"].startswith(field), response.json()
+    assert response.json()["detail"].startswith(f"{response.json()['field']}: ")
+    assert head(client) == before
+
+
 @pytest.mark.parametrize(
     ("path", "field"),
     [
@@ -734,6 +775,12 @@ def test_serve_binds_loopback_and_refuses_an_open_writable_bind(
     refused = runner.invoke(app, ["--db", db, "serve", "--host", "0.0.0.0"])
     assert refused.exit_code == 2 and "host" in refused.output
     assert len(started) == 1
+    # a bad --scheduler: one line naming it before the server starts (uvicorn printed a
+    # traceback of its failed start-up, where the executor is built)
+    refused = runner.invoke(app, ["--db", db, "serve", "--scheduler", "bogus"])
+    assert refused.exit_code == 2, refused.output
+    assert refused.stderr.startswith("error: scheduler: 'bogus'"), refused.stderr
+    assert "Traceback" not in refused.output and len(started) == 1
 
 
 def test_concurrent_first_requests_all_succeed(database_url: str) -> None:

@@ -6,13 +6,12 @@ given (the first broken stream and version is named), 2 a user error.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
 
 from domain.errors import ValidationError
-from infrastructure.cli.base import app, fail, guarded, ledger, state
+from infrastructure.cli.base import app, check_format, fail, guarded, ledger, print_json, state
 from infrastructure.integrity import ALGORITHM, ProofRefused, prove, scan_log
 from infrastructure.roles import Roles, apply, passwords_from_env
 from infrastructure.settings import resolve_database
@@ -33,23 +32,20 @@ def digest(
     output: Annotated[str, typer.Option("--format", help="text or json")] = "text",
 ) -> None:
     """Check every chain and print the ledger digest (Merkle root over stream heads)."""
-    if output not in ("text", "json"):
-        raise ValidationError("format", f"{output!r} is not text or json")
+    check_format(output, ("text", "json"))
     with ledger() as application:
         scan = scan_log(application.recorder, position)
     if scan.broken is not None:
         fail(f"broken: {scan.broken}", 1)
     if output == "json":
-        typer.echo(
-            json.dumps(
-                {
-                    "digest": scan.digest,
-                    "position": scan.position,
-                    "streams": scan.streams,
-                    "events": scan.events,
-                    "algorithm": ALGORITHM,
-                }
-            )
+        print_json(
+            {
+                "digest": scan.digest,
+                "position": scan.position,
+                "streams": scan.streams,
+                "events": scan.events,
+                "algorithm": ALGORITHM,
+            }
         )
     else:
         typer.echo(f"{scan.digest} at position {scan.position} ({scan.streams} streams)")
@@ -99,7 +95,7 @@ def prove_command(
             proof = prove(application.recorder, run.id, expected, position)
         except ProofRefused as refusal:
             fail(f"digest: {refusal}", 1)
-    typer.echo(json.dumps(proof, indent=1))
+    print_json(proof)
 
 
 @db_app.command("roles")

@@ -38,6 +38,14 @@ def serve(
             help="On start, execute queued runs; resume orphaned runs and experiments",
         ),
     ] = True,
+    resume_every: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=3600,
+            help="While serving, resume orphaned experiments this often",
+        ),
+    ] = 10,
     cors_origin: Annotated[
         list[str],
         typer.Option("--cors-origin", help="Allow browser calls from this origin (off by default)"),
@@ -51,7 +59,10 @@ def serve(
 
     import uvicorn
 
+    from infrastructure.executors import check_scheduler
     from infrastructure.http.app import TOKEN_VARIABLE, Settings, create_app
+
+    check_scheduler(scheduler)  # before the server starts: one line naming it, not a traceback
 
     local = host in ("127.0.0.1", "localhost", "::1")
     if not local and not read_only and not os.environ.get(TOKEN_VARIABLE):
@@ -66,6 +77,7 @@ def serve(
         workers=workers,
         scheduler=scheduler,
         resume_queued=resume_queued,
+        resume_every=resume_every,
         cors_origins=cors_origin,
     )
     application = create_app(settings)

@@ -14,7 +14,7 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +40,7 @@ from domain.errors import (
 from domain.replay import EngineVersionMismatch
 from infrastructure.errors import RunInterrupted, StoreError
 from infrastructure.http.executor import Executor, ServerExecutor, resume
+from infrastructure.http.orphans import OrphanWatch
 from infrastructure.http.sse import LogFollower
 from infrastructure.service import Ledger, ReadTablesBehind
 from infrastructure.settings import resolve_database
@@ -72,6 +73,7 @@ class Settings:
     workers: int = 1
     scheduler: str | None = None  # a Dask scheduler (docs/scale-out.md); None: local
     resume_queued: bool = True  # on start: queued and orphaned runs, orphaned experiments
+    resume_every: float = 10.0  # and orphaned experiments while it runs, this often (seconds)
     pool_size: int = 4
     cors_origins: list[str] = field(default_factory=list)
     poll_seconds: float = 0.25
@@ -186,6 +188,17 @@ def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or "body"
 
 
+def _error_field(item: Mapping[str, Any]) -> str:
+    """The field a validation error is about. A refusal of the whole input's tree (a control
+    character deep in an experiment spec: inputs.py ``check_tree``) is located at the model, and
+    carries the path inside it: the field is that path, as the CLI names it (``validate``)."""
+    field = _loc(item.get("loc", ()))
+    path = (item.get("ctx") or {}).get("path")
+    if item.get("type") == "unsafe_input" and isinstance(path, str) and path:
+        return path if field == "body" else f"{field}.{path}"
+    return field
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(TwinLedgerError)
     async def ledger_error(request: Request, error: TwinLedgerError) -> JSONResponse:
@@ -196,7 +209,7 @@ def install_error_handlers(app: FastAPI) -> None:
         # Only loc, msg and type: an error's input or context may hold what JSON cannot encode.
         errors = [
             {
-                "field": _loc(item.get("loc", ())),
+                "field": _error_field(item),
                 "message": str(item.get("msg", "")),
                 "type": str(item.get("type", "")),
             }
@@ -381,13 +394,19 @@ def create_app(settings: Settings | None = None, *, executor: Executor | None = 
         app.state.executor = executor or ServerExecutor(
             url, workers=settings.workers, scheduler=settings.scheduler
         )
+        watch = None
         if settings.resume_queued and not settings.read_only:
             resume(database, app.state.executor)
+            watch = OrphanWatch(database, app.state.executor, every=settings.resume_every)
         app.state.follower = LogFollower(database, poll_seconds=settings.poll_seconds)
         app.state.follower.start()
+        if watch is not None:
+            watch.start()
         try:
             yield
         finally:
+            if watch is not None:
+                watch.stop()
             app.state.follower.stop()
             app.state.executor.shutdown()
             app.state.pool.close()

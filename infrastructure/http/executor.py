@@ -5,8 +5,10 @@ local workers by default (``serve --workers N``), a Dask cluster with ``serve --
 tcp://HOST:8786`` (or TWINLEDGER_SCHEDULER). Tasks carry ids only; whoever executes them opens
 the store by URL and claims the run, so a run executes once at a time whatever retries it.
 Experiments are evaluated in a process of their own (spawned: the search and its bookkeeping
-hold no lock of the server's), their sample runs on the same executor settings. Progress is
-not reported through the executor: it is in the log, which the server follows (sse.py).
+hold no lock of the server's), their sample runs on the same executor settings; an
+experiment is in hand here once at a time (submitted again only after its task ended), and one
+its task showed cannot be evaluated here is left alone. Progress is not reported through the
+executor: it is in the log, which the server follows (sse.py).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol
 from uuid import UUID
 
-from domain.errors import TwinLedgerError
+from domain.errors import ExperimentBusy, TwinLedgerError
 from infrastructure.executors import (
     execute_claimed,
     experiments_to_resume,
@@ -40,8 +42,9 @@ class Executor(Protocol):
     def submit(self, run_id: UUID) -> None:
         """Execute a queued run in the background (RunStarted ... RunCompleted/RunFailed)."""
 
-    def submit_experiment(self, experiment_id: UUID) -> None:
-        """Evaluate a started experiment in the background, to its end."""
+    def submit_experiment(self, experiment_id: UUID) -> bool:
+        """Evaluate a started experiment in the background, to its end; False if it was not
+        submitted (this executor has it in hand already, or leaves it alone)."""
 
     def shutdown(self) -> None:
         """Stop taking tasks; wait for those under way (a crash would leave them resumable)."""
@@ -54,21 +57,32 @@ def resume(database: Database, executor: Executor) -> list[str]:
     sample runs, which their experiment's evaluator owns. A run executing elsewhere meanwhile
     is harmless: its claim makes the second task wait, then find it ended (docs/http.md).
 
-    Then the experiments nobody is evaluating (``running``, their claim free: their evaluator
-    died), as ``experiment resume`` would: the evaluation takes the claim, so one that another
-    process took up meanwhile is not evaluated twice (ExperimentBusy, or found ended).
-    Returns the ids submitted, runs first."""
+    Then the experiments nobody is evaluating (``resume_experiments``). Returns the ids
+    submitted, runs first."""
     run_ids = runs_to_execute(database, experiments=False)
     for run_id in run_ids:
         executor.submit(UUID(run_id))
     if run_ids:
         log.warning("resumed %d queued or interrupted runs", len(run_ids))
-    experiment_ids = experiments_to_resume(database)
-    for experiment_id in experiment_ids:
-        executor.submit_experiment(UUID(experiment_id))
-    if experiment_ids:
-        log.warning("resumed %d interrupted experiments", len(experiment_ids))
-    return run_ids + experiment_ids
+    return run_ids + resume_experiments(database, executor)
+
+
+def resume_experiments(
+    database: Database, executor: Executor, *, catch_up: bool = True
+) -> list[str]:
+    """Submit the experiments nobody is evaluating (``running``, their claim free: their
+    evaluator died), as ``experiment resume`` would: on start, and every few seconds while the
+    server runs (orphans.py). The evaluation takes the claim and reads the experiment again, so
+    one that another process took up meanwhile is not evaluated twice (ExperimentBusy, or found
+    ended). Returns the ids submitted."""
+    submitted = [
+        experiment_id
+        for experiment_id in experiments_to_resume(database, catch_up=catch_up)
+        if executor.submit_experiment(UUID(experiment_id)) is not False  # False: in hand here
+    ]
+    for experiment_id in submitted:
+        log.warning("experiment %s: nobody is evaluating it: resuming it", experiment_id)
+    return submitted
 
 
 def evaluate(url: str, experiment_id: str, workers: int, scheduler: str | None) -> None:
@@ -115,18 +129,18 @@ class ServerExecutor:
         self._stopping = False
         self._held: dict[UUID, ProcessPoolExecutor] = {}  # a run: the pool executing it
         self._deaths: Counter[UUID] = Counter()
+        self._evaluating: set[UUID] = set()  # experiments submitted whose task has not ended
+        self._left_alone: set[UUID] = set()  # experiments not to submit again (below)
         # Local runs in spawned processes, even one: in a thread of the server a simulation would
         # hold the interpreter's lock and stall every request (infrastructure/executors.py runs a
         # single local worker in a thread, which suits a command, not a server).
         self.local = self._pool() if scheduler is None else None
         self.runs = None if scheduler is None else open_executor(url, scheduler, workers=workers)
-        self.experiments = ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("spawn")
-        )
+        self.experiments = self._pool(1)
 
-    def _pool(self) -> ProcessPoolExecutor:
+    def _pool(self, workers: int | None = None) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
+            max_workers=workers or self.workers, mp_context=multiprocessing.get_context("spawn")
         )
 
     def submit(self, run_id: UUID) -> None:
@@ -188,23 +202,65 @@ class ServerExecutor:
         for run_id in again:
             self._start(pool, run_id)
 
-    def submit_experiment(self, experiment_id: UUID) -> None:
+    def submit_experiment(self, experiment_id: UUID) -> bool:
+        """Hand the experiment to the experiment process, unless it is in hand already (its
+        task has not ended: it may wait behind another experiment, its claim free meanwhile)
+        or left alone. A process that died (SIGKILL, out of memory) breaks its pool: the next
+        submission gets a new one, and the experiments it held, their claims released with it,
+        are orphans the server's watch resumes (orphans.py), up to MAX_WORKER_DEATHS times."""
+        with self._lock:
+            if self._stopping or experiment_id in self._evaluating | self._left_alone:
+                return False
+            self._evaluating.add(experiment_id)
+            pool = self.experiments
         args = (self.url, str(experiment_id), self.workers, self.scheduler)
         try:
-            future: Future[None] = self.experiments.submit(evaluate, *args)
-        except BrokenProcessPool:
-            # The process evaluating an earlier experiment died; that one stays running (its
-            # claim released with the process) for the next start or `experiment resume`.
-            self.experiments = ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn")
-            )
-            future = self.experiments.submit(evaluate, *args)
-        future.add_done_callback(_report("experiment", experiment_id))
+            try:
+                future: Future[None] = pool.submit(evaluate, *args)
+            except BrokenProcessPool:
+                with self._lock:
+                    if self.experiments is pool:
+                        self.experiments = self._pool(1)
+                    pool = self.experiments
+                future = pool.submit(evaluate, *args)
+        except BaseException:
+            with self._lock:
+                self._evaluating.discard(experiment_id)
+            raise
+        future.add_done_callback(self._ended(experiment_id))
+        return True
+
+    def _ended(self, experiment_id: UUID) -> Callable[[Future[None]], None]:
+        """When an experiment's task ends: no longer in hand. Left alone from then on if its
+        process died too often, or if it was refused for good (recorded by another engine,
+        not running any more: a TwinLedgerError); not if another process was evaluating it
+        (ExperimentBusy): should that one die, the experiment is an orphan again."""
+        report = _report("experiment", experiment_id)
+
+        def done(future: Future[None]) -> None:
+            error = None if future.cancelled() else future.exception()
+            with self._lock:
+                self._evaluating.discard(experiment_id)
+                if isinstance(error, BrokenProcessPool):
+                    self._deaths[experiment_id] += 1
+                    if self._deaths[experiment_id] > MAX_WORKER_DEATHS:
+                        self._left_alone.add(experiment_id)
+                        log.error(
+                            "experiment %s: its process died %d times; left running",
+                            experiment_id,
+                            MAX_WORKER_DEATHS + 1,
+                        )
+                elif isinstance(error, TwinLedgerError) and not isinstance(error, ExperimentBusy):
+                    self._left_alone.add(experiment_id)
+            report(future)
+
+        return done
 
     def shutdown(self) -> None:
         with self._lock:
             self._stopping = True
-        self.experiments.shutdown(wait=True, cancel_futures=True)
+            experiments = self.experiments
+        experiments.shutdown(wait=True, cancel_futures=True)
         if self.local is not None:
             self.local.shutdown(wait=True, cancel_futures=True)
         if self.runs is not None:
