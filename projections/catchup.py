@@ -384,8 +384,9 @@ class CatchUp:
         if target.positions is None:
             if parked:
                 parking.park(store, cursor, parked)
-            for p in group:
-                tracking.advance(store, cursor, p.name, start, new)
+            with tracking.advancing_together(store, cursor):  # one statement for the group
+                for p in group:
+                    tracking.advance(store, cursor, p.name, start, new)
         return counts, new, cap, parked, new == cap == head
 
     def _position(self, cursor: Any, name: str, target: Target) -> int:
