@@ -26,12 +26,15 @@ commit); a resumed run records the missing years, simulating them again (determi
 events, same digest). Readers see the events at the commit, as usual. Every other write
 (twins, queue, start, cancel, the last chunk, RunCompleted, RunFailed) is durable.
 
-Round trips (six a batch, eight before): BEGIN, the lock timeout, the table lock, the NOTIFY
-and the commit setting go in one statement string (``append_preamble``); then the COPY of the
-events (two), the COPY of their chain records (two), and the last id with COMMIT in one
-string. The COPY rows are built as one binary buffer (``event_rows``, ``record_rows``), and the
-hashes before the transaction opens when every previous hash is remembered (``RecentLinks``),
-so the lock covers the database's work only.
+Round trips (two a batch; six before, eight before that): the whole append is one statement
+string (infrastructure/pg_copy_string.py): BEGIN, the lock timeout, the table lock, the NOTIFY
+and the commit setting (``append_preamble``), the COPY of the events, the INSERT of their chain
+records, the last id and COMMIT. The server runs them in order in one exchange: one round trip
+up to the COPY's start, one for the rows and everything after them. The COPY rows are built as
+one binary buffer (``event_rows``) and the hashes before the transaction opens when every
+previous hash is remembered (``RecentLinks``), so the lock covers the database's work only.
+When a previous hash is not remembered (another process wrote the stream's last batch), it is
+read under the lock, and the statements go one at a time (seven round trips).
 
 Hash chain (docs/integrity.md): in the same transaction, after the events, the batch's chained
 SHA-256s go into the side table ``<events>_chain``, one chain record per stream (its first
@@ -87,6 +90,7 @@ from infrastructure.integrity import (
     previous_links,
     split_records,
 )
+from infrastructure.pg_copy_string import run_with_copy
 from infrastructure.pg_insert import ConflictReportingInsert
 
 COPY_FROM = 16  # smaller batches take the library's INSERT path: one round trip is cheaper
@@ -135,6 +139,15 @@ def record_rows(records: Sequence[tuple[UUID, int, bytes]]) -> bytes:
             *(pack(3, 16, i.bytes, 8, v, len(h)) + h for i, v, h in records),
             TRAILER,
         )
+    )
+
+
+def record_values(records: Sequence[tuple[UUID, int, bytes]]) -> bytes:
+    """Chain records as the VALUES list of an INSERT in a statement string (no parameters
+    there): a uuid, an integer and hex digits only, so nothing to quote or escape."""
+    return b", ".join(
+        b"('%s'::uuid, %d, decode('%s', 'hex'))" % (str(i).encode(), v, h.hex().encode())
+        for i, v, h in records
     )
 
 
@@ -255,6 +268,9 @@ class CopyApplicationRecorder(ConflictReportingInsert, PostgresApplicationRecord
         self._copy_text = self.copy_statement.as_bytes(None)
         self._copy_records_text = self.copy_records_statement.as_bytes(None)
         self._finish_text = (self.last_id_statement + SQL("; COMMIT")).as_bytes(None)
+        self._insert_records_text = (
+            SQL("INSERT INTO {} (originator_id, first_version, hashes) VALUES ").format(chain)
+        ).as_bytes(None)
 
     def _preamble(self, durable: bool) -> Composed:
         statements: list[Any] = [SQL("BEGIN"), *self.lock_table_statements]  # lock_timeout, lock
@@ -285,16 +301,21 @@ class CopyApplicationRecorder(ConflictReportingInsert, PostgresApplicationRecord
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # the library's
     def _copy_events(self, stored_events: Sequence[StoredEvent], durable: bool = True) -> list[int]:
-        """Six round trips: BEGIN and the preamble; COPY of the events (start, then the rows
-        and the end); COPY of their hashes (two); the last id and COMMIT in one. The rows and,
-        when every previous hash is remembered (the usual case: the run's previous chunk was
-        written here), the hashes are made before the transaction opens, so the table lock is
-        held for the database's work only."""
+        """Two round trips when every previous hash is remembered (the usual case: the run's
+        previous chunk was written here), the hashes then made before the transaction opens,
+        so the table lock is held for the database's work only (``_append_at_once``).
+        Otherwise one statement at a time: BEGIN and the preamble; COPY of the events (start,
+        then the rows and the end); the previous hashes read under the lock; COPY of the
+        chain records (two); the last id and COMMIT in one."""
         previous, missing = self.recent.split(previous_links(stored_events))
         hashes = None if missing else chain_batch(stored_events, previous)
         uuids = self.datastore.originator_id_type == "uuid"
         events = event_rows(stored_events) if uuids else b""
         with self.datastore.get_connection() as connection, _transaction(connection) as curs:
+            if hashes is not None and uuids:  # the usual case: two round trips
+                self.written.rows = hashes
+                last = self._append_at_once(connection, durable, events, hashes)
+                return list(range(last - len(stored_events) + 1, last + 1))
             curs.execute(self._preamble_text[durable])
             with curs.copy(self._copy_text) as copy:
                 if uuids:
@@ -313,6 +334,30 @@ class CopyApplicationRecorder(ConflictReportingInsert, PostgresApplicationRecord
             assert row is not None
             last = int(row["currval"])
         return list(range(last - len(stored_events) + 1, last + 1))
+
+    def _append_at_once(
+        self,
+        connection: Connection[DictRow],
+        durable: bool,
+        events: bytes,
+        hashes: list[tuple[UUID, int, bytes]],
+    ) -> int:
+        """The whole append as one statement string (infrastructure/pg_copy_string.py): the
+        preamble, the COPY of the events, the INSERT of their chain records (one row per
+        stream, its hashes as a literal), the last id and COMMIT; returns the last id. Two
+        round trips: to the COPY's start, then the rows and everything after them. The same
+        statements, in the same order, in the same transaction as one at a time."""
+        statements = b"; ".join(
+            (
+                self._preamble_text[durable],
+                self._copy_text,
+                self._insert_records_text + record_values(chain_records(hashes)),
+                self._finish_text,
+            )
+        )
+        results = run_with_copy(connection, statements, events)
+        last = results[2]  # the COPY's, the INSERT's, then the last id's
+        return int(last.get_value(0, 0))
 
     def _insert_stored_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any

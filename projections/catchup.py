@@ -219,15 +219,23 @@ class CatchUp:
         An event a projection cannot apply is parked (projections/parking.py) and the
         projection goes on; ``parked_now`` lists what was parked. ``durable=False``: batches
         commit without waiting for the WAL flush (see ``LIVE_AFTER_DURABLE_WRITE``).
+
+        The positions are first read outside any transaction, so that a catch-up with
+        nothing to do takes no lock and commits nothing; not when catching every projection
+        up while events saved by this process since its last catch-up are remembered
+        (``remember``: the catch-up right after a save, keep_current's), which are there to
+        apply: the batch's own locking read finds out as well (one round trip less). A
+        group found at the head there commits an empty transaction.
         """
         self.parked_now.clear()
         self.prepare()
         group = self.resolve(names)
         wanted = [p.name for p in group]
-        positions, head = tracking.behind(self.store, wanted)
-        if len(positions) == len(wanted) and all(positions[n] >= head for n in wanted):
-            self.forget(min(positions.values(), default=None))
-            return positions  # nothing to apply: no transaction, no lock, no commit
+        if names is not None or not self._memory:  # (remembered: saved here, to apply)
+            positions, head = tracking.behind(self.store, wanted)
+            if len(positions) == len(wanted) and all(positions[n] >= head for n in wanted):
+                self.forget(min(positions.values(), default=None))
+                return positions  # nothing to apply: no transaction, no lock, no commit
         target = LIVE if durable else LIVE_AFTER_DURABLE_WRITE
         self._together_at = None
         _, finished = self._together(group, target)
@@ -376,8 +384,9 @@ class CatchUp:
         if target.positions is None:
             if parked:
                 parking.park(store, cursor, parked)
-            for p in group:
-                tracking.advance(store, cursor, p.name, start, new)
+            with tracking.advancing_together(store, cursor):  # one statement for the group
+                for p in group:
+                    tracking.advance(store, cursor, p.name, start, new)
         return counts, new, cap, parked, new == cap == head
 
     def _position(self, cursor: Any, name: str, target: Target) -> int:

@@ -288,3 +288,33 @@ def test_a_catch_up_that_ends_together_does_not_read_its_positions_back(
         head = tracking.behind(projector.store, list(positions))[1]
         assert head > 0 and set(positions.values()) == {head}
         assert projector.catch_up() == positions
+
+
+def test_a_catch_up_right_after_a_save_skips_the_idle_check(
+    ledger: Any, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events this projector remembers (saved here since its last catch-up) are there to
+    apply: no idle check first. Found at the head anyway (another projector applied them),
+    the positions are still the head's, and memory is emptied."""
+    calls: list[int] = []
+    original = tracking.behind
+
+    def behind(store: Any, names: Any) -> Any:
+        calls.append(1)
+        return original(store, names)
+
+    with Projector.open(database_url) as projector, Projector.open(database_url) as other:
+        projector.catch_up()
+        ledger.after_write.append(lambda: projector.remember(ledger.last_recordings))
+        ledger.clone_twin(name="p", body="mars", created_by="test")
+        monkeypatch.setattr(tracking, "behind", behind)
+        positions = projector.catch_up()
+        assert calls == []
+        assert set(positions.values()) == {ledger.event_count()}
+
+        ledger.clone_twin(name="q", body="mars", created_by="test")
+        assert other.catch_up() == dict.fromkeys(positions, ledger.event_count())
+        assert projector.catch_up() == dict.fromkeys(positions, ledger.event_count())
+        assert calls == [1]  # other's idle check; projector's own found the head in its batch
+        assert projector.catch_up() == dict.fromkeys(positions, ledger.event_count())
+        assert calls == [1, 1]  # nothing remembered now: the idle check again

@@ -4,13 +4,16 @@ returned, conflicts refused whole, notifications visible to readers."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 from uuid import uuid4
 
 import pytest
 from conftest import fresh_postgres_url
 from eventsourcing.persistence import IntegrityError, StoredEvent
+from psycopg import sql
 
 from infrastructure.application import TwinLedger
+from infrastructure.integrity import chain_batch, previous_links
 from infrastructure.pg_recorder import COPY_FROM, CopyApplicationRecorder
 
 pytestmark = pytest.mark.postgres
@@ -61,3 +64,103 @@ def test_a_conflicting_batch_is_refused_whole(ledger: TwinLedger) -> None:
         ledger.recorder.insert_events(events[100:] + events[:1])  # version 1 of the first again
     assert ledger.recorder.max_notification_id() == head
     assert ledger.recorder.select_events(events[100].originator_id) == []
+
+
+def answers_waited(ledger: TwinLedger, action: Any) -> int:
+    """How many times ``action`` waited for the server's answer (round trips)."""
+    import psycopg
+    from psycopg.waiting import Ready
+
+    count = [0]
+    wait = psycopg.Connection.wait
+
+    def counted(self: Any, gen: Any, *args: Any, **kw: Any) -> Any:
+        def watch() -> Any:
+            got = False
+            try:
+                wanted = next(gen)
+                while True:
+                    ready = yield wanted
+                    got = got or bool(ready and ready & Ready.R)
+                    wanted = gen.send(ready)
+            except StopIteration as done:
+                count[0] += got
+                return done.value
+
+        return wait(self, watch(), *args, **kw)
+
+    psycopg.Connection.wait = counted  # type: ignore[method-assign]
+    try:
+        action()
+    finally:
+        psycopg.Connection.wait = wait  # type: ignore[method-assign]
+    return count[0]
+
+
+def test_an_append_chaining_onto_remembered_hashes_is_two_round_trips(ledger: TwinLedger) -> None:
+    events = batch(1, 300)
+    recorder: Any = ledger.recorder
+    recorder.insert_events(events[:100])  # its hashes are remembered
+    assert answers_waited(ledger, lambda: recorder.insert_events(events[100:])) == 2
+    stored = ledger.recorder.select_events(events[0].originator_id)
+    assert [(e.originator_version, e.state) for e in stored] == [
+        (e.originator_version, e.state) for e in events
+    ]
+    previous, _ = recorder.recent.split(previous_links(events[:1]))
+    hashes = chain_batch(events, previous)
+    with recorder.datastore.get_connection() as connection:
+        records = connection.execute(
+            sql.SQL("SELECT originator_id, first_version, hashes FROM {} ORDER BY 2").format(
+                sql.Identifier(recorder.datastore.schema, recorder.chain_table_name)
+            )
+        ).fetchall()
+    # one record a batch, its hashes byte for byte those chained in the client
+    assert [(r["first_version"], bytes(r["hashes"])) for r in records] == [
+        (1, b"".join(h for _, _, h in hashes[:100])),
+        (101, b"".join(h for _, _, h in hashes[100:])),
+    ]
+
+
+def test_a_refused_chain_record_refuses_the_events_too(ledger: TwinLedger) -> None:
+    """The chain record is inserted in the append's string after the COPY: its refusal (a
+    record already there) rolls the COPY back; the pooled connection works afterwards."""
+    recorder: Any = ledger.recorder
+    events = batch(1, 100)
+    with recorder.datastore.get_connection() as connection:
+        connection.execute(
+            sql.SQL("INSERT INTO {} VALUES (%s, 1, %s)").format(
+                sql.Identifier(recorder.datastore.schema, recorder.chain_table_name)
+            ),
+            (events[0].originator_id, bytes(32)),
+        )
+    head = recorder.max_notification_id()
+    with pytest.raises(IntegrityError):
+        recorder.insert_events(events)
+    assert recorder.max_notification_id() == head
+    assert recorder.select_events(events[0].originator_id) == []
+    ids = recorder.insert_events(batch(2, 50))
+    assert ids is not None and len(ids) == 100
+
+
+def test_an_append_onto_a_hash_not_remembered_reads_it_under_the_lock() -> None:
+    """Another process (here: another ledger on the same schema) continues a stream: the
+    previous hash is read in the append's transaction, statement by statement."""
+    events = batch(1, 200)
+    with fresh_postgres_url() as url:
+        first, second = TwinLedger.open(url), TwinLedger.open(url)
+        try:
+            first.recorder.insert_events(events[:100])
+            recorder: Any = second.recorder
+            assert answers_waited(second, lambda: recorder.insert_events(events[100:])) == 7
+            with recorder.datastore.get_connection() as connection:
+                stored = connection.execute(
+                    sql.SQL("SELECT hashes FROM {} ORDER BY first_version").format(
+                        sql.Identifier(recorder.datastore.schema, recorder.chain_table_name)
+                    )
+                ).fetchall()
+            assert b"".join(bytes(r["hashes"]) for r in stored) == b"".join(
+                h for _, _, h in chain_batch(events, {})
+            )
+        finally:
+            first.close()
+            second.close()
