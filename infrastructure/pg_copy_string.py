@@ -9,6 +9,11 @@ statement, the COPY's as PGRES_COPY_IN); psycopg's ``Cursor.copy`` does not ("CO
 mixed with other operations"), so this drives the exchange with psycopg's own generators and
 waiting, on the connection's libpq object, holding the connection's lock.
 
+``psycopg.generators`` and ``Connection.wait`` are psycopg's own machinery, not its documented
+API (they have kept these names and signatures since 3.0): pyproject.toml therefore caps
+psycopg at the minor versions tested, and tests/test_pg_copy_string.py runs this exchange on
+every CI run, so an upgrade that changes them fails there, not in a user's append.
+
 Errors: a statement that fails ends the string there (the server skips the rest, COPY data
 included, and answers ready); its error is raised as psycopg raises it, with the transaction
 the string began left open in error for the caller to roll back. Anything else that goes wrong
