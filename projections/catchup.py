@@ -45,6 +45,7 @@ from projections.background import BackgroundWriter
 from projections.base import Batch, Projection
 from projections.decoding import Decoded, UnhandledEvent, is_event_topic
 from projections.parking import Parked
+from projections.readahead import ReadAhead
 from projections.store import Note, Store
 
 DEFAULT_BATCH = 2000
@@ -111,6 +112,7 @@ class Target:
     physical: dict[str, str]
     positions: dict[str, int] | None = None  # staging positions; None for live
     background: BackgroundWriter | None = None  # a PostgreSQL rebuild's bulk writer
+    reader: ReadAhead | None = None  # a PostgreSQL rebuild's load: the next page read ahead
     parked: list[Parked] = field(default_factory=list)  # staging: committed batches' parked events
     skips: dict[tuple[str, int], Parked] = field(default_factory=dict)  # a rebuild's known skips
     durable: bool = True  # live: whether a batch's commit waits for the WAL flush
@@ -192,10 +194,21 @@ class CatchUp:
         self._memory[:] = keep
 
     def _notes(
-        self, cursor: Any, start: int, upto: int, skip: Sequence[str], limit: int
+        self,
+        cursor: Any,
+        start: int,
+        upto: int,
+        skip: Sequence[str],
+        limit: int,
+        reader: ReadAhead | None = None,
+        cap: int = 0,
     ) -> tuple[list[Note], int]:
         """``store.notes`` (and the batch's end, lowered to what memory covers) from the
-        remembered events when they cover (start, end] without a gap, else from the log."""
+        remembered events when they cover (start, end] without a gap, else from the log.
+
+        With a ``reader`` (a rebuild's load), the page comes from it when it read exactly this
+        one ahead, and the reader is asked for the next page, where the batch that follows
+        this one will start (the batch's new position, ``_shared_batch``), up to ``cap``."""
         memory = self._memory
         if memory and memory[0].position <= start + 1 <= memory[-1].position:
             first = memory[0].position
@@ -209,7 +222,15 @@ class CatchUp:
                 if len(found) == limit:
                     break
             return found, upto
-        return self.store.notes(cursor, start, upto, skip, limit), upto
+        if reader is None:
+            return self.store.notes(cursor, start, upto, skip, limit), upto
+        notes = reader.take(start, upto, skip, limit)
+        if notes is None:
+            notes = self.store.notes(cursor, start, upto, skip, limit)
+        new = notes[-1].position if len(notes) == limit else upto
+        if new < cap:
+            reader.ask(new, min(cap, new + WINDOW * limit), skip, limit)
+        return notes, upto
 
     def catch_up(
         self, names: Sequence[str] | None = None, *, durable: bool = True
@@ -355,7 +376,7 @@ class CatchUp:
         union = frozenset().union(*(p.topics for p in group))
         skip = sorted(set.intersection(*(set(self._skip[p.name]) for p in group)))
         upto = min(cap, start + WINDOW * self.batch_size)
-        notes, upto = self._notes(cursor, start, upto, skip, self.batch_size)
+        notes, upto = self._notes(cursor, start, upto, skip, self.batch_size, target.reader, cap)
         if target.positions is None and notes:
             held = parking.held_rows_all(store, cursor, [p.name for p in group])
         counts: dict[str, int] = {}

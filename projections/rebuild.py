@@ -25,6 +25,7 @@ from projections import parking, tracking
 from projections.background import BackgroundFailed, BackgroundWriter
 from projections.base import Projection
 from projections.catchup import STAGING, TRANSIENT, CatchUp, Target
+from projections.readahead import ReadAhead
 from projections.tables import Table, add_foreign_key_sql, index_names
 
 
@@ -116,34 +117,37 @@ class Rebuild(CatchUp):
             for row in parking.select(store, cursor, names=names):
                 if row.skipped:
                     target.skips[row.key] = row
-            for p in reversed(targets):
-                for table in reversed(p.tables):
-                    store.drop_table(cursor, staging[table.name])
-            for p in targets:
-                for table in p.tables:
-                    self._create(
-                        cursor,
-                        table,
-                        staging[table.name],
-                        indexes=store.postgres,
-                        references=staging,
-                        foreign_keys=not fast,
-                    )
+            with store.script(cursor) as script:  # one round trip on PostgreSQL
+                for p in reversed(targets):
+                    for table in reversed(p.tables):
+                        store.drop_table(script, staging[table.name])
+                for p in targets:
+                    for table in p.tables:
+                        self._create(
+                            script,
+                            table,
+                            staging[table.name],
+                            indexes=store.postgres,
+                            references=staging,
+                            foreign_keys=not fast,
+                        )
             target.head = store.head(cursor)  # the load's end; the swap does the rest
         background = BackgroundWriter(self.database) if fast else None
         target.background = background
         try:
+            target.reader = ReadAhead(self.database) if fast else None
             applied = {p.name: 0 for p in targets}
             store.restore_planner = False  # Store.notes: loading batches need not
-            with gcpause.eased():
+            # Every batch commits without waiting for the WAL flush: the session's way for
+            # the load, not a SET LOCAL per batch (Store.committing_asynchronously).
+            with gcpause.eased(), store.committing_asynchronously():
                 while True:  # to the head read when the load began, then to the one after
                     counts, finished = self._together(targets, target, progress=progress)
                     for name, count in counts.items():
                         applied[name] += count
                     for p in targets if not finished else ():  # what the shared pass left
                         applied[p.name] += self._build(p, target, progress)
-                    with store.reading() as cursor:
-                        head = store.head(cursor)
+                    head = store.head_once()
                     if (
                         target.head is None or head <= target.head
                     ):  # little left for the swap, under its lock
@@ -155,6 +159,9 @@ class Rebuild(CatchUp):
             store.restore_planner = True
             target.background = None
             target.head = None
+            if target.reader is not None:
+                target.reader.close()
+                target.reader = None
             if background is not None:
                 background.abandon()
         if fast:  # each foreign key checked once over the loaded rows
@@ -167,13 +174,17 @@ class Rebuild(CatchUp):
         self, cursor: Any, targets: list[Projection], staging: dict[str, str]
     ) -> None:
         try:
-            for p in targets:
-                for table in p.tables:
-                    for fk in table.foreign_keys:
-                        statement = add_foreign_key_sql(
-                            fk, staging[table.name], schema=self.store.schema, references=staging
-                        )
-                        cursor.execute(self.store.raw(statement))
+            with self.store.script(cursor) as script:  # one round trip on PostgreSQL
+                for p in targets:
+                    for table in p.tables:
+                        for fk in table.foreign_keys:
+                            statement = add_foreign_key_sql(
+                                fk,
+                                staging[table.name],
+                                schema=self.store.schema,
+                                references=staging,
+                            )
+                            script.execute(self.store.raw(statement))
         except psycopg.errors.ForeignKeyViolation as violation:
             raise _OrphanRows(str(violation)) from violation
 
@@ -206,12 +217,13 @@ class Rebuild(CatchUp):
                 applied[name] += count
             for p in targets if not finished else ():
                 applied[p.name] += self._run(p, target, cursor)
-            for p in reversed(targets):
-                for table in reversed(p.tables):
-                    store.drop_table(cursor, table.name)
-            for p in targets:
-                for table in p.tables:
-                    self._rename(cursor, table, target.physical[table.name])
+            with store.script(cursor) as script:  # one round trip on PostgreSQL
+                for p in reversed(targets):
+                    for table in reversed(p.tables):
+                        store.drop_table(script, table.name)
+                for p in targets:
+                    for table in p.tables:
+                        self._rename(script, table, target.physical[table.name])
             # The new generation's parked events replace the old ones (a skip carries over).
             parking.replace_all(store, cursor, [p.name for p in targets], target.parked)
             for p in targets:

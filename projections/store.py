@@ -125,6 +125,16 @@ def pg_microseconds(moment: datetime) -> int:
     return (moment - _PG_EPOCH) // _MICROSECOND
 
 
+class _Script:
+    """``Store.script``'s statements, kept until the block ends."""
+
+    def __init__(self) -> None:
+        self.statements: list[sql.Composable] = []
+
+    def execute(self, statement: sql.Composable) -> None:
+        self.statements.append(statement)
+
+
 class Store:
     """One connection to the ledger's database, with the dialect differences in one place."""
 
@@ -149,6 +159,8 @@ class Store:
             self._sqlite.execute("PRAGMA busy_timeout = 30000")
         self.events_table = POSTGRES_EVENTS_TABLE if self.postgres else SQLITE_EVENTS_TABLE
         self.restore_planner = True  # see ``notes``
+        self._index_order = False  # see ``keep_index_order``
+        self._asynchronous = False  # see ``committing_asynchronously``
         self._events_select: dict[tuple[str, ...], Query] = {}
 
     # --- connections and transactions ----------------------------------------------------------
@@ -207,8 +219,12 @@ class Store:
         """
         if self.postgres:
             with self.pg.transaction(), self.pg.cursor() as cursor:
-                if not durable:
-                    cursor.execute("SET LOCAL synchronous_commit = off")
+                if durable == self._asynchronous:  # not the session's way: this one's own
+                    cursor.execute(
+                        "SET LOCAL synchronous_commit TO DEFAULT"
+                        if durable
+                        else "SET LOCAL synchronous_commit = off"
+                    )
                 yield cursor
             return
         lite = self.lite.cursor()
@@ -229,6 +245,34 @@ class Store:
             if level is not None:
                 lite.execute(f"PRAGMA synchronous = {int(level)}")
             lite.close()
+
+    @contextmanager
+    def committing_asynchronously(self) -> Iterator[None]:
+        """PostgreSQL: within the block, ``transaction(durable=False)`` is this session's way
+        (synchronous_commit off for the session, set back after), so such a transaction needs
+        no SET LOCAL of its own: one round trip less each (a rebuild's load, which commits a
+        batch per page of the log). A durable transaction in the block sets the server's
+        setting back for itself. SQLite: nothing changes."""
+        if not self.postgres:
+            yield
+            return
+        self.pg.execute("SET synchronous_commit = off")
+        self._asynchronous = True
+        try:
+            yield
+        finally:
+            self._asynchronous = False
+            if not self.pg.closed:  # (a broken connection takes its session with it)
+                self.pg.execute("RESET synchronous_commit")
+
+    def keep_index_order(self) -> None:
+        """PostgreSQL: this connection reads notifications only, in statements of their own
+        (a read-ahead's, projections/readahead.py): the planner settings ``notes`` needs are
+        set once for the session instead of around each query (in autocommit, a setting
+        local to the transaction would end with its own statement)."""
+        self.pg.execute("SET enable_bitmapscan = off")
+        self.pg.execute("SET enable_seqscan = off")
+        self._index_order = True
 
     @contextmanager
     def savepoint(self, cursor: Any) -> Iterator[None]:
@@ -290,6 +334,19 @@ class Store:
 
     def raw(self, statement: str) -> Query:
         return sql.SQL(statement) if self.postgres else statement
+
+    @contextmanager
+    def script(self, cursor: Any) -> Iterator[Any]:
+        """A stand-in for ``cursor`` taking statements without parameters (DDL in a row): on
+        PostgreSQL they are sent together at the end of the block, one round trip instead of
+        one each (an error names its statement as before); on SQLite each runs at once."""
+        if not self.postgres:
+            yield cursor
+            return
+        script = _Script()
+        yield script
+        if script.statements:
+            cursor.execute(sql.SQL("; ").join(script.statements))
 
     def table_exists(self, cursor: Any, name: str) -> bool:
         if self.postgres:
@@ -389,13 +446,19 @@ class Store:
 
     def head(self, cursor: Any) -> int:
         """The highest notification id committed to the log (0 when empty)."""
-        cursor.execute(
-            self.sql("SELECT max(notification_id) FROM {t}", t=self.events_table)
-            if self.postgres
-            else f"SELECT max(rowid) FROM {self.events_table}"
-        )
+        cursor.execute(self._head_statement())
         row = cursor.fetchone()
         return int(row[0] or 0)
+
+    def head_once(self) -> int:
+        """``head`` as a statement of its own (``read_once``: one round trip, not four)."""
+        rows = self.read_once(self._head_statement())
+        return int(rows[0][0] or 0)
+
+    def _head_statement(self) -> Query:
+        if self.postgres:
+            return self.sql("SELECT max(notification_id) FROM {t}", t=self.events_table)
+        return f"SELECT max(rowid) FROM {self.events_table}"
 
     def notes(
         self, cursor: Any, after: int, upto: int, skip_topics: Sequence[str], limit: int
@@ -409,22 +472,41 @@ class Store:
         staging tables: one statement less per batch).
         """
         key = tuple(skip_topics)
+        if self.postgres:  # binary results: bytea arrives as bytes, not hex text to parse
+            if not self._index_order:
+                cursor.execute(_INDEX_ORDER_ONLY)
+            self.send_notes(cursor, after, upto, key, limit)
+            rows = cursor.fetchall()
+            # Not in a finally: after an error the transaction is aborted (another statement
+            # would fail and hide the error) and its rollback undoes the local settings anyway.
+            if self.restore_planner and not self._index_order:
+                cursor.execute(_PLANNER_RESTORE, self._planner)
+        else:
+            statement = self._events_select.get(key)
+            if statement is None:
+                statement = self._select_statement(len(key))
+                self._events_select[key] = statement
+            cursor.execute(statement, [after, upto, *key, limit])
+            rows = cursor.fetchall()
+        return list(map(_note, rows))  # ints, the id as the back end gives it, bytes
+
+    def send_notes(
+        self, cursor: Any, after: int, upto: int, skip_topics: Sequence[str], limit: int
+    ) -> None:
+        """PostgreSQL: ``notes``'s query, its rows left in ``cursor`` (``fetched_notes``): what a
+        read-ahead's thread runs (projections/readahead.py), waiting on the server without the
+        GIL; the rows become Notes on the thread that takes them."""
+        key = tuple(skip_topics)
         statement = self._events_select.get(key)
         if statement is None:
             statement = self._select_statement(len(key))
             self._events_select[key] = statement
-        if self.postgres:  # binary results: bytea arrives as bytes, not hex text to parse
-            cursor.execute(_INDEX_ORDER_ONLY)
-            cursor.execute(statement, [after, upto, list(key), limit], binary=True)
-            rows = cursor.fetchall()
-            # Not in a finally: after an error the transaction is aborted (another statement
-            # would fail and hide the error) and its rollback undoes the local settings anyway.
-            if self.restore_planner:
-                cursor.execute(_PLANNER_RESTORE, self._planner)
-        else:
-            cursor.execute(statement, [after, upto, *key, limit])
-            rows = cursor.fetchall()
-        return list(map(_note, rows))  # ints, the id as the back end gives it, bytes
+        cursor.execute(statement, [after, upto, list(key), limit], binary=True)
+
+    @staticmethod
+    def fetched_notes(cursor: Any) -> list[Note]:
+        """The Notes of ``send_notes``'s query, from its cursor."""
+        return list(map(_note, cursor.fetchall()))
 
     def _select_statement(self, skipped: int) -> Query:
         if self.postgres:
