@@ -136,6 +136,7 @@ class Rebuild(CatchUp):
         target.background = background
         try:
             target.reader = ReadAhead(self.database) if fast else None
+            target.pipeline = fast
             applied = {p.name: 0 for p in targets}
             store.restore_planner = False  # Store.notes: loading batches need not
             # Every batch commits without waiting for the WAL flush: the session's way for
@@ -159,6 +160,7 @@ class Rebuild(CatchUp):
             store.restore_planner = True
             target.background = None
             target.head = None
+            target.pipeline = False
             if target.reader is not None:
                 target.reader.close()
                 target.reader = None
