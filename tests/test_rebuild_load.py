@@ -1,0 +1,177 @@
+"""A PostgreSQL rebuild's load in fewer round trips gives what the plain load gives.
+
+The load reads the next page of the log ahead on its own connection (projections/readahead.py),
+runs each batch in pipeline mode (a write's error then surfaces later: the batch's all the same)
+and commits asynchronously by session. On SQLite none of it applies: the same outcomes are
+checked there too.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import psycopg
+import pytest
+
+from infrastructure.application import TwinLedger
+from projections import readahead
+from projections.base import Batch
+from projections.readahead import ReadAhead
+from projections.runs import RunsProjection
+from projections.store import Store
+from tests.projection_scenario import build, projector
+
+YEAR_TOPIC = "domain.run:YearResultRecorded"
+
+
+def _readers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("twinledger-read")]
+
+
+def test_a_write_refused_in_a_pipelined_batch_is_parked_as_a_catch_up_parks_it(
+    ledger: TwinLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runs projection writes a row its table refuses while applying one year: in pipeline
+    mode the error surfaces at the batch's COMMIT, not at the write. The batch runs again with
+    savepoints, which parks that year and holds the run's later events behind it: the tables
+    and parked events a catch-up from position 0 gives with the same fault."""
+    s = build(ledger)
+    years = [
+        n.id
+        for n in ledger.recorder.select_notifications(start=1, limit=10_000)
+        if str(n.originator_id) == str(s.completed) and n.topic == YEAR_TOPIC
+    ]
+    faulty = years[len(years) // 2]
+    original = RunsProjection.apply
+
+    def refused(self: RunsProjection, batch: Batch) -> None:
+        original(self, batch)
+        if any(event.position == faulty for event in batch.events):
+            batch.cursor.execute(  # NOT NULL id: refused on both back ends
+                batch.store.sql(
+                    "INSERT INTO {t} (id) VALUES (NULL)", t=batch.table("simulation_runs")
+                )
+            )
+
+    monkeypatch.setattr(RunsProjection, "apply", refused)
+    pipelined: list[bool] = []
+    transaction = Store.transaction
+
+    def spy(self: Store, **options: Any) -> Any:
+        pipelined.append(options.get("pipeline", False))
+        return transaction(self, **options)
+
+    monkeypatch.setattr(Store, "transaction", spy)
+    with projector(ledger) as p:
+        p.catch_up()
+        expected = p.checksums()
+        parked = [(r.projection, r.position, r.error_class) for r in p.parked()]
+        assert parked[0][:2] == ("runs", faulty)
+        assert parked[0][2] in ("IntegrityError", "NotNullViolation")
+        assert {(name, kind) for name, _, kind in parked[1:]} == {("runs", "Held")}
+        pipelined.clear()
+        p.rebuild()
+        assert p.checksums() == expected
+        assert [(r.projection, r.position, r.error_class) for r in p.parked()] == parked
+        assert any(pipelined) == p.store.postgres
+    assert not _readers()
+
+
+def test_the_read_ahead_hands_over_only_the_page_it_read(ledger: TwinLedger) -> None:
+    build(ledger)
+    head = ledger.event_count()
+    with projector(ledger) as p:
+        store = p.store
+        if not store.postgres:
+            return  # a PostgreSQL rebuild's only
+        with store.reading() as cursor:
+            expected = store.notes(cursor, 4, head, [YEAR_TOPIC], 7)
+        reader = ReadAhead(p.database)
+        try:
+            reader.ask(4, head, [YEAR_TOPIC], 7)
+            assert reader.take(4, head, [YEAR_TOPIC], 7) == expected
+            assert reader.take(4, head, [YEAR_TOPIC], 7) is None  # handed over once
+            reader.ask(4, head, [YEAR_TOPIC], 7)
+            assert reader.take(4, head, [], 7) is None  # another request: not this page
+            assert reader.take(4, head, [YEAR_TOPIC], 7) is None  # and it was dropped
+            reader.ask(0, head, [], 1000)
+            assert [n.position for n in reader.take(0, head, [], 1000) or []] == list(
+                range(1, head + 1)
+            )
+        finally:
+            reader.close()
+    assert not _readers()
+
+
+def test_a_failed_read_ahead_leaves_the_reading_to_the_load(
+    ledger: TwinLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build(ledger)
+    reads = {"n": 0}
+
+    def broken(self: ReadAhead, request: Any) -> Any:
+        reads["n"] += 1
+        raise psycopg.OperationalError("the read-ahead's connection is gone")
+
+    with projector(ledger, batch_size=5) as p:
+        p.catch_up()
+        expected = p.checksums()
+        monkeypatch.setattr(readahead.ReadAhead, "_read", broken)
+        p.rebuild()
+        assert p.checksums() == expected
+        assert reads["n"] == (1 if p.store.postgres else 0)  # then never asked again
+    assert not _readers()
+
+
+def test_an_interrupted_load_stops_the_reader(
+    ledger: TwinLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build(ledger)
+    original = RunsProjection.apply
+    calls = {"n": 0}
+
+    def interrupted(self: RunsProjection, batch: Batch) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        original(self, batch)
+
+    with projector(ledger, batch_size=5) as p:
+        p.catch_up()
+        before = p.checksums()
+        monkeypatch.setattr(RunsProjection, "apply", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            p.rebuild()
+        assert not _readers()
+        assert p.checksums() == before
+        monkeypatch.undo()
+        p.rebuild()
+        assert p.checksums() == before
+
+
+def test_the_load_leaves_the_session_committing_as_before(ledger: TwinLedger) -> None:
+    build(ledger)
+    with projector(ledger) as p:
+        store = p.store
+        if not store.postgres:
+            p.rebuild()
+            return
+
+        def setting(cursor: Any) -> str:
+            cursor.execute("SHOW synchronous_commit")
+            return str(cursor.fetchone()[0])
+
+        with store.reading() as cursor:
+            before = setting(cursor)
+        assert before == "on"
+        with store.committing_asynchronously():
+            with store.transaction(durable=False) as cursor:
+                assert setting(cursor) == "off"
+            with store.transaction() as cursor:
+                assert setting(cursor) == "on"  # a durable one waits for the flush as ever
+            with store.transaction(durable=False, pipeline=True) as cursor:
+                assert setting(cursor) == "off"
+        p.rebuild()
+        with store.reading() as cursor:
+            assert setting(cursor) == before
