@@ -114,9 +114,9 @@ class Target:
     background: BackgroundWriter | None = None  # a PostgreSQL rebuild's bulk writer
     reader: ReadAhead | None = None  # a PostgreSQL rebuild's load: the next page read ahead
     pipeline: bool = False
-    """A PostgreSQL rebuild's load: a shared batch runs in pipeline mode (``Store.transaction``)
+    """A PostgreSQL rebuild's load: a shared batch runs in pipeline mode (``Store.pipelined``)
     unless careful; a write's error may then surface at a later statement or at the commit, and
-    is the batch's (``_Careful``: it runs again, careful, without the pipeline)."""
+    is the batch's all the same (``_Careful``: it runs again, careful, without the pipeline)."""
     parked: list[Parked] = field(default_factory=list)  # staging: committed batches' parked events
     skips: dict[tuple[str, int], Parked] = field(default_factory=dict)  # a rebuild's known skips
     durable: bool = True  # live: whether a batch's commit waits for the WAL flush
@@ -339,8 +339,11 @@ class CatchUp:
             background.check()
         ran = False
         try:
-            with self.store.transaction(
-                durable=target.live and target.durable, pipeline=pipeline
+            durable = target.live and target.durable
+            with (
+                self.store.pipelined(durable=durable)
+                if pipeline
+                else self.store.transaction(durable=durable)
             ) as cursor:
                 yield cursor
                 ran = True

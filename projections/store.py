@@ -208,7 +208,7 @@ class Store:
             self._sqlite.close()
 
     @contextmanager
-    def transaction(self, *, durable: bool = True, pipeline: bool = False) -> Iterator[Any]:
+    def transaction(self, *, durable: bool = True) -> Iterator[Any]:
         """One write transaction; commits on success, rolls back on any exception.
 
         SQLite: BEGIN IMMEDIATE takes the database's write lock at once, so two projection
@@ -219,33 +219,7 @@ class Store:
         a crash of the machine may then lose it, whole, and the next durable commit makes it
         durable (both logs are flushed in order). Only for writes that are redone from the log
         after a crash anyway (rebuild staging, a catch-up that follows a durable write).
-
-        ``pipeline`` (PostgreSQL): the transaction runs in psycopg's pipeline mode, BEGIN and
-        COMMIT sent as statements (psycopg's own transaction block waits for each in pipeline
-        mode). A statement whose results are not read (BEGIN, INSERT and UPDATE by
-        executemany) does not wait: it rides with the next statement that is read, or with
-        COMMIT. A failed statement's error then surfaces there, not at its own call (at the
-        latest when the block ends, the COMMIT then not run): for a caller that runs the
-        whole transaction again, carefully, whatever failed in it (a rebuild's load batch).
         """
-        if self.postgres and pipeline:
-            try:
-                with self.pg.pipeline(), self.pg.cursor() as cursor:
-                    cursor.execute("BEGIN")
-                    if durable == self._asynchronous:
-                        cursor.execute(
-                            "SET LOCAL synchronous_commit TO DEFAULT"
-                            if durable
-                            else "SET LOCAL synchronous_commit = off"
-                        )
-                    yield cursor
-                    cursor.execute("COMMIT")
-                # (the pipeline's end waits for every statement: COMMIT done, or an error)
-            except BaseException:
-                if not self.pg.closed and self.pg.info.transaction_status != IDLE:
-                    self.pg.execute("ROLLBACK")  # out of pipeline mode by now
-                raise
-            return
         if self.postgres:
             with self.pg.transaction(), self.pg.cursor() as cursor:
                 if durable == self._asynchronous:  # not the session's way: this one's own
@@ -274,6 +248,38 @@ class Store:
             if level is not None:
                 lite.execute(f"PRAGMA synchronous = {int(level)}")
             lite.close()
+
+    @contextmanager
+    def pipelined(self, *, durable: bool = True) -> Iterator[Any]:
+        """``transaction`` in psycopg's pipeline mode (PostgreSQL; on SQLite ``transaction``).
+
+        BEGIN and COMMIT are sent as statements (psycopg's own transaction block waits for
+        each in pipeline mode). A statement whose results are not read (BEGIN, INSERT and
+        UPDATE by executemany) does not wait: it rides with the next statement that is read,
+        or with COMMIT. A failed statement's error then surfaces there, not at its own call
+        (at the latest when the block ends, the COMMIT then not run): for a caller that runs
+        the whole transaction again, carefully, whatever failed in it (a rebuild's load batch).
+        """
+        if not self.postgres:
+            with self.transaction(durable=durable) as cursor:
+                yield cursor
+            return
+        try:
+            with self.pg.pipeline(), self.pg.cursor() as cursor:
+                cursor.execute("BEGIN")
+                if durable == self._asynchronous:
+                    cursor.execute(
+                        "SET LOCAL synchronous_commit TO DEFAULT"
+                        if durable
+                        else "SET LOCAL synchronous_commit = off"
+                    )
+                yield cursor
+                cursor.execute("COMMIT")
+            # (the pipeline's end waits for every statement: COMMIT done, or an error)
+        except BaseException:
+            if not self.pg.closed and self.pg.info.transaction_status != IDLE:
+                self.pg.execute("ROLLBACK")  # out of pipeline mode by now
+            raise
 
     @contextmanager
     def committing_asynchronously(self) -> Iterator[None]:

@@ -56,13 +56,13 @@ def test_a_write_refused_in_a_pipelined_batch_is_parked_as_a_catch_up_parks_it(
 
     monkeypatch.setattr(RunsProjection, "apply", refused)
     pipelined: list[bool] = []
-    transaction = Store.transaction
+    transaction = Store.pipelined
 
     def spy(self: Store, **options: Any) -> Any:
-        pipelined.append(options.get("pipeline", False))
+        pipelined.append(self.postgres)
         return transaction(self, **options)
 
-    monkeypatch.setattr(Store, "transaction", spy)
+    monkeypatch.setattr(Store, "pipelined", spy)
     with projector(ledger) as p:
         p.catch_up()
         expected = p.checksums()
@@ -170,7 +170,7 @@ def test_the_load_leaves_the_session_committing_as_before(ledger: TwinLedger) ->
                 assert setting(cursor) == "off"
             with store.transaction() as cursor:
                 assert setting(cursor) == "on"  # a durable one waits for the flush as ever
-            with store.transaction(durable=False, pipeline=True) as cursor:
+            with store.pipelined(durable=False) as cursor:
                 assert setting(cursor) == "off"
         p.rebuild()
         with store.reading() as cursor:
