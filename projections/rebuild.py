@@ -212,9 +212,13 @@ class Rebuild(CatchUp):
         store = self.store
         assert target.positions is not None
         with store.transaction() as cursor:
-            for p in targets:  # dependency order, the same in every process: no deadlock
-                tracking.read(store, cursor, p.name, lock=True)
-            counts, finished = self._together(targets, target, cursor)
+            # Dependency order, the same in every process: no deadlock. The head comes with
+            # the locks; the swap catches the staging tables up to it.
+            _, target.head = tracking.lock_all(store, cursor, [p.name for p in targets])
+            try:
+                counts, finished = self._together(targets, target, cursor)
+            finally:
+                target.head = None
             for name, count in counts.items():
                 applied[name] += count
             for p in targets if not finished else ():
@@ -228,8 +232,11 @@ class Rebuild(CatchUp):
                         self._rename(script, table, target.physical[table.name])
             # The new generation's parked events replace the old ones (a skip carries over).
             parking.replace_all(store, cursor, [p.name for p in targets], target.parked)
-            for p in targets:
-                tracking.put(store, cursor, p.name, target.positions[p.name], p.schema_version)
+            tracking.put_all(
+                store,
+                cursor,
+                [(p.name, target.positions[p.name], p.schema_version) for p in targets],
+            )
 
     def _rename(self, cursor: Any, table: Table, staging: str) -> None:
         store = self.store
