@@ -45,7 +45,6 @@ from projections.background import BackgroundWriter
 from projections.base import Batch, Projection
 from projections.decoding import Decoded, UnhandledEvent, is_event_topic
 from projections.parking import Parked
-from projections.readahead import ReadAhead
 from projections.store import Note, Store
 
 DEFAULT_BATCH = 2000
@@ -112,7 +111,6 @@ class Target:
     physical: dict[str, str]
     positions: dict[str, int] | None = None  # staging positions; None for live
     background: BackgroundWriter | None = None  # a PostgreSQL rebuild's bulk writer
-    reader: ReadAhead | None = None  # a PostgreSQL rebuild's load: the next page read ahead
     pipeline: bool = False
     """A PostgreSQL rebuild's load: a shared batch runs in pipeline mode (``Store.pipelined``)
     unless careful; a write's error may then surface at a later statement or at the commit, and
@@ -198,21 +196,10 @@ class CatchUp:
         self._memory[:] = keep
 
     def _notes(
-        self,
-        cursor: Any,
-        start: int,
-        upto: int,
-        skip: Sequence[str],
-        limit: int,
-        reader: ReadAhead | None = None,
-        cap: int = 0,
+        self, cursor: Any, start: int, upto: int, skip: Sequence[str], limit: int
     ) -> tuple[list[Note], int]:
         """``store.notes`` (and the batch's end, lowered to what memory covers) from the
-        remembered events when they cover (start, end] without a gap, else from the log.
-
-        With a ``reader`` (a rebuild's load), the page comes from it when it read exactly this
-        one ahead, and the reader is asked for the next page, where the batch that follows
-        this one will start (the batch's new position, ``_shared_batch``), up to ``cap``."""
+        remembered events when they cover (start, end] without a gap, else from the log."""
         memory = self._memory
         if memory and memory[0].position <= start + 1 <= memory[-1].position:
             first = memory[0].position
@@ -226,15 +213,7 @@ class CatchUp:
                 if len(found) == limit:
                     break
             return found, upto
-        if reader is None:
-            return self.store.notes(cursor, start, upto, skip, limit), upto
-        notes = reader.take(start, upto, skip, limit)
-        if notes is None:
-            notes = self.store.notes(cursor, start, upto, skip, limit)
-        new = notes[-1].position if len(notes) == limit else upto
-        if new < cap:
-            reader.ask(new, min(cap, new + WINDOW * limit), skip, limit)
-        return notes, upto
+        return self.store.notes(cursor, start, upto, skip, limit), upto
 
     def catch_up(
         self, names: Sequence[str] | None = None, *, durable: bool = True
@@ -395,7 +374,7 @@ class CatchUp:
         union = frozenset().union(*(p.topics for p in group))
         skip = sorted(set.intersection(*(set(self._skip[p.name]) for p in group)))
         upto = min(cap, start + WINDOW * self.batch_size)
-        notes, upto = self._notes(cursor, start, upto, skip, self.batch_size, target.reader, cap)
+        notes, upto = self._notes(cursor, start, upto, skip, self.batch_size)
         if target.positions is None and notes:
             held = parking.held_rows_all(store, cursor, [p.name for p in group])
         counts: dict[str, int] = {}

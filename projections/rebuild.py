@@ -25,7 +25,6 @@ from projections import parking, tracking
 from projections.background import BackgroundFailed, BackgroundWriter
 from projections.base import Projection
 from projections.catchup import STAGING, TRANSIENT, CatchUp, Target
-from projections.readahead import ReadAhead
 from projections.tables import Table, add_foreign_key_sql, index_names
 
 
@@ -134,9 +133,8 @@ class Rebuild(CatchUp):
             target.head = store.head(cursor)  # the load's end; the swap does the rest
         background = BackgroundWriter(self.database) if fast else None
         target.background = background
+        target.pipeline = fast  # the load's batches in pipeline mode (Store.pipelined)
         try:
-            target.reader = ReadAhead(self.database) if fast else None
-            target.pipeline = fast
             applied = {p.name: 0 for p in targets}
             store.restore_planner = False  # Store.notes: loading batches need not
             # Every batch commits without waiting for the WAL flush: the session's way for
@@ -161,9 +159,6 @@ class Rebuild(CatchUp):
             target.background = None
             target.head = None
             target.pipeline = False
-            if target.reader is not None:
-                target.reader.close()
-                target.reader = None
             if background is not None:
                 background.abandon()
         if fast:  # each foreign key checked once over the loaded rows

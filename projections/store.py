@@ -162,7 +162,6 @@ class Store:
             self._sqlite.execute("PRAGMA busy_timeout = 30000")
         self.events_table = POSTGRES_EVENTS_TABLE if self.postgres else SQLITE_EVENTS_TABLE
         self.restore_planner = True  # see ``notes``
-        self._index_order = False  # see ``keep_index_order``
         self._asynchronous = False  # see ``committing_asynchronously``
         self._events_select: dict[tuple[str, ...], Query] = {}
 
@@ -299,15 +298,6 @@ class Store:
             self._asynchronous = False
             if not self.pg.closed:  # (a broken connection takes its session with it)
                 self.pg.execute("RESET synchronous_commit")
-
-    def keep_index_order(self) -> None:
-        """PostgreSQL: this connection reads notifications only, in statements of their own
-        (a read-ahead's, projections/readahead.py): the planner settings ``notes`` needs are
-        set once for the session instead of around each query (in autocommit, a setting
-        local to the transaction would end with its own statement)."""
-        self.pg.execute("SET enable_bitmapscan = off")
-        self.pg.execute("SET enable_seqscan = off")
-        self._index_order = True
 
     @contextmanager
     def savepoint(self, cursor: Any) -> Iterator[None]:
@@ -507,41 +497,22 @@ class Store:
         staging tables: one statement less per batch).
         """
         key = tuple(skip_topics)
-        if self.postgres:  # binary results: bytea arrives as bytes, not hex text to parse
-            if not self._index_order:
-                cursor.execute(_INDEX_ORDER_ONLY)
-            self.send_notes(cursor, after, upto, key, limit)
-            rows = cursor.fetchall()
-            # Not in a finally: after an error the transaction is aborted (another statement
-            # would fail and hide the error) and its rollback undoes the local settings anyway.
-            if self.restore_planner and not self._index_order:
-                cursor.execute(_PLANNER_RESTORE, self._planner)
-        else:
-            statement = self._events_select.get(key)
-            if statement is None:
-                statement = self._select_statement(len(key))
-                self._events_select[key] = statement
-            cursor.execute(statement, [after, upto, *key, limit])
-            rows = cursor.fetchall()
-        return list(map(_note, rows))  # ints, the id as the back end gives it, bytes
-
-    def send_notes(
-        self, cursor: Any, after: int, upto: int, skip_topics: Sequence[str], limit: int
-    ) -> None:
-        """PostgreSQL: ``notes``'s query, its rows left in ``cursor`` (``fetched_notes``): what a
-        read-ahead's thread runs (projections/readahead.py), waiting on the server without the
-        GIL; the rows become Notes on the thread that takes them."""
-        key = tuple(skip_topics)
         statement = self._events_select.get(key)
         if statement is None:
             statement = self._select_statement(len(key))
             self._events_select[key] = statement
-        cursor.execute(statement, [after, upto, list(key), limit], binary=True)
-
-    @staticmethod
-    def fetched_notes(cursor: Any) -> list[Note]:
-        """The Notes of ``send_notes``'s query, from its cursor."""
-        return list(map(_note, cursor.fetchall()))
+        if self.postgres:  # binary results: bytea arrives as bytes, not hex text to parse
+            cursor.execute(_INDEX_ORDER_ONLY)
+            cursor.execute(statement, [after, upto, list(key), limit], binary=True)
+            rows = cursor.fetchall()
+            # Not in a finally: after an error the transaction is aborted (another statement
+            # would fail and hide the error) and its rollback undoes the local settings anyway.
+            if self.restore_planner:
+                cursor.execute(_PLANNER_RESTORE, self._planner)
+        else:
+            cursor.execute(statement, [after, upto, *key, limit])
+            rows = cursor.fetchall()
+        return list(map(_note, rows))  # ints, the id as the back end gives it, bytes
 
     def _select_statement(self, skipped: int) -> Query:
         if self.postgres:

@@ -1,32 +1,24 @@
 """A PostgreSQL rebuild's load in fewer round trips gives what the plain load gives.
 
-The load reads the next page of the log ahead on its own connection (projections/readahead.py),
-runs each batch in pipeline mode (a write's error then surfaces later: the batch's all the same)
-and commits asynchronously by session. On SQLite none of it applies: the same outcomes are
-checked there too.
+The load runs each batch in pipeline mode (a write's error then surfaces later: the batch's all
+the same) and commits asynchronously by session. On SQLite neither applies: the same outcomes
+are checked there too.
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import psycopg
 import pytest
 
 from infrastructure.application import TwinLedger
-from projections import readahead
 from projections.base import Batch
-from projections.readahead import ReadAhead
 from projections.runs import RunsProjection
 from projections.store import Store
 from tests.projection_scenario import build, projector
 
 YEAR_TOPIC = "domain.run:YearResultRecorded"
-
-
-def _readers() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("twinledger-read")]
 
 
 def test_a_write_refused_in_a_pipelined_batch_is_parked_as_a_catch_up_parks_it(
@@ -75,58 +67,13 @@ def test_a_write_refused_in_a_pipelined_batch_is_parked_as_a_catch_up_parks_it(
         assert p.checksums() == expected
         assert [(r.projection, r.position, r.error_class) for r in p.parked()] == parked
         assert any(pipelined) == p.store.postgres
-    assert not _readers()
 
 
-def test_the_read_ahead_hands_over_only_the_page_it_read(ledger: TwinLedger) -> None:
-    build(ledger)
-    head = ledger.event_count()
-    with projector(ledger) as p:
-        store = p.store
-        if not store.postgres:
-            return  # a PostgreSQL rebuild's only
-        with store.reading() as cursor:
-            expected = store.notes(cursor, 4, head, [YEAR_TOPIC], 7)
-        reader = ReadAhead(p.database)
-        try:
-            reader.ask(4, head, [YEAR_TOPIC], 7)
-            assert reader.take(4, head, [YEAR_TOPIC], 7) == expected
-            assert reader.take(4, head, [YEAR_TOPIC], 7) is None  # handed over once
-            reader.ask(4, head, [YEAR_TOPIC], 7)
-            assert reader.take(4, head, [], 7) is None  # another request: not this page
-            assert reader.take(4, head, [YEAR_TOPIC], 7) is None  # and it was dropped
-            reader.ask(0, head, [], 1000)
-            assert [n.position for n in reader.take(0, head, [], 1000) or []] == list(
-                range(1, head + 1)
-            )
-        finally:
-            reader.close()
-    assert not _readers()
-
-
-def test_a_failed_read_ahead_leaves_the_reading_to_the_load(
+def test_a_load_interrupted_mid_batch_leaves_the_connection_and_the_tables_as_they_were(
     ledger: TwinLedger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    build(ledger)
-    reads = {"n": 0}
-
-    def broken(self: ReadAhead, request: Any) -> Any:
-        reads["n"] += 1
-        raise psycopg.OperationalError("the read-ahead's connection is gone")
-
-    with projector(ledger, batch_size=5) as p:
-        p.catch_up()
-        expected = p.checksums()
-        monkeypatch.setattr(readahead.ReadAhead, "_read", broken)
-        p.rebuild()
-        assert p.checksums() == expected
-        assert reads["n"] == (1 if p.store.postgres else 0)  # then never asked again
-    assert not _readers()
-
-
-def test_an_interrupted_load_stops_the_reader(
-    ledger: TwinLedger, monkeypatch: pytest.MonkeyPatch
-) -> None:
+    """Interrupted between two of a pipelined batch's statements: the batch is rolled back
+    (out of pipeline mode), the live tables are untouched and the next rebuild runs."""
     build(ledger)
     original = RunsProjection.apply
     calls = {"n": 0}
@@ -143,7 +90,9 @@ def test_an_interrupted_load_stops_the_reader(
         monkeypatch.setattr(RunsProjection, "apply", interrupted)
         with pytest.raises(KeyboardInterrupt):
             p.rebuild()
-        assert not _readers()
+        assert calls["n"] == 3
+        if p.store.postgres:
+            assert p.store.pg.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         assert p.checksums() == before
         monkeypatch.undo()
         p.rebuild()
