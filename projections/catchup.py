@@ -111,6 +111,10 @@ class Target:
     physical: dict[str, str]
     positions: dict[str, int] | None = None  # staging positions; None for live
     background: BackgroundWriter | None = None  # a PostgreSQL rebuild's bulk writer
+    pipeline: bool = False
+    """A PostgreSQL rebuild's load: a shared batch runs in pipeline mode (``Store.pipelined``)
+    unless careful; a write's error may then surface at a later statement or at the commit, and
+    is the batch's all the same (``_Careful``: it runs again, careful, without the pipeline)."""
     parked: list[Parked] = field(default_factory=list)  # staging: committed batches' parked events
     skips: dict[tuple[str, int], Parked] = field(default_factory=dict)  # a rebuild's known skips
     durable: bool = True  # live: whether a batch's commit waits for the WAL flush
@@ -285,7 +289,7 @@ class CatchUp:
                     moved = self._shared_batch(group, target, cursor, careful=True)
                 else:
                     try:
-                        with self._transaction(target) as own:
+                        with self._transaction(target, pipeline=target.pipeline) as own:
                             moved = self._shared_batch(group, target, own, careful=False)
                     except _Careful:  # rolled back: again, with an event at fault parked
                         with self._transaction(target) as own:
@@ -314,18 +318,33 @@ class CatchUp:
                 return applied, True
 
     @contextmanager
-    def _transaction(self, target: Target) -> Iterator[Any]:
+    def _transaction(self, target: Target, *, pipeline: bool = False) -> Iterator[Any]:
         """A batch's own transaction. Staging batches commit without waiting for the WAL flush,
         and hand their background rows over once committed (see ``_rebuild``)."""
         background = target.background
         if background is not None:
             background.check()
+        ran = False
         try:
-            with self.store.transaction(durable=target.live and target.durable) as cursor:
+            durable = target.live and target.durable
+            with (
+                self.store.pipelined(durable=durable)
+                if pipeline
+                else self.store.transaction(durable=durable)
+            ) as cursor:
                 yield cursor
-        except BaseException:
+                ran = True
+        except BaseException as error:
             if background is not None:
                 background.discard()
+            if (
+                ran
+                and pipeline
+                and isinstance(error, Exception)
+                and not isinstance(error, TRANSIENT)
+            ):
+                # A write that rode with the COMMIT failed: the batch's error, not the commit's.
+                raise _Careful() from error
             raise
         if background is not None:
             background.submit()

@@ -244,8 +244,15 @@ def replace_all(store: Store, cursor: Any, names: Sequence[str], rows: Sequence[
     """
     old = {row.key: row for row in select(store, cursor, names=names) if row.skipped}
     kept = [row if row.key not in old else carry_skip(old[row.key], row) for row in rows]
-    for name in names:
-        cursor.execute(store.sql("DELETE FROM {t} WHERE projection_name = %s", t=TABLE), (name,))
+    if store.postgres:  # one statement for every projection
+        cursor.execute(
+            store.sql("DELETE FROM {t} WHERE projection_name = ANY(%s)", t=TABLE), (list(names),)
+        )
+    else:
+        for name in names:
+            cursor.execute(
+                store.sql("DELETE FROM {t} WHERE projection_name = %s", t=TABLE), (name,)
+            )
     park(store, cursor, kept)
 
 

@@ -116,34 +116,37 @@ class Rebuild(CatchUp):
             for row in parking.select(store, cursor, names=names):
                 if row.skipped:
                     target.skips[row.key] = row
-            for p in reversed(targets):
-                for table in reversed(p.tables):
-                    store.drop_table(cursor, staging[table.name])
-            for p in targets:
-                for table in p.tables:
-                    self._create(
-                        cursor,
-                        table,
-                        staging[table.name],
-                        indexes=store.postgres,
-                        references=staging,
-                        foreign_keys=not fast,
-                    )
+            with store.script(cursor) as script:  # one round trip on PostgreSQL
+                for p in reversed(targets):
+                    for table in reversed(p.tables):
+                        store.drop_table(script, staging[table.name])
+                for p in targets:
+                    for table in p.tables:
+                        self._create(
+                            script,
+                            table,
+                            staging[table.name],
+                            indexes=store.postgres,
+                            references=staging,
+                            foreign_keys=not fast,
+                        )
             target.head = store.head(cursor)  # the load's end; the swap does the rest
         background = BackgroundWriter(self.database) if fast else None
         target.background = background
+        target.pipeline = fast  # the load's batches in pipeline mode (Store.pipelined)
         try:
             applied = {p.name: 0 for p in targets}
             store.restore_planner = False  # Store.notes: loading batches need not
-            with gcpause.eased():
+            # Every batch commits without waiting for the WAL flush: the session's way for
+            # the load, not a SET LOCAL per batch (Store.committing_asynchronously).
+            with gcpause.eased(), store.committing_asynchronously():
                 while True:  # to the head read when the load began, then to the one after
                     counts, finished = self._together(targets, target, progress=progress)
                     for name, count in counts.items():
                         applied[name] += count
                     for p in targets if not finished else ():  # what the shared pass left
                         applied[p.name] += self._build(p, target, progress)
-                    with store.reading() as cursor:
-                        head = store.head(cursor)
+                    head = store.head_once()
                     if (
                         target.head is None or head <= target.head
                     ):  # little left for the swap, under its lock
@@ -155,6 +158,7 @@ class Rebuild(CatchUp):
             store.restore_planner = True
             target.background = None
             target.head = None
+            target.pipeline = False
             if background is not None:
                 background.abandon()
         if fast:  # each foreign key checked once over the loaded rows
@@ -167,13 +171,17 @@ class Rebuild(CatchUp):
         self, cursor: Any, targets: list[Projection], staging: dict[str, str]
     ) -> None:
         try:
-            for p in targets:
-                for table in p.tables:
-                    for fk in table.foreign_keys:
-                        statement = add_foreign_key_sql(
-                            fk, staging[table.name], schema=self.store.schema, references=staging
-                        )
-                        cursor.execute(self.store.raw(statement))
+            with self.store.script(cursor) as script:  # one round trip on PostgreSQL
+                for p in targets:
+                    for table in p.tables:
+                        for fk in table.foreign_keys:
+                            statement = add_foreign_key_sql(
+                                fk,
+                                staging[table.name],
+                                schema=self.store.schema,
+                                references=staging,
+                            )
+                            script.execute(self.store.raw(statement))
         except psycopg.errors.ForeignKeyViolation as violation:
             raise _OrphanRows(str(violation)) from violation
 
@@ -199,23 +207,31 @@ class Rebuild(CatchUp):
         store = self.store
         assert target.positions is not None
         with store.transaction() as cursor:
-            for p in targets:  # dependency order, the same in every process: no deadlock
-                tracking.read(store, cursor, p.name, lock=True)
-            counts, finished = self._together(targets, target, cursor)
+            # Dependency order, the same in every process: no deadlock. The head comes with
+            # the locks; the swap catches the staging tables up to it.
+            _, target.head = tracking.lock_all(store, cursor, [p.name for p in targets])
+            try:
+                counts, finished = self._together(targets, target, cursor)
+            finally:
+                target.head = None
             for name, count in counts.items():
                 applied[name] += count
             for p in targets if not finished else ():
                 applied[p.name] += self._run(p, target, cursor)
-            for p in reversed(targets):
-                for table in reversed(p.tables):
-                    store.drop_table(cursor, table.name)
-            for p in targets:
-                for table in p.tables:
-                    self._rename(cursor, table, target.physical[table.name])
+            with store.script(cursor) as script:  # one round trip on PostgreSQL
+                for p in reversed(targets):
+                    for table in reversed(p.tables):
+                        store.drop_table(script, table.name)
+                for p in targets:
+                    for table in p.tables:
+                        self._rename(script, table, target.physical[table.name])
             # The new generation's parked events replace the old ones (a skip carries over).
             parking.replace_all(store, cursor, [p.name for p in targets], target.parked)
-            for p in targets:
-                tracking.put(store, cursor, p.name, target.positions[p.name], p.schema_version)
+            tracking.put_all(
+                store,
+                cursor,
+                [(p.name, target.positions[p.name], p.schema_version) for p in targets],
+            )
 
     def _rename(self, cursor: Any, table: Table, staging: str) -> None:
         store = self.store

@@ -258,6 +258,27 @@ def put(store: Store, cursor: Any, name: str, position: int, schema_version: str
     )
 
 
+def put_all(store: Store, cursor: Any, rows: Sequence[tuple[str, int, str]]) -> None:
+    """``put`` for several projections, (name, position, schema_version) each: a rebuild's
+    swap, in two statements whatever their number."""
+    if not rows:
+        return
+    where, args = _in(store, [name for name, _, _ in rows])
+    cursor.execute(
+        store.sql(f"DELETE FROM {{t}} WHERE application_name = %s AND {where}", t=TABLE),
+        [APPLICATION_NAME, *args],
+    )
+    now = _now(store)
+    cursor.executemany(
+        store.sql(
+            "INSERT INTO {t} (projection_name, application_name, notification_id,"
+            " schema_version, updated_at) VALUES (%s, %s, %s, %s, %s)",
+            t=TABLE,
+        ),
+        [(name, APPLICATION_NAME, position, version, now) for name, position, version in rows],
+    )
+
+
 def record_error(store: Store, name: str, at: int, message: str) -> None:
     """Remember why a projection stopped (its own transaction: the batch was rolled back)."""
     with store.transaction() as cursor:
