@@ -58,6 +58,7 @@ from domain.values import (
     RunStatus,
     YearResult,
 )
+from domain.world import MAX_GIVEN_CENTS
 from infrastructure.application import RunLink, TwinLedger
 from infrastructure.executors import (
     Executor,
@@ -69,6 +70,7 @@ from infrastructure.executors import (
 )
 from infrastructure.inputs import (
     MAX_ENTRIES,
+    Cents,
     InputModel,
     Line,
     Name,
@@ -81,8 +83,10 @@ from infrastructure.inputs import (
 )
 from infrastructure.locks import StoreLock
 
-Cents = Annotated[StrictInt, Field(ge=0, le=2**62)]
 OnIteration = Callable[[Evaluation], None]
+# A search threshold, in the objective's unit: integer cents for a cost objective, so bounded as
+# every amount of cents is; checked as given (2**62 + 1 as a float would round down to 2**62)
+Threshold = Annotated[StrictInt | StrictFloat, Field(ge=0, le=MAX_GIVEN_CENTS, allow_inf_nan=False)]
 
 
 # --- the spec file -----------------------------------------------------------------------------
@@ -92,7 +96,7 @@ class ObjectiveIn(InputModel):
     kind: Objective
     max_cost_cents: Cents | None = None
     target_event: Annotated[Line, Field(min_length=1, max_length=100)] | None = None
-    min_improvement: Annotated[StrictFloat, Field(ge=0, allow_inf_nan=False)] = 0.0
+    min_improvement: Threshold = 0.0  # a float in the spec (ExperimentSpec)
 
     @model_validator(mode="after")
     def _event_for_cost(self) -> ObjectiveIn:
@@ -103,7 +107,7 @@ class ObjectiveIn(InputModel):
 
 class EarlyStopIn(InputModel):
     at_year: Annotated[StrictInt, Field(ge=1, le=MAX_YEARS)]
-    margin: Annotated[StrictInt | StrictFloat, Field(ge=0, allow_inf_nan=False)] = 0
+    margin: Threshold = 0
 
 
 class BaseIn(InputModel):
@@ -198,7 +202,7 @@ class ExperimentFile(InputModel):
             base_pattern_params=dict(sorted(self.base.pattern_params.items())),
             max_cost_cents=self.objective.max_cost_cents,
             target_event=self.objective.target_event,
-            min_improvement=self.objective.min_improvement,
+            min_improvement=float(self.objective.min_improvement),
             strategy=self.strategy,
             early_stop_at_year=None if self.early_stop is None else self.early_stop.at_year,
             early_stop_margin=0 if self.early_stop is None else self.early_stop.margin,
