@@ -40,8 +40,9 @@ class NoExecutor:
         self.runs: list[UUID] = []
         self.experiments: list[UUID] = []
 
-    def submit(self, run_id: UUID) -> None:
+    def submit(self, run_id: UUID, *, claim_timeout: float | None = None) -> bool:
         self.runs.append(run_id)
+        return True
 
     def submit_experiment(self, experiment_id: UUID) -> bool:
         self.experiments.append(experiment_id)
