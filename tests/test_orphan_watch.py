@@ -391,3 +391,50 @@ def test_a_server_hands_a_run_over_once_at_a_time(database_url: str, tmp_path: P
     finally:
         executor.shutdown()
         ledger.close()
+
+
+class Ended:
+    """A task's future as a done-callback sees it: ended with ``error``."""
+
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
+
+    def cancelled(self) -> bool:
+        return False
+
+    def exception(self) -> BaseException | None:
+        return self.error
+
+
+def test_a_run_dask_gave_up_on_is_left_alone_and_a_busy_one_is_not(database_url: str) -> None:
+    """On Dask the scheduler retries a task whose worker died, and raises KilledWorker once
+    the deaths pass its allowed failures: the server counts that as the deaths past
+    MAX_WORKER_DEATHS and leaves the run alone, as it does after a local pool broke four
+    times; a run refused because another process held its claim stays eligible."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from distributed import KilledWorker
+
+    from domain.errors import RunBusy
+    from infrastructure.http.executor import MAX_WORKER_DEATHS
+
+    executor = ServerExecutor(database_url)
+    try:
+        gave_up, busy, broken = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        for run_id, error in [
+            (gave_up, KilledWorker("twinledger-run-x", None, 3)),
+            (busy, RunBusy("run_id: run is being executed by another process right now")),
+        ]:
+            assert executor._take(run_id)
+            executor._ended("run", run_id)(Ended(error))
+        for _ in range(MAX_WORKER_DEATHS):
+            assert executor._take(broken)
+            executor._ended("run", broken)(Ended(BrokenProcessPool()))
+        assert executor._left_alone == {gave_up}
+        assert not executor._in_hand
+        assert executor._take(broken)  # three deaths: once more
+        executor._ended("run", broken)(Ended(BrokenProcessPool()))
+        assert executor._left_alone == {gave_up, broken}  # the fourth: left alone
+        assert executor.submit(gave_up) is False and executor.submit(broken) is False
+    finally:
+        executor.shutdown()
