@@ -16,7 +16,8 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
-from pydantic import Field, StrictFloat, StrictInt, model_validator
+from pydantic import BeforeValidator, Field, StrictFloat, StrictInt, model_validator
+from pydantic_core import PydanticCustomError
 
 from domain.catalog import find_body
 from domain.digest import ResultDigest
@@ -84,9 +85,29 @@ from infrastructure.inputs import (
 from infrastructure.locks import StoreLock
 
 OnIteration = Callable[[Evaluation], None]
-# A search threshold, in the objective's unit: integer cents for a cost objective, so bounded as
-# every amount of cents is; checked as given (2**62 + 1 as a float would round down to 2**62)
-Threshold = Annotated[StrictInt | StrictFloat, Field(ge=0, le=MAX_GIVEN_CENTS, allow_inf_nan=False)]
+
+
+def _int_within_cents(value: Any) -> Any:
+    """An integer past the bound, refused as given: as a float, 2**62 + 1 rounds onto 2**62."""
+    if type(value) is int and value > MAX_GIVEN_CENTS:
+        raise PydanticCustomError(
+            "less_than_equal",
+            "Input should be less than or equal to {le}",
+            {"le": MAX_GIVEN_CENTS},
+        )
+    return value
+
+
+# Search thresholds are in the objective's unit, integer cents for a cost objective: bounded as
+# every amount of cents is (MAX_GIVEN_CENTS), whatever the objective.
+Margin = Annotated[  # an integer stays one: integer cents for a cost objective
+    StrictInt | StrictFloat, Field(ge=0, le=MAX_GIVEN_CENTS, allow_inf_nan=False)
+]
+Improvement = Annotated[  # a float, as ExperimentSpec records it
+    StrictFloat,
+    Field(ge=0, le=MAX_GIVEN_CENTS, allow_inf_nan=False),
+    BeforeValidator(_int_within_cents),
+]
 
 
 # --- the spec file -----------------------------------------------------------------------------
@@ -96,7 +117,7 @@ class ObjectiveIn(InputModel):
     kind: Objective
     max_cost_cents: Cents | None = None
     target_event: Annotated[Line, Field(min_length=1, max_length=100)] | None = None
-    min_improvement: Threshold = 0.0  # a float in the spec (ExperimentSpec)
+    min_improvement: Improvement = 0.0
 
     @model_validator(mode="after")
     def _event_for_cost(self) -> ObjectiveIn:
@@ -107,7 +128,7 @@ class ObjectiveIn(InputModel):
 
 class EarlyStopIn(InputModel):
     at_year: Annotated[StrictInt, Field(ge=1, le=MAX_YEARS)]
-    margin: Threshold = 0
+    margin: Margin = 0
 
 
 class BaseIn(InputModel):
@@ -202,7 +223,7 @@ class ExperimentFile(InputModel):
             base_pattern_params=dict(sorted(self.base.pattern_params.items())),
             max_cost_cents=self.objective.max_cost_cents,
             target_event=self.objective.target_event,
-            min_improvement=float(self.objective.min_improvement),
+            min_improvement=self.objective.min_improvement,
             strategy=self.strategy,
             early_stop_at_year=None if self.early_stop is None else self.early_stop.at_year,
             early_stop_margin=0 if self.early_stop is None else self.early_stop.margin,
