@@ -69,6 +69,7 @@ from domain.values import (
 )
 from domain.world import (
     MAX_CENTS,
+    MAX_GIVEN_CENTS,
     Milestone,
     NonFinite,
     PatternModel,
@@ -170,8 +171,8 @@ def check_interventions(
                 raise ValidationError(f"{where}.value", "budget_cents must be integer cents")
             if intervention.mode == SET and value < 0:
                 raise ValidationError(f"{where}.value", f"{value} is not a balance in cents")
-            if abs(value) > MAX_CHANGE_CENTS:
-                raise ValidationError(f"{where}.value", f"{value} is beyond {MAX_CHANGE_CENTS}")
+            if abs(value) > MAX_GIVEN_CENTS:
+                raise ValidationError(f"{where}.value", f"{value} is beyond {MAX_GIVEN_CENTS}")
         elif key == HAZARD_KEY:
             hazard = HAZARDS.get(str(value))
             if hazard is None:
@@ -188,9 +189,6 @@ def check_interventions(
                 f"{where}.key",
                 f"unknown key {key!r}; known: {BUDGET_KEY}, {HAZARD_KEY}, {PARAM_PREFIX}NAME",
             )
-
-
-MAX_CHANGE_CENTS = 2**62
 
 
 def _changed_parameters(
@@ -233,7 +231,7 @@ def check_fork(pattern: Pattern, duration_years: int, fork: ForkPoint) -> None:
             f"{duration_years} years; a fork needs at least one year after its fork point)",
         )
     changes = fork.changes
-    if changes.budget_cents is not None and not 0 <= changes.budget_cents <= MAX_CHANGE_CENTS:
+    if changes.budget_cents is not None and not 0 <= changes.budget_cents <= MAX_GIVEN_CENTS:
         raise ValidationError("budget_cents", "must be between 0 and 2^62 cents")
     if changes.seed is not None and not 0 <= changes.seed <= MAX_SEED:
         raise ValidationError("seed", f"must be between 0 and {MAX_SEED}")

@@ -304,6 +304,9 @@ class Milestone:
 
 
 MAX_CENTS = 2**63 - 1  # money must fit a signed BIGINT column (SQLite and PostgreSQL)
+# Any amount of cents a user gives (budgets, costs, revenues, search margins and thresholds):
+# half of MAX_CENTS, so a sum or difference of two stays a BIGINT (infrastructure/inputs.py Cents)
+MAX_GIVEN_CENTS = 2**62
 
 
 class NonFinite(Picklable, ArithmeticError):

@@ -124,19 +124,23 @@ def experiments_to_resume(database: Database, *, catch_up: bool = True) -> list[
     (docs/experiments.md, Resume). ``catch_up=False`` reads the read tables as they stand (a
     server's log follower keeps them current)."""
     from projections import queries
-    from projections.runner import Projector
 
-    with Projector(database) as projector:
-        if catch_up:
-            projector.catch_up()
-        running = queries.experiments(projector.store, status="running")
-    chosen = []
-    for row in running:
-        claim = experiment_claim(database, row["id"])
-        if claim.try_acquire():  # nobody is evaluating it: its evaluator died
-            claim.release()
-            chosen.append(str(row["id"]))
-    return chosen
+    with _read_tables(database, catch_up) as store:
+        running = queries.experiments(store, status="running")
+    return unclaimed(database, [str(row["id"]) for row in running], experiment_claim)
+
+
+def orphaned_runs(database: Database, *, catch_up: bool = True) -> list[str]:
+    """Runs left ``running`` by a dead executor (nobody holds their claim), less experiments'
+    sample runs (their experiment's evaluator owns them; a dead one's experiment is resumed
+    instead): what a server looks for while it runs (infrastructure/http/orphans.py).
+    ``catch_up`` as for ``experiments_to_resume``."""
+    from projections import queries
+
+    with _read_tables(database, catch_up) as store:
+        running = queries.runs(store, status="running")
+    ids = [row["id"] for row in running if row.get("experiment_id") is None]
+    return unclaimed(database, ids, run_claim)
 
 
 def runs_to_execute(
@@ -151,12 +155,10 @@ def runs_to_execute(
     as every executor claims the run it executes (docs/scale-out.md).
     """
     from projections import queries
-    from projections.runner import Projector
 
-    with Projector(database) as projector:
-        projector.catch_up()
-        queued = queries.runs(projector.store, status="queued")
-        running = queries.runs(projector.store, status="running")
+    with _read_tables(database, catch_up=True) as store:
+        queued = queries.runs(store, status="queued")
+        running = queries.runs(store, status="running")
     if not experiments:
         queued = [row for row in queued if row.get("experiment_id") is None]
         running = [row for row in running if row.get("experiment_id") is None]
@@ -168,12 +170,32 @@ def runs_to_execute(
         )
     )
     chosen = [row["id"] for row in queued]
-    for row in running:
-        claim = run_claim(database, row["id"])
-        if claim.try_acquire():  # nobody is executing it: its executor died
-            claim.release()
-            chosen.append(row["id"])
+    chosen += unclaimed(database, [row["id"] for row in running], run_claim)
     return chosen if limit is None else chosen[:limit]
+
+
+def unclaimed(
+    database: Database, ids: Iterable[str], claim: Callable[[Database, str], StoreLock]
+) -> list[str]:
+    """Those of ``ids`` whose claim nobody holds (taken and let go at once): a run or an
+    experiment left ``running`` whose executor or evaluator died."""
+    chosen = []
+    for ident in ids:
+        lock = claim(database, ident)
+        if lock.try_acquire():
+            lock.release()
+            chosen.append(ident)
+    return chosen
+
+
+@contextlib.contextmanager
+def _read_tables(database: Database, catch_up: bool) -> Iterator[Any]:
+    from projections.runner import Projector
+
+    with Projector(database) as projector:
+        if catch_up:
+            projector.catch_up()
+        yield projector.store
 
 
 # --- executors -----------------------------------------------------------------------------------
@@ -192,7 +214,9 @@ class Executor(Protocol):
 
     url: str
 
-    def submit(self, run_id: str) -> Handle: ...
+    def submit(self, run_id: str, claim_timeout: float | None = None) -> Handle:
+        """Execute or resume the run (``execute_claimed``; ``claim_timeout`` as there)."""
+        ...
 
     def run_all(
         self, run_ids: Iterable[str], on_done: Callable[[RunOutcome], None] | None = None
@@ -218,8 +242,8 @@ class LocalExecutor:
             )
         )
 
-    def submit(self, run_id: str) -> Future[RunOutcome]:
-        return self._pool.submit(execute_claimed, self.url, str(run_id))
+    def submit(self, run_id: str, claim_timeout: float | None = None) -> Future[RunOutcome]:
+        return self._pool.submit(execute_claimed, self.url, str(run_id), claim_timeout)
 
     def run_all(
         self, run_ids: Iterable[str], on_done: Callable[[RunOutcome], None] | None = None
@@ -269,11 +293,12 @@ class DaskExecutor:
                 "scheduler", f"cannot reach the Dask scheduler {scheduler}: {error}"
             ) from None
 
-    def submit(self, run_id: str) -> Any:
+    def submit(self, run_id: str, claim_timeout: float | None = None) -> Any:
         return self._client.submit(
             execute_claimed,
             self.url,
             str(run_id),
+            claim_timeout,
             key=f"twinledger-run-{run_id}-{uuid.uuid4().hex[:8]}",
             pure=False,
             retries=self.retries,

@@ -16,7 +16,8 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
-from pydantic import Field, StrictFloat, StrictInt, model_validator
+from pydantic import BeforeValidator, Field, StrictFloat, StrictInt, model_validator
+from pydantic_core import PydanticCustomError
 
 from domain.catalog import find_body
 from domain.digest import ResultDigest
@@ -58,6 +59,7 @@ from domain.values import (
     RunStatus,
     YearResult,
 )
+from domain.world import MAX_GIVEN_CENTS
 from infrastructure.application import RunLink, TwinLedger
 from infrastructure.executors import (
     Executor,
@@ -69,6 +71,7 @@ from infrastructure.executors import (
 )
 from infrastructure.inputs import (
     MAX_ENTRIES,
+    Cents,
     InputModel,
     Line,
     Name,
@@ -81,8 +84,30 @@ from infrastructure.inputs import (
 )
 from infrastructure.locks import StoreLock
 
-Cents = Annotated[StrictInt, Field(ge=0, le=2**62)]
 OnIteration = Callable[[Evaluation], None]
+
+
+def _int_within_cents(value: Any) -> Any:
+    """An integer past the bound, refused as given: as a float, 2**62 + 1 rounds onto 2**62."""
+    if type(value) is int and value > MAX_GIVEN_CENTS:
+        raise PydanticCustomError(
+            "less_than_equal",
+            "Input should be less than or equal to {le}",
+            {"le": MAX_GIVEN_CENTS},
+        )
+    return value
+
+
+# Search thresholds are in the objective's unit, integer cents for a cost objective: bounded as
+# every amount of cents is (MAX_GIVEN_CENTS), whatever the objective.
+Margin = Annotated[  # an integer stays one: integer cents for a cost objective
+    StrictInt | StrictFloat, Field(ge=0, le=MAX_GIVEN_CENTS, allow_inf_nan=False)
+]
+Improvement = Annotated[  # a float, as ExperimentSpec records it
+    StrictFloat,
+    Field(ge=0, le=MAX_GIVEN_CENTS, allow_inf_nan=False),
+    BeforeValidator(_int_within_cents),
+]
 
 
 # --- the spec file -----------------------------------------------------------------------------
@@ -92,7 +117,7 @@ class ObjectiveIn(InputModel):
     kind: Objective
     max_cost_cents: Cents | None = None
     target_event: Annotated[Line, Field(min_length=1, max_length=100)] | None = None
-    min_improvement: Annotated[StrictFloat, Field(ge=0, allow_inf_nan=False)] = 0.0
+    min_improvement: Improvement = 0.0
 
     @model_validator(mode="after")
     def _event_for_cost(self) -> ObjectiveIn:
@@ -103,7 +128,7 @@ class ObjectiveIn(InputModel):
 
 class EarlyStopIn(InputModel):
     at_year: Annotated[StrictInt, Field(ge=1, le=MAX_YEARS)]
-    margin: Annotated[StrictInt | StrictFloat, Field(ge=0, allow_inf_nan=False)] = 0
+    margin: Margin = 0
 
 
 class BaseIn(InputModel):

@@ -43,6 +43,7 @@ from domain.values import (
     RunParameters,
     SimulationType,
 )
+from domain.world import MAX_GIVEN_CENTS
 
 MAX_BODY_FILE_BYTES = 64 * 1024  # body files, custom pattern specs and experiment specs
 MAX_TEXT = 200
@@ -55,7 +56,7 @@ MAX_INT_DIGITS = 30  # an integer typed on the command line: far above any range
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 
-Cents = Annotated[StrictInt, Field(ge=0, le=2**62)]
+Cents = Annotated[StrictInt, Field(ge=0, le=MAX_GIVEN_CENTS)]  # money is never a float
 Number = StrictFloat  # strict: accepts int and float, refuses strings and bools
 Model = TypeVar("Model", bound=BaseModel)
 

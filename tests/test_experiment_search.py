@@ -398,6 +398,11 @@ def test_resume_refuses_an_experiment_that_is_not_running(ledger: TwinLedger) ->
         ({"early_stop": {"at_year": 5, "margin": float("nan")}}, "early_stop.margin"),
         ({"early_stop": {"at_year": 5, "margin": float("inf")}}, "early_stop.margin"),
         ({"early_stop": {"at_year": 5, "margin": True}}, "early_stop.margin"),
+        ({"early_stop": {"at_year": 5, "margin": 2**62 + 1}}, "early_stop.margin"),
+        ({"early_stop": {"at_year": 5, "margin": 2**64}}, "early_stop.margin"),
+        ({"early_stop": {"at_year": 5, "margin": 1e300}}, "early_stop.margin"),
+        ({"objective": {"kind": "maximize_habitability", "min_improvement": 2**64}}, "objective"),
+        ({"objective": {"kind": "maximize_habitability", "min_improvement": 1e19}}, "objective"),
         ({"early_stop": {"at_year": 5, "when": 1}}, "early_stop.when"),
         ({"early_stop": 5}, "early_stop"),
         (

@@ -13,6 +13,7 @@ import json
 import os
 import resource
 import sqlite3
+import tomllib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +42,7 @@ from infrastructure.inputs import (
     parse_number,
     validate,
 )
+from infrastructure.service import Ledger
 from tests.conftest import postgres_base_url
 
 runner = CliRunner()
@@ -500,6 +502,48 @@ def test_experiment_specs_refuse_hostile_fields(
     file = tmp_path / "experiment.toml"
     file.write_text(EXPERIMENT.format(name=name, base=base))
     refused_cli(url, ["experiment", "run", str(file)], field)
+
+
+HUGE_THRESHOLDS = [
+    ("early_stop", "at_year = 2\nmargin = 18446744073709551616", "early_stop.margin"),  # 2**64
+    ("early_stop", "at_year = 2\nmargin = 4611686018427387905", "early_stop.margin"),  # 2**62+1
+    ("early_stop", "at_year = 2\nmargin = 1e300", "early_stop.margin"),
+    (
+        "objective",
+        'kind = "maximize_habitability"\nmin_improvement = 18446744073709551616',
+        "objective.min_improvement",
+    ),
+    (
+        "objective",
+        'kind = "maximize_habitability"\nmin_improvement = 1e19',
+        "objective.min_improvement",
+    ),
+]
+
+
+def huge_threshold_spec(table: str, lines: str) -> str:
+    """EXPERIMENT with its [objective] or a new [early_stop] table holding ``lines``."""
+    spec = EXPERIMENT.format(name='"x"', base="")
+    if table == "objective":
+        return spec.replace(
+            '[objective]\nkind = "maximize_habitability"\n', f"[objective]\n{lines}\n"
+        )
+    return spec + f"\n[early_stop]\n{lines}\n"
+
+
+@pytest.mark.parametrize(("table", "lines", "field"), HUGE_THRESHOLDS)
+def test_experiment_thresholds_beyond_the_bound_of_cents_are_refused(
+    store: tuple[str, str], tmp_path: Path, table: str, lines: str, field: str
+) -> None:
+    """`early_stop.margin` and `objective.min_improvement` took any size (2**64): they are
+    amounts of cents for a cost objective, bounded as every amount of cents is (MAX_GIVEN_CENTS),
+    on the command line (a spec file), the Python API and HTTP (tests/test_http_api.py)."""
+    url, _ = store
+    file = tmp_path / "experiment.toml"
+    file.write_text(huge_threshold_spec(table, lines))
+    refused_cli(url, ["experiment", "run", str(file)], field)
+    data = tomllib.loads(file.read_text())
+    refused_api(url, field, lambda ledger: Ledger(ledger).run_experiment(data))
 
 
 @pytest.mark.parametrize(

@@ -40,8 +40,9 @@ class NoExecutor:
         self.runs: list[UUID] = []
         self.experiments: list[UUID] = []
 
-    def submit(self, run_id: UUID) -> None:
+    def submit(self, run_id: UUID, *, claim_timeout: float | None = None) -> bool:
         self.runs.append(run_id)
+        return True
 
     def submit_experiment(self, experiment_id: UUID) -> bool:
         self.experiments.append(experiment_id)
@@ -475,6 +476,33 @@ def test_an_experiment_spec_names_the_field_holding_a_control_character(
     assert response.status_code == 422, response.text
     assert response.json()["field"].startswith(field), response.json()
     assert response.json()["detail"].startswith(f"{response.json()['field']}: ")
+    assert head(client) == before
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    [
+        (("early_stop",), {"at_year": 2, "margin": 2**64}, "early_stop.margin"),
+        (("early_stop",), {"at_year": 2, "margin": 2**62 + 1}, "early_stop.margin"),
+        (("objective", "min_improvement"), 2**64, "objective.min_improvement"),
+        (("objective", "min_improvement"), 1e300, "objective.min_improvement"),
+    ],
+    ids=["margin-2**64", "margin-2**62+1", "min_improvement-2**64", "min_improvement-1e300"],
+)
+def test_an_experiment_threshold_beyond_the_bound_of_cents_is_refused(
+    client: TestClient, path: tuple[str, ...], value: Any, field: str
+) -> None:
+    """2**64 was accepted as early_stop.margin or objective.min_improvement: bounded as every
+    amount of cents is (2**62), named, nothing written."""
+    spec = json.loads(json.dumps(SPEC))
+    parent = spec
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = value
+    before = head(client)
+    response = client.post(f"{API}/experiments", json=spec)
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == field, response.json()
     assert head(client) == before
 
 

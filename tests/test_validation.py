@@ -244,3 +244,35 @@ def test_any_duration_outside_1_to_1000_is_refused(
     ledger: TwinLedger, twin_id: str, years: int
 ) -> None:
     refused(ledger, "duration_years", lambda: queue(ledger, twin_id, duration_years=years))
+
+
+@given(
+    margin=st.one_of(
+        st.integers(min_value=2**62 + 1),
+        st.floats(min_value=2.0**62, exclude_min=True, allow_infinity=False),
+    ),
+    at_or_below=st.one_of(st.integers(0, 2**62), st.floats(0, 2.0**62)),
+)
+@settings(max_examples=50, deadline=None)
+def test_a_search_threshold_is_refused_beyond_the_bound_of_cents_and_kept_within(
+    margin: int | float, at_or_below: int | float
+) -> None:
+    """early_stop.margin and objective.min_improvement: amounts of cents for a cost objective,
+    bounded as every amount of cents is (domain.world.MAX_GIVEN_CENTS), whatever their size."""
+    from domain.world import MAX_GIVEN_CENTS
+    from tests.test_experiments import small_spec
+
+    assert MAX_GIVEN_CENTS == 2**62
+    for overrides, field in [
+        ({"early_stop": {"at_year": 5, "margin": margin}}, "early_stop.margin"),
+        (
+            {"objective": {"kind": "maximize_habitability", "min_improvement": margin}},
+            "objective.min_improvement",
+        ),
+    ]:
+        with pytest.raises(ValidationError, match=rf"^{field}: "):
+            small_spec(**overrides)
+    kept = small_spec(early_stop={"at_year": 5, "margin": at_or_below}).spec()
+    assert kept.early_stop_margin == at_or_below
+    objective = {"kind": "maximize_habitability", "min_improvement": at_or_below}
+    assert small_spec(objective=objective).spec().min_improvement == float(at_or_below)

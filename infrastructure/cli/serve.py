@@ -43,7 +43,7 @@ def serve(
         typer.Option(
             min=1,
             max=3600,
-            help="While serving, resume orphaned experiments this often",
+            help="While serving, resume orphaned runs and experiments this often",
         ),
     ] = 10,
     cors_origin: Annotated[

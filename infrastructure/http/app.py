@@ -73,7 +73,7 @@ class Settings:
     workers: int = 1
     scheduler: str | None = None  # a Dask scheduler (docs/scale-out.md); None: local
     resume_queued: bool = True  # on start: queued and orphaned runs, orphaned experiments
-    resume_every: float = 10.0  # and orphaned experiments while it runs, this often (seconds)
+    resume_every: float = 10.0  # and orphaned runs and experiments while it runs, this often (s)
     pool_size: int = 4
     cors_origins: list[str] = field(default_factory=list)
     poll_seconds: float = 0.25
@@ -398,6 +398,7 @@ def create_app(settings: Settings | None = None, *, executor: Executor | None = 
         if settings.resume_queued and not settings.read_only:
             resume(database, app.state.executor)
             watch = OrphanWatch(database, app.state.executor, every=settings.resume_every)
+        app.state.watch = watch
         app.state.follower = LogFollower(database, poll_seconds=settings.poll_seconds)
         app.state.follower.start()
         if watch is not None:

@@ -23,11 +23,12 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol
 from uuid import UUID
 
-from domain.errors import ExperimentBusy, TwinLedgerError
+from domain.errors import ExperimentBusy, RunBusy, TwinLedgerError
 from infrastructure.executors import (
     execute_claimed,
     experiments_to_resume,
     open_executor,
+    orphaned_runs,
     runs_to_execute,
 )
 from infrastructure.settings import Database
@@ -39,8 +40,10 @@ MAX_WORKER_DEATHS = 3  # as Dask's allowed-failures: a run whose worker dies mor
 class Executor(Protocol):
     """What the server needs: hand over a run or an experiment, and stop."""
 
-    def submit(self, run_id: UUID) -> None:
-        """Execute a queued run in the background (RunStarted ... RunCompleted/RunFailed)."""
+    def submit(self, run_id: UUID, *, claim_timeout: float | None = None) -> bool | None:
+        """Execute a queued run, or resume an orphaned one, in the background (RunStarted ...
+        RunCompleted/RunFailed), waiting up to ``claim_timeout`` seconds for its claim (None:
+        as long as it takes); False if it was not submitted (in hand here, or left alone)."""
 
     def submit_experiment(self, experiment_id: UUID) -> bool:
         """Evaluate a started experiment in the background, to its end; False if it was not
@@ -59,12 +62,32 @@ def resume(database: Database, executor: Executor) -> list[str]:
 
     Then the experiments nobody is evaluating (``resume_experiments``). Returns the ids
     submitted, runs first."""
-    run_ids = runs_to_execute(database, experiments=False)
-    for run_id in run_ids:
-        executor.submit(UUID(run_id))
+    run_ids = [
+        run_id
+        for run_id in runs_to_execute(database, experiments=False)
+        if executor.submit(UUID(run_id)) is not False
+    ]
     if run_ids:
         log.warning("resumed %d queued or interrupted runs", len(run_ids))
     return run_ids + resume_experiments(database, executor)
+
+
+def resume_orphans(database: Database, executor: Executor) -> list[str]:
+    """The server's look for orphans while it runs (orphans.py): the runs and the experiments
+    left ``running`` with a free claim (their executor or evaluator died: a command-line
+    ``execute`` or ``experiment run``, a Dask worker, another server, a process of this one),
+    read from the read tables as the log follower keeps them. Each is resumed under its claim,
+    taken at once or not at all (``claim_timeout=0``, ExperimentBusy): with several servers on
+    one store, one resumes it and the others are refused (RunBusy, ExperimentBusy: not left
+    alone, as the one resuming may die too) or find it ended. Returns the ids submitted."""
+    run_ids = [
+        run_id
+        for run_id in orphaned_runs(database, catch_up=False)
+        if executor.submit(UUID(run_id), claim_timeout=0) is not False  # False: in hand here
+    ]
+    for run_id in run_ids:
+        log.warning("run %s: nobody is executing it: resuming it", run_id)
+    return run_ids + resume_experiments(database, executor, catch_up=False)
 
 
 def resume_experiments(
@@ -72,9 +95,9 @@ def resume_experiments(
 ) -> list[str]:
     """Submit the experiments nobody is evaluating (``running``, their claim free: their
     evaluator died), as ``experiment resume`` would: on start, and every few seconds while the
-    server runs (orphans.py). The evaluation takes the claim and reads the experiment again, so
-    one that another process took up meanwhile is not evaluated twice (ExperimentBusy, or found
-    ended). Returns the ids submitted."""
+    server runs (``resume_orphans``). The evaluation takes the claim and reads the experiment
+    again, so one that another process took up meanwhile is not evaluated twice
+    (ExperimentBusy, or found ended). Returns the ids submitted."""
     submitted = [
         experiment_id
         for experiment_id in experiments_to_resume(database, catch_up=catch_up)
@@ -111,14 +134,26 @@ def _report(kind: str, ident: UUID) -> Callable[[Any], None]:
     return done
 
 
+def _died(error: BaseException | None) -> bool:
+    """The task's process died under it: a local pool broken, or Dask's KilledWorker (the
+    scheduler gave up on the task after its workers died past its allowed failures)."""
+    return isinstance(error, BrokenProcessPool) or type(error).__name__ == "KilledWorker"
+
+
 class ServerExecutor:
     """Runs on infrastructure/executors.py's executor; experiments in one spawned process.
 
+    The same bookkeeping for runs and experiments: each is in hand once at a time (submitted
+    again only after its task ended: one waiting behind another has a free claim, so looks
+    orphaned), and left alone once refused for good (a TwinLedgerError other than RunBusy or
+    ExperimentBusy: recorded by another engine, no such id) or once its process died more than
+    MAX_WORKER_DEATHS times.
+
     A local worker that dies (killed, out of memory) breaks its pool: every run the pool held
     fails at once. The server then starts a new pool and submits those runs to it again (each
-    resumes from its last saved chunk), up to MAX_WORKER_DEATHS times per run; past that the
-    run stays ``running`` for the next start or ``execute --queued``. (On Dask, the scheduler
-    retries a task whose worker died.)
+    resumes from its last saved chunk), each death counted. (On Dask, the scheduler retries a
+    task whose worker died, up to its allowed failures: KilledWorker past them.) A dead
+    experiment process's experiment is an orphan the server's watch resumes (orphans.py).
     """
 
     def __init__(self, url: str, *, workers: int = 1, scheduler: str | None = None) -> None:
@@ -127,10 +162,10 @@ class ServerExecutor:
         self.scheduler = scheduler
         self._lock = threading.Lock()
         self._stopping = False
-        self._held: dict[UUID, ProcessPoolExecutor] = {}  # a run: the pool executing it
+        self._in_hand: set[UUID] = set()  # runs and experiments whose task has not ended
+        self._pools: dict[UUID, ProcessPoolExecutor] = {}  # a local run: the pool executing it
         self._deaths: Counter[UUID] = Counter()
-        self._evaluating: set[UUID] = set()  # experiments submitted whose task has not ended
-        self._left_alone: set[UUID] = set()  # experiments not to submit again (below)
+        self._left_alone: set[UUID] = set()  # runs and experiments not to submit again
         # Local runs in spawned processes, even one: in a thread of the server a simulation would
         # hold the interpreter's lock and stall every request (infrastructure/executors.py runs a
         # single local worker in a thread, which suits a command, not a server).
@@ -143,41 +178,101 @@ class ServerExecutor:
             max_workers=workers or self.workers, mp_context=multiprocessing.get_context("spawn")
         )
 
-    def submit(self, run_id: UUID) -> None:
+    def _take(self, ident: UUID) -> bool:
+        """In hand from now on, unless it is already, is left alone, or the server stops."""
+        with self._lock:
+            if self._stopping or ident in self._in_hand or ident in self._left_alone:
+                return False
+            self._in_hand.add(ident)
+            return True
+
+    def _count_death(self, kind: str, ident: UUID) -> bool:
+        """One more death of the process under ``ident``'s task (the lock held); False, and
+        left alone from now on, past MAX_WORKER_DEATHS."""
+        self._deaths[ident] += 1
+        if self._deaths[ident] <= MAX_WORKER_DEATHS:
+            return True
+        self._left_alone.add(ident)
+        self._in_hand.discard(ident)
+        log.error(
+            "%s %s: its process died %d times; left running", kind, ident, self._deaths[ident]
+        )
+        return False
+
+    def _ended(self, kind: str, ident: UUID) -> Callable[[Any], None]:
+        """When a task ends: no longer in hand; left alone if its process died too often or it
+        was refused for good; not if another process held its claim (RunBusy, ExperimentBusy):
+        should that one die, it is an orphan again."""
+        report = _report(kind, ident)
+
+        def done(future: Any) -> None:
+            try:
+                error = None if future.cancelled() else future.exception()
+            except Exception as gone:  # a Dask future lost with its client: the server stops
+                error = gone
+            with self._lock:
+                self._in_hand.discard(ident)
+                if _died(error):
+                    if isinstance(error, BrokenProcessPool):
+                        self._count_death(kind, ident)
+                    else:  # KilledWorker: Dask counted the deaths, past its allowed failures
+                        self._deaths[ident] = MAX_WORKER_DEATHS
+                        self._count_death(kind, ident)
+                elif isinstance(error, TwinLedgerError) and not isinstance(
+                    error, RunBusy | ExperimentBusy
+                ):
+                    self._left_alone.add(ident)
+            report(future)
+
+        return done
+
+    def submit(self, run_id: UUID, *, claim_timeout: float | None = None) -> bool:
+        if not self._take(run_id):
+            return False
         if self.runs is not None:
-            handle = self.runs.submit(str(run_id))
+            try:
+                handle = self.runs.submit(str(run_id), claim_timeout)
+            except BaseException:
+                with self._lock:
+                    self._in_hand.discard(run_id)
+                raise
             add = getattr(handle, "add_done_callback", None)
             if add is not None:
-                add(_report("run", run_id))
-            return
+                add(self._ended("run", run_id))
+            else:  # no way to learn when it ends: not kept in hand
+                with self._lock:
+                    self._in_hand.discard(run_id)
+            return True
         with self._lock:
             pool = self.local
             assert pool is not None
-            self._held[run_id] = pool
-        self._start(pool, run_id)
+            self._pools[run_id] = pool
+        self._start(pool, run_id, claim_timeout)
+        return True
 
-    def _start(self, pool: ProcessPoolExecutor, run_id: UUID) -> None:
+    def _start(self, pool: ProcessPoolExecutor, run_id: UUID, claim_timeout: float | None) -> None:
         try:
-            future = pool.submit(execute_claimed, self.url, str(run_id))
+            future = pool.submit(execute_claimed, self.url, str(run_id), claim_timeout)
         except BrokenProcessPool:  # broken before this run got in: held, so submitted again
             self._replace(pool)
             return
-        report = _report("run", run_id)
+        ended = self._ended("run", run_id)
 
         def done(finished: Future[Any]) -> None:
             if not finished.cancelled() and isinstance(finished.exception(), BrokenProcessPool):
                 self._replace(pool)
                 return
             with self._lock:
-                if self._held.get(run_id) is pool:
-                    del self._held[run_id]
-            report(finished)
+                if self._pools.get(run_id) is pool:
+                    del self._pools[run_id]
+            ended(finished)
 
         future.add_done_callback(done)
 
     def _replace(self, broken: ProcessPoolExecutor) -> None:
-        """A new pool for a broken one, and the broken one's runs submitted to it. Each of the
-        broken pool's futures calls this (from its management thread): the first does the work."""
+        """A new pool for a broken one, and the broken one's runs submitted to it, waiting for
+        their claims (the dead worker's is released with it). Each of the broken pool's futures
+        calls this (from its management thread): the first does the work."""
         with self._lock:
             if self._stopping:
                 return
@@ -187,20 +282,14 @@ class ServerExecutor:
             pool = self.local
             assert pool is not None
             again = []
-            for run_id in [run for run, held in self._held.items() if held is broken]:
-                self._deaths[run_id] += 1
-                if self._deaths[run_id] > MAX_WORKER_DEATHS:
-                    del self._held[run_id]
-                    log.error(
-                        "run %s: its worker died %d times; left running",
-                        run_id,
-                        MAX_WORKER_DEATHS + 1,
-                    )
-                else:
-                    self._held[run_id] = pool
+            for run_id in [run for run, held in self._pools.items() if held is broken]:
+                if self._count_death("run", run_id):
+                    self._pools[run_id] = pool
                     again.append(run_id)
+                else:
+                    del self._pools[run_id]
         for run_id in again:
-            self._start(pool, run_id)
+            self._start(pool, run_id, None)
 
     def submit_experiment(self, experiment_id: UUID) -> bool:
         """Hand the experiment to the experiment process, unless it is in hand already (its
@@ -208,10 +297,9 @@ class ServerExecutor:
         or left alone. A process that died (SIGKILL, out of memory) breaks its pool: the next
         submission gets a new one, and the experiments it held, their claims released with it,
         are orphans the server's watch resumes (orphans.py), up to MAX_WORKER_DEATHS times."""
+        if not self._take(experiment_id):
+            return False
         with self._lock:
-            if self._stopping or experiment_id in self._evaluating | self._left_alone:
-                return False
-            self._evaluating.add(experiment_id)
             pool = self.experiments
         args = (self.url, str(experiment_id), self.workers, self.scheduler)
         try:
@@ -225,36 +313,10 @@ class ServerExecutor:
                 future = pool.submit(evaluate, *args)
         except BaseException:
             with self._lock:
-                self._evaluating.discard(experiment_id)
+                self._in_hand.discard(experiment_id)
             raise
-        future.add_done_callback(self._ended(experiment_id))
+        future.add_done_callback(self._ended("experiment", experiment_id))
         return True
-
-    def _ended(self, experiment_id: UUID) -> Callable[[Future[None]], None]:
-        """When an experiment's task ends: no longer in hand. Left alone from then on if its
-        process died too often, or if it was refused for good (recorded by another engine,
-        not running any more: a TwinLedgerError); not if another process was evaluating it
-        (ExperimentBusy): should that one die, the experiment is an orphan again."""
-        report = _report("experiment", experiment_id)
-
-        def done(future: Future[None]) -> None:
-            error = None if future.cancelled() else future.exception()
-            with self._lock:
-                self._evaluating.discard(experiment_id)
-                if isinstance(error, BrokenProcessPool):
-                    self._deaths[experiment_id] += 1
-                    if self._deaths[experiment_id] > MAX_WORKER_DEATHS:
-                        self._left_alone.add(experiment_id)
-                        log.error(
-                            "experiment %s: its process died %d times; left running",
-                            experiment_id,
-                            MAX_WORKER_DEATHS + 1,
-                        )
-                elif isinstance(error, TwinLedgerError) and not isinstance(error, ExperimentBusy):
-                    self._left_alone.add(experiment_id)
-            report(future)
-
-        return done
 
     def shutdown(self) -> None:
         with self._lock:

@@ -1,13 +1,14 @@
-"""The server's watch for orphaned experiments: resumed while it runs, not only when it starts.
+"""The server's watch for orphans: runs and experiments resumed while it runs, not only at start.
 
-An experiment is orphaned when it is ``running`` and nobody holds its claim (the process that
-evaluated it died: the server's own experiment process, an `experiment run` on the command
-line, another server). Every ``every`` seconds the watch hands such experiments to the server's
-executor, as the server's start does (executor.py ``resume_experiments``). With several servers
-on one store, each may hand over the same orphan; the evaluation takes the claim and reads the
-experiment again, so one evaluates it and the others are refused (ExperimentBusy) or find it
-ended: resumed once, never twice (docs/http.md, "A running server resumes orphaned
-experiments").
+A run or an experiment is orphaned when it is ``running`` and nobody holds its claim: the
+process executing or evaluating it died (an ``execute`` or ``experiment run`` on the command
+line, a Dask worker, another server, a process of this server's). Every ``every`` seconds the
+watch hands them to the server's executor (executor.py ``resume_orphans``), which keeps each
+in hand once at a time and leaves alone one refused for good or whose process died too often.
+With several servers on one store, each may hand over the same orphan; its task takes the
+claim at once or not at all and reads it again, so one resumes it and the others are refused
+(RunBusy, ExperimentBusy) or find it ended: resumed once, never twice (docs/http.md, "A
+running server resumes orphaned runs and experiments").
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from __future__ import annotations
 import logging
 import threading
 
-from infrastructure.http.executor import Executor, resume_experiments
+from infrastructure.http.executor import Executor, resume_orphans
 from infrastructure.settings import Database
 
 log = logging.getLogger("twinledger.http")
 
 
 class OrphanWatch:
-    """A thread that resumes orphaned experiments every ``every`` seconds until stopped."""
+    """A thread that resumes orphaned runs and experiments every ``every`` seconds until stopped."""
 
     def __init__(self, database: Database, executor: Executor, *, every: float) -> None:
         self.database = database
@@ -42,8 +43,8 @@ class OrphanWatch:
         while not self._stop.wait(self.every):
             try:
                 # The read tables as the log follower keeps them: a row a moment behind only
-                # delays an orphan to the next look, or hands over one that the evaluation
-                # then finds ended (it reads the log itself).
-                resume_experiments(self.database, self.executor, catch_up=False)
+                # delays an orphan to the next look, or hands over one that its task then
+                # finds ended (it reads the log itself).
+                resume_orphans(self.database, self.executor)
             except Exception as error:  # a database gone for a moment: look again next time
-                log.warning("looking for orphaned experiments failed: %r", error)
+                log.warning("looking for orphaned runs and experiments failed: %r", error)
