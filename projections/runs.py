@@ -179,11 +179,7 @@ class RunsProjection(Projection):
         row: dict[str, Any] | None = None
         run_int: int | None = None
         for _, event, data in events:
-            if (
-                type(data) is YearRecorded
-                and row is not None
-                and data.originator_id.int == run_int
-            ):
+            if type(data) is YearRecorded and row is not None and data.originator_id.int == run_int:
                 # The bulk of a batch: the years of the run the previous event was for.
                 key = (row["status"], event)
                 status = statuses.get(key)

@@ -1,6 +1,6 @@
 """Print the key rows of docs/bench/rounds.sh's output, per back end and tree, in round order.
 
-    python3 docs/bench/rounds_table.py OUT
+python3 docs/bench/rounds_table.py OUT
 """
 
 from __future__ import annotations
