@@ -176,6 +176,40 @@ ParameterKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.
 """A parameter name: ASCII letters, digits, '_', '.', '-'; at most 64 characters."""
 
 
+_UNION_MEMBER = re.compile(
+    r"(int|float|str|bool|bytes|none"
+    r"|(constrained|function|json-or-python|lax-or-strict|nullable|list|dict|tuple)[-\[].*)"
+)
+"""How pydantic names a union's member in an error's location ('int', 'float',
+'function-after[_line(), str]', ...): the user's field is the location before it."""
+
+
+def _first_error(errors: list[Any]) -> tuple[dict[str, Any], str]:
+    """The first error and its message. A value no member of a union accepts gives one error
+    per member, each located at the field plus the member's name (``margin.int``,
+    ``margin.float``): they become one error at the field, listing the types it may have, or
+    the reason of the member that took the type and refused the value."""
+    first = dict(errors[0])
+    message = str(first["msg"]).removeprefix("Value error, ")
+    *field, member = first["loc"] or ("",)
+    if not (isinstance(member, str) and _UNION_MEMBER.fullmatch(member)):
+        return first, message
+    members = [
+        e
+        for e in errors
+        if len(e["loc"]) == len(first["loc"])
+        and list(e["loc"][:-1]) == field
+        and e["input"] is first["input"]
+    ]
+    if len(members) < 2:
+        return first, message
+    first["loc"] = tuple(field)
+    if not all(str(e["type"]).endswith("_type") for e in members):
+        return first, message  # a member took the type and refused the value: its reason
+    kinds = [str(e["msg"]).removeprefix("Input should be a valid ") for e in members]
+    return first, "Input should be a valid " + " or ".join(dict.fromkeys(kinds))
+
+
 def validate(model: type[Model], data: dict[str, Any], *, root: str | None = None) -> Model:
     """Validate ``data`` into ``model``; raise ValidationError naming the first bad field.
 
@@ -184,12 +218,11 @@ def validate(model: type[Model], data: dict[str, Any], *, root: str | None = Non
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as error:
-        first = error.errors()[0]
+        first, message = _first_error(error.errors())
         parts = [str(part) for part in first["loc"]]
         if first["type"] == "unsafe_input" and first.get("ctx", {}).get("path"):
             parts.append(first["ctx"]["path"])
         field = ".".join(parts) or root or model.__name__
-        message = first["msg"].removeprefix("Value error, ")
         if first["type"] in ("int_type", "int_from_float") and "cents" in field:
             message = "must be an integer number of GCC cents (no floats, no strings)"
         raise ValidationError(field, message) from None

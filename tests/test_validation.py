@@ -276,3 +276,48 @@ def test_a_search_threshold_is_refused_beyond_the_bound_of_cents_and_kept_within
     assert kept.early_stop_margin == at_or_below
     objective = {"kind": "maximize_habitability", "min_improvement": at_or_below}
     assert small_spec(objective=objective).spec().min_improvement == float(at_or_below)
+
+
+PRINTABLE = st.text(st.characters(categories=("L", "N", "P", "Zs")), max_size=5)
+"""Text without control characters (those are refused first, by the input's whole-tree check)."""
+
+
+@given(
+    value=st.one_of(
+        PRINTABLE,
+        st.booleans(),
+        st.none(),
+        st.lists(st.integers(), max_size=2),
+        st.dictionaries(PRINTABLE, st.integers(), max_size=2),
+    )
+)
+@settings(max_examples=50, deadline=None)
+def test_a_value_no_member_of_a_union_accepts_is_named_by_its_field(value: Any) -> None:
+    """early_stop.margin is an integer or a number: anything else is refused at the field,
+    never at pydantic's name for a member of the union ('early_stop.margin.int')."""
+    from tests.test_experiments import small_spec
+
+    with pytest.raises(ValidationError) as caught:
+        small_spec(early_stop={"at_year": 5, "margin": value})
+    assert str(caught.value) == "early_stop.margin: Input should be a valid integer or number"
+
+
+def test_a_parameter_of_no_accepted_type_is_named_by_its_key(ledger: TwinLedger) -> None:
+    """A twin's simulation parameter is text, an integer, a number or a boolean; a list is
+    refused naming the parameter, with the types it may have, and nothing is written."""
+    error = refused(
+        ledger,
+        "simulation_parameters.albedo",
+        lambda: ledger.clone_twin(
+            name="Mars A", body="mars", simulation_parameters={"albedo": [0.25]}
+        ),
+    )
+    assert str(error).endswith("a valid string or integer or number or boolean")
+    long = refused(
+        ledger,
+        "simulation_parameters.note",
+        lambda: ledger.clone_twin(
+            name="Mars A", body="mars", simulation_parameters={"note": "x" * 201}
+        ),
+    )
+    assert "200 characters" in str(long)
