@@ -13,7 +13,7 @@ import pytest
 from conftest import postgres_base_url, postgres_problem
 from psycopg import errors
 from psycopg.pq import TransactionStatus
-from psycopg.waiting import Ready
+from round_trips import round_trips
 
 from infrastructure.pg_copy_string import PIECE, run_with_copy
 
@@ -36,36 +36,18 @@ def rows(connection: psycopg.Connection[Any]) -> list[int]:
 
 
 def test_the_statements_after_the_copy_run_in_the_same_string(
-    connection: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+    connection: psycopg.Connection[Any],
 ) -> None:
-    answers = []  # waits that the server's answer ended: the round trips
-    wait = psycopg.Connection.wait
-
-    def counted(self: Any, gen: Any, *args: Any, **kw: Any) -> Any:
-        def watch() -> Any:
-            got = False
-            try:
-                wanted = next(gen)
-                while True:
-                    ready = yield wanted
-                    got = got or bool(ready and ready & Ready.R)
-                    wanted = gen.send(ready)
-            except StopIteration as done:
-                answers.append(got)
-                return done.value
-
-        return wait(self, watch(), *args, **kw)
-
-    monkeypatch.setattr(psycopg.Connection, "wait", counted)
-    results = run_with_copy(
-        connection,
-        b"BEGIN; SELECT 1; " + COPY + b"; SELECT count(*), sum(n) FROM pg_temp.t; COMMIT",
-        b"1\n2\n3\n",
+    answers, results = round_trips(
+        lambda: run_with_copy(
+            connection,
+            b"BEGIN; SELECT 1; " + COPY + b"; SELECT count(*), sum(n) FROM pg_temp.t; COMMIT",
+            b"1\n2\n3\n",
+        )
     )
-    monkeypatch.undo()
     assert [r.command_status for r in results] == [b"COPY 3", b"SELECT 1", b"COMMIT"]
     assert (results[1].get_value(0, 0), results[1].get_value(0, 1)) == (b"3", b"6")
-    assert answers.count(True) == 2  # to the COPY's start; the rows and the rest
+    assert answers == 2  # to the COPY's start; the rows and the rest
     assert connection.info.transaction_status == TransactionStatus.IDLE
     assert rows(connection) == [1, 2, 3]
 

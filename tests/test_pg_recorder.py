@@ -11,6 +11,7 @@ import pytest
 from conftest import fresh_postgres_url
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from psycopg import sql
+from round_trips import round_trips
 
 from infrastructure.application import TwinLedger
 from infrastructure.integrity import chain_batch, previous_links
@@ -66,42 +67,11 @@ def test_a_conflicting_batch_is_refused_whole(ledger: TwinLedger) -> None:
     assert ledger.recorder.select_events(events[100].originator_id) == []
 
 
-def answers_waited(ledger: TwinLedger, action: Any) -> int:
-    """How many times ``action`` waited for the server's answer (round trips)."""
-    import psycopg
-    from psycopg.waiting import Ready
-
-    count = [0]
-    wait = psycopg.Connection.wait
-
-    def counted(self: Any, gen: Any, *args: Any, **kw: Any) -> Any:
-        def watch() -> Any:
-            got = False
-            try:
-                wanted = next(gen)
-                while True:
-                    ready = yield wanted
-                    got = got or bool(ready and ready & Ready.R)
-                    wanted = gen.send(ready)
-            except StopIteration as done:
-                count[0] += got
-                return done.value
-
-        return wait(self, watch(), *args, **kw)
-
-    psycopg.Connection.wait = counted  # type: ignore[method-assign]
-    try:
-        action()
-    finally:
-        psycopg.Connection.wait = wait  # type: ignore[method-assign]
-    return count[0]
-
-
 def test_an_append_chaining_onto_remembered_hashes_is_two_round_trips(ledger: TwinLedger) -> None:
     events = batch(1, 300)
     recorder: Any = ledger.recorder
     recorder.insert_events(events[:100])  # its hashes are remembered
-    assert answers_waited(ledger, lambda: recorder.insert_events(events[100:])) == 2
+    assert round_trips(lambda: recorder.insert_events(events[100:]))[0] == 2
     stored = ledger.recorder.select_events(events[0].originator_id)
     assert [(e.originator_version, e.state) for e in stored] == [
         (e.originator_version, e.state) for e in events
@@ -151,7 +121,7 @@ def test_an_append_onto_a_hash_not_remembered_reads_it_under_the_lock() -> None:
         try:
             first.recorder.insert_events(events[:100])
             recorder: Any = second.recorder
-            assert answers_waited(second, lambda: recorder.insert_events(events[100:])) == 7
+            assert round_trips(lambda: recorder.insert_events(events[100:]))[0] == 7
             with recorder.datastore.get_connection() as connection:
                 stored = connection.execute(
                     sql.SQL("SELECT hashes FROM {} ORDER BY first_version").format(
