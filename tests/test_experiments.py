@@ -27,7 +27,8 @@ from infrastructure.inputs import validate
 EXAMPLE = Path(__file__).parent.parent / "docs" / "examples" / "mars-search.toml"
 
 
-def small_spec(**overrides: Any) -> ExperimentFile:
+def spec_data(**overrides: Any) -> dict[str, Any]:
+    """A small search spec as a user hands it in (the body of POST /experiments, a spec file)."""
     data: dict[str, Any] = {
         "name": "search",
         "body": "mars",
@@ -41,7 +42,11 @@ def small_spec(**overrides: Any) -> ExperimentFile:
         "space": {"tech_level": [3, 6, 9], "budget_cents": [400_000_000_000, 800_000_000_000]},
     }
     data.update(overrides)
-    return validate(ExperimentFile, data, root="spec")
+    return data
+
+
+def small_spec(**overrides: Any) -> ExperimentFile:
+    return validate(ExperimentFile, spec_data(**overrides), root="spec")
 
 
 def fingerprint(ledger: TwinLedger, experiment: Experiment) -> list[Any]:

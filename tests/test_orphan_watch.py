@@ -32,7 +32,7 @@ from infrastructure.experiments import get_experiment, run_experiment, runs_of, 
 from infrastructure.http.app import Settings, create_app
 from infrastructure.http.executor import ServerExecutor
 from tests.test_experiment_search import KILLED_CHILD
-from tests.test_experiments import fingerprint, small_spec
+from tests.test_experiments import fingerprint, small_spec, spec_data
 from tests.test_http_api import NoExecutor
 from tests.test_server_recovery import (
     API,
@@ -75,18 +75,7 @@ def test_a_server_resumes_the_experiment_its_experiment_process_was_evaluating(
 ) -> None:
     """The server's experiment process is SIGKILLed while a sample run is in flight; the
     server lives on, notices the orphan and resumes it in a new process."""
-    spec = {
-        "name": "search",
-        "body": "mars",
-        "pattern": "mars_terraform",
-        "years": YEARS,
-        "master_seed": 7,
-        "samples": 2,
-        "max_iterations": 3,
-        "objective": {"kind": "maximize_habitability", "max_cost_cents": 900_000_000_000},
-        "base": {"budget_cents": 1_000_000_000_000},
-        "space": {"tech_level": [3, 6, 9], "budget_cents": [400_000_000_000, 800_000_000_000]},
-    }
+    spec = spec_data(years=YEARS, max_iterations=3)
     ledger = TwinLedger.open(database_url)
     try:
         with (

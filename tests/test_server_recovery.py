@@ -297,20 +297,9 @@ def test_a_restarted_server_finishes_an_experiment_a_killed_one_was_evaluating(
     completes with the uninterrupted experiment's iterations, digests and final run, each
     iteration recorded once, each sample run's years once."""
     from infrastructure.experiments import get_experiment, run_experiment, runs_of
-    from tests.test_experiments import fingerprint, small_spec
+    from tests.test_experiments import fingerprint, small_spec, spec_data
 
-    spec = {
-        "name": "search",
-        "body": "mars",
-        "pattern": "mars_terraform",
-        "years": YEARS,
-        "master_seed": 7,
-        "samples": 2,
-        "max_iterations": 3,
-        "objective": {"kind": "maximize_habitability", "max_cost_cents": 900_000_000_000},
-        "base": {"budget_cents": 1_000_000_000_000},
-        "space": {"tech_level": [3, 6, 9], "budget_cents": [400_000_000_000, 800_000_000_000]},
-    }
+    spec = spec_data(years=YEARS, max_iterations=3)
     ledger = TwinLedger.open(database_url)
     try:
         with server_process(database_url, "--workers", "1") as (base, process):
