@@ -141,9 +141,9 @@ def test_a_run_dask_gave_up_on_is_left_alone_until_a_later_resume(
             fresh_connections(base) as http,
         ):
             run_id = accept_and_kill_its_worker(http, ledger, fragile_cluster)
-            left_alone = f"run {run_id}: its process died"
+            left_alone = f"run {run_id}: Dask gave up on its task, its workers having died"
 
-            def gave_up() -> bool:
+            def gave_up() -> bool:  # logged once the server's executor leaves the run alone
                 return left_alone in Path(log.name).read_text()
 
             wait_for(gave_up, "the server to learn that Dask gave up on the task", every=0.1)
