@@ -64,15 +64,17 @@ def accept_and_kill_its_worker(http: httpx.Client, ledger: TwinLedger, dask: Clu
     accepted = http.post(f"{API}/runs", json={"twin_id": twin.json()["id"], "seed": 1, **RUN})
     assert accepted.status_code == 202, accepted.text
     run_id = str(accepted.json()["id"])
-    wait_for(lambda: ledger.get_run(run_id).years_recorded > 0, "the run's first chunk")
     named: list[int | None] = [None]
 
     def the_scheduler_names_it() -> bool:
         named[0] = worker_executing(dask.address, run_id)
         return named[0] is not None
 
+    # Named first (a single task on an idle one-thread worker runs where it is assigned), so
+    # the kill follows the first chunk (of four) at once, long before the run could end.
     wait_for(the_scheduler_names_it, "the scheduler to name the run's worker", every=0.05)
     [worker] = [process for process in dask.workers if process.pid == named[0]]
+    wait_for(lambda: ledger.get_run(run_id).years_recorded > 0, "the run's first chunk")
     os.kill(worker.pid, signal.SIGKILL)  # that process only
     assert worker.wait(timeout=30) == -signal.SIGKILL
     interrupted = ledger.get_run(run_id)
