@@ -35,6 +35,7 @@ from tests.conftest import fresh_postgres_url
 from tests.test_experiments import fingerprint, small_spec
 
 ROOT = Path(__file__).resolve().parent.parent
+DASK = (sys.executable, "-m", "dask")  # the `dask` command, from this interpreter
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
 
@@ -44,11 +45,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def spawn(*command: str) -> subprocess.Popen[str]:
+def spawn(*command: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         list(command),
         cwd=ROOT,
-        env=ENV,
+        env={**ENV, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -63,38 +64,59 @@ def stop(process: subprocess.Popen[str]) -> None:
 
 
 class Cluster:
-    """A scheduler and its workers, each a real process."""
+    """A scheduler and its workers, each a real process. ``allowed_failures``: how many of a
+    task's workers may die before the scheduler gives up on it (KilledWorker); Dask's default
+    (3) unless given."""
 
-    def __init__(self, workers: int = 2) -> None:
+    def __init__(self, workers: int = 2, *, allowed_failures: int | None = None) -> None:
         self.address = f"tcp://127.0.0.1:{free_port()}"
         port = self.address.rsplit(":", 1)[1]
-        dask = [sys.executable, "-m", "dask"]  # the `dask` command, from this interpreter
+        settings = {}
+        if allowed_failures is not None:
+            settings["DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES"] = str(allowed_failures)
         self.scheduler = spawn(
-            *dask, "scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard"
+            *DASK,
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            port,
+            "--no-dashboard",
+            env=settings,
         )
-        self.workers = [
-            spawn(
-                *dask,
-                "worker",
-                self.address,
-                "--nthreads",
-                "1",
-                "--no-nanny",  # the worker is this process: SIGKILL kills the running task
-                "--no-dashboard",
-                "--host",
-                "127.0.0.1",
-                "--name",
-                f"worker-{n}",
-            )
-            for n in range(workers)
-        ]
+        self.workers: list[subprocess.Popen[str]] = []
+        for _ in range(workers):
+            self.add_worker(wait=False)
+        self.wait_for_workers(workers)
+
+    def add_worker(self, *, wait: bool = True) -> subprocess.Popen[str]:
+        """One more worker process (waited for until the scheduler counts it, unless not)."""
+        worker = spawn(
+            *DASK,
+            "worker",
+            self.address,
+            "--nthreads",
+            "1",
+            "--no-nanny",  # the worker is this process: SIGKILL kills the running task
+            "--no-dashboard",
+            "--host",
+            "127.0.0.1",
+            "--name",
+            f"worker-{len(self.workers)}",
+        )
+        self.workers.append(worker)
+        if wait:
+            self.wait_for_workers(sum(process.poll() is None for process in self.workers))
+        return worker
+
+    def wait_for_workers(self, count: int) -> None:
         from distributed import Client
 
         deadline = time.monotonic() + 60
         while True:
             try:
                 with Client(self.address, timeout="5s") as client:
-                    client.wait_for_workers(workers, timeout=60)
+                    client.wait_for_workers(count, timeout=60)
                 return
             except (OSError, TimeoutError):
                 if time.monotonic() > deadline:

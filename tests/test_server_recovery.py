@@ -16,9 +16,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -36,11 +36,16 @@ RUN = {"pattern": "mars_terraform", "years": YEARS, "budget_cents": BUDGET}
 
 
 @contextmanager
-def server_process(url: str, *options: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """`twinledger serve` in a new session (so its workers share its process group)."""
+def server_process(
+    url: str, *options: str, log: IO[str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """`twinledger serve` in a new session (so its workers share its process group), its
+    stderr written to ``log`` (a file the caller reads) or to a file of its own."""
     port = free_port()
     command, env = serve_command(url, port, *options)
-    with tempfile.TemporaryFile(mode="w+") as log:
+    with ExitStack() as files:
+        if log is None:
+            log = files.enter_context(tempfile.TemporaryFile(mode="w+"))
         process = subprocess.Popen(
             command,
             env=env,

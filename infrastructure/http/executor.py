@@ -186,17 +186,21 @@ class ServerExecutor:
             self._in_hand.add(ident)
             return True
 
-    def _count_death(self, kind: str, ident: UUID) -> bool:
+    def _count_death(self, kind: str, ident: UUID, *, dask_gave_up: bool = False) -> bool:
         """One more death of the process under ``ident``'s task (the lock held); False, and
-        left alone from now on, past MAX_WORKER_DEATHS."""
-        self._deaths[ident] += 1
+        left alone from now on, past MAX_WORKER_DEATHS or once Dask gave up on the task
+        (KilledWorker: its scheduler counted the deaths, as many as its allowed failures say)."""
+        self._deaths[ident] = MAX_WORKER_DEATHS + 1 if dask_gave_up else self._deaths[ident] + 1
         if self._deaths[ident] <= MAX_WORKER_DEATHS:
             return True
         self._left_alone.add(ident)
         self._in_hand.discard(ident)
-        log.error(
-            "%s %s: its process died %d times; left running", kind, ident, self._deaths[ident]
+        why = (
+            "Dask gave up on its task, its workers having died (KilledWorker)"
+            if dask_gave_up
+            else f"its process died {self._deaths[ident]} times"
         )
+        log.error("%s %s: %s; left running", kind, ident, why)
         return False
 
     def _ended(self, kind: str, ident: UUID) -> Callable[[Any], None]:
@@ -213,11 +217,9 @@ class ServerExecutor:
             with self._lock:
                 self._in_hand.discard(ident)
                 if _died(error):
-                    if isinstance(error, BrokenProcessPool):
-                        self._count_death(kind, ident)
-                    else:  # KilledWorker: Dask counted the deaths, past its allowed failures
-                        self._deaths[ident] = MAX_WORKER_DEATHS
-                        self._count_death(kind, ident)
+                    self._count_death(
+                        kind, ident, dask_gave_up=not isinstance(error, BrokenProcessPool)
+                    )
                 elif isinstance(error, TwinLedgerError) and not isinstance(
                     error, RunBusy | ExperimentBusy
                 ):
