@@ -258,8 +258,10 @@ class LocalExecutor:
 class DaskExecutor:
     """Runs as Dask tasks on a cluster (``tcp://HOST:8786``) or a LocalCluster (``local``).
 
-    Tasks are impure (``pure=False``) and retried when a worker dies; the run's claim makes a
-    retry that overlaps a zombie wait, then resume or report.
+    Tasks are impure (``pure=False``). A task whose worker dies is run again by the scheduler
+    until ``distributed.scheduler.allowed-failures`` deaths (then KilledWorker); ``retries``
+    reruns a task that raised (a refusal such as RunBusy, too). The run's claim makes a rerun
+    that overlaps a zombie wait, then resume or report.
     """
 
     def __init__(self, url: str, scheduler: str, *, retries: int = 3, workers: int = 0) -> None:
