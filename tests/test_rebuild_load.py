@@ -224,3 +224,41 @@ def test_a_load_whose_connection_the_server_ends_mid_batch_changes_nothing_live(
         p.rebuild()
         assert p.checksums() == before
         assert _synchronous(p.store) == "on"
+
+
+def test_a_refused_write_late_in_a_load_of_prepared_statements_is_parked(
+    ledger: TwinLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small batches: by the faulty year psycopg has made its repeated statements prepared
+    ones, and a Parse in the aborted part of a pipeline never reaches the server. The careful
+    rerun (no pipeline) and every batch after it must find their statements all the same: the
+    rebuild parks what a catch-up parks and gives the same tables."""
+    s = build(ledger)
+    years = [
+        n.id
+        for n in ledger.recorder.select_notifications(start=1, limit=10_000)
+        if str(n.originator_id) == str(s.completed) and n.topic == YEAR_TOPIC
+    ]
+    faulty = years[-3]
+    original = RunsProjection.apply
+
+    def refused(self: RunsProjection, batch: Batch) -> None:
+        original(self, batch)
+        if any(event.position == faulty for event in batch.events):
+            batch.cursor.execute(
+                batch.store.sql(
+                    "INSERT INTO {t} (id) VALUES (NULL)", t=batch.table("simulation_runs")
+                )
+            )
+
+    monkeypatch.setattr(RunsProjection, "apply", refused)
+    with projector(ledger, batch_size=2) as p:
+        p.catch_up()
+        expected = p.checksums()
+        parked = [(r.projection, r.position, r.error_class) for r in p.parked()]
+        assert parked[0][:2] == ("runs", faulty)
+        p.rebuild()
+        assert p.checksums() == expected
+        assert [(r.projection, r.position, r.error_class) for r in p.parked()] == parked
+        p.rebuild()  # and again, on the same connection and its prepared statements
+        assert p.checksums() == expected
