@@ -123,9 +123,7 @@ def test_an_append_failing_while_it_waits_for_the_lock_is_retried_and_written_on
     finally:
         holder.close()
     assert problems == []
-    expected = (
-        psycopg.errors.QueryCanceled if how == "cancelled" else psycopg.OperationalError
-    )
+    expected = psycopg.errors.QueryCanceled if how == "cancelled" else psycopg.OperationalError
     assert isinstance(outcomes[0], expected)
     assert outcomes[-1] is None and all(o is not None for o in outcomes[:-1])
     assert list(ids) == list(range(head + 1, head + 101))

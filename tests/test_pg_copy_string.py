@@ -130,7 +130,9 @@ def test_a_notify_in_the_string_reaches_listeners_at_its_commit_only(
         other.execute("LISTEN review_channel")
         with pytest.raises(errors.UniqueViolation):
             run_with_copy(
-                connection, b"BEGIN; NOTIFY review_channel, 'lost'; " + COPY + b"; COMMIT", b"1\n1\n"
+                connection,
+                b"BEGIN; NOTIFY review_channel, 'lost'; " + COPY + b"; COMMIT",
+                b"1\n1\n",
             )
         connection.rollback()
         run_with_copy(
