@@ -144,3 +144,22 @@ def test_a_notify_in_the_string_reaches_listeners_at_its_commit_only(
     assert received == ["kept"]
     assert own == ["kept"]
     assert rows(connection) == [5]
+
+
+def test_notices_of_the_string_reach_the_connections_notice_handlers(
+    connection: psycopg.Connection[Any],
+) -> None:
+    """The exchange is driven on psycopg's libpq object, whose notice processor is psycopg's:
+    a server notice before or after the COPY (a warning the library would log) is delivered
+    as for any statement, not lost or left in the buffer."""
+    notices: list[str] = []
+    connection.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+    run_with_copy(
+        connection,
+        b"BEGIN; DO $$ BEGIN RAISE NOTICE 'before'; END $$; "
+        + COPY
+        + b"; DO $$ BEGIN RAISE NOTICE 'after'; END $$; COMMIT",
+        b"1\n",
+    )
+    assert notices == ["before", "after"]
+    assert rows(connection) == [1]
