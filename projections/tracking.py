@@ -242,39 +242,34 @@ def _move(store: Store, cursor: Any, moves: list[tuple[str, int, int]]) -> None:
             )
 
 
+_PUT = (
+    "INSERT INTO {t} (projection_name, application_name, notification_id, schema_version,"
+    " updated_at) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (projection_name, application_name)"
+    " DO UPDATE SET notification_id = excluded.notification_id,"
+    " schema_version = excluded.schema_version, updated_at = excluded.updated_at,"
+    " error = NULL, error_position = NULL"
+)
+"""A row set outright, in place when it exists: a catch-up of another process waiting on its
+lock (PostgreSQL, ``FOR UPDATE``) then reads the new row once this transaction commits. A row
+deleted and inserted again (as ``put`` did) is, to a statement waiting on the old one, gone:
+that catch-up found "no tracking row" and failed (tests/test_rebuild.py)."""
+
+
 def put(store: Store, cursor: Any, name: str, position: int, schema_version: str) -> None:
     """Set a projection's row outright: used when its tables are (re)created or swapped in."""
     cursor.execute(
-        store.sql("DELETE FROM {t} WHERE projection_name = %s AND application_name = %s", t=TABLE),
-        (name, APPLICATION_NAME),
-    )
-    cursor.execute(
-        store.sql(
-            "INSERT INTO {t} (projection_name, application_name, notification_id,"
-            " schema_version, updated_at) VALUES (%s, %s, %s, %s, %s)",
-            t=TABLE,
-        ),
-        (name, APPLICATION_NAME, position, schema_version, _now(store)),
+        store.sql(_PUT, t=TABLE), (name, APPLICATION_NAME, position, schema_version, _now(store))
     )
 
 
 def put_all(store: Store, cursor: Any, rows: Sequence[tuple[str, int, str]]) -> None:
     """``put`` for several projections, (name, position, schema_version) each: a rebuild's
-    swap, in two statements whatever their number."""
+    swap, in one executemany whatever their number."""
     if not rows:
         return
-    where, args = _in(store, [name for name, _, _ in rows])
-    cursor.execute(
-        store.sql(f"DELETE FROM {{t}} WHERE application_name = %s AND {where}", t=TABLE),
-        [APPLICATION_NAME, *args],
-    )
     now = _now(store)
     cursor.executemany(
-        store.sql(
-            "INSERT INTO {t} (projection_name, application_name, notification_id,"
-            " schema_version, updated_at) VALUES (%s, %s, %s, %s, %s)",
-            t=TABLE,
-        ),
+        store.sql(_PUT, t=TABLE),
         [(name, APPLICATION_NAME, position, version, now) for name, position, version in rows],
     )
 

@@ -274,3 +274,57 @@ def test_another_writer_in_between_is_read_from_the_log(
         projected = opened.checksums()
         opened.rebuild()
         assert opened.checksums() == projected
+
+
+@pytest.mark.parametrize("meanwhile", ["caught up", "caught up and appended"])
+def test_a_catch_up_after_a_save_skips_no_check_it_needs(
+    open_ledger: Any, database_url: str, monkeypatch: pytest.MonkeyPatch, meanwhile: str
+) -> None:
+    """The catch-up right after a save reads no positions first (what it saved is there to
+    apply). If another process caught the tables up past those events before it ran (and
+    maybe appended more), its batches start from the positions they lock: nothing is applied
+    twice, the other writer's events are applied once, and memory is let go."""
+    ledger, other = open_ledger(), open_ledger()
+    twin = ledger.clone_twin(name="Mars", body="mars")
+    runs = [
+        ledger.queue_run(twin, pattern="mars_terraform", duration_years=20, budget_cents=BUDGET)
+        for _ in range(2)
+    ]
+    with Projector.open(database_url) as opened:
+        opened.catch_up()
+    detach = keep_current(ledger, lambda text: pytest.fail(text))
+    state: dict[str, Any] = {}
+    remembered: list[bool] = []  # each catch-up's: events of its own saves in memory
+    original = Projector.catch_up
+
+    def spy(self: Projector, names: Any = None, *, durable: bool = True) -> dict[str, int]:
+        remembered.append(bool(self._memory))
+        return original(self, names, durable=durable)
+
+    monkeypatch.setattr(Projector, "catch_up", spy)
+
+    def elsewhere() -> None:  # before keep_current's hook: another process got there first
+        if state:
+            return
+        state["done"] = True
+        with Projector.open(database_url) as rival:
+            rival.catch_up()
+        if meanwhile == "caught up and appended":
+            other.execute_run(runs[1], chunk_years=20)
+
+    ledger.after_write.insert(0, elsewhere)
+    try:
+        ledger.execute_run(runs[0], chunk_years=20)
+    finally:
+        detach()
+    assert state and remembered[0] is False  # the rival, first
+    assert True in remembered[1:]  # then the catch-up after the save, with no check first
+    monkeypatch.undo()
+    with Projector.open(database_url) as opened:
+        positions = opened.catch_up()
+        assert set(positions.values()) == {ledger.event_count()}
+        expected_years = {20} if meanwhile == "caught up and appended" else {20, 0}
+        assert {r["current_year"] or 0 for r in queries.runs(opened.store)} == expected_years
+        projected = opened.checksums()
+        opened.rebuild()
+        assert opened.checksums() == projected

@@ -94,3 +94,72 @@ def test_a_failure_mid_copy_closes_the_connection(connection: psycopg.Connection
     with pytest.raises(TypeError):
         run_with_copy(connection, b"BEGIN; " + COPY + b"; COMMIT", "1\n")  # type: ignore[arg-type]
     assert connection.closed  # not left in the middle of a COPY (a pool discards it)
+
+
+def test_psycopg_sees_the_transaction_the_string_committed_as_ended(
+    connection: psycopg.Connection[Any],
+) -> None:
+    """psycopg takes the transaction state from libpq, which follows the server: after a
+    string's own COMMIT, ``transaction()`` opens a real transaction (not a savepoint inside
+    one the string left open), whose rollback and commit do what they say."""
+    run_with_copy(connection, b"BEGIN; " + COPY + b"; COMMIT", b"1\n")
+    with pytest.raises(RuntimeError), connection.transaction():
+        connection.execute("INSERT INTO pg_temp.t VALUES (2)")
+        raise RuntimeError("rolled back")
+    with connection.transaction():
+        connection.execute("INSERT INTO pg_temp.t VALUES (3)")
+    assert connection.info.transaction_status == TransactionStatus.IDLE
+    assert rows(connection) == [1, 3]
+    connection.autocommit = False  # psycopg's own BEGIN works after the string too
+    connection.execute("INSERT INTO pg_temp.t VALUES (4)")
+    connection.rollback()
+    connection.autocommit = True
+    assert rows(connection) == [1, 3]
+
+
+def test_a_notify_in_the_string_reaches_listeners_at_its_commit_only(
+    connection: psycopg.Connection[Any],
+) -> None:
+    """The append's NOTIFY rides in the string: a listener (here the connection itself, whose
+    notifications psycopg dispatches while driving the exchange, and another session) gets it
+    once for a committed string and never for one that failed."""
+    own: list[str] = []
+    connection.add_notify_handler(lambda n: own.append(n.payload))
+    connection.execute("LISTEN review_channel")
+    with psycopg.connect(postgres_base_url(), autocommit=True) as other:
+        other.execute("LISTEN review_channel")
+        with pytest.raises(errors.UniqueViolation):
+            run_with_copy(
+                connection,
+                b"BEGIN; NOTIFY review_channel, 'lost'; " + COPY + b"; COMMIT",
+                b"1\n1\n",
+            )
+        connection.rollback()
+        run_with_copy(
+            connection, b"BEGIN; NOTIFY review_channel, 'kept'; " + COPY + b"; COMMIT", b"5\n"
+        )
+        received = [n.payload for n in other.notifies(timeout=2, stop_after=1)]
+        received += [n.payload for n in other.notifies(timeout=0.2)]
+    connection.execute("SELECT 1")  # anything left for the connection itself is read by now
+    assert received == ["kept"]
+    assert own == ["kept"]
+    assert rows(connection) == [5]
+
+
+def test_notices_of_the_string_reach_the_connections_notice_handlers(
+    connection: psycopg.Connection[Any],
+) -> None:
+    """The exchange is driven on psycopg's libpq object, whose notice processor is psycopg's:
+    a server notice before or after the COPY (a warning the library would log) is delivered
+    as for any statement, not lost or left in the buffer."""
+    notices: list[str] = []
+    connection.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+    run_with_copy(
+        connection,
+        b"BEGIN; DO $$ BEGIN RAISE NOTICE 'before'; END $$; "
+        + COPY
+        + b"; DO $$ BEGIN RAISE NOTICE 'after'; END $$; COMMIT",
+        b"1\n",
+    )
+    assert notices == ["before", "after"]
+    assert rows(connection) == [1]

@@ -203,3 +203,48 @@ def test_a_follower_keeps_going_across_a_rebuild_made_elsewhere(ledger: TwinLedg
         caught_up = follower.checksums()
         rebuilder.rebuild()
         assert rebuilder.checksums() == caught_up
+
+
+def test_a_catch_up_waiting_on_a_position_the_swap_sets_goes_on_from_it(
+    ledger: TwinLedger,
+) -> None:
+    """PostgreSQL: a one-projection catch-up in another process waits for the row lock the
+    rebuild's swap holds on the projection's position. The swap sets the position anew
+    (``tracking.put_all``); once it commits, the waiting catch-up must read the new row and
+    go on from it, not find no row at all (a row deleted and inserted again is, to a
+    statement waiting on the old one, gone)."""
+    build(ledger)
+    with projector(ledger) as swapping, projector(ledger) as other:
+        if not swapping.store.postgres:
+            return  # SQLite: BEGIN IMMEDIATE serialises the two transactions whole
+        swapping.prepare()
+        other.prepare()
+        name = next(p.name for p in other.projections if len(other.resolve([p.name])) == 1)
+        version = other.by_name[name].schema_version
+        errors: list[BaseException] = []
+        positions: dict[str, int] = {}
+        store = swapping.store
+        with store.transaction() as cursor:
+            tracking.put_all(store, cursor, [(name, 0, version)])  # as the swap does, locked
+
+            def catch_up() -> None:
+                try:
+                    positions.update(other.catch_up([name]))
+                except BaseException as error:  # reported below
+                    errors.append(error)
+
+            thread = threading.Thread(target=catch_up)
+            thread.start()
+            waiting = False
+            while not waiting and thread.is_alive():  # the catch-up waits for our row lock
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = %s"
+                    " AND wait_event_type = 'Lock'",
+                    (other.store.pg.info.backend_pid,),
+                )
+                waiting = cursor.fetchone()[0] == 1
+                threading.Event().wait(0.02)
+            assert waiting
+        thread.join(timeout=60)
+        assert errors == []
+        assert positions == {name: ledger.event_count()}
