@@ -277,7 +277,10 @@ class Rebuild(CatchUp):
             try:
                 yield
             finally:
-                store.pg.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+                # A closed session has released its lock already; unlocking would raise and
+                # hide the error that closed it.
+                if not store.pg.closed:
+                    store.pg.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
             return
         path = self.database.sqlite_path
         if path.startswith("file:"):
