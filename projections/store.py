@@ -163,6 +163,7 @@ class Store:
         self.events_table = POSTGRES_EVENTS_TABLE if self.postgres else SQLITE_EVENTS_TABLE
         self.restore_planner = True  # see ``notes``
         self._asynchronous = False  # see ``committing_asynchronously``
+        self.pending_moves: list[tuple[str, int, int]] | None = None  # tracking.advancing_together
         self._events_select: dict[tuple[str, ...], Query] = {}
 
     # --- connections and transactions ----------------------------------------------------------

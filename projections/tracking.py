@@ -166,10 +166,6 @@ def _now(store: Store) -> Any:
     return store.timestamp(datetime.now(UTC))
 
 
-_MOVES: dict[int, list[tuple[str, int, int]]] = {}
-"""The positions ``advance`` was asked to move inside ``advancing_together``, by store."""
-
-
 @contextmanager
 def advancing_together(store: Store, cursor: Any) -> Iterator[None]:
     """``advance`` calls made inside move their positions when the block ends without an
@@ -178,11 +174,11 @@ def advancing_together(store: Store, cursor: Any) -> Iterator[None]:
     (TrackingConflict, naming the projection). Used where nothing reads the positions in
     between: they are written, as ever, before the transaction commits."""
     moves: list[tuple[str, int, int]] = []
-    _MOVES[id(store)] = moves
+    store.pending_moves = moves  # the store's own: one connection, one transaction at a time
     try:
         yield
     finally:
-        del _MOVES[id(store)]
+        store.pending_moves = None
     _move(store, cursor, moves)
 
 
@@ -191,7 +187,7 @@ def advance(store: Store, cursor: Any, name: str, old: int, new: int) -> None:
     ``advancing_together``: when its block ends)."""
     if new <= old:
         raise TrackingConflict(f"projection {name}: position {new} does not advance from {old}")
-    moves = _MOVES.get(id(store))
+    moves = store.pending_moves
     if moves is not None:
         moves.append((name, old, new))
         return
@@ -257,9 +253,7 @@ that catch-up found "no tracking row" and failed (tests/test_rebuild.py)."""
 
 def put(store: Store, cursor: Any, name: str, position: int, schema_version: str) -> None:
     """Set a projection's row outright: used when its tables are (re)created or swapped in."""
-    cursor.execute(
-        store.sql(_PUT, t=TABLE), (name, APPLICATION_NAME, position, schema_version, _now(store))
-    )
+    put_all(store, cursor, [(name, position, schema_version)])
 
 
 def put_all(store: Store, cursor: Any, rows: Sequence[tuple[str, int, str]]) -> None:
