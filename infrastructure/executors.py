@@ -24,7 +24,7 @@ from uuid import UUID
 from domain.errors import RunBusy, ValidationError
 from domain.run import SimulationRun
 from infrastructure.application import TwinLedger
-from infrastructure.locks import StoreLock
+from infrastructure.locks import StoreLock, nobody_holds
 from infrastructure.settings import Database, resolve_database
 
 SCHEDULER_VARIABLE = "TWINLEDGER_SCHEDULER"
@@ -179,13 +179,9 @@ def unclaimed(
 ) -> list[str]:
     """Those of ``ids`` whose claim nobody holds (taken and let go at once): a run or an
     experiment left ``running`` whose executor or evaluator died."""
-    chosen = []
-    for ident in ids:
-        lock = claim(database, ident)
-        if lock.try_acquire():
-            lock.release()
-            chosen.append(ident)
-    return chosen
+    ids = list(ids)
+    free = nobody_holds(database, [claim(database, ident) for ident in ids])
+    return [ident for ident, nobody in zip(ids, free, strict=True) if nobody]
 
 
 @contextlib.contextmanager

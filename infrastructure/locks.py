@@ -39,6 +39,37 @@ def lock_key(database: Database, name: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+def nobody_holds(database: Database, locks: list[StoreLock]) -> list[bool]:
+    """For each lock, whether nobody holds it (taken and let go at once). On PostgreSQL one
+    connection probes them all, in one statement: a server looking for orphans every few
+    seconds would otherwise open a connection per running run."""
+    if not locks:
+        return []
+    if not database.is_postgres:
+        free = []
+        for lock in locks:
+            got = lock.try_acquire()
+            if got:
+                lock.release()
+            free.append(got)
+        return free
+    keys = [lock_key(database, lock.name) for lock in locks]
+    with psycopg.connect(database.psycopg_conninfo(), autocommit=True) as connection:
+        # Each taken here is let go before the connection closes, so no taker finds it held
+        # for the moment a closing backend keeps its locks (as StoreLock.release).
+        rows = connection.execute(
+            "SELECT k, pg_try_advisory_lock(k) FROM unnest(%s::bigint[]) WITH ORDINALITY"
+            " AS u(k, n) ORDER BY n",
+            (keys,),
+        ).fetchall()
+        taken = [key for key, free in rows if free]
+        if taken:
+            connection.execute(
+                "SELECT pg_advisory_unlock(k) FROM unnest(%s::bigint[]) AS u(k)", (taken,)
+            )
+    return [bool(free) for _, free in rows]
+
+
 class StoreLock:
     """A named lock across every process using the store; released when its holder dies."""
 

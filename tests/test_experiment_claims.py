@@ -201,3 +201,31 @@ def test_a_busy_experiment_is_a_conflict_over_http() -> None:
     from infrastructure.http.app import _status
 
     assert _status(ExperimentBusy("experiment_id: busy")) == 409
+
+
+def test_unclaimed_probes_claims_without_taking_them(ledger: TwinLedger) -> None:
+    """``unclaimed`` names the ids whose claim nobody holds, in order, and leaves every
+    claim as it found it: held ones still held, free ones free for the next taker (on
+    PostgreSQL all probed on one connection, in one statement)."""
+    import uuid
+
+    from infrastructure.executors import run_claim, unclaimed
+
+    database = ledger.database
+    ids = [str(uuid.uuid4()) for _ in range(5)]
+    held = [run_claim(database, ids[1]), run_claim(database, ids[3])]
+    for claim in held:
+        assert claim.try_acquire()
+    try:
+        assert unclaimed(database, ids, run_claim) == [ids[0], ids[2], ids[4]]
+        assert unclaimed(database, ids, run_claim) == [ids[0], ids[2], ids[4]]  # nothing kept
+        for ident in (ids[0], ids[2], ids[4]):
+            taker = run_claim(database, ident)
+            assert taker.try_acquire()  # let go by the probe
+            taker.release()
+        assert all(claim.held for claim in held)
+    finally:
+        for claim in held:
+            claim.release()
+    assert unclaimed(database, ids, run_claim) == ids
+    assert unclaimed(database, [], run_claim) == []
